@@ -1,0 +1,42 @@
+#pragma once
+// Communicator over an MPI communicator (not owned).
+#include <mpi.h>
+
+#include <source_location>
+
+#include "switchyard/comm/communicator.hpp"
+
+namespace switchyard::comm {
+
+/// Throws Error(kMpi) with file:line, rank and MPI's own error text unless
+/// `rc == MPI_SUCCESS`.
+void check_mpi(int rc, std::source_location where = std::source_location::current());
+
+class MpiCommunicator final : public Communicator {
+ public:
+  /// Wraps `comm`; MPI must be initialised and errors set to MPI_ERRORS_RETURN
+  /// by the caller if it wants them as exceptions.
+  explicit MpiCommunicator(MPI_Comm comm);
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  void alltoallv(const void* send, const std::int64_t* send_counts, const std::int64_t* send_offsets, void* recv,
+                 const std::int64_t* recv_counts, const std::int64_t* recv_offsets, std::size_t row_bytes) override;
+  void alltoall(const std::int64_t* send, std::int64_t* recv, std::size_t count) override;
+  void allreduce_sum(std::int64_t* data, std::size_t count) override;
+  void allreduce_sum(double* data, std::size_t count) override;
+  void allreduce_max(double* data, std::size_t count) override;
+  void gatherv(const void* send, std::size_t send_bytes, void* recv, const std::int64_t* recv_bytes,
+               const std::int64_t* recv_offsets, int root) override;
+  void broadcast(void* data, std::size_t bytes, int root) override;
+  [[noreturn]] void abort(int exit_code) override;
+
+  MPI_Comm handle() const { return comm_; }
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace switchyard::comm

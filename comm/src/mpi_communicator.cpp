@@ -1,0 +1,101 @@
+#include "switchyard/comm/mpi_communicator.hpp"
+
+#include <climits>
+#include <string>
+#include <vector>
+
+#include "switchyard/runtime/error.hpp"
+
+namespace switchyard::comm {
+namespace {
+
+std::vector<int> to_int(const std::int64_t* v, int n, const char* what) {
+  std::vector<int> out(n);
+  for (int i = 0; i < n; ++i) {
+    check(v[i] >= 0 && v[i] <= INT_MAX, ErrorCode::kInternal,
+          std::string("MPI ") + what + " out of int range: " + std::to_string(v[i]));
+    out[i] = static_cast<int>(v[i]);
+  }
+  return out;
+}
+
+// RAII for a derived datatype of `bytes` contiguous bytes.
+class RowType {
+ public:
+  explicit RowType(std::size_t bytes) {
+    check_mpi(MPI_Type_contiguous(static_cast<int>(bytes), MPI_BYTE, &type_));
+    check_mpi(MPI_Type_commit(&type_));
+  }
+  ~RowType() { MPI_Type_free(&type_); }
+  MPI_Datatype get() const { return type_; }
+
+ private:
+  MPI_Datatype type_;
+};
+
+}  // namespace
+
+void check_mpi(int rc, std::source_location where) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  int rank = -1, initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  throw Error(ErrorCode::kMpi, std::string(where.file_name()) + ":" + std::to_string(where.line()) + " rank " +
+                                   std::to_string(rank) + ": " + std::string(text, len));
+}
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+  check_mpi(MPI_Comm_rank(comm_, &rank_));
+  check_mpi(MPI_Comm_size(comm_, &size_));
+}
+
+void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_counts, const std::int64_t* send_offsets,
+                                void* recv, const std::int64_t* recv_counts, const std::int64_t* recv_offsets,
+                                std::size_t row_bytes) {
+  RowType row(row_bytes);
+  auto sc = to_int(send_counts, size_, "count"), so = to_int(send_offsets, size_, "offset");
+  auto rc = to_int(recv_counts, size_, "count"), ro = to_int(recv_offsets, size_, "offset");
+  check_mpi(MPI_Alltoallv(send, sc.data(), so.data(), row.get(), recv, rc.data(), ro.data(), row.get(), comm_));
+}
+
+void MpiCommunicator::alltoall(const std::int64_t* send, std::int64_t* recv, std::size_t count) {
+  check_mpi(MPI_Alltoall(send, static_cast<int>(count), MPI_INT64_T, recv, static_cast<int>(count), MPI_INT64_T,
+                         comm_));
+}
+
+void MpiCommunicator::allreduce_sum(std::int64_t* data, std::size_t count) {
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_INT64_T, MPI_SUM, comm_));
+}
+
+void MpiCommunicator::allreduce_sum(double* data, std::size_t count) {
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_));
+}
+
+void MpiCommunicator::allreduce_max(double* data, std::size_t count) {
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_DOUBLE, MPI_MAX, comm_));
+}
+
+void MpiCommunicator::gatherv(const void* send, std::size_t send_bytes, void* recv, const std::int64_t* recv_bytes,
+                              const std::int64_t* recv_offsets, int root) {
+  std::vector<int> rb(size_), ro(size_);
+  if (rank_ == root) {
+    rb = to_int(recv_bytes, size_, "count");
+    ro = to_int(recv_offsets, size_, "offset");
+  }
+  check_mpi(MPI_Gatherv(send, static_cast<int>(send_bytes), MPI_BYTE, recv, rb.data(), ro.data(), MPI_BYTE, root,
+                        comm_));
+}
+
+void MpiCommunicator::broadcast(void* data, std::size_t bytes, int root) {
+  check_mpi(MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_));
+}
+
+void MpiCommunicator::abort(int exit_code) {
+  MPI_Abort(comm_, exit_code);
+  std::_Exit(exit_code);
+}
+
+}  // namespace switchyard::comm

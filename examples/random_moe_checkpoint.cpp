@@ -1,0 +1,179 @@
+#include "random_moe_checkpoint.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "switchyard/runtime/atomic_file.hpp"
+
+namespace switchyard::examples {
+namespace fs = std::filesystem;
+using layers::Architecture;
+using nlohmann::json;
+
+std::vector<float> random_matrix(std::int64_t rows, std::int64_t cols, std::uint64_t seed, float scale) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(static_cast<std::size_t>(rows * cols));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+namespace {
+
+// Rounds in place to what `dtype` can hold, so the arrays equal the file.
+void round_to(layers::DType dtype, std::vector<float>* v) {
+  if (dtype == layers::DType::kF32) return;
+  for (auto& x : *v) {
+    const std::uint16_t h = dtype == layers::DType::kBF16 ? layers::f32_to_bf16(x) : layers::f32_to_f16(x);
+    layers::TensorView t;
+    t.dtype = dtype;
+    t.data = reinterpret_cast<const std::uint8_t*>(&h);
+    t.nbytes = 2;
+    layers::convert_to_f32(t, 0, 1, &x);
+  }
+}
+
+json config_json(const RandomMoeSpec& s) {
+  json c = {{"hidden_size", s.hidden}, {"num_hidden_layers", s.layers}, {"num_experts_per_tok", s.top_k},
+            {"hidden_act", s.hidden_act}, {"vocab_size", 64}, {"num_attention_heads", 2},
+            {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-6}, {"torch_dtype", "float32"}};
+  switch (s.arch) {
+    case Architecture::kMixtral:
+      c["model_type"] = "mixtral";
+      c["architectures"] = {"MixtralForCausalLM"};
+      c["intermediate_size"] = s.inter;
+      c["num_local_experts"] = s.experts;
+      break;
+    case Architecture::kQwen2Moe:
+    case Architecture::kQwen3Moe: {
+      const bool q2 = s.arch == Architecture::kQwen2Moe;
+      c["model_type"] = q2 ? "qwen2_moe" : "qwen3_moe";
+      c["architectures"] = {q2 ? "Qwen2MoeForCausalLM" : "Qwen3MoeForCausalLM"};
+      c["moe_intermediate_size"] = s.inter;
+      c["intermediate_size"] = s.inter * 2;
+      c["num_experts"] = s.experts;
+      c["norm_topk_prob"] = s.norm_topk_prob;
+      c["decoder_sparse_step"] = s.decoder_sparse_step;
+      c["mlp_only_layers"] = s.mlp_only_layers;
+      if (q2) c["shared_expert_intermediate_size"] = s.shared_inter;
+      break;
+    }
+    case Architecture::kDeepseekV3:
+      c["model_type"] = "deepseek_v3";
+      c["architectures"] = {"DeepseekV3ForCausalLM"};
+      c["moe_intermediate_size"] = s.inter;
+      c["intermediate_size"] = s.inter * 2;
+      c["n_routed_experts"] = s.experts;
+      c["n_shared_experts"] = s.n_shared_experts;
+      c["n_group"] = s.n_group;
+      c["topk_group"] = s.topk_group;
+      c["routed_scaling_factor"] = s.routed_scaling_factor;
+      c["norm_topk_prob"] = s.norm_topk_prob;
+      c["first_k_dense_replace"] = s.first_k_dense_replace;
+      break;
+  }
+  return c;
+}
+
+struct Named {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  std::vector<float> data;
+};
+
+}  // namespace
+
+std::vector<MoeLayerArrays> write_random_moe_checkpoint(const RandomMoeSpec& s, const std::string& dir) {
+  fs::create_directories(dir);
+  const json cfg_json = config_json(s);
+  const auto cfg = layers::parse_model_config(cfg_json.dump(), "random config");
+  const std::int64_t H = s.hidden, I = s.inter, E = s.experts;
+  std::uint64_t seed = s.seed * 1000003u;
+  std::vector<Named> tensors;
+  auto add = [&](std::string name, std::vector<std::int64_t> shape, float scale) -> std::vector<float>& {
+    std::int64_t n = layers::numel_of(shape);
+    auto v = random_matrix(1, n, ++seed, scale);
+    round_to(s.dtype, &v);
+    tensors.push_back({std::move(name), std::move(shape), std::move(v)});
+    return tensors.back().data;
+  };
+  add("model.embed_tokens.weight", {64, H}, s.scale);
+  std::vector<MoeLayerArrays> out(static_cast<std::size_t>(s.layers));
+  for (std::int64_t l = 0; l < s.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {H}, 1.0f);
+    add(p + "self_attn.q_proj.weight", {H, H}, s.scale);
+    if (!cfg.is_moe_layer(l)) {
+      add(p + "mlp.gate_proj.weight", {I, H}, s.scale);
+      continue;
+    }
+    MoeLayerArrays& a = out[l];
+    const bool mixtral = s.arch == Architecture::kMixtral;
+    const std::string m = p + (mixtral && !s.fused ? "block_sparse_moe." : "mlp.");
+    a.router = add(m + "gate.weight", {E, H}, s.scale * 4);
+    if (s.arch == Architecture::kDeepseekV3) a.bias = add(m + "gate.e_score_correction_bias", {E}, 0.05f);
+    for (std::int64_t e = 0; e < E; ++e) {
+      a.gate.push_back(random_matrix(I, H, ++seed, s.scale));
+      a.up.push_back(random_matrix(I, H, ++seed, s.scale));
+      a.down.push_back(random_matrix(H, I, ++seed, s.scale));
+      round_to(s.dtype, &a.gate.back());
+      round_to(s.dtype, &a.up.back());
+      round_to(s.dtype, &a.down.back());
+    }
+    if (s.fused) {
+      std::vector<float> gate_up, down;
+      for (std::int64_t e = 0; e < E; ++e) {
+        gate_up.insert(gate_up.end(), a.gate[e].begin(), a.gate[e].end());
+        gate_up.insert(gate_up.end(), a.up[e].begin(), a.up[e].end());
+        down.insert(down.end(), a.down[e].begin(), a.down[e].end());
+      }
+      tensors.push_back({m + "experts.gate_up_proj", {E, 2 * I, H}, std::move(gate_up)});
+      tensors.push_back({m + "experts.down_proj", {E, H, I}, std::move(down)});
+    } else {
+      const char* g = mixtral ? "w1" : "gate_proj";
+      const char* u = mixtral ? "w3" : "up_proj";
+      const char* d = mixtral ? "w2" : "down_proj";
+      for (std::int64_t e = 0; e < E; ++e) {
+        const std::string x = m + "experts." + std::to_string(e) + ".";
+        tensors.push_back({x + g + ".weight", {I, H}, a.gate[e]});
+        tensors.push_back({x + u + ".weight", {I, H}, a.up[e]});
+        tensors.push_back({x + d + ".weight", {H, I}, a.down[e]});
+      }
+    }
+    const std::int64_t Is = cfg.shared_intermediate_size;
+    if (Is > 0) {
+      const std::string sh = m + (s.arch == Architecture::kDeepseekV3 ? "shared_experts." : "shared_expert.");
+      a.shared_gate = add(sh + "gate_proj.weight", {Is, H}, s.scale);
+      a.shared_up = add(sh + "up_proj.weight", {Is, H}, s.scale);
+      a.shared_down = add(sh + "down_proj.weight", {H, Is}, s.scale);
+      if (cfg.shared_expert_gated) a.shared_expert_gate = add(m + "shared_expert_gate.weight", {1, H}, s.scale * 4);
+    }
+  }
+  add("model.norm.weight", {H}, 1.0f);
+
+  // Split into shards of consecutive tensors; an index maps names to files.
+  const int n = std::max(1, s.shards);
+  json weight_map = json::object();
+  for (int k = 0; k < n; ++k) {
+    const std::string file = n == 1 ? "model.safetensors"
+                                    : "model-" + std::to_string(k + 1) + "-of-" + std::to_string(n) + ".safetensors";
+    std::vector<layers::TensorToWrite> part;
+    for (std::size_t i = k * tensors.size() / n; i < (k + 1) * tensors.size() / n; ++i) {
+      part.push_back({tensors[i].name, tensors[i].shape, tensors[i].data.data(), s.dtype});
+      weight_map[tensors[i].name] = file;
+    }
+    layers::write_safetensors((fs::path(dir) / file).string(), part, {{"format", "pt"}});
+  }
+  if (n > 1) {
+    const std::string index = json{{"metadata", {{"total_size", 0}}}, {"weight_map", weight_map}}.dump(2);
+    write_file_atomically((fs::path(dir) / "model.safetensors.index.json").string(), index.data(), index.size());
+  }
+  const std::string text = cfg_json.dump(2);
+  write_file_atomically((fs::path(dir) / "config.json").string(), text.data(), text.size());
+  return out;
+}
+
+}  // namespace switchyard::examples

@@ -1,0 +1,25 @@
+#pragma once
+// How every subcommand runs under MPI: work is cut into steps, and after each
+// step all ranks agree whether any of them failed, so an error seen by one
+// rank ends every rank with a non-zero exit instead of a hang.
+#include <functional>
+#include <string>
+
+#include "switchyard/comm/communicator.hpp"
+
+namespace switchyard::launch {
+
+/// Thrown after an agreed failure; main() turns it into the exit code.
+struct AgreedExit {
+  int code = 1;
+};
+
+/// Runs `fn` on every rank, then agrees on errors (collective). On failure the
+/// lowest failing rank prints "switchyard: error: <message>" to stderr and
+/// every rank throws AgreedExit.
+void collective_step(comm::Communicator& comm, const std::function<void()>& fn);
+
+/// Prints the one-line error format used everywhere.
+void print_error(const std::string& message);
+
+}  // namespace switchyard::launch

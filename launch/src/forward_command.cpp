@@ -1,0 +1,132 @@
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "cli_runner.hpp"
+#include "commands.hpp"
+#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/layers/moe_layer.hpp"
+#include "switchyard/runtime/error.hpp"
+#include "switchyard/runtime/npy.hpp"
+#include "switchyard/runtime/phase_timer.hpp"
+
+namespace switchyard::launch {
+namespace fs = std::filesystem;
+
+void add_forward_options(CLI::App& sub, ForwardOptions* o) {
+  sub.add_option("--model", o->model_dir, "Checkpoint directory (config.json + safetensors)")->required();
+  sub.add_option("--layer", o->layer, "Decoder layer index of the MoE block")->required();
+  sub.add_option("--input", o->input, "Input hidden states, float32 .npy [tokens, hidden]")->required();
+  sub.add_option("--output", o->output, "Output .npy, written by rank 0")->required();
+  sub.add_option("--capacity-factor", o->capacity_factor,
+                 "Expert capacity factor; 0 (default) is dropless")
+      ->check(CLI::NonNegativeNumber);
+  sub.add_flag("--quiet", o->quiet, "Print no summary");
+}
+
+namespace {
+
+// Contiguous, near-equal blocks of rows: the first T % R ranks get one more.
+std::int64_t block_begin(std::int64_t total, int parts, int idx) {
+  return idx * (total / parts) + std::min<std::int64_t>(idx, total % parts);
+}
+
+void print_summary(const ForwardOptions& o, const layers::ModelConfig& config, const layers::MoeTensorNames& names,
+                   const layers::ExpertPlacement& placement, const layers::ForwardStats& stats,
+                   const std::vector<PhaseTimer::Entry>& phases) {
+  std::printf("switchyard forward: %s layer %lld (%s layout), %d rank%s, %lld tokens, hidden %lld, top-%lld of %lld experts\n",
+              layers::architecture_name(config.arch), static_cast<long long>(o.layer),
+              names.layout == layers::ExpertLayout::kFused ? "fused" : "per-expert", placement.num_ranks(),
+              placement.num_ranks() == 1 ? "" : "s", static_cast<long long>(stats.num_tokens),
+              static_cast<long long>(config.hidden_size), static_cast<long long>(config.top_k),
+              static_cast<long long>(config.num_experts));
+  std::printf("  experts per rank:");
+  for (int r = 0; r < placement.num_ranks(); ++r)
+    std::printf(" r%d=%lld", r, static_cast<long long>(placement.num_local(r)));
+  std::printf("\n  load per expert: ");
+  const auto& load = stats.expert_load;
+  for (std::size_t e = 0; e < load.size(); ++e) std::printf(" e%zu=%lld", e, static_cast<long long>(load[e]));
+  const double total = static_cast<double>(std::accumulate(load.begin(), load.end(), std::int64_t{0}));
+  const double mean = total / static_cast<double>(load.size());
+  const double mx = static_cast<double>(*std::max_element(load.begin(), load.end()));
+  std::printf("\n  imbalance (max/mean load): %.2f   dropped slots: %lld\n", mean > 0 ? mx / mean : 0.0,
+              static_cast<long long>(stats.num_dropped));
+  std::printf("  time per phase (ms, slowest rank):");
+  double sum = 0;
+  for (auto& p : phases) {
+    std::printf(" %s %.3f", p.phase.c_str(), p.seconds * 1e3);
+    sum += p.seconds;
+  }
+  std::printf("  | total %.3f\n", sum * 1e3);
+  std::printf("  wrote %s\n", o.output.c_str());
+}
+
+}  // namespace
+
+void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
+  const int R = comm.size(), me = comm.rank();
+  PhaseTimer load_timer;
+  layers::ModelConfig config;
+  std::unique_ptr<layers::ExpertPlacement> placement;
+  std::unique_ptr<NpyMatrix> input;
+  collective_step(comm, [&] {
+    config = layers::load_model_config(o.model_dir);
+    layers::check_moe_layer(config, o.layer);
+    placement = std::make_unique<layers::ExpertPlacement>(config.num_experts, R);
+    const fs::path out_dir = fs::absolute(o.output).parent_path();
+    check_arg(fs::is_directory(out_dir), "--output " + o.output + ": directory " + out_dir.string() +
+                                             " does not exist");
+    input = std::make_unique<NpyMatrix>(o.input);
+    check_arg(input->cols() == config.hidden_size,
+              o.input + ": expected shape [tokens, " + std::to_string(config.hidden_size) +
+                  "] (hidden_size), got [" + std::to_string(input->rows()) + ", " +
+                  std::to_string(input->cols()) + "]");
+  });
+
+  std::unique_ptr<layers::Checkpoint> ckpt;
+  std::unique_ptr<layers::MoeLayer> layer;
+  layers::MoeTensorNames names;
+  collective_step(comm, [&] {
+    ckpt = std::make_unique<layers::Checkpoint>(o.model_dir);
+    names = layers::moe_tensor_names(*ckpt, config, o.layer);
+    auto weights = layers::load_moe_weights(*ckpt, config, o.layer, placement->first_expert(me),
+                                            placement->num_local(me));
+    layer = std::make_unique<layers::MoeLayer>(config, std::move(weights), *placement, me,
+                                               layers::MoeLayerOptions{.capacity = {o.capacity_factor}});
+  });
+  load_timer.mark("load");
+
+  const std::int64_t T = input->rows(), H = config.hidden_size;
+  const std::int64_t begin = block_begin(T, R, me), rows = block_begin(T, R, me + 1) - begin;
+  std::vector<float> y(static_cast<std::size_t>(rows * H));
+  layers::ForwardStats stats;
+  PhaseTimer timer;
+  layer->forward(comm, input->data() + begin * H, rows, y.data(), &stats, &timer);
+
+  // Gather rows to rank 0 in input order, then write atomically.
+  std::vector<std::int64_t> bytes(R), offsets(R);
+  for (int r = 0; r < R; ++r) {
+    offsets[r] = block_begin(T, R, r) * H * static_cast<std::int64_t>(sizeof(float));
+    bytes[r] = block_begin(T, R, r + 1) * H * static_cast<std::int64_t>(sizeof(float)) - offsets[r];
+  }
+  std::vector<float> all(me == 0 ? static_cast<std::size_t>(T * H) : 0);
+  comm.gatherv(y.data(), y.size() * sizeof(float), all.data(), bytes.data(), offsets.data(), 0);
+  collective_step(comm, [&] {
+    if (me == 0) write_npy(o.output, all.data(), T, H);
+  });
+  timer.mark("write");
+
+  std::vector<PhaseTimer::Entry> phases = load_timer.entries();
+  phases.insert(phases.end(), timer.entries().begin(), timer.entries().end());
+  std::vector<double> seconds;
+  for (auto& p : phases) seconds.push_back(p.seconds);
+  comm.allreduce_max(seconds.data(), seconds.size());
+  for (std::size_t i = 0; i < phases.size(); ++i) phases[i].seconds = seconds[i];
+  if (me == 0 && !o.quiet) print_summary(o, config, names, *placement, stats, phases);
+}
+
+}  // namespace switchyard::launch

@@ -1,0 +1,62 @@
+// switchyard: the command-line launcher. Run it plainly or under mpirun/srun.
+#include <mpi.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "cli_runner.hpp"
+#include "commands.hpp"
+#include "switchyard/comm/mpi_communicator.hpp"
+
+using namespace switchyard;
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  comm::MpiCommunicator comm(MPI_COMM_WORLD);
+  int exit_code = 0;
+  try {
+    CLI::App app{"Switchyard: expert-parallel Mixture-of-Experts runtime"};
+    app.require_subcommand(1);
+    launch::ForwardOptions forward;
+    launch::InspectOptions inspect;
+    auto* forward_cmd = app.add_subcommand("forward", "Run one MoE layer of a checkpoint across ranks");
+    launch::add_forward_options(*forward_cmd, &forward);
+    auto* inspect_cmd = app.add_subcommand("inspect", "Describe a checkpoint's MoE layers (no MPI needed)");
+    launch::add_inspect_options(*inspect_cmd, &inspect);
+
+    bool help = false;
+    launch::collective_step(comm, [&] {
+      try {
+        app.parse(argc, argv);
+      } catch (const CLI::CallForHelp&) {
+        help = true;
+      } catch (const CLI::CallForAllHelp&) {
+        help = true;
+      } catch (const CLI::ParseError& e) {
+        throw std::runtime_error(std::string(e.what()) + " (see --help)");
+      }
+    });
+    if (help) {
+      if (comm.rank() == 0) {
+        const CLI::App* shown = app.get_subcommands().empty() ? &app : app.get_subcommands().front();
+        std::printf("%s", shown->help().c_str());
+      }
+    } else if (forward_cmd->parsed()) {
+      launch::run_forward(forward, comm);
+    } else if (inspect_cmd->parsed()) {
+      launch::run_inspect(inspect, comm);
+    }
+  } catch (const launch::AgreedExit& e) {
+    exit_code = e.code;
+  } catch (const std::exception& e) {
+    // NOTE: an error outside an agreed step may leave other ranks inside a
+    // collective; only an abort is sure to end them.
+    launch::print_error(e.what());
+    comm.abort(1);
+  }
+  MPI_Finalize();
+  return exit_code;
+}

@@ -1,0 +1,57 @@
+#pragma once
+// The MoE-relevant part of a Hugging Face config.json, with each
+// architecture's transformers defaults for absent fields.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "switchyard/kernels/activation.hpp"
+
+namespace switchyard::layers {
+
+enum class Architecture { kMixtral, kQwen2Moe, kQwen3Moe, kDeepseekV3 };
+
+/// The `model_type` string of an architecture, e.g. "qwen2_moe".
+const char* architecture_name(Architecture arch);
+
+/// How router scores are turned into expert choices and weights.
+enum class ScoreFunction { kSoftmax, kSigmoid };
+
+struct ModelConfig {
+  Architecture arch = Architecture::kMixtral;
+  std::int64_t hidden_size = 0;
+  std::int64_t expert_intermediate_size = 0;  // per routed expert
+  std::int64_t num_experts = 0;
+  std::int64_t top_k = 0;
+  std::int64_t num_layers = 0;
+  std::string hidden_act;
+  kernels::Activation activation = kernels::Activation::kSilu;
+
+  ScoreFunction score = ScoreFunction::kSoftmax;
+  bool norm_topk_prob = true;
+  std::int64_t n_group = 1;      // DeepSeek-V3 group-limited routing
+  std::int64_t topk_group = 1;
+  double routed_scaling_factor = 1.0;
+  bool has_selection_bias = false;  // DeepSeek-V3 e_score_correction_bias
+
+  std::int64_t shared_intermediate_size = 0;  // 0: no shared expert
+  bool shared_expert_gated = false;           // Qwen2-MoE sigmoid gate
+
+  // Which layers are MoE.
+  std::int64_t decoder_sparse_step = 1;
+  std::vector<std::int64_t> mlp_only_layers;
+  std::int64_t first_k_dense_replace = 0;
+
+  /// True if decoder layer `layer` has an MoE block.
+  bool is_moe_layer(std::int64_t layer) const;
+};
+
+/// Reads `dir`/config.json. Throws Error(kInvalidArgument) naming the file and
+/// the field for a missing file, invalid JSON, a missing or unknown
+/// model_type, a field of the wrong type or an inconsistent value.
+ModelConfig load_model_config(const std::string& dir);
+
+/// Parses config JSON text; `source` names it in messages.
+ModelConfig parse_model_config(const std::string& json_text, const std::string& source);
+
+}  // namespace switchyard::layers

@@ -1,0 +1,180 @@
+#include "switchyard/layers/model_config.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "switchyard/runtime/error.hpp"
+
+namespace switchyard::layers {
+namespace {
+
+using nlohmann::json;
+
+// Reads typed fields of one config object, naming the source and field in errors.
+class Fields {
+ public:
+  Fields(const json& j, std::string source) : j_(j), source_(std::move(source)) {}
+
+  std::int64_t integer(const char* key, std::int64_t fallback) const {
+    if (absent(key)) return fallback;
+    const json& v = j_.at(key);
+    check_arg(v.is_number_integer(), where(key) + " expected an integer, got " + v.dump());
+    return v.get<std::int64_t>();
+  }
+  double number(const char* key, double fallback) const {
+    if (absent(key)) return fallback;
+    const json& v = j_.at(key);
+    check_arg(v.is_number(), where(key) + " expected a number, got " + v.dump());
+    return v.get<double>();
+  }
+  bool boolean(const char* key, bool fallback) const {
+    if (absent(key)) return fallback;
+    const json& v = j_.at(key);
+    check_arg(v.is_boolean(), where(key) + " expected true or false, got " + v.dump());
+    return v.get<bool>();
+  }
+  std::string string(const char* key, const std::string& fallback) const {
+    if (absent(key)) return fallback;
+    const json& v = j_.at(key);
+    check_arg(v.is_string(), where(key) + " expected a string, got " + v.dump());
+    return v.get<std::string>();
+  }
+  std::vector<std::int64_t> integers(const char* key) const {
+    std::vector<std::int64_t> out;
+    if (absent(key)) return out;
+    const json& v = j_.at(key);
+    check_arg(v.is_array(), where(key) + " expected a list of integers, got " + v.dump());
+    for (auto& e : v) {
+      check_arg(e.is_number_integer(), where(key) + " expected a list of integers, got " + v.dump());
+      out.push_back(e.get<std::int64_t>());
+    }
+    return out;
+  }
+  void positive(const char* key, std::int64_t value) const {
+    check_arg(value > 0, where(key) + " must be positive, got " + std::to_string(value));
+  }
+  std::string where(const char* key) const { return source_ + ": field '" + key + "'"; }
+
+ private:
+  // NOTE: transformers treats an explicit null like an absent field.
+  bool absent(const char* key) const { return !j_.contains(key) || j_.at(key).is_null(); }
+  const json& j_;
+  std::string source_;
+};
+
+}  // namespace
+
+const char* architecture_name(Architecture arch) {
+  switch (arch) {
+    case Architecture::kMixtral: return "mixtral";
+    case Architecture::kQwen2Moe: return "qwen2_moe";
+    case Architecture::kQwen3Moe: return "qwen3_moe";
+    case Architecture::kDeepseekV3: return "deepseek_v3";
+  }
+  return "unknown";
+}
+
+bool ModelConfig::is_moe_layer(std::int64_t layer) const {
+  if (layer < 0 || layer >= num_layers) return false;
+  switch (arch) {
+    case Architecture::kMixtral: return true;
+    case Architecture::kQwen2Moe:
+    case Architecture::kQwen3Moe:
+      return std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) == mlp_only_layers.end() &&
+             num_experts > 0 && (layer + 1) % decoder_sparse_step == 0;
+    case Architecture::kDeepseekV3: return layer >= first_k_dense_replace;
+  }
+  return false;
+}
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
+  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  check_arg(!j.is_discarded(), source + ": not valid JSON");
+  check_arg(j.is_object(), source + ": expected a JSON object");
+  Fields f(j, source);
+  check_arg(j.contains("model_type"), source + ": missing field 'model_type' (expected one of mixtral, qwen2_moe, "
+                                               "qwen3_moe, deepseek_v3)");
+  const std::string type = f.string("model_type", "");
+  ModelConfig c;
+  // Defaults below are those of each architecture's transformers config class.
+  if (type == "mixtral") {
+    c.arch = Architecture::kMixtral;
+    c.hidden_size = f.integer("hidden_size", 4096);
+    c.expert_intermediate_size = f.integer("intermediate_size", 14336);
+    c.num_experts = f.integer("num_local_experts", 8);
+    c.top_k = f.integer("num_experts_per_tok", 2);
+    c.num_layers = f.integer("num_hidden_layers", 32);
+    c.norm_topk_prob = true;
+  } else if (type == "qwen2_moe" || type == "qwen3_moe") {
+    const bool qwen2 = type == "qwen2_moe";
+    c.arch = qwen2 ? Architecture::kQwen2Moe : Architecture::kQwen3Moe;
+    c.hidden_size = f.integer("hidden_size", 2048);
+    c.expert_intermediate_size = f.integer("moe_intermediate_size", qwen2 ? 1408 : 768);
+    c.num_experts = f.integer("num_experts", qwen2 ? 60 : 128);
+    c.top_k = f.integer("num_experts_per_tok", qwen2 ? 4 : 8);
+    c.num_layers = f.integer("num_hidden_layers", 24);
+    c.norm_topk_prob = f.boolean("norm_topk_prob", false);
+    c.decoder_sparse_step = f.integer("decoder_sparse_step", 1);
+    f.positive("decoder_sparse_step", c.decoder_sparse_step);
+    c.mlp_only_layers = f.integers("mlp_only_layers");
+    if (qwen2) {
+      c.shared_intermediate_size = f.integer("shared_expert_intermediate_size", 5632);
+      c.shared_expert_gated = true;
+    }
+  } else if (type == "deepseek_v3") {
+    c.arch = Architecture::kDeepseekV3;
+    c.hidden_size = f.integer("hidden_size", 7168);
+    c.expert_intermediate_size = f.integer("moe_intermediate_size", 2048);
+    c.num_experts = f.integer("n_routed_experts", 256);
+    c.top_k = f.integer("num_experts_per_tok", 8);
+    c.num_layers = f.integer("num_hidden_layers", 61);
+    c.norm_topk_prob = f.boolean("norm_topk_prob", true);
+    c.score = ScoreFunction::kSigmoid;
+    c.has_selection_bias = true;
+    c.n_group = f.integer("n_group", 8);
+    c.topk_group = f.integer("topk_group", 4);
+    c.routed_scaling_factor = f.number("routed_scaling_factor", 2.5);
+    c.first_k_dense_replace = f.integer("first_k_dense_replace", 3);
+    c.shared_intermediate_size = c.expert_intermediate_size * f.integer("n_shared_experts", 1);
+    f.positive("n_group", c.n_group);
+    f.positive("topk_group", c.topk_group);
+    check_arg(c.num_experts % c.n_group == 0, f.where("n_group") + " must divide n_routed_experts (" +
+                                                  std::to_string(c.num_experts) + "), got " +
+                                                  std::to_string(c.n_group));
+    check_arg(c.topk_group <= c.n_group, f.where("topk_group") + " must be at most n_group (" +
+                                             std::to_string(c.n_group) + "), got " + std::to_string(c.topk_group));
+    check_arg(c.num_experts / c.n_group >= 2, f.where("n_group") + " must leave at least 2 experts per group");
+    check_arg(c.top_k <= c.topk_group * (c.num_experts / c.n_group),
+              f.where("num_experts_per_tok") + " exceeds the experts of the topk_group selected groups");
+  } else {
+    throw Error(ErrorCode::kInvalidArgument, source + ": field 'model_type' is '" + type +
+                                                 "'; expected one of mixtral, qwen2_moe, qwen3_moe, deepseek_v3");
+  }
+  c.hidden_act = f.string("hidden_act", "silu");
+  check_arg(kernels::parse_activation(c.hidden_act, &c.activation),
+            f.where("hidden_act") + " is '" + c.hidden_act + "'; expected silu, gelu, gelu_new, gelu_pytorch_tanh or relu");
+  f.positive("hidden_size", c.hidden_size);
+  f.positive("num_hidden_layers", c.num_layers);
+  check_arg(c.num_experts > 0, source + ": the number of experts must be positive, got " + std::to_string(c.num_experts));
+  check_arg(c.expert_intermediate_size > 0, source + ": the expert intermediate size must be positive");
+  check_arg(c.top_k > 0 && c.top_k <= c.num_experts, f.where("num_experts_per_tok") + " must be in [1, " +
+                                                         std::to_string(c.num_experts) + "], got " +
+                                                         std::to_string(c.top_k));
+  check_arg(c.shared_intermediate_size >= 0, source + ": the shared expert size must not be negative");
+  return c;
+}
+
+ModelConfig load_model_config(const std::string& dir) {
+  const auto path = (std::filesystem::path(dir) / "config.json").string();
+  check_arg(std::filesystem::is_directory(dir), dir + ": model directory does not exist");
+  std::ifstream in(path);
+  check_arg(in.good(), path + ": missing config.json (expected a Hugging Face config in the model directory)");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_model_config(text.str(), path);
+}
+
+}  // namespace switchyard::layers

@@ -1,0 +1,37 @@
+#pragma once
+// NumPy .npy files (format 1.0-3.0): float32 matrices in and out.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "switchyard/runtime/mapped_file.hpp"
+
+namespace switchyard {
+
+/// A memory-mapped 2-D float32 little-endian C-order .npy file.
+class NpyMatrix {
+ public:
+  /// Opens `path` and validates it. Throws Error(kInvalidArgument) naming the
+  /// file if it is not an .npy file, not float32 ('<f4'), not C-order or not
+  /// 2-D, or if its data is shorter than its header promises.
+  explicit NpyMatrix(const std::string& path);
+
+  std::int64_t rows() const { return rows_; }
+  std::int64_t cols() const { return cols_; }
+  /// Row-major data, rows() x cols().
+  const float* data() const { return data_; }
+
+ private:
+  std::unique_ptr<MappedFile> file_;
+  std::int64_t rows_ = 0, cols_ = 0;
+  const float* data_ = nullptr;
+};
+
+/// Serialises a rows x cols float32 matrix as .npy bytes.
+std::vector<std::uint8_t> npy_bytes(const float* data, std::int64_t rows, std::int64_t cols);
+
+/// Writes a float32 matrix to `path` atomically (temporary name, then rename).
+void write_npy(const std::string& path, const float* data, std::int64_t rows, std::int64_t cols);
+
+}  // namespace switchyard

@@ -1,0 +1,413 @@
+"""Tiny random Hugging Face MoE models for cross-checking `switchyard forward`.
+
+Helper for tests/python/test_transformers_crosscheck.py.  Everything here is
+reference-side only: it builds tiny random models with transformers (5.x),
+writes them to disk in the checkpoint layouts switchyard must read, and
+computes the reference output of one MoE block with transformers itself.
+
+Checkpoint layouts (observed with transformers 5.24.0, torch 2.15 CPU):
+
+  transformers 5.x keeps the experts *fused* in memory (``<blk>.experts.gate_up_proj``
+  [E, 2I, H], gate rows first, and ``<blk>.experts.down_proj`` [E, H, I]), but
+  ``save_pretrained`` reverts the weight conversion (transformers/conversion_mapping.py,
+  "mixtral" and "qwen2_moe" entries; deepseek_v3 and qwen3_moe reuse "qwen2_moe")
+  and writes the legacy *per-expert* layout for all four architectures:
+
+    mixtral     model.layers.L.block_sparse_moe.gate.weight                [E, H]
+                model.layers.L.block_sparse_moe.experts.E.w1.weight        [I, H]  (gate)
+                model.layers.L.block_sparse_moe.experts.E.w3.weight        [I, H]  (up)
+                model.layers.L.block_sparse_moe.experts.E.w2.weight        [H, I]  (down)
+    qwen2_moe   model.layers.L.mlp.gate.weight                             [E, H]
+                model.layers.L.mlp.experts.E.{gate,up}_proj.weight         [I, H]
+                model.layers.L.mlp.experts.E.down_proj.weight              [H, I]
+                model.layers.L.mlp.shared_expert.{gate,up,down}_proj.weight
+                model.layers.L.mlp.shared_expert_gate.weight               [1, H]
+    qwen3_moe   model.layers.L.mlp.gate.weight, model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight
+    deepseek_v3 model.layers.L.mlp.gate.weight                             [E, H]
+                model.layers.L.mlp.gate.e_score_correction_bias            [E]
+                model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight
+                model.layers.L.mlp.shared_experts.{gate,up,down}_proj.weight  [n_shared*I, H] / [H, n_shared*I]
+
+  The fused layout is therefore produced here by rewriting the saved file
+  (``convert_layout``), and checked against the model's own in-memory state dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import re
+import shutil
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+T_TOKENS = 37  # not divisible by 2, 3 or 4
+WEIGHT_STD = 0.2
+# DeepSeek e_score_correction_bias ~ U[-BIAS_RANGE, BIAS_RANGE].  DeepSeek's
+# reference masks dropped groups with -inf; older transformers filled 0.0 (the
+# installed 5.x also uses -inf, modeling_deepseek_v3.py DeepseekV3TopkRouter).  The
+# two only differ if a selected candidate's biased score were negative; sigmoid
+# scores lie in (0, 1) and with |bias| <= 0.05 the top-k biased scores are
+# positive (checked in routing_margins), so both conventions agree here.
+BIAS_RANGE = 0.05
+# x is regenerated until every routing decision (top-k cut, DeepSeek group cut)
+# has at least this gap, so float32 reordering cannot flip an expert choice.
+MIN_ROUTING_GAP = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    name: str
+    arch: str  # mixtral | qwen2_moe | qwen3_moe | deepseek_v3
+    layer: int  # the MoE layer under test
+    moe_layers: tuple[int, ...]  # every MoE layer of the model (asserted)
+    config: dict[str, Any]
+    seed: int
+
+
+_COMMON = dict(vocab_size=64, hidden_size=32, max_position_embeddings=128, tie_word_embeddings=False)
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        # Mixtral: every layer is MoE; softmax over all experts, top-2, renormalised.
+        Variant(
+            "mixtral", "mixtral", layer=1, moe_layers=(0, 1), seed=11,
+            config=dict(_COMMON, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2),
+        ),
+        # Qwen2-MoE as Qwen1.5-MoE: norm_topk_prob False, sigmoid-gated shared expert.
+        # mlp_only_layers=[0] -> layer 0 dense, layers 1, 2 MoE.
+        Variant(
+            "qwen2_moe", "qwen2_moe", layer=2, moe_layers=(1, 2), seed=22,
+            config=dict(_COMMON, intermediate_size=40, moe_intermediate_size=24,
+                        shared_expert_intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                        num_key_value_heads=2, num_experts=8, num_experts_per_tok=2,
+                        decoder_sparse_step=1, mlp_only_layers=[0], norm_topk_prob=False),
+        ),
+        # Qwen2-MoE with norm_topk_prob True and decoder_sparse_step=2 -> MoE at 1, 3.
+        Variant(
+            "qwen2_moe_normtopk", "qwen2_moe", layer=3, moe_layers=(1, 3), seed=33,
+            config=dict(_COMMON, intermediate_size=40, moe_intermediate_size=16,
+                        shared_expert_intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=2, num_experts=8, num_experts_per_tok=3,
+                        decoder_sparse_step=2, mlp_only_layers=[], norm_topk_prob=True),
+        ),
+        # Qwen3-MoE (norm_topk_prob True as in the released checkpoints); mlp_only_layers
+        # [0, 2] -> MoE at 1, 3.
+        Variant(
+            "qwen3_moe", "qwen3_moe", layer=1, moe_layers=(1, 3), seed=44,
+            config=dict(_COMMON, intermediate_size=40, moe_intermediate_size=24, num_hidden_layers=4,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=8,
+                        num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[0, 2],
+                        norm_topk_prob=True),
+        ),
+        # DeepSeek-V3: first_k_dense_replace=1 -> layer 0 dense, layers 1, 2 MoE.
+        Variant(
+            "deepseek_v3", "deepseek_v3", layer=2, moe_layers=(1, 2), seed=55,
+            config=dict(_COMMON, intermediate_size=40, moe_intermediate_size=16, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1,
+                        n_routed_experts=8, n_group=4, topk_group=2, num_experts_per_tok=3,
+                        first_k_dense_replace=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+                        kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=8,
+                        v_head_dim=8),
+        ),
+    ]
+}
+
+_CONFIG_CLASSES = {
+    "mixtral": "MixtralConfig",
+    "qwen2_moe": "Qwen2MoeConfig",
+    "qwen3_moe": "Qwen3MoeConfig",
+    "deepseek_v3": "DeepseekV3Config",
+}
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_model(v: Variant):
+    """Tiny float32 random model with randomised (std 0.2) MoE blocks, eager experts."""
+    torch.manual_seed(v.seed)
+    cfg = getattr(transformers, _CONFIG_CLASSES[v.arch])(**v.config)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    # The plain per-expert python loop, not grouped_mm / batched_mm kernels.
+    model.set_experts_implementation("eager")
+    model.eval()
+    moe = tuple(i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts"))
+    assert moe == v.moe_layers, (v.name, moe)
+    gen = torch.Generator().manual_seed(v.seed + 1)
+    with torch.no_grad():
+        for i in moe:
+            blk = model.model.layers[i].mlp
+            for _, p in sorted(blk.named_parameters()):
+                p.normal_(0.0, WEIGHT_STD, generator=gen)
+            if v.arch == "deepseek_v3":
+                blk.gate.e_score_correction_bias.uniform_(-BIAS_RANGE, BIAS_RANGE, generator=gen)
+    return model
+
+
+def moe_block(model, layer: int):
+    """The module the decoder layer calls on the post-attention-norm hidden states."""
+    return model.model.layers[layer].mlp  # `mlp` for all four archs in transformers 5.x
+
+
+def block_forward(block, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        out = block(torch.from_numpy(x)[None])
+    if isinstance(out, tuple):  # (hidden, router_logits) in older transformers
+        out = out[0]
+    return out[0].detach().numpy().astype(np.float32)
+
+
+def bf16_rounded_block(block):
+    blk = copy.deepcopy(block)
+    with torch.no_grad():
+        for _, p in blk.named_parameters():
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    return blk
+
+
+# --------------------------------------------------------------------------- layouts
+
+_PE_MIXTRAL = re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.(.+)$")
+_PE_EXPERT = re.compile(r"^model\.layers\.(\d+)\.(mlp|block_sparse_moe)\.experts\.(\d+)\.(\w+)\.weight$")
+_FUSED = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
+
+_PROJ_NAMES = {  # per-expert (gate, up, down) names
+    "mixtral": ("w1", "w3", "w2"),
+    "qwen2_moe": ("gate_proj", "up_proj", "down_proj"),
+    "qwen3_moe": ("gate_proj", "up_proj", "down_proj"),
+    "deepseek_v3": ("gate_proj", "up_proj", "down_proj"),
+}
+
+
+def detect_layout(names) -> str:
+    names = list(names)
+    if any(_FUSED.match(n) for n in names):
+        return "fused"
+    if any(_PE_EXPERT.match(n) for n in names):
+        return "per_expert"
+    raise AssertionError("no MoE expert tensors found")
+
+
+def to_fused(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """per-expert -> fused (transformers 5.x in-memory names)."""
+    g_name, u_name, d_name = _PROJ_NAMES[arch]
+    out: dict[str, torch.Tensor] = {}
+    experts: dict[int, dict[int, dict[str, torch.Tensor]]] = {}
+    for name, t in tensors.items():
+        m = _PE_EXPERT.match(name)
+        if m:
+            experts.setdefault(int(m.group(1)), {}).setdefault(int(m.group(3)), {})[m.group(4)] = t
+            continue
+        m = _PE_MIXTRAL.match(name)
+        if m:  # mixtral router: block_sparse_moe.gate.weight -> mlp.gate.weight
+            name = f"model.layers.{m.group(1)}.mlp.{m.group(2)}"
+        out[name] = t
+    for layer, per in experts.items():
+        ids = sorted(per)
+        assert ids == list(range(len(ids))), (layer, ids)
+        gate_up = torch.stack([torch.cat([per[e][g_name], per[e][u_name]], dim=0) for e in ids])
+        down = torch.stack([per[e][d_name] for e in ids])
+        out[f"model.layers.{layer}.mlp.experts.gate_up_proj"] = gate_up.contiguous()
+        out[f"model.layers.{layer}.mlp.experts.down_proj"] = down.contiguous()
+    return out
+
+
+def to_per_expert(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fused -> per-expert (the legacy names save_pretrained writes)."""
+    g_name, u_name, d_name = _PROJ_NAMES[arch]
+    blk = "block_sparse_moe" if arch == "mixtral" else "mlp"
+    fused_layers = {int(m.group(1)) for m in map(_FUSED.match, tensors) if m}
+    out: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        m = _FUSED.match(name)
+        if m:
+            layer, kind = int(m.group(1)), m.group(2)
+            for e in range(t.shape[0]):
+                p = f"model.layers.{layer}.{blk}.experts.{e}."
+                if kind == "gate_up_proj":
+                    inter = t.shape[1] // 2
+                    out[p + f"{g_name}.weight"] = t[e, :inter].contiguous()
+                    out[p + f"{u_name}.weight"] = t[e, inter:].contiguous()
+                else:
+                    out[p + f"{d_name}.weight"] = t[e].contiguous()
+            continue
+        m = re.match(r"^model\.layers\.(\d+)\.mlp\.(.+)$", name)
+        if arch == "mixtral" and m and int(m.group(1)) in fused_layers:
+            name = f"model.layers.{m.group(1)}.block_sparse_moe.{m.group(2)}"
+        out[name] = t
+    return out
+
+
+def convert_layout(arch: str, tensors, target: str):
+    if detect_layout(tensors) == target:
+        return dict(tensors)
+    return to_fused(arch, tensors) if target == "fused" else to_per_expert(arch, tensors)
+
+
+def read_checkpoint(d: str) -> dict[str, torch.Tensor]:
+    """All tensors of a (possibly sharded) safetensors checkpoint directory."""
+    index = os.path.join(d, "model.safetensors.index.json")
+    files = (sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index)
+             else ["model.safetensors"])
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(load_file(os.path.join(d, f)))
+    return out
+
+
+def write_checkpoint(src_dir: str, dst_dir: str, tensors: dict[str, torch.Tensor]) -> None:
+    """Single-file checkpoint with src_dir's config.json and the given tensors."""
+    os.makedirs(dst_dir, exist_ok=True)
+    for f in ("config.json", "generation_config.json"):
+        if os.path.exists(os.path.join(src_dir, f)):
+            shutil.copy(os.path.join(src_dir, f), dst_dir)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(dst_dir, "model.safetensors"),
+              metadata={"format": "pt"})
+
+
+def checkpoint_dtypes(d: str) -> dict[str, str]:
+    index = os.path.join(d, "model.safetensors.index.json")
+    files = (sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index)
+             else ["model.safetensors"])
+    out = {}
+    for f in files:
+        with safe_open(os.path.join(d, f), "pt") as h:
+            for k in h.keys():
+                out[k] = h.get_slice(k).get_dtype()
+    return out
+
+
+def layer_moe_prefix(arch: str, layer: int, layout: str) -> str:
+    blk = "block_sparse_moe" if (arch == "mixtral" and layout != "fused") else "mlp"
+    return f"model.layers.{layer}.{blk}."
+
+
+def bf16_moe_tensors(arch: str, layer: int, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Store every weight of layer `layer`'s MoE block (routed + shared experts, router,
+    shared-expert gate) as bfloat16; e_score_correction_bias stays float32 as in the
+    released DeepSeek-V3 checkpoints."""
+    prefix = layer_moe_prefix(arch, layer, detect_layout(tensors))
+    out = {}
+    for k, t in tensors.items():
+        if k.startswith(prefix) and not k.endswith("e_score_correction_bias"):
+            t = t.to(torch.bfloat16)
+        out[k] = t
+    return out
+
+
+# --------------------------------------------------------------------------- facts
+
+def _silu(a):
+    return a / (1.0 + np.exp(-a))
+
+
+def _mlp(x, g, u, d):
+    return (_silu(x @ g.T) * (x @ u.T)) @ d.T
+
+
+def _route(v: Variant, t: dict, x: np.ndarray, use_bias=True, use_groups=True):
+    """Returns (selected indices [T,k], weights [T,k], gaps) following the
+    architecture facts switchyard implements (float64)."""
+    c = v.config
+    p = f"model.layers.{v.layer}." + ("block_sparse_moe." if v.arch == "mixtral" else "mlp.")
+    logits = x @ t[p + "gate.weight"].T
+    k = c["num_experts_per_tok"]
+    gaps = []
+    if v.arch in ("mixtral", "qwen2_moe", "qwen3_moe"):
+        z = np.exp(logits - logits.max(-1, keepdims=True))
+        probs = z / z.sum(-1, keepdims=True)
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        idx = order[:, :k]
+        srt = np.take_along_axis(probs, order, -1)
+        gaps.append(srt[:, k - 1] - srt[:, k])
+        w = np.take_along_axis(probs, idx, -1)
+        if v.arch == "mixtral" or c["norm_topk_prob"]:
+            w = w / w.sum(-1, keepdims=True)
+        return idx, w, np.min(gaps)
+    # deepseek_v3
+    e = c["n_routed_experts"]
+    ng, tg = c["n_group"], c["topk_group"]
+    s = 1.0 / (1.0 + np.exp(-logits))
+    b = s + (t[p + "gate.e_score_correction_bias"][None] if use_bias else 0.0)
+    if use_groups:
+        grp = np.sort(b.reshape(len(b), ng, e // ng), axis=-1)[:, :, ::-1][:, :, :2].sum(-1)
+        gorder = np.argsort(-grp, axis=-1, kind="stable")
+        gsrt = np.take_along_axis(grp, gorder, -1)
+        gaps.append(gsrt[:, tg - 1] - gsrt[:, tg])
+        keep = np.zeros_like(grp, dtype=bool)
+        np.put_along_axis(keep, gorder[:, :tg], True, -1)
+        b = np.where(np.repeat(keep, e // ng, axis=-1), b, -np.inf)
+    order = np.argsort(-b, axis=-1, kind="stable")
+    idx = order[:, :k]
+    srt = np.take_along_axis(b, order, -1)
+    gaps.append(srt[:, k - 1] - srt[:, k])
+    gaps.append(np.minimum(srt[:, k - 1], 1.0))  # selected biased scores must be positive
+    w = np.take_along_axis(s, idx, -1)
+    if c["norm_topk_prob"]:
+        w = w / (w.sum(-1, keepdims=True) + 1e-20)
+    w = w * c["routed_scaling_factor"]
+    return idx, w, np.min(gaps)
+
+
+def _np_tensors(tensors) -> dict[str, np.ndarray]:
+    return {k: t.to(torch.float64).numpy() for k, t in tensors.items()}
+
+
+def facts_forward(v: Variant, tensors, x: np.ndarray) -> np.ndarray:
+    """Independent float64 implementation of the architecture facts, reading the
+    per-expert checkpoint tensors."""
+    t = _np_tensors(tensors)
+    x = x.astype(np.float64)
+    p = f"model.layers.{v.layer}." + ("block_sparse_moe." if v.arch == "mixtral" else "mlp.")
+    gn, un, dn = _PROJ_NAMES[v.arch]
+    idx, w, _ = _route(v, t, x)
+    y = np.zeros_like(x)
+    for tok in range(x.shape[0]):
+        for j in range(idx.shape[1]):
+            e = idx[tok, j]
+            q = f"{p}experts.{e}."
+            y[tok] += w[tok, j] * _mlp(x[tok:tok + 1], t[q + gn + ".weight"], t[q + un + ".weight"],
+                                       t[q + dn + ".weight"])[0]
+    if v.arch == "qwen2_moe":
+        q = p + "shared_expert."
+        sh = _mlp(x, t[q + "gate_proj.weight"], t[q + "up_proj.weight"], t[q + "down_proj.weight"])
+        gate = 1.0 / (1.0 + np.exp(-(x @ t[p + "shared_expert_gate.weight"].T)))
+        y += gate * sh
+    elif v.arch == "deepseek_v3":
+        q = p + "shared_experts."
+        y += _mlp(x, t[q + "gate_proj.weight"], t[q + "up_proj.weight"], t[q + "down_proj.weight"])
+    return y
+
+
+def routing_margin(v: Variant, tensors, x: np.ndarray) -> float:
+    return float(_route(v, _np_tensors(tensors), x.astype(np.float64))[2])
+
+
+def deepseek_selection_sensitivity(v: Variant, tensors, x: np.ndarray) -> tuple[int, int]:
+    """(#tokens whose expert set changes without the bias, ... without group limiting)."""
+    t = _np_tensors(tensors)
+    x = x.astype(np.float64)
+    ref = np.sort(_route(v, t, x)[0], -1)
+    nob = np.sort(_route(v, t, x, use_bias=False)[0], -1)
+    nog = np.sort(_route(v, t, x, use_groups=False)[0], -1)
+    return int((ref != nob).any(-1).sum()), int((ref != nog).any(-1).sum())
+
+
+def make_input(v: Variant, tensor_sets, tokens: int = T_TOKENS) -> np.ndarray:
+    """Random x [T, H] float32 whose routing has a safe margin for every tensor set."""
+    for attempt in range(100):
+        rng = np.random.default_rng(1000 * v.seed + attempt)
+        x = rng.standard_normal((tokens, v.config["hidden_size"])).astype(np.float32)
+        if all(routing_margin(v, ts, x) >= MIN_ROUTING_GAP for ts in tensor_sets):
+            return x
+    raise AssertionError(f"{v.name}: no input with routing gap >= {MIN_ROUTING_GAP}")
