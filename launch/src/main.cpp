@@ -8,6 +8,7 @@
 #include "cli_runner.hpp"
 #include "commands.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
+#include "switchyard/runtime/error.hpp"
 
 using namespace switchyard;
 
@@ -29,6 +30,11 @@ int main(int argc, char** argv) {
 
     bool help = false;
     launch::collective_step(comm, [&] {
+      if (argc > 1 && argv[1][0] != '-') {
+        const std::string name = argv[1];
+        check_arg(name == "forward" || name == "inspect",
+                  "unknown subcommand '" + name + "'; expected forward or inspect (see --help)");
+      }
       try {
         app.parse(argc, argv);
       } catch (const CLI::CallForHelp&) {

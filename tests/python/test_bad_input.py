@@ -616,7 +616,9 @@ def test_config_missing_required_field(case, nproc):
     cfg = mixtral_config()
     del cfg["num_local_experts"]
     write_model(case.model, cfg, mixtral_tensors())
-    case.assert_bad(case.forward(nproc=nproc), "num_local_experts")
+    # An absent field takes the transformers default (MixtralConfig:
+    # num_local_experts = 8), so the 4-expert router no longer fits.
+    case.assert_bad(case.forward(nproc=nproc), "model.layers.0.block_sparse_moe.gate.weight", "8")
 
 
 def test_config_topk_exceeds_experts(case):

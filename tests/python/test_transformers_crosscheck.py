@@ -145,8 +145,8 @@ def cases(tmp_path_factory):
 # --------------------------------------------------------------------------- reference self-checks
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_checkpoint_layout(cases, variant, layout):
     """The files carry the tensor names/shapes/dtypes switchyard is specified to read."""
     c = cases(variant)
@@ -189,8 +189,8 @@ def test_checkpoint_layout(cases, variant, layout):
         assert len({f for k, f in wm.items() if k.startswith(pre)}) >= 2, "layer L should span shards"
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_checkpoint_reloads_in_transformers(cases, variant, layout):
     """transformers itself reads each written checkpoint back to the same MoE block output."""
     c = cases(variant)
@@ -202,8 +202,8 @@ def test_checkpoint_reloads_in_transformers(cases, variant, layout):
     assert np.abs(y - ref).max() <= 1e-6 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", ["per_expert", "bf16"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_architecture_facts_match_transformers(cases, variant, layout):
     """A float64 numpy implementation of the routing/shared-expert semantics switchyard
     follows reproduces transformers' MoE block (so the facts hold for the installed
@@ -231,6 +231,35 @@ def _switchyard_bin():
     return path
 
 
+def _session_pids(sid):
+    """Processes of session `sid` (the one _run created): Open MPI puts each rank in
+    its own process group, so killing mpirun's group alone can leave ranks behind."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:  # fields after "(comm)": state ppid pgrp session ...
+                pids.append(int(entry))
+    return pids
+
+
+def _kill_run(proc):
+    proc.terminate()  # mpirun forwards SIGTERM to its ranks
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in _session_pids(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def _run(cmd, timeout=TIMEOUT_S):
     env = dict(os.environ)
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
@@ -239,15 +268,15 @@ def _run(cmd, timeout=TIMEOUT_S):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # our own process group (mpirun + ranks)
+        _kill_run(proc)
         out, err = proc.communicate()
         pytest.fail(f"timed out after {timeout}s: {shlex.join(cmd)}\nstdout:\n{out[-4000:]}\nstderr:\n{err[-4000:]}")
     return proc.returncode, out, err
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_switchyard_forward(cases, variant, layout, run, tmp_path):
     binary = _switchyard_bin()
     c = cases(variant)
