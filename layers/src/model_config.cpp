@@ -24,6 +24,11 @@ class Fields {
     check_arg(v.is_number_integer(), where(key) + " expected an integer, got " + v.dump());
     return v.get<std::int64_t>();
   }
+  // A field the transformers config class also accepts under another name
+  // (its attribute_map), e.g. Qwen3MoeConfig saves num_experts as num_local_experts.
+  std::int64_t integer_or_alias(const char* key, const char* alias, std::int64_t fallback) const {
+    return absent(key) ? integer(alias, fallback) : integer(key, fallback);
+  }
   double number(const char* key, double fallback) const {
     if (absent(key)) return fallback;
     const json& v = j_.at(key);
@@ -104,7 +109,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.arch = Architecture::kMixtral;
     c.hidden_size = f.integer("hidden_size", 4096);
     c.expert_intermediate_size = f.integer("intermediate_size", 14336);
-    c.num_experts = f.integer("num_local_experts", 8);
+    c.num_experts = f.integer_or_alias("num_local_experts", "num_experts", 8);
     c.top_k = f.integer("num_experts_per_tok", 2);
     c.num_layers = f.integer("num_hidden_layers", 32);
     c.norm_topk_prob = true;
@@ -113,7 +118,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.arch = qwen2 ? Architecture::kQwen2Moe : Architecture::kQwen3Moe;
     c.hidden_size = f.integer("hidden_size", 2048);
     c.expert_intermediate_size = f.integer("moe_intermediate_size", qwen2 ? 1408 : 768);
-    c.num_experts = f.integer("num_experts", qwen2 ? 60 : 128);
+    c.num_experts = qwen2 ? f.integer("num_experts", 60) : f.integer_or_alias("num_experts", "num_local_experts", 128);
     c.top_k = f.integer("num_experts_per_tok", qwen2 ? 4 : 8);
     c.num_layers = f.integer("num_hidden_layers", 24);
     c.norm_topk_prob = f.boolean("norm_topk_prob", false);
@@ -128,7 +133,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.arch = Architecture::kDeepseekV3;
     c.hidden_size = f.integer("hidden_size", 7168);
     c.expert_intermediate_size = f.integer("moe_intermediate_size", 2048);
-    c.num_experts = f.integer("n_routed_experts", 256);
+    c.num_experts = f.integer_or_alias("n_routed_experts", "num_local_experts", 256);
     c.top_k = f.integer("num_experts_per_tok", 8);
     c.num_layers = f.integer("num_hidden_layers", 61);
     c.norm_topk_prob = f.boolean("norm_topk_prob", true);

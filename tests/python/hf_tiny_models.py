@@ -28,6 +28,11 @@ Checkpoint layouts (observed with transformers 5.24.0, torch 2.15 CPU):
                 model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight
                 model.layers.L.mlp.shared_experts.{gate,up,down}_proj.weight  [n_shared*I, H] / [H, n_shared*I]
 
+  config.json expert-count key as written by transformers 5.24: mixtral
+  ``num_local_experts``, qwen2_moe ``num_experts``, deepseek_v3 ``n_routed_experts``,
+  and qwen3_moe ``num_local_experts`` (Qwen3MoeConfig.attribute_map maps num_experts
+  to num_local_experts, so the released-checkpoint key ``num_experts`` is absent).
+
   The fused layout is therefore produced here by rewriting the saved file
   (``convert_layout``), and checked against the model's own in-memory state dict.
 """
