@@ -7,22 +7,6 @@
 
 namespace switchyard::layers {
 
-GatedMlp::GatedMlp(MlpWeights weights, kernels::Activation act)
-    : w_(std::move(weights)),
-      act_(act),
-      gate_up_(w_.gate_up.data(), 2 * w_.inter, w_.hidden),
-      down_(w_.down.data(), w_.hidden, w_.inter) {}
-
-void GatedMlp::run(const float* x, std::int64_t rows, float* y, std::vector<float>* scratch) const {
-  if (rows == 0) return;
-  scratch->resize(static_cast<std::size_t>(rows * 3 * w_.inter));
-  float* gate_up = scratch->data();
-  float* act = gate_up + rows * 2 * w_.inter;
-  gate_up_.run(x, rows, gate_up);
-  kernels::gated_activation(act_, gate_up, rows, w_.inter, act);
-  down_.run(act, rows, y);
-}
-
 MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPlacement& placement, int rank,
                    MoeLayerOptions options)
     : config_(config), router_(router_config(config)), placement_(placement), options_(options) {
@@ -32,7 +16,7 @@ MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPl
   selection_bias_ = std::move(weights.selection_bias);
   router_weights_ = std::move(weights.router);
   router_linear_ = std::make_unique<kernels::Linear>(router_weights_.data(), config.num_experts, config.hidden_size);
-  for (auto& e : weights.experts) experts_.emplace_back(std::move(e), config.activation);
+  experts_ = make_expert_backend(options.device, std::move(weights.experts), config.activation);
   if (weights.shared.inter > 0) shared_ = std::make_unique<GatedMlp>(std::move(weights.shared), config.activation);
   shared_gate_ = std::move(weights.shared_gate);
 }
@@ -67,12 +51,7 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
   // 4. Experts on rows grouped by local expert.
   std::vector<float> grouped(recv.size()), grouped_out(recv.size()), scratch;
   kernels::scatter_rows(recv.data(), plan.recv_to_grouped.data(), plan.num_recv(), H, grouped.data());
-  std::int64_t offset = 0;
-  for (std::size_t j = 0; j < experts_.size(); ++j) {
-    const std::int64_t rows = plan.local_expert_counts[j];
-    experts_[j].run(grouped.data() + offset * H, rows, grouped_out.data() + offset * H, &scratch);
-    offset += rows;
-  }
+  experts_->run(grouped.data(), plan.local_expert_counts.data(), grouped_out.data());
   kernels::gather_rows(grouped_out.data(), plan.recv_to_grouped.data(), plan.num_recv(), H, recv.data());
   t.mark("experts");
 

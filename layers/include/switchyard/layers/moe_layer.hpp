@@ -8,27 +8,16 @@
 #include "switchyard/comm/communicator.hpp"
 #include "switchyard/kernels/matmul.hpp"
 #include "switchyard/layers/dispatch.hpp"
+#include "switchyard/layers/experts.hpp"
 #include "switchyard/layers/moe_weights.hpp"
 #include "switchyard/layers/router.hpp"
 #include "switchyard/runtime/phase_timer.hpp"
 
 namespace switchyard::layers {
 
-/// A gated MLP (down(act(gate(x)) * up(x))) on oneDNN linears.
-class GatedMlp {
- public:
-  GatedMlp(MlpWeights weights, kernels::Activation act);
-  /// y[rows, H] = MLP(x[rows, H]); `scratch` is resized as needed.
-  void run(const float* x, std::int64_t rows, float* y, std::vector<float>* scratch) const;
-
- private:
-  MlpWeights w_;
-  kernels::Activation act_;
-  kernels::Linear gate_up_, down_;
-};
-
 struct MoeLayerOptions {
   CapacityPolicy capacity;
+  DeviceKind device = DeviceKind::kCpu;
 };
 
 /// What one forward call saw, summed over all ranks.
@@ -58,7 +47,7 @@ class MoeLayer {
   std::vector<float> selection_bias_;
   std::vector<float> router_weights_;
   std::unique_ptr<kernels::Linear> router_linear_;
-  std::vector<GatedMlp> experts_;
+  std::unique_ptr<ExpertBackend> experts_;
   std::unique_ptr<GatedMlp> shared_;
   std::vector<float> shared_gate_;
 };
