@@ -30,9 +30,10 @@ int main(int argc, char** argv) {
   app.add_option("--tokens", tokens, "rows of the input x.npy");
   app.add_option("--seed", spec.seed, "random seed");
   CLI11_PARSE(app, argc, argv);
-  static const std::map<std::string, layers::Architecture> archs = {
-      {"mixtral", layers::Architecture::kMixtral}, {"qwen2_moe", layers::Architecture::kQwen2Moe},
-      {"qwen3_moe", layers::Architecture::kQwen3Moe}, {"deepseek_v3", layers::Architecture::kDeepseekV3}};
+  static const std::map<std::string, layers::Architecture> archs = {{"mixtral", layers::Architecture::kMixtral},
+                                                                    {"qwen2_moe", layers::Architecture::kQwen2Moe},
+                                                                    {"qwen3_moe", layers::Architecture::kQwen3Moe},
+                                                                    {"deepseek_v3", layers::Architecture::kDeepseekV3}};
   static const std::map<std::string, layers::DType> dtypes = {
       {"f32", layers::DType::kF32}, {"bf16", layers::DType::kBF16}, {"f16", layers::DType::kF16}};
   spec.arch = archs.at(arch);

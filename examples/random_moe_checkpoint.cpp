@@ -37,9 +37,15 @@ void round_to(layers::DType dtype, std::vector<float>* v) {
 }
 
 json config_json(const RandomMoeSpec& s) {
-  json c = {{"hidden_size", s.hidden}, {"num_hidden_layers", s.layers}, {"num_experts_per_tok", s.top_k},
-            {"hidden_act", s.hidden_act}, {"vocab_size", 64}, {"num_attention_heads", 2},
-            {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-6}, {"torch_dtype", "float32"}};
+  json c = {{"hidden_size", s.hidden},
+            {"num_hidden_layers", s.layers},
+            {"num_experts_per_tok", s.top_k},
+            {"hidden_act", s.hidden_act},
+            {"vocab_size", 64},
+            {"num_attention_heads", 2},
+            {"num_key_value_heads", 2},
+            {"rms_norm_eps", 1e-6},
+            {"torch_dtype", "float32"}};
   switch (s.arch) {
     case Architecture::kMixtral:
       c["model_type"] = "mixtral";
@@ -158,8 +164,8 @@ std::vector<MoeLayerArrays> write_random_moe_checkpoint(const RandomMoeSpec& s, 
   const int n = std::max(1, s.shards);
   json weight_map = json::object();
   for (int k = 0; k < n; ++k) {
-    const std::string file = n == 1 ? "model.safetensors"
-                                    : "model-" + std::to_string(k + 1) + "-of-" + std::to_string(n) + ".safetensors";
+    const std::string file =
+        n == 1 ? "model.safetensors" : "model-" + std::to_string(k + 1) + "-of-" + std::to_string(n) + ".safetensors";
     std::vector<layers::TensorToWrite> part;
     for (std::size_t i = k * tensors.size() / n; i < (k + 1) * tensors.size() / n; ++i) {
       part.push_back({tensors[i].name, tensors[i].shape, tensors[i].data.data(), s.dtype});

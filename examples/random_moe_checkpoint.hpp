@@ -18,12 +18,12 @@ struct RandomMoeSpec {
   std::int64_t experts = 8;
   std::int64_t top_k = 2;
   std::int64_t layers = 2;
-  std::int64_t shared_inter = 40;  // qwen2_moe shared expert width
-  std::int64_t n_shared_experts = 1;  // deepseek_v3
-  std::int64_t n_group = 4, topk_group = 2;  // deepseek_v3
-  double routed_scaling_factor = 2.5;        // deepseek_v3
-  bool norm_topk_prob = true;                // qwen/deepseek
-  std::int64_t first_k_dense_replace = 1;    // deepseek_v3
+  std::int64_t shared_inter = 40;             // qwen2_moe shared expert width
+  std::int64_t n_shared_experts = 1;          // deepseek_v3
+  std::int64_t n_group = 4, topk_group = 2;   // deepseek_v3
+  double routed_scaling_factor = 2.5;         // deepseek_v3
+  bool norm_topk_prob = true;                 // qwen/deepseek
+  std::int64_t first_k_dense_replace = 1;     // deepseek_v3
   std::vector<std::int64_t> mlp_only_layers;  // qwen
   std::int64_t decoder_sparse_step = 1;       // qwen
   std::string hidden_act = "silu";
@@ -36,11 +36,11 @@ struct RandomMoeSpec {
 
 /// One MoE layer's weights as plain row-major arrays (values exactly as stored).
 struct MoeLayerArrays {
-  std::vector<float> router;                          // [E, H]
-  std::vector<float> bias;                            // [E] (deepseek_v3)
-  std::vector<std::vector<float>> gate, up, down;     // [E][I*H], [E][I*H], [E][H*I]
+  std::vector<float> router;                               // [E, H]
+  std::vector<float> bias;                                 // [E] (deepseek_v3)
+  std::vector<std::vector<float>> gate, up, down;          // [E][I*H], [E][I*H], [E][H*I]
   std::vector<float> shared_gate, shared_up, shared_down;  // [Is*H], [Is*H], [H*Is]
-  std::vector<float> shared_expert_gate;              // [H] (qwen2_moe)
+  std::vector<float> shared_expert_gate;                   // [H] (qwen2_moe)
 };
 
 /// Writes config.json and safetensors into `dir` (created if needed) and

@@ -62,8 +62,8 @@ void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_count
 }
 
 void MpiCommunicator::alltoall(const std::int64_t* send, std::int64_t* recv, std::size_t count) {
-  check_mpi(MPI_Alltoall(send, static_cast<int>(count), MPI_INT64_T, recv, static_cast<int>(count), MPI_INT64_T,
-                         comm_));
+  check_mpi(
+      MPI_Alltoall(send, static_cast<int>(count), MPI_INT64_T, recv, static_cast<int>(count), MPI_INT64_T, comm_));
 }
 
 void MpiCommunicator::allreduce_sum(std::int64_t* data, std::size_t count) {
@@ -85,8 +85,8 @@ void MpiCommunicator::gatherv(const void* send, std::size_t send_bytes, void* re
     rb = to_int(recv_bytes, size_, "count");
     ro = to_int(recv_offsets, size_, "offset");
   }
-  check_mpi(MPI_Gatherv(send, static_cast<int>(send_bytes), MPI_BYTE, recv, rb.data(), ro.data(), MPI_BYTE, root,
-                        comm_));
+  check_mpi(
+      MPI_Gatherv(send, static_cast<int>(send_bytes), MPI_BYTE, recv, rb.data(), ro.data(), MPI_BYTE, root, comm_));
 }
 
 void MpiCommunicator::broadcast(void* data, std::size_t bytes, int root) {

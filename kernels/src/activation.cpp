@@ -18,30 +18,30 @@ void apply(const float* gate_up, std::int64_t rows, std::int64_t inter, float* o
 }  // namespace
 
 bool parse_activation(const std::string& name, Activation* out) {
-  if (name == "silu" || name == "swish") *out = Activation::kSilu;
-  else if (name == "gelu") *out = Activation::kGelu;
-  else if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") *out = Activation::kGeluTanh;
-  else if (name == "relu") *out = Activation::kRelu;
-  else return false;
+  if (name == "silu" || name == "swish")
+    *out = Activation::kSilu;
+  else if (name == "gelu")
+    *out = Activation::kGelu;
+  else if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast")
+    *out = Activation::kGeluTanh;
+  else if (name == "relu")
+    *out = Activation::kRelu;
+  else
+    return false;
   return true;
 }
 
 void gated_activation(Activation act, const float* gate_up, std::int64_t rows, std::int64_t inter, float* out) {
   switch (act) {
-    case Activation::kSilu:
-      apply(gate_up, rows, inter, out, [](float x) { return x / (1.0f + std::exp(-x)); });
-      break;
+    case Activation::kSilu: apply(gate_up, rows, inter, out, [](float x) { return x / (1.0f + std::exp(-x)); }); break;
     case Activation::kGelu:
       apply(gate_up, rows, inter, out, [](float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); });
       break;
     case Activation::kGeluTanh:
-      apply(gate_up, rows, inter, out, [](float x) {
-        return 0.5f * x * (1.0f + std::tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-      });
+      apply(gate_up, rows, inter, out,
+            [](float x) { return 0.5f * x * (1.0f + std::tanh(0.79788456080286536f * (x + 0.044715f * x * x * x))); });
       break;
-    case Activation::kRelu:
-      apply(gate_up, rows, inter, out, [](float x) { return x > 0.0f ? x : 0.0f; });
-      break;
+    case Activation::kRelu: apply(gate_up, rows, inter, out, [](float x) { return x > 0.0f ? x : 0.0f; }); break;
   }
 }
 

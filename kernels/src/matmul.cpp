@@ -36,8 +36,8 @@ Linear::Linear(const float* w, std::int64_t out_features, std::int64_t in_featur
     auto pd = dnnl::matmul::primitive_desc(desc, eng);
     impl_ = std::make_unique<Impl>(Impl{pd, dnnl::matmul(pd), dnnl::memory(w_md, eng, const_cast<float*>(w))});
   } catch (const dnnl::error& e) {
-    throw Error(ErrorCode::kDnnl, std::string("oneDNN matmul creation failed: ") + e.what() +
-                                      " (status " + std::to_string(static_cast<int>(e.status)) + ")");
+    throw Error(ErrorCode::kDnnl, std::string("oneDNN matmul creation failed: ") + e.what() + " (status " +
+                                      std::to_string(static_cast<int>(e.status)) + ")");
   }
 }
 

@@ -4,8 +4,7 @@
 
 namespace switchyard::kernels {
 
-void gather_rows(const float* src, const std::int64_t* row_idx, std::int64_t num_rows, std::int64_t width,
-                 float* dst) {
+void gather_rows(const float* src, const std::int64_t* row_idx, std::int64_t num_rows, std::int64_t width, float* dst) {
   for (std::int64_t i = 0; i < num_rows; ++i)
     std::memcpy(dst + i * width, src + row_idx[i] * width, sizeof(float) * width);
 }

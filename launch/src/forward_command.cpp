@@ -22,8 +22,7 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
   sub.add_option("--layer", o->layer, "Decoder layer index of the MoE block")->required();
   sub.add_option("--input", o->input, "Input hidden states, float32 .npy [tokens, hidden]")->required();
   sub.add_option("--output", o->output, "Output .npy, written by rank 0")->required();
-  sub.add_option("--capacity-factor", o->capacity_factor,
-                 "Expert capacity factor; 0 (default) is dropless")
+  sub.add_option("--capacity-factor", o->capacity_factor, "Expert capacity factor; 0 (default) is dropless")
       ->check(CLI::NonNegativeNumber);
   sub.add_flag("--quiet", o->quiet, "Print no summary");
 }
@@ -38,12 +37,13 @@ std::int64_t block_begin(std::int64_t total, int parts, int idx) {
 void print_summary(const ForwardOptions& o, const layers::ModelConfig& config, const layers::MoeTensorNames& names,
                    const layers::ExpertPlacement& placement, const layers::ForwardStats& stats,
                    const std::vector<PhaseTimer::Entry>& phases) {
-  std::printf("switchyard forward: %s layer %lld (%s layout), %d rank%s, %lld tokens, hidden %lld, top-%lld of %lld experts\n",
-              layers::architecture_name(config.arch), static_cast<long long>(o.layer),
-              names.layout == layers::ExpertLayout::kFused ? "fused" : "per-expert", placement.num_ranks(),
-              placement.num_ranks() == 1 ? "" : "s", static_cast<long long>(stats.num_tokens),
-              static_cast<long long>(config.hidden_size), static_cast<long long>(config.top_k),
-              static_cast<long long>(config.num_experts));
+  std::printf(
+      "switchyard forward: %s layer %lld (%s layout), %d rank%s, %lld tokens, hidden %lld, top-%lld of %lld experts\n",
+      layers::architecture_name(config.arch), static_cast<long long>(o.layer),
+      names.layout == layers::ExpertLayout::kFused ? "fused" : "per-expert", placement.num_ranks(),
+      placement.num_ranks() == 1 ? "" : "s", static_cast<long long>(stats.num_tokens),
+      static_cast<long long>(config.hidden_size), static_cast<long long>(config.top_k),
+      static_cast<long long>(config.num_experts));
   std::printf("  experts per rank:");
   for (int r = 0; r < placement.num_ranks(); ++r)
     std::printf(" r%d=%lld", r, static_cast<long long>(placement.num_local(r)));
@@ -78,13 +78,12 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
     layers::check_moe_layer(config, o.layer);
     placement = std::make_unique<layers::ExpertPlacement>(config.num_experts, R);
     const fs::path out_dir = fs::absolute(o.output).parent_path();
-    check_arg(fs::is_directory(out_dir), "--output " + o.output + ": directory " + out_dir.string() +
-                                             " does not exist");
+    check_arg(fs::is_directory(out_dir),
+              "--output " + o.output + ": directory " + out_dir.string() + " does not exist");
     input = std::make_unique<NpyMatrix>(o.input);
     check_arg(input->cols() == config.hidden_size,
-              o.input + ": expected shape [tokens, " + std::to_string(config.hidden_size) +
-                  "] (hidden_size), got [" + std::to_string(input->rows()) + ", " +
-                  std::to_string(input->cols()) + "]");
+              o.input + ": expected shape [tokens, " + std::to_string(config.hidden_size) + "] (hidden_size), got [" +
+                  std::to_string(input->rows()) + ", " + std::to_string(input->cols()) + "]");
   });
 
   std::unique_ptr<layers::Checkpoint> ckpt;
@@ -93,8 +92,8 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   collective_step(comm, [&] {
     ckpt = std::make_unique<layers::Checkpoint>(o.model_dir);
     names = layers::moe_tensor_names(*ckpt, config, o.layer);
-    auto weights = layers::load_moe_weights(*ckpt, config, o.layer, placement->first_expert(me),
-                                            placement->num_local(me));
+    auto weights =
+        layers::load_moe_weights(*ckpt, config, o.layer, placement->first_expert(me), placement->num_local(me));
     layer = std::make_unique<layers::MoeLayer>(config, std::move(weights), *placement, me,
                                                layers::MoeLayerOptions{.capacity = {o.capacity_factor}});
   });

@@ -22,8 +22,7 @@ void print_layer(layers::Checkpoint& ckpt, const layers::ModelConfig& c, std::in
   const auto n = layers::moe_tensor_names(ckpt, c, layer);
   const bool fused = n.layout == layers::ExpertLayout::kFused;
   std::printf("layer %lld: MoE, %lld experts, top-%lld, %s layout\n", static_cast<long long>(layer),
-              static_cast<long long>(c.num_experts), static_cast<long long>(c.top_k),
-              fused ? "fused" : "per-expert");
+              static_cast<long long>(c.num_experts), static_cast<long long>(c.top_k), fused ? "fused" : "per-expert");
   std::printf("  router %-60s %s\n", n.router.c_str(), describe(ckpt.tensor(n.router)).c_str());
   if (!n.selection_bias.empty())
     std::printf("  bias   %-60s %s\n", n.selection_bias.c_str(), describe(ckpt.tensor(n.selection_bias)).c_str());
@@ -55,11 +54,12 @@ void run_inspect(const InspectOptions& o, comm::Communicator& comm) {
     if (comm.rank() != 0) return;
     const auto c = layers::load_model_config(o.model_dir);
     layers::Checkpoint ckpt(o.model_dir);
-    std::printf("model: %s\narchitecture: %s\nlayers: %lld, hidden_size %lld, expert intermediate size %lld, "
-                "hidden_act %s\n",
-                o.model_dir.c_str(), layers::architecture_name(c.arch), static_cast<long long>(c.num_layers),
-                static_cast<long long>(c.hidden_size), static_cast<long long>(c.expert_intermediate_size),
-                c.hidden_act.c_str());
+    std::printf(
+        "model: %s\narchitecture: %s\nlayers: %lld, hidden_size %lld, expert intermediate size %lld, "
+        "hidden_act %s\n",
+        o.model_dir.c_str(), layers::architecture_name(c.arch), static_cast<long long>(c.num_layers),
+        static_cast<long long>(c.hidden_size), static_cast<long long>(c.expert_intermediate_size),
+        c.hidden_act.c_str());
     std::printf("routing: %s scores, top-%lld of %lld experts%s%s\n",
                 c.score == layers::ScoreFunction::kSoftmax ? "softmax" : "sigmoid", static_cast<long long>(c.top_k),
                 static_cast<long long>(c.num_experts), c.norm_topk_prob ? ", renormalised" : "",

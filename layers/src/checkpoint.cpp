@@ -55,8 +55,8 @@ const TensorView& Checkpoint::tensor(const std::string& name) {
 
 const TensorView& Checkpoint::checked(const std::string& name, const std::vector<std::int64_t>& shape) {
   const TensorView& t = tensor(name);
-  check_arg(t.shape == shape, t.file + ": tensor '" + name + "' has shape " + shape_string(t.shape) +
-                                  "; expected " + shape_string(shape));
+  check_arg(t.shape == shape, t.file + ": tensor '" + name + "' has shape " + shape_string(t.shape) + "; expected " +
+                                  shape_string(shape));
   check_arg(t.dtype != DType::kOther,
             t.file + ": tensor '" + name + "' has dtype " + t.dtype_name + "; expected F32, BF16 or F16");
   return t;

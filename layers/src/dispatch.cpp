@@ -10,9 +10,9 @@ namespace switchyard::layers {
 
 ExpertPlacement::ExpertPlacement(std::int64_t num_experts, int num_ranks)
     : num_experts_(num_experts), num_ranks_(num_ranks) {
-  check_arg(num_ranks >= 1 && num_ranks <= num_experts,
-            "more ranks than experts: " + std::to_string(num_ranks) + " ranks for " + std::to_string(num_experts) +
-                " experts (every rank must own at least one expert)");
+  check_arg(num_ranks >= 1 && num_ranks <= num_experts, "more ranks than experts: " + std::to_string(num_ranks) +
+                                                            " ranks for " + std::to_string(num_experts) +
+                                                            " experts (every rank must own at least one expert)");
 }
 
 std::int64_t ExpertPlacement::num_local(int rank) const {
@@ -64,8 +64,8 @@ std::vector<std::int64_t> exclusive_scan(const std::vector<std::int64_t>& v) {
 
 }  // namespace
 
-DispatchPlan plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement,
-                           const CapacityPolicy& capacity, comm::Communicator& comm) {
+DispatchPlan plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement, const CapacityPolicy& capacity,
+                           comm::Communicator& comm) {
   const int R = comm.size(), me = comm.rank();
   check(placement.num_ranks() == R, ErrorCode::kInternal, "placement was made for another rank count");
   const std::int64_t T = routing.num_tokens, K = routing.top_k, E = routing.num_experts;

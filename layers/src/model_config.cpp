@@ -100,8 +100,9 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   check_arg(!j.is_discarded(), source + ": not valid JSON");
   check_arg(j.is_object(), source + ": expected a JSON object");
   Fields f(j, source);
-  check_arg(j.contains("model_type"), source + ": missing field 'model_type' (expected one of mixtral, qwen2_moe, "
-                                               "qwen3_moe, deepseek_v3)");
+  check_arg(j.contains("model_type"), source +
+                                          ": missing field 'model_type' (expected one of mixtral, qwen2_moe, "
+                                          "qwen3_moe, deepseek_v3)");
   const std::string type = f.string("model_type", "");
   ModelConfig c;
   // Defaults below are those of each architecture's transformers config class.
@@ -159,11 +160,13 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                                                  "'; expected one of mixtral, qwen2_moe, qwen3_moe, deepseek_v3");
   }
   c.hidden_act = f.string("hidden_act", "silu");
-  check_arg(kernels::parse_activation(c.hidden_act, &c.activation),
-            f.where("hidden_act") + " is '" + c.hidden_act + "'; expected silu, gelu, gelu_new, gelu_pytorch_tanh or relu");
+  check_arg(
+      kernels::parse_activation(c.hidden_act, &c.activation),
+      f.where("hidden_act") + " is '" + c.hidden_act + "'; expected silu, gelu, gelu_new, gelu_pytorch_tanh or relu");
   f.positive("hidden_size", c.hidden_size);
   f.positive("num_hidden_layers", c.num_layers);
-  check_arg(c.num_experts > 0, source + ": the number of experts must be positive, got " + std::to_string(c.num_experts));
+  check_arg(c.num_experts > 0,
+            source + ": the number of experts must be positive, got " + std::to_string(c.num_experts));
   check_arg(c.expert_intermediate_size > 0, source + ": the expert intermediate size must be positive");
   check_arg(c.top_k > 0 && c.top_k <= c.num_experts, f.where("num_experts_per_tok") + " must be in [1, " +
                                                          std::to_string(c.num_experts) + "], got " +

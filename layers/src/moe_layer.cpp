@@ -21,8 +21,8 @@ MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPl
   shared_gate_ = std::move(weights.shared_gate);
 }
 
-void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t num_tokens, float* y,
-                       ForwardStats* stats, PhaseTimer* timer) {
+void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t num_tokens, float* y, ForwardStats* stats,
+                       PhaseTimer* timer) {
   PhaseTimer local_timer;
   PhaseTimer& t = timer ? *timer : local_timer;
   t.restart();
@@ -44,8 +44,8 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
   kernels::gather_rows(x, plan.send_token.data(), plan.num_send(), H, send.data());
   t.mark("permute");
   std::vector<float> recv(static_cast<std::size_t>(plan.num_recv() * H));
-  comm.alltoallv(send.data(), plan.send_counts.data(), plan.send_offsets.data(), recv.data(),
-                 plan.recv_counts.data(), plan.recv_offsets.data(), H * sizeof(float));
+  comm.alltoallv(send.data(), plan.send_counts.data(), plan.send_offsets.data(), recv.data(), plan.recv_counts.data(),
+                 plan.recv_offsets.data(), H * sizeof(float));
   t.mark("dispatch");
 
   // 4. Experts on rows grouped by local expert.
@@ -56,8 +56,8 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
   t.mark("experts");
 
   // 5. Combine: the reverse exchange, back into send order.
-  comm.alltoallv(recv.data(), plan.recv_counts.data(), plan.recv_offsets.data(), send.data(),
-                 plan.send_counts.data(), plan.send_offsets.data(), H * sizeof(float));
+  comm.alltoallv(recv.data(), plan.recv_counts.data(), plan.recv_offsets.data(), send.data(), plan.send_counts.data(),
+                 plan.send_offsets.data(), H * sizeof(float));
   t.mark("combine");
 
   // 6. Unpermute with routing weights, plus shared experts.

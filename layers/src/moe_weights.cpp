@@ -46,7 +46,8 @@ MoeTensorNames moe_tensor_names(const Checkpoint& ckpt, const ModelConfig& confi
   }
   if (config.has_selection_bias) n.selection_bias = n.prefix + "gate.e_score_correction_bias";
   if (config.shared_intermediate_size > 0) {
-    const std::string shared = n.prefix + (config.arch == Architecture::kDeepseekV3 ? "shared_experts." : "shared_expert.");
+    const std::string shared =
+        n.prefix + (config.arch == Architecture::kDeepseekV3 ? "shared_experts." : "shared_expert.");
     n.shared_gate_proj = shared + "gate_proj.weight";
     n.shared_up_proj = shared + "up_proj.weight";
     n.shared_down_proj = shared + "down_proj.weight";
@@ -94,8 +95,8 @@ MoeWeights load_moe_weights(Checkpoint& ckpt, const ModelConfig& config, std::in
       w.experts.push_back(read_mlp(ckpt, n.expert_gate(e), n.expert_up(e), n.expert_down(e), H, I));
   }
   if (config.shared_intermediate_size > 0) {
-    w.shared = read_mlp(ckpt, n.shared_gate_proj, n.shared_up_proj, n.shared_down_proj, H,
-                        config.shared_intermediate_size);
+    w.shared =
+        read_mlp(ckpt, n.shared_gate_proj, n.shared_up_proj, n.shared_down_proj, H, config.shared_intermediate_size);
     if (!n.shared_expert_gate.empty()) w.shared_gate = ckpt.read_f32(n.shared_expert_gate, {1, H});
   }
   return w;

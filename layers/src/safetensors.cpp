@@ -13,8 +13,8 @@ using nlohmann::json;
 
 std::size_t dtype_bytes(const std::string& name) {
   static const std::map<std::string, std::size_t> sizes = {
-      {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4}, {"I16", 2},
-      {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"U16", 2}, {"U32", 4}, {"U64", 8}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
+      {"F64", 8}, {"F32", 4},  {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4},     {"I16", 2},    {"I8", 1},
+      {"U8", 1},  {"BOOL", 1}, {"U16", 2}, {"U32", 4},  {"U64", 8}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
   auto it = sizes.find(name);
   return it == sizes.end() ? 0 : it->second;
 }
@@ -86,9 +86,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(std::make_uniq
   for (auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
     const std::string where = path + ": tensor '" + name + "'";
-    check_arg(entry.is_object() && entry.contains("dtype") && entry["dtype"].is_string() &&
-                  entry.contains("shape") && entry["shape"].is_array() && entry.contains("data_offsets") &&
-                  entry["data_offsets"].is_array() && entry["data_offsets"].size() == 2,
+    check_arg(entry.is_object() && entry.contains("dtype") && entry["dtype"].is_string() && entry.contains("shape") &&
+                  entry["shape"].is_array() && entry.contains("data_offsets") && entry["data_offsets"].is_array() &&
+                  entry["data_offsets"].size() == 2,
               where + ": header entry needs dtype, shape and data_offsets [begin, end]");
     TensorView t;
     t.name = name;
@@ -103,15 +103,14 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(std::make_uniq
     check_arg(offs[0].is_number_unsigned() && offs[1].is_number_unsigned(),
               where + ": data_offsets must be non-negative integers");
     const auto begin = offs[0].get<std::uint64_t>(), end = offs[1].get<std::uint64_t>();
-    check_arg(begin <= end && end <= data_size,
-              where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                  "] past the end of the data (" + std::to_string(data_size) + " bytes; file truncated?)");
+    check_arg(begin <= end && end <= data_size, where + ": data_offsets [" + std::to_string(begin) + ", " +
+                                                    std::to_string(end) + "] past the end of the data (" +
+                                                    std::to_string(data_size) + " bytes; file truncated?)");
     const std::size_t elem = dtype_bytes(t.dtype_name);
     if (elem != 0) {
       check_arg(end - begin == static_cast<std::uint64_t>(t.numel()) * elem,
                 where + ": data_offsets span " + std::to_string(end - begin) + " bytes, shape " +
-                    shape_string(t.shape) + " of " + t.dtype_name + " needs " +
-                    std::to_string(t.numel() * elem));
+                    shape_string(t.shape) + " of " + t.dtype_name + " needs " + std::to_string(t.numel() * elem));
     }
     t.data = data + begin;
     t.nbytes = end - begin;
@@ -126,9 +125,7 @@ const TensorView* SafetensorsFile::find(const std::string& name) const {
 
 void convert_to_f32(const TensorView& t, std::int64_t first, std::int64_t count, float* out) {
   switch (t.dtype) {
-    case DType::kF32:
-      std::memcpy(out, t.data + first * 4, static_cast<std::size_t>(count) * 4);
-      return;
+    case DType::kF32: std::memcpy(out, t.data + first * 4, static_cast<std::size_t>(count) * 4); return;
     case DType::kBF16:
     case DType::kF16: {
       const std::uint8_t* p = t.data + first * 2;
@@ -140,11 +137,10 @@ void convert_to_f32(const TensorView& t, std::int64_t first, std::int64_t count,
       }
       return;
     }
-    case DType::kOther:
-      break;
+    case DType::kOther: break;
   }
-  throw Error(ErrorCode::kInvalidArgument, t.file + ": tensor '" + t.name + "' has dtype " + t.dtype_name +
-                                               "; expected F32, BF16 or F16");
+  throw Error(ErrorCode::kInvalidArgument,
+              t.file + ": tensor '" + t.name + "' has dtype " + t.dtype_name + "; expected F32, BF16 or F16");
 }
 
 std::uint16_t f32_to_bf16(float f) {

@@ -44,8 +44,8 @@ double act(const std::string& name, double x) {
 }
 
 // down · (act(gate · x) ⊙ (up · x)) for one token.
-Vec mlp(const std::vector<float>& gate, const std::vector<float>& up, const std::vector<float>& down,
-        std::int64_t H, std::int64_t I, const float* x, const std::string& act_name) {
+Vec mlp(const std::vector<float>& gate, const std::vector<float>& up, const std::vector<float>& down, std::int64_t H,
+        std::int64_t I, const float* x, const std::string& act_name) {
   Vec h(I), y(H, 0.0);
   for (std::int64_t i = 0; i < I; ++i) {
     double g = 0, u = 0;
@@ -140,9 +140,9 @@ std::vector<double> reference_forward(const Case& c, const examples::MoeLayerArr
     }
   }
   std::vector<double> y(T * H, 0.0);
-  const std::int64_t Is = s.arch == Architecture::kQwen2Moe ? s.shared_inter
+  const std::int64_t Is = s.arch == Architecture::kQwen2Moe     ? s.shared_inter
                           : s.arch == Architecture::kDeepseekV3 ? s.inter * s.n_shared_experts
-                                                                 : 0;
+                                                                : 0;
   for (std::int64_t t = 0; t < T; ++t) {
     for (std::int64_t j = 0; j < K; ++j) {
       if (!kept[t][j]) continue;
@@ -208,11 +208,10 @@ TEST_P(MoeDistributed, MatchesDenseReference) {
     counts[r] = static_cast<int>((T / R + (r < T % R ? 1 : 0)) * H);
   }
   std::vector<float> all(me == 0 ? T * H : 0);
-  MPI_Gatherv(y.data(), static_cast<int>(y.size()), MPI_FLOAT, all.data(), counts.data(), displs.data(), MPI_FLOAT,
-              0, MPI_COMM_WORLD);
+  MPI_Gatherv(y.data(), static_cast<int>(y.size()), MPI_FLOAT, all.data(), counts.data(), displs.data(), MPI_FLOAT, 0,
+              MPI_COMM_WORLD);
   EXPECT_EQ(stats.num_tokens, T);
-  EXPECT_EQ(std::accumulate(stats.expert_load.begin(), stats.expert_load.end(), std::int64_t{0}),
-            T * c.spec.top_k);
+  EXPECT_EQ(std::accumulate(stats.expert_load.begin(), stats.expert_load.end(), std::int64_t{0}), T * c.spec.top_k);
   if (me == 0) {
     std::int64_t dropped = 0;
     const auto ref = reference_forward(c, arrays[c.layer], x, R, &dropped);

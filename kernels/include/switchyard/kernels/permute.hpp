@@ -5,12 +5,10 @@
 namespace switchyard::kernels {
 
 /// dst[i, :] = src[row_idx[i], :] for i in [0, num_rows); rows of `width` floats.
-void gather_rows(const float* src, const std::int64_t* row_idx, std::int64_t num_rows, std::int64_t width,
-                 float* dst);
+void gather_rows(const float* src, const std::int64_t* row_idx, std::int64_t num_rows, std::int64_t width, float* dst);
 
 /// dst[row_idx[i], :] = src[i, :] for i in [0, num_rows).
-void scatter_rows(const float* src, const std::int64_t* row_idx, std::int64_t num_rows, std::int64_t width,
-                  float* dst);
+void scatter_rows(const float* src, const std::int64_t* row_idx, std::int64_t num_rows, std::int64_t width, float* dst);
 
 /// Weighted sum of expert outputs back into token order:
 /// out[t, :] += sum_j weights[t*k + j] * rows[slot_row[t*k + j], :], j = 0..k-1

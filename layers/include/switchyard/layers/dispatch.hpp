@@ -43,13 +43,13 @@ struct CapacityPolicy {
 struct DispatchPlan {
   // Sender side (this rank's tokens).
   std::vector<std::int64_t> send_counts, send_offsets;  // [R]
-  std::vector<std::int64_t> send_token;  // [num_send] token of each sent row, in send order
-  std::vector<std::int64_t> slot_row;    // [T * top_k] row in send order, -1 if dropped
+  std::vector<std::int64_t> send_token;                 // [num_send] token of each sent row, in send order
+  std::vector<std::int64_t> slot_row;                   // [T * top_k] row in send order, -1 if dropped
   // Receiver side (this rank's experts).
   std::vector<std::int64_t> recv_counts, recv_offsets;  // [R]
-  std::vector<std::int64_t> recv_to_grouped;  // [num_recv] received row -> row grouped by local expert
-  std::vector<std::int64_t> local_expert_counts;  // [num_local] rows per local expert
-  std::int64_t num_dropped = 0;                    // this rank's dropped slots
+  std::vector<std::int64_t> recv_to_grouped;            // [num_recv] received row -> row grouped by local expert
+  std::vector<std::int64_t> local_expert_counts;        // [num_local] rows per local expert
+  std::int64_t num_dropped = 0;                         // this rank's dropped slots
 
   std::int64_t num_send() const { return static_cast<std::int64_t>(send_token.size()); }
   std::int64_t num_recv() const { return static_cast<std::int64_t>(recv_to_grouped.size()); }
@@ -57,7 +57,7 @@ struct DispatchPlan {
 
 /// Plans the exchange for `routing`. Collective (exchanges per-expert counts).
 /// Rows to one rank are ordered by expert, then token, then choice.
-DispatchPlan plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement,
-                           const CapacityPolicy& capacity, comm::Communicator& comm);
+DispatchPlan plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement, const CapacityPolicy& capacity,
+                           comm::Communicator& comm);
 
 }  // namespace switchyard::layers

@@ -29,7 +29,7 @@ struct ModelConfig {
 
   ScoreFunction score = ScoreFunction::kSoftmax;
   bool norm_topk_prob = true;
-  std::int64_t n_group = 1;      // DeepSeek-V3 group-limited routing
+  std::int64_t n_group = 1;  // DeepSeek-V3 group-limited routing
   std::int64_t topk_group = 1;
   double routed_scaling_factor = 1.0;
   bool has_selection_bias = false;  // DeepSeek-V3 e_score_correction_bias

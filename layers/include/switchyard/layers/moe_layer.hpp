@@ -22,9 +22,9 @@ struct MoeLayerOptions {
 
 /// What one forward call saw, summed over all ranks.
 struct ForwardStats {
-  std::int64_t num_tokens = 0;               // all ranks
-  std::vector<std::int64_t> expert_load;     // [E] slots routed to each expert
-  std::int64_t num_dropped = 0;              // slots dropped by capacity
+  std::int64_t num_tokens = 0;            // all ranks
+  std::vector<std::int64_t> expert_load;  // [E] slots routed to each expert
+  std::int64_t num_dropped = 0;           // slots dropped by capacity
 };
 
 class MoeLayer {

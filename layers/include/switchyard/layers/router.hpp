@@ -31,8 +31,8 @@ struct RoutingPlan {
   std::int64_t num_tokens = 0;
   std::int64_t top_k = 0;
   std::int64_t num_experts = 0;
-  std::vector<std::int32_t> expert_idx;  // [num_tokens * top_k]
-  std::vector<float> weights;            // [num_tokens * top_k]
+  std::vector<std::int32_t> expert_idx;     // [num_tokens * top_k]
+  std::vector<float> weights;               // [num_tokens * top_k]
   std::vector<std::int64_t> expert_counts;  // [num_experts], this rank's tokens
 };
 

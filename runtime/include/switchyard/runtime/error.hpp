@@ -33,8 +33,6 @@ inline void check(bool ok, ErrorCode code, const std::string& message) {
 }
 
 /// Shorthand for the most common case: invalid user input.
-inline void check_arg(bool ok, const std::string& message) {
-  check(ok, ErrorCode::kInvalidArgument, message);
-}
+inline void check_arg(bool ok, const std::string& message) { check(ok, ErrorCode::kInvalidArgument, message); }
 
 }  // namespace switchyard
