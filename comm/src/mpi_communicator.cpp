@@ -74,6 +74,10 @@ void MpiCommunicator::allreduce_sum(double* data, std::size_t count) {
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_));
 }
 
+void MpiCommunicator::allreduce_sum(float* data, std::size_t count) {
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_));
+}
+
 void MpiCommunicator::allreduce_max(double* data, std::size_t count) {
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_DOUBLE, MPI_MAX, comm_));
 }

@@ -15,7 +15,61 @@ void apply(const float* gate_up, std::int64_t rows, std::int64_t inter, float* o
   }
 }
 
+// Calls f(x) -> {act(x), act'(x)} for every gate value.
+template <typename F>
+void apply_backward(const float* gate_up, const float* grad_out, std::int64_t rows, std::int64_t inter, float* grad,
+                    F act_and_slope) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* g = gate_up + r * 2 * inter;
+    const float* u = g + inter;
+    const float* d = grad_out + r * inter;
+    float* dg = grad + r * 2 * inter;
+    float* du = dg + inter;
+    for (std::int64_t i = 0; i < inter; ++i) {
+      const auto [a, slope] = act_and_slope(g[i]);
+      dg[i] = d[i] * u[i] * slope;
+      du[i] = d[i] * a;
+    }
+  }
+}
+
+struct ActSlope {
+  float act, slope;
+};
+
 }  // namespace
+
+void gated_activation_backward(Activation act, const float* gate_up, const float* grad_out, std::int64_t rows,
+                               std::int64_t inter, float* grad_gate_up) {
+  switch (act) {
+    case Activation::kSilu:
+      apply_backward(gate_up, grad_out, rows, inter, grad_gate_up, [](float x) {
+        const float s = 1.0f / (1.0f + std::exp(-x));
+        return ActSlope{x * s, s * (1.0f + x * (1.0f - s))};
+      });
+      break;
+    case Activation::kGelu:
+      apply_backward(gate_up, grad_out, rows, inter, grad_gate_up, [](float x) {
+        const float cdf = 0.5f * (1.0f + std::erf(x * 0.70710678118654752f));
+        const float pdf = 0.39894228040143268f * std::exp(-0.5f * x * x);
+        return ActSlope{x * cdf, cdf + x * pdf};
+      });
+      break;
+    case Activation::kGeluTanh:
+      apply_backward(gate_up, grad_out, rows, inter, grad_gate_up, [](float x) {
+        constexpr float c = 0.79788456080286536f, k = 0.044715f;
+        const float t = std::tanh(c * (x + k * x * x * x));
+        return ActSlope{0.5f * x * (1.0f + t),
+                        0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * c * (1.0f + 3.0f * k * x * x)};
+      });
+      break;
+    case Activation::kRelu:
+      apply_backward(gate_up, grad_out, rows, inter, grad_gate_up, [](float x) {
+        return ActSlope{x > 0.0f ? x : 0.0f, x > 0.0f ? 1.0f : 0.0f};
+      });
+      break;
+  }
+}
 
 bool parse_activation(const std::string& name, Activation* out) {
   if (name == "silu" || name == "swish")

@@ -23,15 +23,16 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
     }
   } else {
     check_arg(fs::exists(single), dir + ": no model.safetensors or model.safetensors.index.json");
-    for (auto& [name, t] : shard("model.safetensors").tensors()) weight_map_[name] = "model.safetensors";
+    for (auto& [name, t] : shard("model.safetensors", "").tensors()) weight_map_[name] = "model.safetensors";
   }
 }
 
-SafetensorsFile& Checkpoint::shard(const std::string& file) {
+SafetensorsFile& Checkpoint::shard(const std::string& file, const std::string& tensor_name) {
   auto& slot = shards_[file];
   if (!slot) {
     const std::string path = (fs::path(dir_) / file).string();
-    check_arg(fs::exists(path), path + ": shard listed in model.safetensors.index.json does not exist");
+    check_arg(fs::exists(path), path + ": shard listed in model.safetensors.index.json (for tensor '" + tensor_name +
+                                    "') does not exist");
     slot = std::make_unique<SafetensorsFile>(path);
   }
   return *slot;
@@ -48,7 +49,7 @@ std::vector<std::string> Checkpoint::names() const {
 const TensorView& Checkpoint::tensor(const std::string& name) {
   auto it = weight_map_.find(name);
   check_arg(it != weight_map_.end(), dir_ + ": missing tensor '" + name + "'");
-  const TensorView* t = shard(it->second).find(name);
+  const TensorView* t = shard(it->second, name).find(name);
   check_arg(t != nullptr, dir_ + "/" + it->second + ": missing tensor '" + name + "' (listed in the index)");
   return *t;
 }
@@ -72,6 +73,9 @@ std::vector<float> Checkpoint::read_f32(const std::string& name, const std::vect
 std::vector<float> Checkpoint::read_f32_slices(const std::string& name, const std::vector<std::int64_t>& shape,
                                                std::int64_t first, std::int64_t count) {
   const TensorView& t = checked(name, shape);
+  check(first >= 0 && count >= 0 && !shape.empty() && first + count <= shape[0], ErrorCode::kInternal,
+        t.file + ": tensor '" + name + "': slices [" + std::to_string(first) + ", " + std::to_string(first + count) +
+            ") outside dim 0 of " + shape_string(shape));
   const std::int64_t slice = shape.empty() || shape[0] == 0 ? 0 : t.numel() / shape[0];
   std::vector<float> out(static_cast<std::size_t>(slice * count));
   convert_to_f32(t, first * slice, slice * count, out.data());

@@ -4,20 +4,41 @@
 
 namespace switchyard::layers {
 
-GatedMlp::GatedMlp(MlpWeights weights, kernels::Activation act)
-    : w_(std::move(weights)),
+GatedMlp::GatedMlp(MlpWeights weights, kernels::Activation act, const std::string& name, bool replicated)
+    : hidden_(weights.hidden),
+      inter_(weights.inter),
       act_(act),
-      gate_up_(w_.gate_up.data(), 2 * w_.inter, w_.hidden),
-      down_(w_.down.data(), w_.hidden, w_.inter) {}
+      gate_up_(std::make_unique<Parameter>(name + ".gate_up_proj", std::vector<std::int64_t>{2 * inter_, hidden_},
+                                           std::move(weights.gate_up), replicated)),
+      down_(std::make_unique<Parameter>(name + ".down_proj", std::vector<std::int64_t>{hidden_, inter_},
+                                        std::move(weights.down), replicated)),
+      gate_up_linear_(gate_up_->value.data(), 2 * inter_, hidden_),
+      down_linear_(down_->value.data(), hidden_, inter_) {}
 
-void GatedMlp::run(const float* x, std::int64_t rows, float* y, std::vector<float>* scratch) const {
+void GatedMlp::forward(const float* x, std::int64_t rows, float* y, float* saved) const {
   if (rows == 0) return;
-  scratch->resize(static_cast<std::size_t>(rows * 3 * w_.inter));
-  float* gate_up = scratch->data();
-  float* act = gate_up + rows * 2 * w_.inter;
-  gate_up_.run(x, rows, gate_up);
-  kernels::gated_activation(act_, gate_up, rows, w_.inter, act);
-  down_.run(act, rows, y);
+  float* gate_up = saved;                // [rows, 2I]
+  float* h = saved + rows * 2 * inter_;  // [rows, I]
+  gate_up_linear_.run(x, rows, gate_up);
+  kernels::gated_activation(act_, gate_up, rows, inter_, h);
+  down_linear_.run(h, rows, y);
+}
+
+void GatedMlp::backward(const float* x, std::int64_t rows, const float* saved, const float* grad_y, float* grad_x,
+                        bool accumulate, std::vector<float>* scratch) {
+  if (rows == 0) return;
+  const std::int64_t H = hidden_, I = inter_;
+  const float* gate_up = saved;
+  const float* h = saved + rows * 2 * I;
+  scratch->resize(static_cast<std::size_t>(rows * 3 * I));
+  float* dh = scratch->data();      // [rows, I]
+  float* dgate_up = dh + rows * I;  // [rows, 2I]
+  kernels::gemm(false, false, rows, I, H, 1.0f, grad_y, H, down_->value.data(), I, 0.0f, dh, I);
+  kernels::gemm(true, false, H, I, rows, 1.0f, grad_y, H, h, I, 1.0f, down_->grad.data(), I);
+  kernels::gated_activation_backward(act_, gate_up, dh, rows, I, dgate_up);
+  kernels::gemm(true, false, 2 * I, H, rows, 1.0f, dgate_up, 2 * I, x, H, 1.0f, gate_up_->grad.data(), H);
+  kernels::gemm(false, false, rows, H, 2 * I, 1.0f, dgate_up, 2 * I, gate_up_->value.data(), H,
+                accumulate ? 1.0f : 0.0f, grad_x, H);
 }
 
 namespace {
@@ -25,20 +46,41 @@ namespace {
 // Experts as a loop of oneDNN matmuls, one gate/up and one down per expert.
 class CpuExpertBackend final : public ExpertBackend {
  public:
-  CpuExpertBackend(std::vector<MlpWeights> experts, kernels::Activation act) {
-    for (auto& e : experts) {
-      hidden_ = e.hidden;
-      mlps_.emplace_back(std::move(e), act);
+  CpuExpertBackend(std::vector<MlpWeights> experts, std::int64_t first_expert, kernels::Activation act) {
+    for (std::size_t j = 0; j < experts.size(); ++j) {
+      hidden_ = experts[j].hidden;
+      mlps_.emplace_back(std::move(experts[j]), act, "experts." + std::to_string(first_expert + j), false);
     }
   }
   DeviceKind device() const override { return DeviceKind::kCpu; }
   std::int64_t num_local() const override { return static_cast<std::int64_t>(mlps_.size()); }
-  void run(const float* rows, const std::int64_t* counts, float* out) override {
+  std::int64_t saved_per_row() const override { return mlps_.empty() ? 0 : mlps_.front().saved_per_row(); }
+
+  void forward(const float* rows, const std::int64_t* counts, float* out, float* saved) override {
     std::int64_t offset = 0;
     for (std::size_t j = 0; j < mlps_.size(); ++j) {
-      mlps_[j].run(rows + offset * hidden_, counts[j], out + offset * hidden_, &scratch_);
+      mlps_[j].forward(rows + offset * hidden_, counts[j], out + offset * hidden_, saved + offset * saved_per_row());
       offset += counts[j];
     }
+  }
+
+  void backward(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
+                float* grad_rows) override {
+    std::int64_t offset = 0;
+    for (std::size_t j = 0; j < mlps_.size(); ++j) {
+      mlps_[j].backward(rows + offset * hidden_, counts[j], saved + offset * saved_per_row(),
+                        grad_out + offset * hidden_, grad_rows + offset * hidden_, false, &scratch_);
+      offset += counts[j];
+    }
+  }
+
+  std::vector<Parameter*> parameters() override {
+    std::vector<Parameter*> out;
+    for (auto& m : mlps_) {
+      out.push_back(&m.gate_up());
+      out.push_back(&m.down());
+    }
+    return out;
   }
 
  private:
@@ -50,10 +92,10 @@ class CpuExpertBackend final : public ExpertBackend {
 }  // namespace
 
 std::unique_ptr<ExpertBackend> make_expert_backend(DeviceKind device, std::vector<MlpWeights> experts,
-                                                   kernels::Activation act) {
+                                                   std::int64_t first_expert, kernels::Activation act) {
   check_arg(device == DeviceKind::kCpu,
             std::string("device '") + device_name(device) + "' is not available in this build (expected cpu)");
-  return std::make_unique<CpuExpertBackend>(std::move(experts), act);
+  return std::make_unique<CpuExpertBackend>(std::move(experts), first_expert, act);
 }
 
 }  // namespace switchyard::layers

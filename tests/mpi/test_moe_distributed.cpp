@@ -1,9 +1,9 @@
 // The distributed MoE forward equals a dense single-process computation of the
 // same layer, for every architecture and layout, at any rank count.
 //
-// The reference below is written from the architectures' definitions in
-// double precision and reads the weights from the generator's arrays, not
-// through Switchyard's checkpoint loader, router or dispatch.
+// The reference (support/moe_reference.hpp) is written from the
+// architectures' definitions in double precision and reads the weights from
+// the generator's arrays, not through Switchyard's loader, router or dispatch.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "../support/moe_reference.hpp"
+#include "../support/mpi_support.hpp"
 #include "random_moe_checkpoint.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
 #include "switchyard/layers/checkpoint.hpp"
@@ -23,7 +25,6 @@ namespace {
 
 using namespace switchyard;
 using layers::Architecture;
-using Vec = std::vector<double>;
 
 struct Case {
   std::string name;
@@ -35,153 +36,13 @@ struct Case {
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
-double act(const std::string& name, double x) {
-  if (name == "silu") return x / (1.0 + std::exp(-x));
-  if (name == "gelu") return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
-  if (name == "relu") return x > 0 ? x : 0.0;
-  // gelu_pytorch_tanh
-  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-}
-
-// down · (act(gate · x) ⊙ (up · x)) for one token.
-Vec mlp(const std::vector<float>& gate, const std::vector<float>& up, const std::vector<float>& down, std::int64_t H,
-        std::int64_t I, const float* x, const std::string& act_name) {
-  Vec h(I), y(H, 0.0);
-  for (std::int64_t i = 0; i < I; ++i) {
-    double g = 0, u = 0;
-    for (std::int64_t c = 0; c < H; ++c) {
-      g += double(gate[i * H + c]) * x[c];
-      u += double(up[i * H + c]) * x[c];
-    }
-    h[i] = act(act_name, g) * u;
-  }
-  for (std::int64_t c = 0; c < H; ++c)
-    for (std::int64_t i = 0; i < I; ++i) y[c] += double(down[c * I + i]) * h[i];
-  return y;
-}
-
-// Indices of the k largest values, ties to the lower index.
-std::vector<int> largest(const Vec& v, int k) {
-  std::vector<int> idx(v.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return v[a] > v[b]; });
-  idx.resize(k);
-  return idx;
-}
-
-struct Choice {
-  std::vector<int> experts;
-  Vec weights;
-};
-
-Choice reference_route(const examples::RandomMoeSpec& s, const examples::MoeLayerArrays& a, const float* x) {
-  const std::int64_t H = s.hidden, E = s.experts;
-  Vec logits(E, 0.0);
-  for (std::int64_t e = 0; e < E; ++e)
-    for (std::int64_t c = 0; c < H; ++c) logits[e] += double(a.router[e * H + c]) * x[c];
-  Choice ch;
-  if (s.arch == Architecture::kDeepseekV3) {
-    Vec score(E), biased(E);
-    for (std::int64_t e = 0; e < E; ++e) {
-      score[e] = 1.0 / (1.0 + std::exp(-logits[e]));
-      biased[e] = score[e] + a.bias[e];
-    }
-    const std::int64_t per = E / s.n_group;
-    Vec group(s.n_group);
-    for (std::int64_t g = 0; g < s.n_group; ++g) {
-      Vec members(biased.begin() + g * per, biased.begin() + (g + 1) * per);
-      auto top2 = largest(members, 2);
-      group[g] = members[top2[0]] + members[top2[1]];
-    }
-    auto keep = largest(group, static_cast<int>(s.topk_group));
-    Vec masked(E, -INFINITY);
-    for (int g : keep)
-      for (std::int64_t e = g * per; e < (g + 1) * per; ++e) masked[e] = biased[e];
-    ch.experts = largest(masked, static_cast<int>(s.top_k));
-    double sum = 0;
-    for (int e : ch.experts) sum += score[e];
-    for (int e : ch.experts)
-      ch.weights.push_back((s.norm_topk_prob ? score[e] / (sum + 1e-20) : score[e]) * s.routed_scaling_factor);
-    return ch;
-  }
-  const double mx = *std::max_element(logits.begin(), logits.end());
-  Vec p(E);
-  double z = 0;
-  for (std::int64_t e = 0; e < E; ++e) z += (p[e] = std::exp(logits[e] - mx));
-  for (auto& v : p) v /= z;
-  ch.experts = largest(p, static_cast<int>(s.top_k));
-  const bool renorm = s.arch == Architecture::kMixtral || s.norm_topk_prob;
-  double sum = 0;
-  for (int e : ch.experts) sum += p[e];
-  for (int e : ch.experts) ch.weights.push_back(renorm ? p[e] / sum : p[e]);
-  return ch;
-}
-
-// Dense reference over all tokens. With a capacity factor, each rank's block of
-// tokens admits at most ceil(cf * T_r * k / E) slots per expert, first
-// choices first, then in token order.
-std::vector<double> reference_forward(const Case& c, const examples::MoeLayerArrays& a, const std::vector<float>& x,
-                                      int ranks, std::int64_t* dropped) {
-  const auto& s = c.spec;
-  const std::int64_t H = s.hidden, T = c.tokens, K = s.top_k, E = s.experts;
-  std::vector<Choice> choices;
-  for (std::int64_t t = 0; t < T; ++t) choices.push_back(reference_route(s, a, &x[t * H]));
-  std::vector<std::vector<bool>> kept(T, std::vector<bool>(K, true));
-  *dropped = 0;
-  if (c.capacity_factor > 0) {
-    for (int r = 0; r < ranks; ++r) {
-      const std::int64_t b = r * (T / ranks) + std::min<std::int64_t>(r, T % ranks);
-      const std::int64_t n = T / ranks + (r < T % ranks ? 1 : 0);
-      const auto cap = static_cast<std::int64_t>(std::ceil(c.capacity_factor * double(n * K) / double(E)));
-      std::vector<std::int64_t> used(E, 0);
-      for (std::int64_t j = 0; j < K; ++j)
-        for (std::int64_t t = b; t < b + n; ++t)
-          if (used[choices[t].experts[j]]++ >= cap) kept[t][j] = false, ++*dropped;
-    }
-  }
-  std::vector<double> y(T * H, 0.0);
-  const std::int64_t Is = s.arch == Architecture::kQwen2Moe     ? s.shared_inter
-                          : s.arch == Architecture::kDeepseekV3 ? s.inter * s.n_shared_experts
-                                                                : 0;
-  for (std::int64_t t = 0; t < T; ++t) {
-    for (std::int64_t j = 0; j < K; ++j) {
-      if (!kept[t][j]) continue;
-      const int e = choices[t].experts[j];
-      Vec o = mlp(a.gate[e], a.up[e], a.down[e], H, s.inter, &x[t * H], s.hidden_act);
-      for (std::int64_t h = 0; h < H; ++h) y[t * H + h] += choices[t].weights[j] * o[h];
-    }
-    if (Is > 0) {
-      Vec o = mlp(a.shared_gate, a.shared_up, a.shared_down, H, Is, &x[t * H], s.hidden_act);
-      double scale = 1.0;
-      if (!a.shared_expert_gate.empty()) {
-        double dot = 0;
-        for (std::int64_t h = 0; h < H; ++h) dot += double(a.shared_expert_gate[h]) * x[t * H + h];
-        scale = 1.0 / (1.0 + std::exp(-dot));
-      }
-      for (std::int64_t h = 0; h < H; ++h) y[t * H + h] += scale * o[h];
-    }
-  }
-  return y;
-}
-
-std::string shared_temp_dir(int rank) {
-  char path[256] = {0};
-  if (rank == 0) {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "sy_moe_XXXXXX").string();
-    std::copy(tmpl.begin(), tmpl.end(), path);
-    if (mkdtemp(path) == nullptr) path[0] = 0;
-  }
-  MPI_Bcast(path, sizeof(path), MPI_CHAR, 0, MPI_COMM_WORLD);
-  return path;
-}
-
 class MoeDistributed : public ::testing::TestWithParam<Case> {};
 
 TEST_P(MoeDistributed, MatchesDenseReference) {
   const Case& c = GetParam();
   comm::MpiCommunicator comm(MPI_COMM_WORLD);
   const int R = comm.size(), me = comm.rank();
-  const std::string dir = shared_temp_dir(me);
+  const std::string dir = test_support::shared_temp_dir(me);
   ASSERT_FALSE(dir.empty());
   std::vector<examples::MoeLayerArrays> arrays;
   if (me == 0) arrays = examples::write_random_moe_checkpoint(c.spec, dir);
@@ -213,8 +74,10 @@ TEST_P(MoeDistributed, MatchesDenseReference) {
   EXPECT_EQ(stats.num_tokens, T);
   EXPECT_EQ(std::accumulate(stats.expert_load.begin(), stats.expert_load.end(), std::int64_t{0}), T * c.spec.top_k);
   if (me == 0) {
-    std::int64_t dropped = 0;
-    const auto ref = reference_forward(c, arrays[c.layer], x, R, &dropped);
+    const auto out = test_support::ref_forward(c.spec, test_support::ref_params(arrays[c.layer]),
+                                               test_support::to_double(x), T, c.capacity_factor, R);
+    const auto& ref = out.y;
+    const std::int64_t dropped = out.dropped;
     EXPECT_EQ(stats.num_dropped, dropped);
     if (c.capacity_factor > 0) {
       EXPECT_GT(dropped, 0) << "the capacity case should drop something";

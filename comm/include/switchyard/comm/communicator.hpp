@@ -29,6 +29,7 @@ class Communicator {
   /// In-place element-wise sum over all ranks. Collective and blocking.
   virtual void allreduce_sum(std::int64_t* data, std::size_t count) = 0;
   virtual void allreduce_sum(double* data, std::size_t count) = 0;
+  virtual void allreduce_sum(float* data, std::size_t count) = 0;
   /// In-place element-wise maximum over all ranks. Collective and blocking.
   virtual void allreduce_max(double* data, std::size_t count) = 0;
 

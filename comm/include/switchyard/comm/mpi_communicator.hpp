@@ -25,6 +25,7 @@ class MpiCommunicator final : public Communicator {
   void alltoall(const std::int64_t* send, std::int64_t* recv, std::size_t count) override;
   void allreduce_sum(std::int64_t* data, std::size_t count) override;
   void allreduce_sum(double* data, std::size_t count) override;
+  void allreduce_sum(float* data, std::size_t count) override;
   void allreduce_max(double* data, std::size_t count) override;
   void gatherv(const void* send, std::size_t send_bytes, void* recv, const std::int64_t* recv_bytes,
                const std::int64_t* recv_offsets, int root) override;

@@ -16,4 +16,9 @@ bool parse_activation(const std::string& name, Activation* out);
 /// then up columns), writes act(gate) * up into `out` (width inter).
 void gated_activation(Activation act, const float* gate_up, std::int64_t rows, std::int64_t inter, float* out);
 
+/// Backward of gated_activation: given the forward input `gate_up` and
+/// dL/d(out) `grad_out` ([rows, inter]), writes dL/d(gate_up) ([rows, 2*inter]).
+void gated_activation_backward(Activation act, const float* gate_up, const float* grad_out, std::int64_t rows,
+                               std::int64_t inter, float* grad_gate_up);
+
 }  // namespace switchyard::kernels

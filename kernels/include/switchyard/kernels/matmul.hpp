@@ -28,4 +28,10 @@ class Linear {
   std::int64_t out_ = 0, in_ = 0;
 };
 
+/// Row-major GEMM on oneDNN: C = alpha * op(A) · op(B) + beta * C, op(A) is
+/// [M, K], op(B) is [K, N]; `trans_*` reads the stored matrix transposed.
+/// Leading dimensions are row strides of the stored matrices. Blocking.
+void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* A,
+          std::int64_t lda, const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
+
 }  // namespace switchyard::kernels

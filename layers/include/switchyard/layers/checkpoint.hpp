@@ -34,7 +34,7 @@ class Checkpoint {
                                      std::int64_t first, std::int64_t count);
 
  private:
-  SafetensorsFile& shard(const std::string& file);
+  SafetensorsFile& shard(const std::string& file, const std::string& tensor_name);
   const TensorView& checked(const std::string& name, const std::vector<std::int64_t>& shape);
 
   std::string dir_;

@@ -1,6 +1,6 @@
 #pragma once
 // One expert-parallel MoE layer: route, plan, dispatch, experts, combine,
-// unpermute (+ shared experts), following DESIGN.md's data flow.
+// unpermute (+ shared experts), forward and backward, following DESIGN.md.
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -11,13 +11,21 @@
 #include "switchyard/layers/experts.hpp"
 #include "switchyard/layers/moe_weights.hpp"
 #include "switchyard/layers/router.hpp"
+#include "switchyard/runtime/parameter.hpp"
 #include "switchyard/runtime/phase_timer.hpp"
 
 namespace switchyard::layers {
 
 struct MoeLayerOptions {
-  CapacityPolicy capacity;
+  CapacityPolicy capacity{};
   DeviceKind device = DeviceKind::kCpu;
+  // Auxiliary losses, added to the training loss with these coefficients:
+  // the Switch/GShard load-balancing loss E * sum_e f_e * P_e (as
+  // transformers' load_balancing_loss_func: f over top-k choices, P the mean
+  // softmax probability, both over all ranks' tokens) and the router z-loss
+  // mean_t logsumexp(logits_t)^2.
+  double aux_loss_coef = 0.0;
+  double z_loss_coef = 0.0;
 };
 
 /// What one forward call saw, summed over all ranks.
@@ -25,6 +33,26 @@ struct ForwardStats {
   std::int64_t num_tokens = 0;            // all ranks
   std::vector<std::int64_t> expert_load;  // [E] slots routed to each expert
   std::int64_t num_dropped = 0;           // slots dropped by capacity
+  double aux_loss = 0.0;                  // unscaled load-balancing loss (same on every rank)
+  double z_loss = 0.0;                    // unscaled router z-loss (same on every rank)
+};
+
+/// What the backward needs from the forward. Filled by forward() when passed;
+/// x must stay alive and unchanged until backward() returns.
+struct MoeForwardContext {
+  const float* x = nullptr;
+  std::int64_t num_tokens = 0;
+  std::int64_t global_tokens = 0;
+  RoutingPlan routing;
+  DispatchPlan plan;
+  std::vector<float> logits;          // [T, E]
+  std::vector<float> expert_in;       // [num_recv, H] grouped by local expert
+  std::vector<float> expert_saved;    // activations the experts keep for backward
+  std::vector<float> combined;        // [num_send, H] expert outputs back in send order
+  std::vector<float> shared_saved;    // shared-expert activations
+  std::vector<float> shared_out;      // [T, H] shared expert output before gating
+  std::vector<float> shared_scale;    // [T] sigmoid gate (Qwen2-MoE)
+  std::vector<double> load_fraction;  // [E] f_e over all ranks (aux loss)
 };
 
 class MoeLayer {
@@ -35,21 +63,44 @@ class MoeLayer {
 
   /// y[T, H] = MoE(x[T, H]) for this rank's `num_tokens` rows. Collective:
   /// every rank of `comm` must call it (with its own tokens; zero is fine).
-  /// Phase times are added to `timer` if given.
+  /// Phase times are added to `timer` if given; `ctx`, if given, keeps what
+  /// backward() needs.
   void forward(comm::Communicator& comm, const float* x, std::int64_t num_tokens, float* y, ForwardStats* stats,
-               PhaseTimer* timer = nullptr);
+               PhaseTimer* timer = nullptr, MoeForwardContext* ctx = nullptr);
+
+  /// Given dL/dy for this rank's rows, writes dL/dx and adds parameter
+  /// gradients into parameters()' grad (replicated ones are this rank's
+  /// partial sums; expert gradients are complete on their owner). With aux
+  /// coefficients set, their gradients are included. Collective: reuses the
+  /// forward's routing and dispatch plan, with the exchanges' roles swapped.
+  void backward(comm::Communicator& comm, const MoeForwardContext& ctx, const float* grad_y, float* grad_x,
+                PhaseTimer* timer = nullptr);
+
+  /// DeepSeek-V3 auxiliary-loss-free balancing: bias_e += speed * sign(mean
+  /// load - load_e), from the global loads of one forward. Same on every rank.
+  void update_selection_bias(const ForwardStats& stats, double speed);
+
+  /// Trainable parameters: router, shared expert(s) and gate (replicated), then
+  /// this rank's experts (not replicated). Pointers stay valid for the
+  /// layer's lifetime; values may be updated in place between steps.
+  std::vector<Parameter*> parameters();
+  std::vector<float>& selection_bias() { return selection_bias_; }
+  const ModelConfig& config() const { return config_; }
+  const ExpertPlacement& placement() const { return placement_; }
+  std::int64_t first_local_expert() const { return first_expert_; }
 
  private:
   ModelConfig config_;
   RouterConfig router_;
   ExpertPlacement placement_;
   MoeLayerOptions options_;
+  std::int64_t first_expert_ = 0;
   std::vector<float> selection_bias_;
-  std::vector<float> router_weights_;
+  Parameter router_weight_;
   std::unique_ptr<kernels::Linear> router_linear_;
   std::unique_ptr<ExpertBackend> experts_;
   std::unique_ptr<GatedMlp> shared_;
-  std::vector<float> shared_gate_;
+  Parameter shared_gate_;  // [1, H], empty unless gated
 };
 
 }  // namespace switchyard::layers

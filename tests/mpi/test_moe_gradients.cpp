@@ -1,0 +1,229 @@
+// Every gradient of the distributed MoE layer against central finite
+// differences of the float64 reference layer (support/moe_reference.hpp), for
+// every architecture, at any rank count, with and without auxiliary losses.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "../support/moe_reference.hpp"
+#include "../support/mpi_support.hpp"
+#include "random_moe_checkpoint.hpp"
+#include "switchyard/comm/mpi_communicator.hpp"
+#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/layers/moe_layer.hpp"
+
+namespace {
+
+using namespace switchyard;
+using layers::Architecture;
+using test_support::RefParams;
+using test_support::Vec;
+
+struct GradCase {
+  std::string name;
+  examples::RandomMoeSpec spec;
+  double aux_coef = 0.0, z_coef = 0.0;
+};
+
+void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
+
+constexpr std::int64_t kTokens = 7;
+
+// L = sum(g ⊙ y) + aux_coef * aux + z_coef * z, in float64.
+double ref_loss(const GradCase& c, const RefParams& p, const Vec& x, const Vec& g) {
+  const auto out = test_support::ref_forward(c.spec, p, x, kTokens);
+  double l = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) l += g[i] * out.y[i];
+  return l + c.aux_coef * out.aux_loss + c.z_coef * out.z_loss;
+}
+
+// Central differences of ref_loss with respect to every element of `v`.
+Vec finite_diff(const std::function<double()>& loss, Vec* v) {
+  constexpr double h = 1e-6;
+  Vec grad(v->size());
+  for (std::size_t i = 0; i < v->size(); ++i) {
+    const double keep = (*v)[i];
+    (*v)[i] = keep + h;
+    const double up = loss();
+    (*v)[i] = keep - h;
+    const double down = loss();
+    (*v)[i] = keep;
+    grad[i] = (up - down) / (2 * h);
+  }
+  return grad;
+}
+
+// max |got - want| / max |want|, with a floor so an all-zero gradient fails loudly elsewhere.
+double rel_error(const float* got, const Vec& want) {
+  double err = 0, scale = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    err = std::max(err, std::abs(got[i] - want[i]));
+    scale = std::max(scale, std::abs(want[i]));
+  }
+  return err / std::max(scale, 1e-12);
+}
+
+Vec concat(const Vec& a, const Vec& b) {
+  Vec out = a;
+  out.insert(out.end(), b.begin(), b.end());
+  return out;
+}
+
+class MoeGradients : public ::testing::TestWithParam<GradCase> {};
+
+TEST_P(MoeGradients, MatchFiniteDifferences) {
+  const GradCase& c = GetParam();
+  comm::MpiCommunicator comm(MPI_COMM_WORLD);
+  const int R = comm.size(), me = comm.rank();
+  const std::string dir = test_support::shared_temp_dir(me);
+  ASSERT_FALSE(dir.empty());
+  // Every rank writes its own copy, so every rank also has the arrays.
+  const std::string mine = dir + "/rank" + std::to_string(me);
+  const auto arrays = examples::write_random_moe_checkpoint(c.spec, mine);
+  const std::int64_t layer = c.spec.layers - 1;
+
+  const auto config = layers::load_model_config(mine);
+  layers::Checkpoint ckpt(mine);
+  layers::ExpertPlacement placement(config.num_experts, R);
+  layers::MoeLayerOptions options{.aux_loss_coef = c.aux_coef, .z_loss_coef = c.z_coef};
+  layers::MoeLayer moe(
+      config, layers::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me)),
+      placement, me, options);
+
+  const std::int64_t H = c.spec.hidden, T = kTokens;
+  const auto x = examples::random_matrix(T, H, 5 + c.spec.seed);
+  const auto g = examples::random_matrix(T, H, 6 + c.spec.seed);
+  const std::int64_t begin = test_support::block_begin(T, R, me), rows = test_support::block_rows(T, R, me);
+  std::vector<float> y(rows * H), dx(rows * H);
+  layers::ForwardStats stats;
+  layers::MoeForwardContext ctx;
+  moe.forward(comm, x.data() + begin * H, rows, y.data(), &stats, nullptr, &ctx);
+  moe.backward(comm, ctx, g.data() + begin * H, dx.data());
+
+  auto params = moe.parameters();
+  for (auto* p : params)
+    if (p->replicated) comm.allreduce_sum(p->grad.data(), p->grad.size());
+
+  // The reference gradient, by finite differences of the float64 layer.
+  RefParams ref = test_support::ref_params(arrays[layer]);
+  Vec xd = test_support::to_double(x), gd = test_support::to_double(g);
+  auto loss = [&] { return ref_loss(c, ref, xd, gd); };
+  const auto ref_out = test_support::ref_forward(c.spec, ref, xd, T);
+  EXPECT_NEAR(stats.aux_loss, ref_out.aux_loss, 1e-5 * std::abs(ref_out.aux_loss));
+  EXPECT_NEAR(stats.z_loss, ref_out.z_loss, 1e-5 * std::abs(ref_out.z_loss));
+
+  constexpr double kTol = 1e-5;  // observed: ~3e-7 (float32 compute vs float64 differences)
+  const Vec grad_x = finite_diff(loss, &xd);
+  EXPECT_LE(rel_error(dx.data(), Vec(grad_x.begin() + begin * H, grad_x.begin() + (begin + rows) * H)), kTol)
+      << "dL/dx";
+  for (auto* p : params) {
+    Vec want;
+    const std::string& n = p->name;
+    if (n == "gate.weight") {
+      want = finite_diff(loss, &ref.router);
+    } else if (n == "shared.gate_up_proj") {
+      want = concat(finite_diff(loss, &ref.shared_gate), finite_diff(loss, &ref.shared_up));
+    } else if (n == "shared.down_proj") {
+      want = finite_diff(loss, &ref.shared_down);
+    } else if (n == "shared_expert_gate.weight") {
+      want = finite_diff(loss, &ref.shared_expert_gate);
+    } else {
+      const auto e = std::stoll(n.substr(n.find('.') + 1));
+      want = n.ends_with("gate_up_proj") ? concat(finite_diff(loss, &ref.gate[e]), finite_diff(loss, &ref.up[e]))
+                                         : finite_diff(loss, &ref.down[e]);
+    }
+    ASSERT_EQ(want.size(), p->grad.size()) << n;
+    double scale = 0;
+    for (double v : want) scale = std::max(scale, std::abs(v));
+    if (n == "gate.weight" || n.starts_with("experts.")) {
+      EXPECT_GT(scale, 1e-6) << n << ": reference gradient is zero; the check would be vacuous";
+    }
+    EXPECT_LE(rel_error(p->grad.data(), want), kTol) << n << " on rank " << me;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (me == 0) std::filesystem::remove_all(dir);
+}
+
+examples::RandomMoeSpec small(Architecture arch, std::uint64_t seed) {
+  examples::RandomMoeSpec s;
+  s.arch = arch;
+  s.seed = seed;
+  s.hidden = 6;
+  s.inter = 4;
+  s.shared_inter = 5;
+  s.experts = 4;
+  s.top_k = 2;
+  s.layers = 2;
+  s.n_group = 2;
+  s.topk_group = 1;
+  s.scale = 0.5f;
+  if (arch == Architecture::kQwen2Moe) s.norm_topk_prob = false;
+  return s;
+}
+
+std::vector<GradCase> grad_cases() {
+  std::vector<GradCase> out;
+  const std::pair<Architecture, const char*> archs[] = {{Architecture::kMixtral, "mixtral"},
+                                                        {Architecture::kQwen2Moe, "qwen2_moe"},
+                                                        {Architecture::kQwen3Moe, "qwen3_moe"},
+                                                        {Architecture::kDeepseekV3, "deepseek_v3"}};
+  std::uint64_t seed = 40;
+  for (auto [arch, name] : archs) {
+    out.push_back({name, small(arch, seed++)});
+    out.push_back({std::string(name) + "_aux_z_loss", small(arch, seed++), 0.3, 0.05});
+  }
+  GradCase gelu{"qwen3_moe_gelu_top3", small(Architecture::kQwen3Moe, 60)};
+  gelu.spec.hidden_act = "gelu";
+  gelu.spec.top_k = 3;
+  out.push_back(gelu);
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllArchitectures, MoeGradients, ::testing::ValuesIn(grad_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// DeepSeek-V3's auxiliary-loss-free balancing moves load toward balance.
+TEST(SelectionBias, UpdateBalancesSkewedLoad) {
+  comm::MpiCommunicator comm(MPI_COMM_WORLD);
+  const int R = comm.size(), me = comm.rank();
+  const std::string dir = test_support::shared_temp_dir(me);
+  examples::RandomMoeSpec s = small(Architecture::kDeepseekV3, 77);
+  s.experts = 8;
+  s.n_group = 4;
+  s.topk_group = 2;
+  s.hidden = 16;
+  const std::string mine = dir + "/rank" + std::to_string(me);
+  examples::write_random_moe_checkpoint(s, mine);
+  const auto config = layers::load_model_config(mine);
+  layers::Checkpoint ckpt(mine);
+  layers::ExpertPlacement placement(config.num_experts, R);
+  layers::MoeLayer moe(config,
+                       layers::load_moe_weights(ckpt, config, 1, placement.first_expert(me), placement.num_local(me)),
+                       placement, me);
+  // Skewed input: every token leans the same way, so few experts win.
+  auto x = examples::random_matrix(64, s.hidden, 3 + me, 0.3f);
+  for (std::int64_t t = 0; t < 64; ++t) x[t * s.hidden] += 3.0f;
+  std::vector<float> y(x.size());
+  auto imbalance = [&] {
+    layers::ForwardStats st;
+    moe.forward(comm, x.data(), 64, y.data(), &st);
+    const auto mx = *std::max_element(st.expert_load.begin(), st.expert_load.end());
+    const double mean = std::accumulate(st.expert_load.begin(), st.expert_load.end(), 0.0) / st.expert_load.size();
+    moe.update_selection_bias(st, 0.01);
+    return mx / mean;
+  };
+  const double before = imbalance();
+  double after = before;
+  for (int i = 0; i < 60; ++i) after = imbalance();
+  EXPECT_GT(before, 2.0) << "the input should start skewed";
+  EXPECT_LT(after, 0.6 * before) << "bias updates should move load toward balance";
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (me == 0) std::filesystem::remove_all(dir);
+}
+
+}  // namespace

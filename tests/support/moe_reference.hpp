@@ -1,0 +1,196 @@
+#pragma once
+// A dense, single-process MoE layer in double precision, written from the
+// architectures' definitions. It reads weights from plain arrays (the random
+// checkpoint generator's), never through Switchyard's loader, router or
+// dispatch, so tests can compare Switchyard against it.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "random_moe_checkpoint.hpp"
+
+namespace switchyard::test_support {
+
+using Vec = std::vector<double>;
+using layers::Architecture;
+
+/// One MoE layer's parameters in double precision.
+struct RefParams {
+  Vec router, bias;
+  std::vector<Vec> gate, up, down;  // per expert: [I*H], [I*H], [H*I]
+  Vec shared_gate, shared_up, shared_down, shared_expert_gate;
+};
+
+inline Vec to_double(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
+
+inline RefParams ref_params(const examples::MoeLayerArrays& a) {
+  RefParams p{to_double(a.router),
+              to_double(a.bias),
+              {},
+              {},
+              {},
+              to_double(a.shared_gate),
+              to_double(a.shared_up),
+              to_double(a.shared_down),
+              to_double(a.shared_expert_gate)};
+  for (std::size_t e = 0; e < a.gate.size(); ++e) {
+    p.gate.push_back(to_double(a.gate[e]));
+    p.up.push_back(to_double(a.up[e]));
+    p.down.push_back(to_double(a.down[e]));
+  }
+  return p;
+}
+
+inline double ref_act(const std::string& name, double x) {
+  if (name == "silu") return x / (1.0 + std::exp(-x));
+  if (name == "gelu") return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+  if (name == "relu") return x > 0 ? x : 0.0;
+  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));  // gelu tanh
+}
+
+// down · (act(gate · x) ⊙ (up · x)) for one token.
+inline Vec ref_mlp(const Vec& gate, const Vec& up, const Vec& down, std::int64_t H, std::int64_t I, const double* x,
+                   const std::string& act) {
+  Vec h(I), y(H, 0.0);
+  for (std::int64_t i = 0; i < I; ++i) {
+    double g = 0, u = 0;
+    for (std::int64_t c = 0; c < H; ++c) {
+      g += gate[i * H + c] * x[c];
+      u += up[i * H + c] * x[c];
+    }
+    h[i] = ref_act(act, g) * u;
+  }
+  for (std::int64_t c = 0; c < H; ++c)
+    for (std::int64_t i = 0; i < I; ++i) y[c] += down[c * I + i] * h[i];
+  return y;
+}
+
+// Indices of the k largest values, ties to the lower index.
+inline std::vector<int> ref_largest(const Vec& v, int k) {
+  std::vector<int> idx(v.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return v[a] > v[b]; });
+  idx.resize(k);
+  return idx;
+}
+
+struct RefChoice {
+  std::vector<int> experts;
+  Vec weights;
+  Vec logits;
+};
+
+inline RefChoice ref_route(const examples::RandomMoeSpec& s, const RefParams& a, const double* x) {
+  const std::int64_t H = s.hidden, E = s.experts;
+  RefChoice ch;
+  ch.logits.assign(E, 0.0);
+  for (std::int64_t e = 0; e < E; ++e)
+    for (std::int64_t c = 0; c < H; ++c) ch.logits[e] += a.router[e * H + c] * x[c];
+  const Vec& logits = ch.logits;
+  if (s.arch == Architecture::kDeepseekV3) {
+    Vec score(E), biased(E);
+    for (std::int64_t e = 0; e < E; ++e) {
+      score[e] = 1.0 / (1.0 + std::exp(-logits[e]));
+      biased[e] = score[e] + a.bias[e];
+    }
+    const std::int64_t per = E / s.n_group;
+    Vec group(s.n_group);
+    for (std::int64_t g = 0; g < s.n_group; ++g) {
+      Vec members(biased.begin() + g * per, biased.begin() + (g + 1) * per);
+      auto top2 = ref_largest(members, 2);
+      group[g] = members[top2[0]] + members[top2[1]];
+    }
+    Vec masked(E, -INFINITY);
+    for (int g : ref_largest(group, static_cast<int>(s.topk_group)))
+      for (std::int64_t e = g * per; e < (g + 1) * per; ++e) masked[e] = biased[e];
+    ch.experts = ref_largest(masked, static_cast<int>(s.top_k));
+    double sum = 0;
+    for (int e : ch.experts) sum += score[e];
+    for (int e : ch.experts)
+      ch.weights.push_back((s.norm_topk_prob ? score[e] / (sum + 1e-20) : score[e]) * s.routed_scaling_factor);
+    return ch;
+  }
+  const double mx = *std::max_element(logits.begin(), logits.end());
+  Vec p(E);
+  double z = 0;
+  for (std::int64_t e = 0; e < E; ++e) z += (p[e] = std::exp(logits[e] - mx));
+  for (auto& v : p) v /= z;
+  ch.experts = ref_largest(p, static_cast<int>(s.top_k));
+  const bool renorm = s.arch == Architecture::kMixtral || s.norm_topk_prob;
+  double sum = 0;
+  for (int e : ch.experts) sum += p[e];
+  for (int e : ch.experts) ch.weights.push_back(renorm ? p[e] / sum : p[e]);
+  return ch;
+}
+
+inline std::int64_t ref_shared_inter(const examples::RandomMoeSpec& s) {
+  return s.arch == Architecture::kQwen2Moe     ? s.shared_inter
+         : s.arch == Architecture::kDeepseekV3 ? s.inter * s.n_shared_experts
+                                               : 0;
+}
+
+struct RefOutput {
+  Vec y;  // [T*H]
+  std::int64_t dropped = 0;
+  double aux_loss = 0;  // E * sum_e f_e * P_e (softmax probabilities)
+  double z_loss = 0;    // mean_t logsumexp(logits_t)^2
+};
+
+/// The layer over all T tokens. With a capacity factor, each rank's block of
+/// tokens admits at most ceil(cf * T_r * k / E) slots per expert, first choices
+/// first, then in token order.
+inline RefOutput ref_forward(const examples::RandomMoeSpec& s, const RefParams& a, const Vec& x, std::int64_t T,
+                             double capacity_factor = 0.0, int ranks = 1) {
+  const std::int64_t H = s.hidden, K = s.top_k, E = s.experts;
+  std::vector<RefChoice> choices;
+  for (std::int64_t t = 0; t < T; ++t) choices.push_back(ref_route(s, a, &x[t * H]));
+  RefOutput out;
+  std::vector<std::vector<bool>> kept(T, std::vector<bool>(K, true));
+  if (capacity_factor > 0) {
+    for (int r = 0; r < ranks; ++r) {
+      const std::int64_t b = r * (T / ranks) + std::min<std::int64_t>(r, T % ranks);
+      const std::int64_t n = T / ranks + (r < T % ranks ? 1 : 0);
+      const auto cap = static_cast<std::int64_t>(std::ceil(capacity_factor * double(n * K) / double(E)));
+      std::vector<std::int64_t> used(E, 0);
+      for (std::int64_t j = 0; j < K; ++j)
+        for (std::int64_t t = b; t < b + n; ++t)
+          if (used[choices[t].experts[j]]++ >= cap) kept[t][j] = false, ++out.dropped;
+    }
+  }
+  out.y.assign(T * H, 0.0);
+  const std::int64_t Is = ref_shared_inter(s);
+  Vec f(E, 0.0), P(E, 0.0);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const RefChoice& ch = choices[t];
+    for (std::int64_t j = 0; j < K; ++j) {
+      f[ch.experts[j]] += 1.0 / double(T);
+      if (!kept[t][j]) continue;
+      const int e = ch.experts[j];
+      Vec o = ref_mlp(a.gate[e], a.up[e], a.down[e], H, s.inter, &x[t * H], s.hidden_act);
+      for (std::int64_t h = 0; h < H; ++h) out.y[t * H + h] += ch.weights[j] * o[h];
+    }
+    const double mx = *std::max_element(ch.logits.begin(), ch.logits.end());
+    double z = 0;
+    for (double l : ch.logits) z += std::exp(l - mx);
+    for (std::int64_t e = 0; e < E; ++e) P[e] += std::exp(ch.logits[e] - mx) / z / double(T);
+    const double lse = mx + std::log(z);
+    out.z_loss += lse * lse / double(T);
+    if (Is > 0) {
+      Vec o = ref_mlp(a.shared_gate, a.shared_up, a.shared_down, H, Is, &x[t * H], s.hidden_act);
+      double scale = 1.0;
+      if (!a.shared_expert_gate.empty()) {
+        double dot = 0;
+        for (std::int64_t h = 0; h < H; ++h) dot += a.shared_expert_gate[h] * x[t * H + h];
+        scale = 1.0 / (1.0 + std::exp(-dot));
+      }
+      for (std::int64_t h = 0; h < H; ++h) out.y[t * H + h] += scale * o[h];
+    }
+  }
+  for (std::int64_t e = 0; e < E; ++e) out.aux_loss += double(E) * f[e] * P[e];
+  return out;
+}
+
+}  // namespace switchyard::test_support
