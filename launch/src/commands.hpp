@@ -13,6 +13,10 @@ struct ForwardOptions {
   std::string input;
   std::string output;
   double capacity_factor = 0.0;
+  std::string grad_output;  // dL/dy .npy: also run the backward
+  std::string grads;        // where to write the gradients (safetensors)
+  double aux_loss_coef = 0.0;
+  double z_loss_coef = 0.0;
   bool quiet = false;
 };
 

@@ -8,6 +8,7 @@
 
 #include "cli_runner.hpp"
 #include "commands.hpp"
+#include "layer_grads.hpp"
 #include "switchyard/layers/checkpoint.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -23,6 +24,14 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
   sub.add_option("--input", o->input, "Input hidden states, float32 .npy [tokens, hidden]")->required();
   sub.add_option("--output", o->output, "Output .npy, written by rank 0")->required();
   sub.add_option("--capacity-factor", o->capacity_factor, "Expert capacity factor; 0 (default) is dropless")
+      ->check(CLI::NonNegativeNumber);
+  sub.add_option("--grad-output", o->grad_output, "dL/dy, float32 .npy [tokens, hidden]: also run the backward");
+  sub.add_option("--grads", o->grads,
+                 "Write dL/dx (as 'hidden_states') and every parameter gradient, under checkpoint names, "
+                 "to this safetensors file (rank 0)");
+  sub.add_option("--aux-loss-coef", o->aux_loss_coef, "Load-balancing loss coefficient in the backward")
+      ->check(CLI::NonNegativeNumber);
+  sub.add_option("--z-loss-coef", o->z_loss_coef, "Router z-loss coefficient in the backward")
       ->check(CLI::NonNegativeNumber);
   sub.add_flag("--quiet", o->quiet, "Print no summary");
 }
@@ -72,8 +81,9 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   PhaseTimer load_timer;
   layers::ModelConfig config;
   std::unique_ptr<layers::ExpertPlacement> placement;
-  std::unique_ptr<NpyMatrix> input;
+  std::unique_ptr<NpyMatrix> input, grad_output;
   collective_step(comm, [&] {
+    check_arg(o.grad_output.empty() == o.grads.empty(), "--grad-output and --grads go together: give both or neither");
     config = layers::load_model_config(o.model_dir);
     layers::check_moe_layer(config, o.layer);
     placement = std::make_unique<layers::ExpertPlacement>(config.num_experts, R);
@@ -84,6 +94,16 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
     check_arg(input->cols() == config.hidden_size,
               o.input + ": expected shape [tokens, " + std::to_string(config.hidden_size) + "] (hidden_size), got [" +
                   std::to_string(input->rows()) + ", " + std::to_string(input->cols()) + "]");
+    if (!o.grads.empty()) {
+      const fs::path grads_dir = fs::absolute(o.grads).parent_path();
+      check_arg(fs::is_directory(grads_dir),
+                "--grads " + o.grads + ": directory " + grads_dir.string() + " does not exist");
+      grad_output = std::make_unique<NpyMatrix>(o.grad_output);
+      check_arg(grad_output->rows() == input->rows() && grad_output->cols() == input->cols(),
+                o.grad_output + ": expected shape [" + std::to_string(input->rows()) + ", " +
+                    std::to_string(input->cols()) + "] (the input's), got [" + std::to_string(grad_output->rows()) +
+                    ", " + std::to_string(grad_output->cols()) + "]");
+    }
   });
 
   std::unique_ptr<layers::Checkpoint> ckpt;
@@ -94,8 +114,10 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
     names = layers::moe_tensor_names(*ckpt, config, o.layer);
     auto weights =
         layers::load_moe_weights(*ckpt, config, o.layer, placement->first_expert(me), placement->num_local(me));
-    layer = std::make_unique<layers::MoeLayer>(config, std::move(weights), *placement, me,
-                                               layers::MoeLayerOptions{.capacity = {o.capacity_factor}});
+    layer = std::make_unique<layers::MoeLayer>(
+        config, std::move(weights), *placement, me,
+        layers::MoeLayerOptions{
+            .capacity = {o.capacity_factor}, .aux_loss_coef = o.aux_loss_coef, .z_loss_coef = o.z_loss_coef});
   });
   load_timer.mark("load");
 
@@ -104,18 +126,42 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   std::vector<float> y(static_cast<std::size_t>(rows * H));
   layers::ForwardStats stats;
   PhaseTimer timer;
-  layer->forward(comm, input->data() + begin * H, rows, y.data(), &stats, &timer);
+  layers::MoeForwardContext ctx;
+  layer->forward(comm, input->data() + begin * H, rows, y.data(), &stats, &timer, grad_output ? &ctx : nullptr);
 
-  // Gather rows to rank 0 in input order, then write atomically.
+  // Gather rows to rank 0 in input order.
   std::vector<std::int64_t> bytes(R), offsets(R);
   for (int r = 0; r < R; ++r) {
     offsets[r] = block_begin(T, R, r) * H * static_cast<std::int64_t>(sizeof(float));
     bytes[r] = block_begin(T, R, r + 1) * H * static_cast<std::int64_t>(sizeof(float)) - offsets[r];
   }
-  std::vector<float> all(me == 0 ? static_cast<std::size_t>(T * H) : 0);
-  comm.gatherv(y.data(), y.size() * sizeof(float), all.data(), bytes.data(), offsets.data(), 0);
+  auto gather_rows = [&](const std::vector<float>& mine) {
+    std::vector<float> all(me == 0 ? static_cast<std::size_t>(T * H) : 0);
+    comm.gatherv(mine.data(), mine.size() * sizeof(float), all.data(), bytes.data(), offsets.data(), 0);
+    return all;
+  };
+  const std::vector<float> all = gather_rows(y);
+
+  std::vector<NamedTensor> grads;
+  if (grad_output) {
+    std::vector<float> dx(y.size());
+    layer->backward(comm, ctx, grad_output->data() + begin * H, dx.data(), &timer);
+    grads = collect_layer_gradients(comm, *layer, names);
+    grads.insert(grads.begin(), NamedTensor{"hidden_states", {T, H}, gather_rows(dx)});
+  }
   collective_step(comm, [&] {
-    if (me == 0) write_npy(o.output, all.data(), T, H);
+    if (me != 0) return;
+    if (!grads.empty()) {
+      std::vector<layers::TensorToWrite> views;
+      for (auto& g : grads) views.push_back({g.name, g.shape, g.data.data()});
+      layers::write_safetensors(o.grads, views, {{"format", "pt"}});
+    }
+    try {
+      write_npy(o.output, all.data(), T, H);
+    } catch (...) {
+      if (!grads.empty()) fs::remove(o.grads);  // both outputs or neither
+      throw;
+    }
   });
   timer.mark("write");
 
