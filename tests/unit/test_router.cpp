@@ -157,8 +157,8 @@ void expect_plan_consistent(const RoutingPlan& plan, std::int64_t T, std::int64_
 
 // Routes and compares every token with the reference. Returns the number of
 // tokens skipped as ambiguous.
-int route_and_compare(const RouterConfig& cfg, const RefSpec& spec, const std::vector<float>& logits,
-                      const float* bias, std::int64_t T) {
+int route_and_compare(const RouterConfig& cfg, const RefSpec& spec, const std::vector<float>& logits, const float* bias,
+                      std::int64_t T) {
   RoutingPlan plan;
   route(cfg, logits.data(), bias, T, &plan);
   expect_plan_consistent(plan, T, spec.top_k, spec.num_experts);
@@ -236,39 +236,70 @@ TEST(RouterRandom, EveryArchitectureMatchesReference) {
       {"mixtral default (8 experts, top-2)", config_json("mixtral"), {false, 8, 2, true, 1, 1, 1.0}, false, 2000},
       {"mixtral 32 experts top-4",
        config_json("mixtral", "\"num_local_experts\": 32, \"num_experts_per_tok\": 4"),
-       {false, 32, 4, true, 1, 1, 1.0}, false, 1000},
-      {"qwen2_moe default (60 experts, top-4, no norm)", config_json("qwen2_moe"),
-       {false, 60, 4, false, 1, 1, 1.0}, false, 1000},
-      {"qwen2_moe norm_topk_prob", config_json("qwen2_moe", "\"norm_topk_prob\": true"),
-       {false, 60, 4, true, 1, 1, 1.0}, false, 1000},
-      {"qwen3_moe default (128 experts, top-8, no norm)", config_json("qwen3_moe"),
-       {false, 128, 8, false, 1, 1, 1.0}, false, 500},
-      {"qwen3_moe norm_topk_prob", config_json("qwen3_moe", "\"norm_topk_prob\": true"),
-       {false, 128, 8, true, 1, 1, 1.0}, false, 500},
-      {"qwen3_moe top-1", config_json("qwen3_moe", "\"num_experts\": 16, \"num_experts_per_tok\": 1"),
-       {false, 16, 1, false, 1, 1, 1.0}, false, 1000},
-      {"deepseek_v3 default (256 experts, 8 groups, top-4 groups, top-8)", config_json("deepseek_v3"),
-       {true, 256, 8, true, 8, 4, 2.5}, true, 500},
-      {"deepseek_v3 no norm", config_json("deepseek_v3", "\"norm_topk_prob\": false"),
-       {true, 256, 8, false, 8, 4, 2.5}, true, 500},
+       {false, 32, 4, true, 1, 1, 1.0},
+       false,
+       1000},
+      {"qwen2_moe default (60 experts, top-4, no norm)",
+       config_json("qwen2_moe"),
+       {false, 60, 4, false, 1, 1, 1.0},
+       false,
+       1000},
+      {"qwen2_moe norm_topk_prob",
+       config_json("qwen2_moe", "\"norm_topk_prob\": true"),
+       {false, 60, 4, true, 1, 1, 1.0},
+       false,
+       1000},
+      {"qwen3_moe default (128 experts, top-8, no norm)",
+       config_json("qwen3_moe"),
+       {false, 128, 8, false, 1, 1, 1.0},
+       false,
+       500},
+      {"qwen3_moe norm_topk_prob",
+       config_json("qwen3_moe", "\"norm_topk_prob\": true"),
+       {false, 128, 8, true, 1, 1, 1.0},
+       false,
+       500},
+      {"qwen3_moe top-1",
+       config_json("qwen3_moe", "\"num_experts\": 16, \"num_experts_per_tok\": 1"),
+       {false, 16, 1, false, 1, 1, 1.0},
+       false,
+       1000},
+      {"deepseek_v3 default (256 experts, 8 groups, top-4 groups, top-8)",
+       config_json("deepseek_v3"),
+       {true, 256, 8, true, 8, 4, 2.5},
+       true,
+       500},
+      {"deepseek_v3 no norm",
+       config_json("deepseek_v3", "\"norm_topk_prob\": false"),
+       {true, 256, 8, false, 8, 4, 2.5},
+       true,
+       500},
       {"deepseek_v3 small",
        config_json("deepseek_v3",
                    "\"n_routed_experts\": 16, \"n_group\": 4, \"topk_group\": 2, \"num_experts_per_tok\": 3, "
                    "\"routed_scaling_factor\": 1.0"),
-       {true, 16, 3, true, 4, 2, 1.0}, true, 2000},
+       {true, 16, 3, true, 4, 2, 1.0},
+       true,
+       2000},
       {"deepseek_v3 small, no bias",
        config_json("deepseek_v3",
                    "\"n_routed_experts\": 16, \"n_group\": 4, \"topk_group\": 2, \"num_experts_per_tok\": 3"),
-       {true, 16, 3, true, 4, 2, 2.5}, false, 2000},
+       {true, 16, 3, true, 4, 2, 2.5},
+       false,
+       2000},
       {"deepseek_v3 one group, scaling 1.7, no norm",
        config_json("deepseek_v3",
                    "\"n_routed_experts\": 12, \"n_group\": 1, \"topk_group\": 1, \"num_experts_per_tok\": 5, "
                    "\"routed_scaling_factor\": 1.7, \"norm_topk_prob\": false"),
-       {true, 12, 5, false, 1, 1, 1.7}, true, 2000},
+       {true, 12, 5, false, 1, 1, 1.7},
+       true,
+       2000},
       {"deepseek_v3 every group kept",
        config_json("deepseek_v3",
                    "\"n_routed_experts\": 24, \"n_group\": 3, \"topk_group\": 3, \"num_experts_per_tok\": 6"),
-       {true, 24, 6, true, 3, 3, 2.5}, true, 1000},
+       {true, 24, 6, true, 3, 3, 2.5},
+       true,
+       1000},
   };
   for (const RandomCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -297,15 +328,20 @@ TEST(RouterRandom, ManyExactTies) {
   };
   const std::vector<TieCase> cases = {
       {config_json("mixtral"), {false, 8, 2, true, 1, 1, 1.0}, false},
-      {config_json("qwen3_moe", "\"num_experts\": 10, \"num_experts_per_tok\": 3"), {false, 10, 3, false, 1, 1, 1.0}, false},
+      {config_json("qwen3_moe", "\"num_experts\": 10, \"num_experts_per_tok\": 3"),
+       {false, 10, 3, false, 1, 1, 1.0},
+       false},
       {config_json("qwen2_moe", "\"num_experts\": 6, \"num_experts_per_tok\": 4, \"norm_topk_prob\": true"),
-       {false, 6, 4, true, 1, 1, 1.0}, false},
+       {false, 6, 4, true, 1, 1, 1.0},
+       false},
       {config_json("deepseek_v3",
                    "\"n_routed_experts\": 16, \"n_group\": 4, \"topk_group\": 2, \"num_experts_per_tok\": 3"),
-       {true, 16, 3, true, 4, 2, 2.5}, true},
+       {true, 16, 3, true, 4, 2, 2.5},
+       true},
       {config_json("deepseek_v3",
                    "\"n_routed_experts\": 12, \"n_group\": 6, \"topk_group\": 3, \"num_experts_per_tok\": 4"),
-       {true, 12, 4, true, 6, 3, 2.5}, false},
+       {true, 12, 4, true, 6, 3, 2.5},
+       false},
   };
   for (const TieCase& c : cases) {
     SCOPED_TRACE(c.json);
@@ -364,11 +400,26 @@ TEST(RouterFixture, MixtralSmall) {
   //     weights 1/(1+e^-1) and e^-1/(1+e^-1).
   // counts: expert 0: t1,t3,t4 = 3; expert 1: t0,t1,t2,t4 = 4; expert 2: t2,t3 = 2; expert 3: t0 = 1.
   const std::vector<float> logits = {
-      0.0f, static_cast<float>(std::log(4.0)), static_cast<float>(std::log(2.0)), static_cast<float>(std::log(3.0)),
-      5.0f, 5.0f, 5.0f, 5.0f,
-      0.0f, 2.0f, 2.0f, 1.0f,
-      3.0f, 1.0f, 3.0f, 3.0f,
-      1000.0f, 1001.0f, -1000.0f, 999.0f,
+      0.0f,
+      static_cast<float>(std::log(4.0)),
+      static_cast<float>(std::log(2.0)),
+      static_cast<float>(std::log(3.0)),
+      5.0f,
+      5.0f,
+      5.0f,
+      5.0f,
+      0.0f,
+      2.0f,
+      2.0f,
+      1.0f,
+      3.0f,
+      1.0f,
+      3.0f,
+      3.0f,
+      1000.0f,
+      1001.0f,
+      -1000.0f,
+      999.0f,
   };
   expect_routing(cfg, logits, nullptr,
                  {{{1, 3}, {4.0 / 7, 3.0 / 7}},
@@ -383,8 +434,14 @@ TEST(RouterFixture, QwenNormTopkProb) {
   // probs {.1,.4,.2,.3}: top-2 = 1, 3. Without norm_topk_prob the weights are
   // the probabilities .4 and .3; with it, 4/7 and 3/7.
   // Second token: all equal -> 0, 1 with 1/4 each (1/2 each when normalised).
-  const std::vector<float> logits = {0.0f, static_cast<float>(std::log(4.0)), static_cast<float>(std::log(2.0)),
-                                     static_cast<float>(std::log(3.0)), -1.5f, -1.5f, -1.5f, -1.5f};
+  const std::vector<float> logits = {0.0f,
+                                     static_cast<float>(std::log(4.0)),
+                                     static_cast<float>(std::log(2.0)),
+                                     static_cast<float>(std::log(3.0)),
+                                     -1.5f,
+                                     -1.5f,
+                                     -1.5f,
+                                     -1.5f};
   for (const char* type : {"qwen2_moe", "qwen3_moe"}) {
     SCOPED_TRACE(type);
     const std::string base = "\"num_experts\": 4, \"num_experts_per_tok\": 2";
@@ -416,9 +473,10 @@ TEST(RouterFixture, DeepseekMaskedGroupDropsBestExpert) {
   //         group 1 {.6,.55,.1,.1} -> group score .6+.55 = 1.15  (kept)
   // The best expert (0, score .9) is in the dropped group: choose 4, 5 with
   // weights .6/1.15 and .55/1.15.
-  const RouterConfig cfg = router_from_json(config_json(
-      "deepseek_v3", "\"n_routed_experts\": 8, \"n_group\": 2, \"topk_group\": 1, \"num_experts_per_tok\": 2, "
-                     "\"routed_scaling_factor\": 1.0"));
+  const RouterConfig cfg = router_from_json(
+      config_json("deepseek_v3",
+                  "\"n_routed_experts\": 8, \"n_group\": 2, \"topk_group\": 1, \"num_experts_per_tok\": 2, "
+                  "\"routed_scaling_factor\": 1.0"));
   std::vector<float> logits;
   for (double p : {0.9, 0.1, 0.1, 0.1, 0.6, 0.55, 0.1, 0.1}) logits.push_back(logit_of(p));
   const std::vector<float> bias(8, 0.0f);
@@ -470,9 +528,10 @@ TEST(RouterFixture, DeepseekGroupScoreUsesBiasedChoice) {
   std::vector<float> logits;
   for (double p : {0.9, 0.8, 0.7, 0.6}) logits.push_back(logit_of(p));
   const std::vector<float> bias = {0.0f, 0.0f, 0.5f, 0.5f};
-  const RouterConfig cfg = router_from_json(config_json(
-      "deepseek_v3", "\"n_routed_experts\": 4, \"n_group\": 2, \"topk_group\": 1, \"num_experts_per_tok\": 2, "
-                     "\"routed_scaling_factor\": 1.0"));
+  const RouterConfig cfg = router_from_json(
+      config_json("deepseek_v3",
+                  "\"n_routed_experts\": 4, \"n_group\": 2, \"topk_group\": 1, \"num_experts_per_tok\": 2, "
+                  "\"routed_scaling_factor\": 1.0"));
   expect_routing(cfg, logits, bias.data(), {{{2, 3}, {0.7 / 1.3, 0.6 / 1.3}}}, {0, 0, 1, 1});
 }
 
@@ -499,9 +558,10 @@ TEST(RouterFixture, DeepseekTies) {
                  {0, 0, 2, 2, 0, 0, 0, 0});
 
   // One group of 4, top-2, scores {.3,.7,.7,.7}: 1, 2 (lower indices of the tie).
-  const RouterConfig flat = router_from_json(config_json(
-      "deepseek_v3", "\"n_routed_experts\": 4, \"n_group\": 1, \"topk_group\": 1, \"num_experts_per_tok\": 2, "
-                     "\"routed_scaling_factor\": 1.0"));
+  const RouterConfig flat = router_from_json(
+      config_json("deepseek_v3",
+                  "\"n_routed_experts\": 4, \"n_group\": 1, \"topk_group\": 1, \"num_experts_per_tok\": 2, "
+                  "\"routed_scaling_factor\": 1.0"));
   std::vector<float> flat_logits;
   for (double p : {0.3, 0.7, 0.7, 0.7}) flat_logits.push_back(logit_of(p));
   expect_routing(flat, flat_logits, nullptr, {{{1, 2}, {0.5, 0.5}}}, {0, 1, 1, 0});
@@ -517,7 +577,8 @@ TEST(RouterFixture, DeepseekScalingFactor) {
     SCOPED_TRACE(f);
     const std::string factor = ", \"routed_scaling_factor\": " + std::to_string(f);
     const RouterConfig norm = router_from_json(config_json("deepseek_v3", base + factor));
-    const RouterConfig no_norm = router_from_json(config_json("deepseek_v3", base + factor + ", \"norm_topk_prob\": false"));
+    const RouterConfig no_norm =
+        router_from_json(config_json("deepseek_v3", base + factor + ", \"norm_topk_prob\": false"));
     EXPECT_FLOAT_EQ(norm.scaling, static_cast<float>(f));
     expect_routing(norm, logits, nullptr, {{{0, 2}, {f * 0.8 / 1.4, f * 0.6 / 1.4}}});
     expect_routing(no_norm, logits, nullptr, {{{0, 2}, {f * 0.8, f * 0.6}}});
@@ -685,10 +746,11 @@ TEST(ModelConfig, DeepseekV3Defaults) {
 }
 
 TEST(ModelConfig, ExplicitFields) {
-  const ModelConfig m = parse_model_config(
-      config_json("mixtral", "\"hidden_size\": 64, \"intermediate_size\": 96, \"num_local_experts\": 16, "
-                             "\"num_experts_per_tok\": 3, \"num_hidden_layers\": 5, \"hidden_act\": \"gelu\""),
-      "test");
+  const ModelConfig m =
+      parse_model_config(config_json("mixtral",
+                                     "\"hidden_size\": 64, \"intermediate_size\": 96, \"num_local_experts\": 16, "
+                                     "\"num_experts_per_tok\": 3, \"num_hidden_layers\": 5, \"hidden_act\": \"gelu\""),
+                         "test");
   EXPECT_EQ(m.hidden_size, 64);
   EXPECT_EQ(m.expert_intermediate_size, 96);
   EXPECT_EQ(m.num_experts, 16);
@@ -701,9 +763,10 @@ TEST(ModelConfig, ExplicitFields) {
   // qwen: MoE iff layer not in mlp_only_layers and (layer + 1) % step == 0.
   // step 2 -> 1, 3, 5, 7; minus mlp_only {0, 3} -> 1, 5, 7.
   const ModelConfig q = parse_model_config(
-      config_json("qwen2_moe", "\"num_hidden_layers\": 8, \"decoder_sparse_step\": 2, \"mlp_only_layers\": [0, 3], "
-                               "\"shared_expert_intermediate_size\": 40, \"moe_intermediate_size\": 24, "
-                               "\"hidden_act\": \"gelu_pytorch_tanh\""),
+      config_json("qwen2_moe",
+                  "\"num_hidden_layers\": 8, \"decoder_sparse_step\": 2, \"mlp_only_layers\": [0, 3], "
+                  "\"shared_expert_intermediate_size\": 40, \"moe_intermediate_size\": 24, "
+                  "\"hidden_act\": \"gelu_pytorch_tanh\""),
       "test");
   EXPECT_EQ(q.decoder_sparse_step, 2);
   EXPECT_EQ(q.mlp_only_layers, (std::vector<std::int64_t>{0, 3}));
@@ -724,10 +787,11 @@ TEST(ModelConfig, ExplicitFields) {
   for (std::int64_t l = 0; l < 6; ++l) EXPECT_EQ(q3s.is_moe_layer(l), l == 2 || l == 5) << l;
 
   const ModelConfig d = parse_model_config(
-      config_json("deepseek_v3", "\"n_routed_experts\": 16, \"n_group\": 4, \"topk_group\": 2, "
-                                 "\"num_experts_per_tok\": 4, \"first_k_dense_replace\": 1, \"num_hidden_layers\": 3, "
-                                 "\"moe_intermediate_size\": 32, \"n_shared_experts\": 2, "
-                                 "\"routed_scaling_factor\": 1.5, \"norm_topk_prob\": false"),
+      config_json("deepseek_v3",
+                  "\"n_routed_experts\": 16, \"n_group\": 4, \"topk_group\": 2, "
+                  "\"num_experts_per_tok\": 4, \"first_k_dense_replace\": 1, \"num_hidden_layers\": 3, "
+                  "\"moe_intermediate_size\": 32, \"n_shared_experts\": 2, "
+                  "\"routed_scaling_factor\": 1.5, \"norm_topk_prob\": false"),
       "test");
   EXPECT_EQ(d.num_experts, 16);
   EXPECT_EQ(d.n_group, 4);
