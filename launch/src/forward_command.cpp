@@ -33,6 +33,9 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
       ->check(CLI::NonNegativeNumber);
   sub.add_option("--z-loss-coef", o->z_loss_coef, "Router z-loss coefficient in the backward")
       ->check(CLI::NonNegativeNumber);
+  sub.add_option("--dtype", o->dtype,
+                 "Expert weights: f32, or bf16 (prepacked bf16 with float32 accumulation; not with --grads)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_flag("--quiet", o->quiet, "Print no summary");
 }
 
@@ -117,7 +120,11 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
     layer = std::make_unique<layers::MoeLayer>(
         config, std::move(weights), *placement, me,
         layers::MoeLayerOptions{
-            .capacity = {o.capacity_factor}, .aux_loss_coef = o.aux_loss_coef, .z_loss_coef = o.z_loss_coef});
+            .capacity = {o.capacity_factor},
+            .experts = {.inference_only = o.grads.empty(),
+                        .weight_type = o.dtype == "bf16" ? kernels::WeightType::kBF16 : kernels::WeightType::kF32},
+            .aux_loss_coef = o.aux_loss_coef,
+            .z_loss_coef = o.z_loss_coef});
   });
   load_timer.mark("load");
 

@@ -89,12 +89,65 @@ class CpuExpertBackend final : public ExpertBackend {
   std::vector<float> scratch_;
 };
 
+// Inference experts: gate with the activation fused, up with the product
+// fused, down; weights prepacked (float32 or bf16), no float32 copy kept.
+class PackedExpertBackend final : public ExpertBackend {
+ public:
+  PackedExpertBackend(std::vector<MlpWeights> experts, kernels::WeightType type, kernels::Activation act) {
+    using kernels::Epilogue;
+    for (auto& e : experts) {
+      hidden_ = e.hidden;
+      inter_ = e.inter;
+      const float* up = e.gate_up.data() + e.inter * e.hidden;
+      experts_.push_back({kernels::PackedLinear(e.gate_up.data(), e.inter, e.hidden, type, Epilogue::kActivation, act),
+                          kernels::PackedLinear(up, e.inter, e.hidden, type, Epilogue::kMultiply),
+                          kernels::PackedLinear(e.down.data(), e.hidden, e.inter, type)});
+      e = MlpWeights{};  // release the float32 source now that it is packed
+    }
+  }
+  DeviceKind device() const override { return DeviceKind::kCpu; }
+  std::int64_t num_local() const override { return static_cast<std::int64_t>(experts_.size()); }
+  std::int64_t saved_per_row() const override { return 0; }
+
+  void forward(const float* rows, const std::int64_t* counts, float* out, float*) override {
+    std::int64_t offset = 0;
+    for (std::size_t j = 0; j < experts_.size(); ++j) {
+      const std::int64_t m = counts[j];
+      if (m > 0) {
+        scratch_.resize(static_cast<std::size_t>(2 * m * inter_));
+        float* gate = scratch_.data();
+        float* h = gate + m * inter_;
+        experts_[j].gate.run(rows + offset * hidden_, m, gate);
+        experts_[j].up.run(rows + offset * hidden_, m, h, gate);
+        experts_[j].down.run(h, m, out + offset * hidden_);
+      }
+      offset += m;
+    }
+  }
+  void backward(const float*, const std::int64_t*, const float*, const float*, float*) override {
+    throw Error(ErrorCode::kInternal, "experts were built for inference only; backward is not available");
+  }
+  std::vector<Parameter*> parameters() override { return {}; }
+
+ private:
+  struct Packed {
+    kernels::PackedLinear gate, up, down;
+  };
+  std::vector<Packed> experts_;
+  std::int64_t hidden_ = 0, inter_ = 0;
+  std::vector<float> scratch_;
+};
+
 }  // namespace
 
-std::unique_ptr<ExpertBackend> make_expert_backend(DeviceKind device, std::vector<MlpWeights> experts,
+std::unique_ptr<ExpertBackend> make_expert_backend(const ExpertBackendOptions& options, std::vector<MlpWeights> experts,
                                                    std::int64_t first_expert, kernels::Activation act) {
-  check_arg(device == DeviceKind::kCpu,
-            std::string("device '") + device_name(device) + "' is not available in this build (expected cpu)");
+  check_arg(options.device == DeviceKind::kCpu,
+            std::string("device '") + device_name(options.device) + "' is not available in this build (expected cpu)");
+  if (options.inference_only)
+    return std::make_unique<PackedExpertBackend>(std::move(experts), options.weight_type, act);
+  check_arg(options.weight_type == kernels::WeightType::kF32,
+            "bf16 experts are inference-only: use --dtype f32 for training and gradients");
   return std::make_unique<CpuExpertBackend>(std::move(experts), first_expert, act);
 }
 

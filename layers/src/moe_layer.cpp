@@ -23,7 +23,7 @@ MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPl
         ErrorCode::kInternal, "MoE weights do not match the expert placement");
   router_linear_ =
       std::make_unique<kernels::Linear>(router_weight_.value.data(), config.num_experts, config.hidden_size);
-  experts_ = make_expert_backend(options.device, std::move(weights.experts), first_expert_, config.activation);
+  experts_ = make_expert_backend(options.experts, std::move(weights.experts), first_expert_, config.activation);
   if (weights.shared.inter > 0) {
     shared_ = std::make_unique<GatedMlp>(std::move(weights.shared), config.activation, "shared", true);
   }

@@ -8,6 +8,7 @@
 
 #include "switchyard/kernels/activation.hpp"
 #include "switchyard/kernels/matmul.hpp"
+#include "switchyard/kernels/packed_linear.hpp"
 #include "switchyard/layers/moe_weights.hpp"
 #include "switchyard/runtime/device.hpp"
 #include "switchyard/runtime/parameter.hpp"
@@ -62,9 +63,20 @@ class ExpertBackend {
   virtual std::vector<Parameter*> parameters() = 0;
 };
 
-/// The backend for `device` holding experts first_expert, first_expert + 1, ...
-/// Throws Error(kInvalidArgument) if that device's backend is not in this build.
-std::unique_ptr<ExpertBackend> make_expert_backend(DeviceKind device, std::vector<MlpWeights> experts,
+struct ExpertBackendOptions {
+  DeviceKind device = DeviceKind::kCpu;
+  // Inference only: weights prepacked for the fastest kernels (in
+  // `weight_type`), activation fused into the gate matmul, no backward and no
+  // float32 weight copy kept. Otherwise float32 weights that backward and
+  // optimizers update in place.
+  bool inference_only = false;
+  kernels::WeightType weight_type = kernels::WeightType::kF32;
+};
+
+/// The backend holding experts first_expert, first_expert + 1, ... Throws
+/// Error(kInvalidArgument) if the device's backend is not in this build or
+/// the combination (e.g. bf16 training) is not supported.
+std::unique_ptr<ExpertBackend> make_expert_backend(const ExpertBackendOptions& options, std::vector<MlpWeights> experts,
                                                    std::int64_t first_expert, kernels::Activation act);
 
 }  // namespace switchyard::layers

@@ -18,7 +18,7 @@ namespace switchyard::layers {
 
 struct MoeLayerOptions {
   CapacityPolicy capacity{};
-  DeviceKind device = DeviceKind::kCpu;
+  ExpertBackendOptions experts{};  // device, inference-only prepacking, bf16
   // Auxiliary losses, added to the training loss with these coefficients:
   // the Switch/GShard load-balancing loss E * sum_e f_e * P_e (as
   // transformers' load_balancing_loss_func: f over top-k choices, P the mean

@@ -1,0 +1,143 @@
+#include "switchyard/kernels/packed_linear.hpp"
+
+#include <cstring>
+#include <dnnl.hpp>
+#include <string>
+
+#include "switchyard/runtime/error.hpp"
+
+namespace switchyard::kernels {
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::algorithm eltwise_of(Activation act) {
+  switch (act) {
+    case Activation::kSilu: return dnnl::algorithm::eltwise_swish;
+    case Activation::kGelu: return dnnl::algorithm::eltwise_gelu_erf;
+    case Activation::kGeluTanh: return dnnl::algorithm::eltwise_gelu_tanh;
+    case Activation::kRelu: return dnnl::algorithm::eltwise_relu;
+  }
+  return dnnl::algorithm::eltwise_relu;
+}
+
+std::uint16_t to_bf16(float f) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even (inputs are finite)
+  return static_cast<std::uint16_t>(bits >> 16);
+}
+
+}  // namespace
+
+bool activation_fusable(Activation) { return true; }
+
+struct PackedLinear::Impl {
+  dt type;
+  Epilogue epilogue;
+  Activation act;
+  dnnl::memory::desc packed_md;
+  dnnl::memory packed;
+  std::map<std::int64_t, dnnl::matmul> by_rows;
+  std::vector<std::uint16_t> x_bf16;
+
+  dnnl::matmul::primitive_desc describe(std::int64_t rows, std::int64_t in, std::int64_t out,
+                                        const dnnl::memory::desc& weights) const {
+    dnnl::memory::desc src({rows, in}, type, tag::ab), dst({rows, out}, dt::f32, tag::ab);
+    dnnl::post_ops ops;
+    if (epilogue == Epilogue::kActivation)
+      ops.append_eltwise(1.0f, eltwise_of(act), act == Activation::kSilu ? 1.0f : 0.0f, 0.0f);
+    if (epilogue == Epilogue::kMultiply) ops.append_binary(dnnl::algorithm::binary_mul, dst);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), attr, engine());
+  }
+
+  // Packs weights given as a plain [in, out] view (Wᵀ, strides {1, in}) of `type`.
+  void pack(void* plain, std::int64_t in, std::int64_t out) {
+    // NOTE: the layout chosen for a mid-size row count serves every count;
+    // the brgemm kernels pick it by ISA and shape, not by rows.
+    packed_md = describe(256, in, out, dnnl::memory::desc({in, out}, type, tag::any)).weights_desc();
+    packed = dnnl::memory(packed_md, engine());
+    dnnl::memory src(dnnl::memory::desc({in, out}, type, dnnl::memory::dims{1, in}), engine(), plain);
+    dnnl::stream s(engine());
+    dnnl::reorder(src, packed).execute(s, src, packed);
+    s.wait();
+  }
+};
+
+PackedLinear::PackedLinear(const float* w, std::int64_t out_features, std::int64_t in_features, WeightType type,
+                           Epilogue epilogue, Activation act)
+    : impl_(std::make_unique<Impl>()), out_(out_features), in_(in_features) {
+  impl_->type = type == WeightType::kBF16 ? dt::bf16 : dt::f32;
+  impl_->epilogue = epilogue;
+  impl_->act = act;
+  try {
+    if (type == WeightType::kF32) {
+      impl_->pack(const_cast<float*>(w), in_, out_);
+    } else {
+      std::vector<std::uint16_t> bf(static_cast<std::size_t>(in_ * out_));
+      for (std::size_t i = 0; i < bf.size(); ++i) bf[i] = to_bf16(w[i]);
+      impl_->pack(bf.data(), in_, out_);
+    }
+  } catch (const dnnl::error& e) {
+    throw Error(ErrorCode::kDnnl, std::string("oneDNN weight packing failed: ") + e.what());
+  }
+}
+
+PackedLinear::PackedLinear(const std::uint16_t* w_bf16, std::int64_t out_features, std::int64_t in_features,
+                           Epilogue epilogue, Activation act)
+    : impl_(std::make_unique<Impl>()), out_(out_features), in_(in_features) {
+  impl_->type = dt::bf16;
+  impl_->epilogue = epilogue;
+  impl_->act = act;
+  try {
+    impl_->pack(const_cast<std::uint16_t*>(w_bf16), in_, out_);
+  } catch (const dnnl::error& e) {
+    throw Error(ErrorCode::kDnnl, std::string("oneDNN weight packing failed: ") + e.what());
+  }
+}
+
+PackedLinear::~PackedLinear() = default;
+PackedLinear::PackedLinear(PackedLinear&&) noexcept = default;
+
+std::size_t PackedLinear::weight_bytes() const { return impl_->packed_md.get_size(); }
+
+void PackedLinear::run(const float* x, std::int64_t rows, float* y, const float* mul) {
+  if (rows == 0) return;
+  Impl& m = *impl_;
+  try {
+    auto it = m.by_rows.find(rows);
+    if (it == m.by_rows.end())
+      it = m.by_rows.emplace(rows, dnnl::matmul(m.describe(rows, in_, out_, m.packed_md))).first;
+    const void* src_ptr = x;
+    if (m.type == dt::bf16) {
+      m.x_bf16.resize(static_cast<std::size_t>(rows * in_));
+      for (std::size_t i = 0; i < m.x_bf16.size(); ++i) m.x_bf16[i] = to_bf16(x[i]);
+      src_ptr = m.x_bf16.data();
+    }
+    auto& eng = engine();
+    dnnl::memory src({{rows, in_}, m.type, tag::ab}, eng, const_cast<void*>(src_ptr));
+    dnnl::memory dst({{rows, out_}, dt::f32, tag::ab}, eng, y);
+    std::unordered_map<int, dnnl::memory> args = {
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, m.packed}, {DNNL_ARG_DST, dst}};
+    if (m.epilogue == Epilogue::kMultiply) {
+      check(mul != nullptr, ErrorCode::kInternal, "PackedLinear: multiply epilogue needs its operand");
+      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] =
+          dnnl::memory({{rows, out_}, dt::f32, tag::ab}, eng, const_cast<float*>(mul));
+    }
+    dnnl::stream s(eng);
+    it->second.execute(s, args);
+    s.wait();
+  } catch (const dnnl::error& e) {
+    throw Error(ErrorCode::kDnnl, std::string("oneDNN packed matmul failed: ") + e.what());
+  }
+}
+
+}  // namespace switchyard::kernels
