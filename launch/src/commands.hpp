@@ -17,6 +17,7 @@ struct ForwardOptions {
   std::string grads;        // where to write the gradients (safetensors)
   double aux_loss_coef = 0.0;
   double z_loss_coef = 0.0;
+  std::string dtype = "f32";  // expert weights: f32 | bf16 (inference only)
   bool quiet = false;
 };
 
@@ -24,12 +25,26 @@ struct InspectOptions {
   std::string model_dir;
 };
 
+struct TrainOptions {
+  std::string config;
+  std::int64_t steps = -1;       // overrides the config's steps when >= 1
+  std::int64_t stop_after = -1;  // stop (and save) after this step; the schedule still spans `steps`
+  std::string json;              // JSON lines, one per logged step and eval, one final
+  std::string save;              // checkpoint directory, written at the end
+  std::int64_t save_every = 0;
+  std::string resume;
+  bool quiet = false;
+};
+
 void add_forward_options(CLI::App& sub, ForwardOptions* opts);
 void add_inspect_options(CLI::App& sub, InspectOptions* opts);
+void add_train_options(CLI::App& sub, TrainOptions* opts);
 
 /// `switchyard forward`: collective over `comm`.
 void run_forward(const ForwardOptions& opts, comm::Communicator& comm);
 /// `switchyard inspect`: rank 0 prints; other ranks only agree on errors.
 void run_inspect(const InspectOptions& opts, comm::Communicator& comm);
+/// `switchyard train`: collective over `comm`; rank 0 prints and writes JSON.
+void run_train(const TrainOptions& opts, comm::Communicator& comm);
 
 }  // namespace switchyard::launch
