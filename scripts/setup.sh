@@ -8,7 +8,7 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libdnnl-dev libhwloc-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
-          python3 python3-venv iproute2 clang-format)
+          python3 python3-venv iproute2 util-linux clang-format fortunes)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -23,10 +23,10 @@ fi
 
 if [[ "${1:-}" == "--python" ]]; then
   venv="${SWITCHYARD_VENV:-/opt/switchyard/venv}"
-  if ! "$venv/bin/python" -c "import torch, transformers, safetensors, numpy, pytest" 2>/dev/null; then
+  if ! "$venv/bin/python" -c "import torch, transformers, safetensors, numpy, pytest, matplotlib" 2>/dev/null; then
     echo "setup: creating the Python reference environment in $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip >/dev/null
-    "$venv/bin/pip" install -q torch transformers safetensors numpy pytest
+    "$venv/bin/pip" install -q torch transformers safetensors numpy pytest matplotlib
   fi
 fi

@@ -36,12 +36,23 @@ struct TrainOptions {
   bool quiet = false;
 };
 
+struct BenchOptions {
+  std::int64_t hidden = 1024, ffn = 2048, experts = 8, top_k = 2, tokens = 4096;
+  std::string arch = "mixtral", pass = "fwd", dtype = "f32", routing = "uniform", json;
+  int iters = 10, warmup = 3;
+  std::uint64_t seed = 1;
+  std::int64_t corrupt_expert = -1;
+};
+
 void add_forward_options(CLI::App& sub, ForwardOptions* opts);
+void add_bench_options(CLI::App& sub, BenchOptions* opts);
 void add_inspect_options(CLI::App& sub, InspectOptions* opts);
 void add_train_options(CLI::App& sub, TrainOptions* opts);
 
 /// `switchyard forward`: collective over `comm`.
 void run_forward(const ForwardOptions& opts, comm::Communicator& comm);
+/// `switchyard bench`: collective; rank 0 prints the table and the JSON line.
+void run_bench(const BenchOptions& opts, comm::Communicator& comm);
 /// `switchyard inspect`: rank 0 prints; other ranks only agree on errors.
 void run_inspect(const InspectOptions& opts, comm::Communicator& comm);
 /// `switchyard train`: collective over `comm`; rank 0 prints and writes JSON.

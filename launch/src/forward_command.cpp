@@ -24,15 +24,15 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
   sub.add_option("--input", o->input, "Input hidden states, float32 .npy [tokens, hidden]")->required();
   sub.add_option("--output", o->output, "Output .npy, written by rank 0")->required();
   sub.add_option("--capacity-factor", o->capacity_factor, "Expert capacity factor; 0 (default) is dropless")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, 1e6));
   sub.add_option("--grad-output", o->grad_output, "dL/dy, float32 .npy [tokens, hidden]: also run the backward");
   sub.add_option("--grads", o->grads,
                  "Write dL/dx (as 'hidden_states') and every parameter gradient, under checkpoint names, "
                  "to this safetensors file (rank 0)");
   sub.add_option("--aux-loss-coef", o->aux_loss_coef, "Load-balancing loss coefficient in the backward")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, 1e6));
   sub.add_option("--z-loss-coef", o->z_loss_coef, "Router z-loss coefficient in the backward")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, 1e6));
   sub.add_option("--dtype", o->dtype,
                  "Expert weights: f32, or bf16 (prepacked bf16 with float32 accumulation; not with --grads)")
       ->check(CLI::IsMember({"f32", "bf16"}));

@@ -27,13 +27,19 @@ int main(int argc, char** argv) {
     launch::add_forward_options(*forward_cmd, &forward);
     auto* inspect_cmd = app.add_subcommand("inspect", "Describe a checkpoint's MoE layers (no MPI needed)");
     launch::add_inspect_options(*inspect_cmd, &inspect);
+    launch::BenchOptions bench;
+    auto* bench_cmd = app.add_subcommand("bench", "Time the MoE layer on synthetic data beside same-run limits");
+    launch::add_bench_options(*bench_cmd, &bench);
+    launch::TrainOptions train;
+    auto* train_cmd = app.add_subcommand("train", "Train a small MoE character language model across ranks");
+    launch::add_train_options(*train_cmd, &train);
 
     bool help = false;
     launch::collective_step(comm, [&] {
       if (argc > 1 && argv[1][0] != '-') {
         const std::string name = argv[1];
-        check_arg(name == "forward" || name == "inspect",
-                  "unknown subcommand '" + name + "'; expected forward or inspect (see --help)");
+        check_arg(name == "forward" || name == "inspect" || name == "train" || name == "bench",
+                  "unknown subcommand '" + name + "'; expected forward, inspect, train or bench (see --help)");
       }
       try {
         app.parse(argc, argv);
@@ -54,6 +60,10 @@ int main(int argc, char** argv) {
       launch::run_forward(forward, comm);
     } else if (inspect_cmd->parsed()) {
       launch::run_inspect(inspect, comm);
+    } else if (bench_cmd->parsed()) {
+      launch::run_bench(bench, comm);
+    } else if (train_cmd->parsed()) {
+      launch::run_train(train, comm);
     }
   } catch (const launch::AgreedExit& e) {
     exit_code = e.code;

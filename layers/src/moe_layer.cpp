@@ -135,13 +135,18 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
   counts.push_back(num_tokens);
   counts.push_back(plan.num_dropped);
   comm.allreduce_sum(counts.data(), counts.size());
-  std::vector<double> sums(static_cast<std::size_t>(E + 1), 0.0);
+  // sums: [0, E) mean-probability sums, [E, 2E) top-k counts of those
+  // probabilities (f; for softmax routers the routing itself), 2E: sum lse².
+  std::vector<double> sums(static_cast<std::size_t>(2 * E + 1), 0.0);
   std::vector<float> p(static_cast<std::size_t>(E));
+  std::vector<std::int32_t> top(static_cast<std::size_t>(K));
   for (std::int64_t i = 0; i < num_tokens; ++i) {
     aux_probs(&c.logits[i * E], E, p.data());
     for (std::int64_t e = 0; e < E; ++e) sums[e] += p[e];
+    kernels::top_k(p.data(), E, K, top.data());
+    for (auto e : top) sums[E + e] += 1.0;
     const double lse = logsumexp(&c.logits[i * E], E);
-    sums[E] += lse * lse;
+    sums[2 * E] += lse * lse;
   }
   comm.allreduce_sum(sums.data(), sums.size());
   const std::int64_t T = counts[E];
@@ -149,7 +154,7 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
   c.load_fraction.assign(static_cast<std::size_t>(E), 0.0);
   double aux = 0;
   for (std::int64_t e = 0; e < E; ++e) {
-    c.load_fraction[e] = T ? static_cast<double>(counts[e]) / static_cast<double>(T) : 0.0;
+    c.load_fraction[e] = T ? sums[E + e] / static_cast<double>(T) : 0.0;
     aux += c.load_fraction[e] * (T ? sums[e] / static_cast<double>(T) : 0.0);
   }
   if (stats) {
@@ -157,7 +162,7 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
     stats->num_dropped = counts[E + 1];
     stats->expert_load.assign(counts.begin(), counts.begin() + E);
     stats->aux_loss = static_cast<double>(E) * aux;
-    stats->z_loss = T ? sums[E] / static_cast<double>(T) : 0.0;
+    stats->z_loss = T ? sums[2 * E] / static_cast<double>(T) : 0.0;
   }
 }
 

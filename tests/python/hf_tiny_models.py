@@ -416,3 +416,96 @@ def make_input(v: Variant, tensor_sets, tokens: int = T_TOKENS) -> np.ndarray:
         if all(routing_margin(v, ts, x) >= MIN_ROUTING_GAP for ts in tensor_sets):
             return x
     raise AssertionError(f"{v.name}: no input with routing gap >= {MIN_ROUTING_GAP}")
+
+
+# --------------------------------------------------------------------------- gradients
+#
+# Reference for `switchyard forward --grad-output g.npy --grads grads.safetensors
+# [--aux-loss-coef A --z-loss-coef Z]`: the loss is
+#     L = sum(g * y) + A * aux + Z * zloss,   y = block(x),
+#     aux   = E * sum_e f_e P_e   (transformers' load_balancing_loss_func for one layer,
+#             no attention mask: f_e = #(top-k slots of all tokens on e) / T, summed
+#             over the k slots, P_e = mean_t softmax(router_logits_t)_e),
+#     zloss = mean_t logsumexp(router_logits_t)^2,
+# and its gradients are taken by torch autograd through transformers' own MoE block.
+
+NON_TRAINABLE = ("e_score_correction_bias",)  # DeepSeek selection bias: a buffer, no gradient
+
+
+def router_aux_losses(logits: torch.Tensor, selected: torch.Tensor, num_experts: int):
+    """(aux, zloss) of one layer from router logits [T, E] and the top-k expert ids
+    [T, k] that count for f (f carries no gradient, as in transformers: one_hot/histc)."""
+    p = torch.softmax(logits, dim=-1)
+    counts = torch.nn.functional.one_hot(selected.long(), num_experts).sum(dim=(0, 1)).to(logits.dtype)
+    f = counts / logits.shape[0]
+    aux = num_experts * torch.sum(f * p.mean(dim=0))
+    zloss = torch.logsumexp(logits, dim=-1).pow(2).mean()
+    return aux, zloss
+
+
+def transformers_load_balancing_loss(v: Variant, logits: torch.Tensor) -> float:
+    """transformers' own load_balancing_loss_func on this one layer's logits (float32)."""
+    mod = {"mixtral": transformers.models.mixtral.modeling_mixtral,
+           "qwen2_moe": transformers.models.qwen2_moe.modeling_qwen2_moe,
+           "qwen3_moe": transformers.models.qwen3_moe.modeling_qwen3_moe,
+           # deepseek_v3 has no load_balancing_loss_func; the formula is the same.
+           "deepseek_v3": transformers.models.mixtral.modeling_mixtral}[v.arch]
+    c = v.config
+    e = c.get("num_local_experts") or c.get("num_experts") or c["n_routed_experts"]
+    return float(mod.load_balancing_loss_func((logits.detach().float(),), e, c["num_experts_per_tok"]))
+
+
+def block_grads(v: Variant, block, x: np.ndarray, g: np.ndarray, dtype=torch.float64,
+                aux_coef: float = 0.0, z_coef: float = 0.0, aux_selection: str = "routed"):
+    """Autograd gradients of L (above) w.r.t. x and every trainable parameter of a copy
+    of `block` cast to `dtype`.  Returns ({"hidden_states": dL/dx [T, H]} plus
+    {in-memory parameter name: grad}, all float64 numpy, and info).
+
+    aux_selection picks the expert ids that count for f: "routed" (the ids the block's
+    router selected; identical to the softmax top-k for mixtral/qwen) or "softmax_topk"
+    (top-k of softmax(logits), what load_balancing_loss_func does for any model).
+    Note transformers computes the router softmax (mixtral/qwen) or the whole router
+    (deepseek_v3) in float32 even in a float64 block; those parts stay float32."""
+    blk = copy.deepcopy(block).to(dtype)
+    blk.zero_grad(set_to_none=True)
+    captured = {}
+    hook = blk.gate.register_forward_hook(lambda m, i, o: captured.update(logits=o[0], idx=o[2]))
+    xt = torch.tensor(x, dtype=dtype)[None].requires_grad_(True)
+    try:
+        y = blk(xt)
+    finally:
+        hook.remove()
+    if isinstance(y, tuple):
+        y = y[0]
+    loss = (torch.tensor(g, dtype=dtype)[None] * y).sum()
+    logits, idx = captured["logits"], captured["idx"]
+    c = v.config
+    e = c.get("num_local_experts") or c.get("num_experts") or c["n_routed_experts"]
+    k = c["num_experts_per_tok"]
+    info = {}
+    if aux_coef or z_coef:
+        if aux_selection == "softmax_topk":
+            idx = torch.topk(torch.softmax(logits.detach(), -1), k, dim=-1)[1]
+        aux, zloss = router_aux_losses(logits, idx, e)
+        loss = loss + aux_coef * aux + z_coef * zloss
+        info.update(aux=float(aux.detach()), zloss=float(zloss.detach()),
+                    hf_aux=transformers_load_balancing_loss(v, logits))
+    loss.backward()
+    out = {"hidden_states": xt.grad[0].detach().to(torch.float64).numpy()}
+    for name, p in blk.named_parameters():
+        assert p.requires_grad and p.grad is not None, name
+        out[name] = p.grad.detach().to(torch.float64).numpy()
+    for name, _ in blk.named_buffers():
+        assert name.endswith(NON_TRAINABLE), name
+    info["selected"] = captured["idx"].detach().numpy()
+    return out, info
+
+
+def grads_to_checkpoint_names(v: Variant, grads: dict[str, np.ndarray], layout: str) -> dict[str, np.ndarray]:
+    """Maps block_grads' in-memory names to the checkpoint names of `layout`
+    ("fused" or "per_expert"): fused experts are split per expert (gate rows first) for
+    per_expert, and mixtral's router moves to block_sparse_moe.gate.weight."""
+    pre = f"model.layers.{v.layer}.mlp."
+    named = {("hidden_states" if n == "hidden_states" else pre + n): torch.from_numpy(a) for n, a in grads.items()}
+    conv = convert_layout(v.arch, named, layout) if layout == "per_expert" else named
+    return {n: t.numpy() for n, t in conv.items()}

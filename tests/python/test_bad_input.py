@@ -933,3 +933,113 @@ def test_flag_missing_value(case):
 
 def test_unknown_subcommand(case):
     case.assert_bad(case.run(["frobnicate", "--model", case.model]), "frobnicate")
+
+
+# --------------------------------------------------------------------------
+# --grad-output / --grads (backward)
+# --------------------------------------------------------------------------
+
+load_file = safetensors_numpy.load_file
+
+
+def _grad_args(case, g=None, grads=None):
+    """--grad-output g --grads grads (either may be omitted with False)."""
+    args = []
+    if g is not False:
+        if g is None:
+            g = case.indir / "g.npy"
+            np.save(g, make_input(seed=7))
+        args += ["--grad-output", g]
+    if grads is not False:
+        args += ["--grads", grads if grads is not None else case.outdir / "grads.safetensors"]
+    return args
+
+
+def _layer_tensor_names(tensors, layer):
+    pre = (f"model.layers.{layer}.block_sparse_moe.", f"model.layers.{layer}.mlp.")
+    return {n for n in tensors if n.startswith(pre) and not n.endswith("e_score_correction_bias")}
+
+
+@NPROCS
+@pytest.mark.parametrize("model", ["mixtral", "qwen2_moe", "deepseek_v3"])
+def test_valid_grads(case, nproc, model):
+    """Sanity for the bad-gradient tests: a valid backward writes y.npy and the
+    gradients (hidden_states + every trainable tensor of the layer) and nothing else."""
+    cfg, tensors, layer = {
+        "mixtral": (mixtral_config(), mixtral_tensors(), 0),
+        "qwen2_moe": (qwen2_moe_config(), qwen2_moe_tensors(), 0),
+        "deepseek_v3": (deepseek_v3_config(), deepseek_v3_tensors(), 1),
+    }[model]
+    write_model(case.model, cfg, tensors)
+    res = case.forward(layer=layer, nproc=nproc,
+                       extra=_grad_args(case) + ["--aux-loss-coef", "0.1", "--z-loss-coef", "0.01"])
+    case.assert_ok(res, expect_files=("grads.safetensors", "y.npy"))
+    _check_y(case.y)
+    grads = load_file(str(case.outdir / "grads.safetensors"))
+    assert set(grads) == _layer_tensor_names(tensors, layer) | {"hidden_states"}, sorted(grads)
+    assert grads["hidden_states"].shape == (T, H)
+    for name, g in grads.items():
+        assert g.dtype == np.float32 and np.all(np.isfinite(g)), name
+        if name != "hidden_states":
+            assert g.shape == tensors[name].shape, (name, g.shape)
+
+
+@NPROCS
+@pytest.mark.parametrize("shape", [(T, H - 1), (T - 1, H)], ids=["hidden-1", "tokens-1"])
+def test_grad_output_wrong_shape(case, nproc, shape):
+    write_mixtral(case)
+    g = case.indir / "bad_shape_g.npy"
+    np.save(g, np.ones(shape, np.float32))
+    case.assert_bad(case.forward(nproc=nproc, extra=_grad_args(case, g=g)), "bad_shape_g.npy")
+
+
+@NPROCS
+def test_grad_output_float64(case, nproc):
+    write_mixtral(case)
+    g = case.indir / "f64_g.npy"
+    np.save(g, make_input(seed=7).astype(np.float64))
+    case.assert_bad(case.forward(nproc=nproc, extra=_grad_args(case, g=g)), "f64_g.npy")
+
+
+@NPROCS
+def test_grad_output_missing_file(case, nproc):
+    write_mixtral(case)
+    g = case.indir / "absent_g.npy"
+    case.assert_bad(case.forward(nproc=nproc, extra=_grad_args(case, g=g)), "absent_g.npy")
+
+
+@NPROCS
+def test_grads_without_grad_output(case, nproc):
+    write_mixtral(case)
+    case.assert_bad(case.forward(nproc=nproc, extra=_grad_args(case, g=False)), rx(r"--grad-output\b"))
+
+
+@NPROCS
+def test_grad_output_without_grads(case, nproc):
+    write_mixtral(case)
+    case.assert_bad(case.forward(nproc=nproc, extra=_grad_args(case, grads=False)), rx(r"--grads\b"))
+
+
+@NPROCS
+def test_grads_dir_missing(case, nproc):
+    write_mixtral(case)
+    missing = case.root / "no_such_grads_dir"
+    res = case.forward(nproc=nproc, extra=_grad_args(case, grads=missing / "grads.safetensors"))
+    case.assert_bad(res, "no_such_grads_dir")
+    assert not missing.exists(), "the missing gradients directory was created"
+
+
+@NPROCS
+def test_grads_path_is_directory(case, nproc):
+    write_mixtral(case)
+    d = case.root / "grads_is_a_dir"
+    d.mkdir()
+    case.assert_bad(case.forward(nproc=nproc, extra=_grad_args(case, grads=d)), "grads_is_a_dir")
+    assert list(d.iterdir()) == [], "files left in the directory given as --grads"
+
+
+@NPROCS
+@pytest.mark.parametrize("flag", ["--aux-loss-coef", "--z-loss-coef"])
+def test_negative_loss_coef(case, nproc, flag):
+    write_mixtral(case)
+    case.assert_bad(case.forward(nproc=nproc, extra=_grad_args(case) + [flag, "-0.5"]), flag.lstrip("-"))

@@ -166,7 +166,6 @@ inline RefOutput ref_forward(const examples::RandomMoeSpec& s, const RefParams& 
   for (std::int64_t t = 0; t < T; ++t) {
     const RefChoice& ch = choices[t];
     for (std::int64_t j = 0; j < K; ++j) {
-      f[ch.experts[j]] += 1.0 / double(T);
       if (!kept[t][j]) continue;
       const int e = ch.experts[j];
       Vec o = ref_mlp(a.gate[e], a.up[e], a.down[e], H, s.inter, &x[t * H], s.hidden_act);
@@ -175,7 +174,10 @@ inline RefOutput ref_forward(const examples::RandomMoeSpec& s, const RefParams& 
     const double mx = *std::max_element(ch.logits.begin(), ch.logits.end());
     double z = 0;
     for (double l : ch.logits) z += std::exp(l - mx);
-    for (std::int64_t e = 0; e < E; ++e) P[e] += std::exp(ch.logits[e] - mx) / z / double(T);
+    Vec probs(E);
+    for (std::int64_t e = 0; e < E; ++e) P[e] += (probs[e] = std::exp(ch.logits[e] - mx) / z) / double(T);
+    // f: top-k of the softmax probabilities, as load_balancing_loss_func.
+    for (int e : ref_largest(probs, static_cast<int>(K))) f[e] += 1.0 / double(T);
     const double lse = mx + std::log(z);
     out.z_loss += lse * lse / double(T);
     if (Is > 0) {

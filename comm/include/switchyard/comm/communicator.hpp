@@ -39,6 +39,9 @@ class Communicator {
   virtual void gatherv(const void* send, std::size_t send_bytes, void* recv, const std::int64_t* recv_bytes,
                        const std::int64_t* recv_offsets, int root) = 0;
 
+  /// Waits until every rank has called it. Collective and blocking.
+  virtual void barrier() = 0;
+
   /// Broadcasts `bytes` bytes from `root`. Collective and blocking.
   virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
 

@@ -2,6 +2,7 @@
 // Communicator over an MPI communicator (not owned).
 #include <mpi.h>
 
+#include <map>
 #include <source_location>
 
 #include "switchyard/comm/communicator.hpp"
@@ -17,6 +18,9 @@ class MpiCommunicator final : public Communicator {
   /// Wraps `comm`; MPI must be initialised and errors set to MPI_ERRORS_RETURN
   /// by the caller if it wants them as exceptions.
   explicit MpiCommunicator(MPI_Comm comm);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -29,13 +33,17 @@ class MpiCommunicator final : public Communicator {
   void allreduce_max(double* data, std::size_t count) override;
   void gatherv(const void* send, std::size_t send_bytes, void* recv, const std::int64_t* recv_bytes,
                const std::int64_t* recv_offsets, int root) override;
+  void barrier() override;
   void broadcast(void* data, std::size_t bytes, int root) override;
   [[noreturn]] void abort(int exit_code) override;
 
   MPI_Comm handle() const { return comm_; }
 
  private:
+  MPI_Datatype row_type(std::size_t row_bytes);
+
   MPI_Comm comm_;
+  std::map<std::size_t, MPI_Datatype> row_types_;
   int rank_ = 0;
   int size_ = 1;
 };

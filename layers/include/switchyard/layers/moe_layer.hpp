@@ -20,10 +20,12 @@ struct MoeLayerOptions {
   CapacityPolicy capacity{};
   ExpertBackendOptions experts{};  // device, inference-only prepacking, bf16
   // Auxiliary losses, added to the training loss with these coefficients:
-  // the Switch/GShard load-balancing loss E * sum_e f_e * P_e (as
-  // transformers' load_balancing_loss_func: f over top-k choices, P the mean
-  // softmax probability, both over all ranks' tokens) and the router z-loss
-  // mean_t logsumexp(logits_t)^2.
+  // the Switch/GShard load-balancing loss E * sum_e f_e * P_e exactly as
+  // transformers' load_balancing_loss_func computes it (P the mean softmax
+  // probability of the router logits, f the fraction of top-k slots of those
+  // same softmax probabilities, both over all ranks' tokens; for sigmoid
+  // routers f therefore ignores the selection bias and groups) and the router
+  // z-loss mean_t logsumexp(logits_t)^2.
   double aux_loss_coef = 0.0;
   double z_loss_coef = 0.0;
 };

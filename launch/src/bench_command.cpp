@@ -1,0 +1,322 @@
+// `switchyard bench`: the MoE layer on synthetic data, timed per phase and
+// reported beside limits measured in the same run, with a correctness column
+// (the output checked against a float64 computation on a sample of tokens).
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "bench_baselines.hpp"
+#include "cli_runner.hpp"
+#include "commands.hpp"
+#include "switchyard/layers/moe_layer.hpp"
+#include "switchyard/runtime/error.hpp"
+
+namespace switchyard::launch {
+
+void add_bench_options(CLI::App& sub, BenchOptions* o) {
+  sub.add_option("--hidden", o->hidden, "Hidden size")->check(CLI::PositiveNumber);
+  sub.add_option("--ffn", o->ffn, "Expert intermediate size")->check(CLI::PositiveNumber);
+  sub.add_option("--experts", o->experts, "Routed experts")->check(CLI::PositiveNumber);
+  sub.add_option("--top-k", o->top_k, "Experts per token")->check(CLI::PositiveNumber);
+  sub.add_option("--tokens", o->tokens, "Tokens per rank")->check(CLI::Range(0, 1 << 30));
+  sub.add_option("--arch", o->arch, "Router kind")
+      ->check(CLI::IsMember({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3"}));
+  sub.add_option("--pass", o->pass, "fwd | fwd_bwd")->check(CLI::IsMember({"fwd", "fwd_bwd"}));
+  sub.add_option("--dtype", o->dtype, "Expert weights: f32 | bf16")->check(CLI::IsMember({"f32", "bf16"}));
+  sub.add_option("--iters", o->iters, "Timed iterations")->check(CLI::PositiveNumber);
+  sub.add_option("--warmup", o->warmup, "Untimed iterations first")->check(CLI::Range(0, 1 << 30));
+  sub.add_option("--routing", o->routing, "uniform | skewed")->check(CLI::IsMember({"uniform", "skewed"}));
+  sub.add_option("--seed", o->seed, "Seed of the synthetic weights and inputs");
+  sub.add_option("--json", o->json, "Append one JSON line per run to this file (rank 0)");
+  sub.add_option("--corrupt-expert", o->corrupt_expert,
+                 "Scale this expert's weights after the reference is fixed (checks that `correct` can fail)");
+}
+
+namespace {
+
+using nlohmann::json;
+
+// Synthetic weights are a function of (seed, tensor id), so any rank can
+// rebuild any expert for the reference check.
+std::vector<float> uniform(std::uint64_t seed, std::uint64_t id, std::int64_t n, float scale) {
+  std::mt19937_64 rng(seed * 1000003u + id);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+layers::MlpWeights mlp(std::uint64_t seed, std::uint64_t id, std::int64_t H, std::int64_t I) {
+  return {.hidden = H,
+          .inter = I,
+          .gate_up = uniform(seed, 2 * id, 2 * I * H, 1.0f / std::sqrt(static_cast<float>(H))),
+          .down = uniform(seed, 2 * id + 1, H * I, 1.0f / std::sqrt(static_cast<float>(I)))};
+}
+
+constexpr std::uint64_t kRouterId = 1u << 20, kSharedId = (1u << 20) + 1, kSkewId = (1u << 20) + 2;
+
+layers::ModelConfig bench_config(const BenchOptions& o) {
+  json c = {{"model_type", o.arch},
+            {"hidden_size", o.hidden},
+            {"num_experts_per_tok", o.top_k},
+            {"num_hidden_layers", 1},
+            {"hidden_act", "silu"}};
+  if (o.arch == "mixtral") {
+    c["intermediate_size"] = o.ffn;
+    c["num_local_experts"] = o.experts;
+  } else if (o.arch == "deepseek_v3") {
+    const std::int64_t groups = o.experts % 4 == 0 && o.experts >= 8 ? 4 : 1;
+    c.update({{"moe_intermediate_size", o.ffn},
+              {"n_routed_experts", o.experts},
+              {"n_group", groups},
+              {"topk_group", groups == 4 ? 2 : 1},
+              {"first_k_dense_replace", 0},
+              {"n_shared_experts", 1}});
+  } else {
+    c.update({{"moe_intermediate_size", o.ffn},
+              {"num_experts", o.experts},
+              {"norm_topk_prob", true},
+              {"shared_expert_intermediate_size", o.ffn}});
+  }
+  return layers::parse_model_config(c.dump(), "bench configuration");
+}
+
+// Skewed routing: inputs share a direction u that the router rows favour by
+// expert index, so low-numbered experts get most tokens.
+std::vector<float> router_weights(const BenchOptions& o) {
+  auto w = uniform(o.seed, kRouterId, o.experts * o.hidden, 1.0f / std::sqrt(static_cast<float>(o.hidden)));
+  if (o.routing == "skewed") {
+    const auto u = uniform(o.seed, kSkewId, o.hidden, 1.0f);
+    for (std::int64_t e = 0; e < o.experts; ++e)
+      for (std::int64_t h = 0; h < o.hidden; ++h)
+        w[e * o.hidden + h] += 0.5f * static_cast<float>(o.experts - e) / static_cast<float>(o.experts) * u[h] /
+                               static_cast<float>(o.hidden);
+  }
+  return w;
+}
+
+std::vector<float> inputs(const BenchOptions& o, int rank) {
+  auto x = uniform(o.seed + 17 + rank, 0, o.tokens * o.hidden, 1.0f);
+  if (o.routing == "skewed") {
+    const auto u = uniform(o.seed, kSkewId, o.hidden, 1.0f);
+    for (std::int64_t t = 0; t < o.tokens; ++t)
+      for (std::int64_t h = 0; h < o.hidden; ++h) x[t * o.hidden + h] += 4.0f * u[h];
+  }
+  return x;
+}
+
+double mlp_ref(const layers::MlpWeights& w, const float* x, kernels::Activation act, std::vector<double>* y) {
+  const std::int64_t H = w.hidden, I = w.inter;
+  std::vector<double> h(static_cast<std::size_t>(I));
+  std::vector<float> gu(static_cast<std::size_t>(2 * I)), a(static_cast<std::size_t>(I));
+  for (std::int64_t i = 0; i < 2 * I; ++i) {
+    double s = 0;
+    for (std::int64_t c = 0; c < H; ++c) s += static_cast<double>(w.gate_up[i * H + c]) * x[c];
+    gu[i] = static_cast<float>(s);
+  }
+  kernels::gated_activation(act, gu.data(), 1, I, a.data());
+  y->assign(static_cast<std::size_t>(H), 0.0);
+  for (std::int64_t c = 0; c < H; ++c)
+    for (std::int64_t i = 0; i < I; ++i) (*y)[c] += static_cast<double>(w.down[c * I + i]) * a[i];
+  return 0;
+}
+
+// Largest relative error of `y` on a sample of this rank's tokens against a
+// float64 evaluation of the same layer (same routing decisions).
+double sample_error(const BenchOptions& o, const layers::ModelConfig& config, const layers::MoeLayer& layer,
+                    const std::vector<float>& x, const std::vector<float>& y, const layers::RoutingPlan& routing) {
+  const std::int64_t H = o.hidden, samples = std::min<std::int64_t>(o.tokens, 4);
+  double err = 0, scale = 1e-30;
+  std::vector<double> out;
+  for (std::int64_t t = 0; t < samples; ++t) {
+    std::vector<double> ref(static_cast<std::size_t>(H), 0.0);
+    for (std::int64_t j = 0; j < o.top_k; ++j) {
+      const auto e = routing.expert_idx[t * o.top_k + j];
+      mlp_ref(mlp(o.seed, static_cast<std::uint64_t>(e), H, o.ffn), &x[t * H], config.activation, &out);
+      for (std::int64_t h = 0; h < H; ++h) ref[h] += routing.weights[t * o.top_k + j] * out[h];
+    }
+    if (config.shared_intermediate_size > 0) {
+      mlp_ref(mlp(o.seed, kSharedId, H, config.shared_intermediate_size), &x[t * H], config.activation, &out);
+      for (std::int64_t h = 0; h < H; ++h) ref[h] += out[h];  // ungated: the bench's shared gate is absent
+    }
+    for (std::int64_t h = 0; h < H; ++h) {
+      err = std::max(err, std::abs(y[t * H + h] - ref[h]));
+      scale = std::max(scale, std::abs(ref[h]));
+    }
+  }
+  (void)layer;
+  return err / scale;
+}
+
+}  // namespace
+
+void run_bench(const BenchOptions& o, comm::Communicator& comm) {
+  const int R = comm.size(), me = comm.rank();
+  layers::ModelConfig config;
+  std::unique_ptr<layers::MoeLayer> layer;
+  std::vector<float> x;
+  const bool bf16 = o.dtype == "bf16", backward = o.pass == "fwd_bwd";
+  collective_step(comm, [&] {
+    check_arg(o.top_k <= o.experts,
+              "--top-k " + std::to_string(o.top_k) + " exceeds --experts " + std::to_string(o.experts));
+    check_arg(!(bf16 && backward), "--dtype bf16 runs --pass fwd only (bf16 experts are inference-only)");
+    config = bench_config(o);
+    config.shared_expert_gated = false;
+    layers::ExpertPlacement placement(o.experts, R);
+    layers::MoeWeights w;
+    w.router = router_weights(o);
+    if (config.has_selection_bias) w.selection_bias.assign(static_cast<std::size_t>(o.experts), 0.0f);
+    w.first_expert = placement.first_expert(me);
+    for (std::int64_t e = w.first_expert; e < w.first_expert + placement.num_local(me); ++e) {
+      w.experts.push_back(mlp(o.seed, static_cast<std::uint64_t>(e), o.hidden, o.ffn));
+      if (e == o.corrupt_expert)
+        for (auto& v : w.experts.back().down) v *= 1.5f;
+    }
+    if (config.shared_intermediate_size > 0)
+      w.shared = mlp(o.seed, kSharedId, o.hidden, config.shared_intermediate_size);
+    layer = std::make_unique<layers::MoeLayer>(
+        config, std::move(w), placement, me,
+        layers::MoeLayerOptions{
+            .experts = {.inference_only = !backward,
+                        .weight_type = bf16 ? kernels::WeightType::kBF16 : kernels::WeightType::kF32}});
+    x = inputs(o, me);
+  });
+
+  const std::int64_t H = o.hidden;
+  std::vector<float> y(x.size()), dx(x.size());
+  std::vector<double> steps;
+  std::map<std::string, std::vector<double>> phases;
+  std::vector<std::string> phase_order;
+  layers::MoeForwardContext ctx;
+  layers::ForwardStats stats;
+  std::vector<double> expert_rates;
+  for (int it = 0; it < o.warmup + o.iters; ++it) {
+    PhaseTimer timer;
+    double t[1];
+    const auto t0 = std::chrono::steady_clock::now();
+    layer->forward(comm, x.data(), o.tokens, y.data(), &stats, &timer, &ctx);
+    if (backward) layer->backward(comm, ctx, y.data(), dx.data(), &timer);
+    t[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    comm.allreduce_max(t, 1);
+    std::vector<double> ph;
+    for (auto& e : timer.entries()) ph.push_back(e.seconds);
+    comm.allreduce_max(ph.data(), ph.size());
+    if (it < o.warmup) continue;
+    steps.push_back(t[0]);
+    for (std::size_t i = 0; i < ph.size(); ++i) {
+      const auto& name = timer.entries()[i].phase;
+      if (!phases.count(name)) phase_order.push_back(name);
+      phases[name].push_back(ph[i]);
+    }
+  }
+  const auto step = percentiles(steps);
+  auto phase_p50 = [&](const std::string& name) { return phases.count(name) ? percentiles(phases[name]).p50 : 0.0; };
+
+  // Expert GEMM rate on the slowest rank: this rank's rows x 6 H I flops.
+  std::int64_t rows = 0;
+  for (auto c : ctx.plan.local_expert_counts) rows += c;
+  double rate[1] = {-(static_cast<double>(rows) * 6.0 * H * o.ffn / phase_p50("experts") / 1e9)};
+  comm.allreduce_max(rate, 1);
+  const double gemm_gflops = -rate[0];
+  const double gemm_peak =
+      measure_gemm_peak_gflops(4096, H, o.ffn, bf16 ? kernels::WeightType::kBF16 : kernels::WeightType::kF32, 5);
+
+  // Exchange: the layer's own dispatch + combine (through the Communicator,
+  // with the plan's row counts) timed alone, beside a plain MPI_Alltoallv of
+  // the same byte counts; and as seen inside the step, where it also absorbs
+  // the ranks' skew in arriving (route, experts).
+  double bytes = 0;
+  for (int r = 0; r < R; ++r) bytes += static_cast<double>(ctx.plan.send_counts[r] + ctx.plan.recv_counts[r]);
+  bytes *= static_cast<double>(H * sizeof(float));
+  const auto& p = ctx.plan;
+  std::vector<float> send(static_cast<std::size_t>(p.num_send() * H)), recv(static_cast<std::size_t>(p.num_recv() * H));
+  // Each exchange alone, barrier-aligned like the baseline.
+  auto timed_exchange = [&](bool dispatch) {
+    std::vector<double> times;
+    for (int it = 0; it < o.iters + 1; ++it) {
+      double t[1];
+      comm.barrier();
+      const auto t0 = std::chrono::steady_clock::now();
+      if (dispatch) {
+        comm.alltoallv(send.data(), p.send_counts.data(), p.send_offsets.data(), recv.data(), p.recv_counts.data(),
+                       p.recv_offsets.data(), H * sizeof(float));
+      } else {
+        comm.alltoallv(recv.data(), p.recv_counts.data(), p.recv_offsets.data(), send.data(), p.send_counts.data(),
+                       p.send_offsets.data(), H * sizeof(float));
+      }
+      t[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      comm.allreduce_max(t, 1);
+      if (it > 0) times.push_back(t[0]);
+    }
+    return percentiles(times).p50;
+  };
+  const double exchange_s = timed_exchange(true) + timed_exchange(false);
+  const double in_step_s = phase_p50("dispatch") + phase_p50("combine");
+  const double plain_s = measure_alltoallv_seconds(comm, p.send_counts, p.recv_counts, H * sizeof(float), o.iters) +
+                         measure_alltoallv_seconds(comm, p.recv_counts, p.send_counts, H * sizeof(float), o.iters);
+  double gbps[3] = {-(bytes / exchange_s / 1e9), -(bytes / plain_s / 1e9), -(bytes / in_step_s / 1e9)};
+  comm.allreduce_max(gbps, 3);
+
+  const double mem_bw = measure_memory_bandwidth_gbps(5);
+  double touched = 0;
+  for (auto c : ctx.plan.local_expert_counts)
+    if (c > 0) touched += static_cast<double>(3 * H * o.ffn) * (bf16 ? 2.0 : 4.0);
+  double maxima[3] = {touched, max_rss_mib(), sample_error(o, config, *layer, x, y, ctx.routing)};
+  comm.allreduce_max(maxima, 3);
+  const double tolerance = bf16 ? 3e-2 : 1e-4;
+  const bool correct = maxima[2] <= tolerance;
+
+  if (me != 0) return;
+  json phase_ms = json::object();
+  for (auto& name : phase_order) phase_ms[name] = phase_p50(name) * 1e3;
+  json line = {{"ranks", R},
+               {"hidden", H},
+               {"ffn", o.ffn},
+               {"experts", o.experts},
+               {"top_k", o.top_k},
+               {"tokens_per_rank", o.tokens},
+               {"arch", o.arch},
+               {"dtype", o.dtype},
+               {"pass", o.pass},
+               {"routing", o.routing},
+               {"iters", o.iters},
+               {"step_ms_p10", step.p10 * 1e3},
+               {"step_ms_p50", step.p50 * 1e3},
+               {"step_ms_p90", step.p90 * 1e3},
+               {"tokens_per_s", static_cast<double>(o.tokens * R) / step.p50},
+               {"phase_ms", phase_ms},
+               {"gemm_gflops", gemm_gflops},
+               {"gemm_peak_gflops", gemm_peak},
+               {"exchange_gbps", -gbps[0]},
+               {"alltoallv_gbps", -gbps[1]},
+               {"exchange_in_step_gbps", -gbps[2]},
+               {"t_comm_ms", exchange_s * 1e3},
+               {"mem_bw_gbps", mem_bw},
+               {"expert_bytes_touched", maxima[0]},
+               {"mem_floor_ms", maxima[0] / (mem_bw * 1e9) * 1e3},
+               {"max_rss_mb", maxima[1]},
+               {"max_rel_error", maxima[2]},
+               {"correct", correct}};
+  std::printf("%-8s %-5s %-7s %6s %8s | %9s %9s %9s | %9s %9s | %9s %9s | %8s %7s\n", "ranks", "dtype", "pass",
+              "tokens", "experts", "step p50", "p10", "p90", "gemm GF/s", "peak", "xchg GB/s", "a2av", "tok/s",
+              "correct");
+  std::printf("%-8d %-5s %-7s %6lld %8lld | %7.2fms %7.2fms %7.2fms | %9.1f %9.1f | %9.2f %9.2f | %8.0f %7s\n", R,
+              o.dtype.c_str(), o.pass.c_str(), static_cast<long long>(o.tokens), static_cast<long long>(o.experts),
+              step.p50 * 1e3, step.p10 * 1e3, step.p90 * 1e3, gemm_gflops, gemm_peak, -gbps[0], -gbps[1],
+              static_cast<double>(o.tokens * R) / step.p50, correct ? "yes" : "NO");
+  std::printf("phases (ms, p50 of slowest rank):");
+  for (auto& name : phase_order) std::printf(" %s %.3f", name.c_str(), phase_p50(name) * 1e3);
+  std::printf("\nmemory: %.1f GB/s streaming read; expert weights touched %.1f MB -> floor %.3f ms; max RSS %.0f MB\n",
+              mem_bw, maxima[0] / 1e6, maxima[0] / (mem_bw * 1e9) * 1e3, maxima[1]);
+  if (!o.json.empty()) {
+    std::ofstream out(o.json, std::ios::app);
+    out << line.dump() << "\n";
+    check(out.good(), ErrorCode::kIo, o.json + ": cannot append the JSON line");
+  }
+}
+
+}  // namespace switchyard::launch

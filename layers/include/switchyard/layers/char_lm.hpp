@@ -1,0 +1,87 @@
+#pragma once
+// A small character-level language model around expert-parallel MoE blocks:
+// embeddings of the C previous characters (concatenated) -> linear to hidden
+// H -> N blocks h = h + MoE(RMSNorm(h)) -> RMSNorm -> linear to the
+// vocabulary -> softmax cross-entropy on the next character.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "switchyard/comm/communicator.hpp"
+#include "switchyard/layers/moe_layer.hpp"
+#include "switchyard/runtime/parameter.hpp"
+
+namespace switchyard::layers {
+
+struct CharLmConfig {
+  ModelConfig moe;  // hidden_size, experts, routing; num_layers is the number of blocks
+  std::int64_t vocab_size = 0;
+  std::int64_t context = 0;    // characters of context
+  std::int64_t embed_dim = 0;  // embedding width per character
+  double rms_eps = 1e-6;
+  std::uint64_t seed = 0;  // initial weights
+  MoeLayerOptions moe_options;
+};
+
+/// A parameter with its checkpoint name (unique across the model and ranks:
+/// expert tensors carry their global expert index).
+struct NamedParameter {
+  std::string name;
+  Parameter* param = nullptr;
+};
+
+/// What one batch saw: this rank's summed loss and every block's global stats.
+struct BatchResult {
+  double loss_sum = 0.0;            // sum of this rank's cross-entropies, nats
+  std::vector<ForwardStats> stats;  // one per block, summed over ranks
+  // Per block, when asked for: each local token's chosen experts ([T * top_k]).
+  std::vector<std::vector<std::int32_t>> expert_idx;
+};
+
+class CharLm {
+ public:
+  /// Builds the model with seeded initial weights. Every weight is drawn from
+  /// a stream keyed by (seed, tensor name, global expert index), so the model
+  /// is the same for any rank count. Not collective.
+  CharLm(const CharLmConfig& config, const ExpertPlacement& placement, int rank);
+  ~CharLm();
+
+  /// All trainable parameters of this rank: replicated dense ones, then per
+  /// block its MoE's (router, shared experts, this rank's experts).
+  const std::vector<NamedParameter>& parameters() const { return params_; }
+  std::vector<Parameter*> parameter_ptrs() const;
+  void zero_grad();
+
+  /// Forward and backward over this rank's `T` examples (`contexts` [T, C],
+  /// `targets` [T]): adds `grad_scale` * d(sum of cross-entropies)/dθ, plus
+  /// the MoE auxiliary-loss gradients, into the parameters' grad. Collective.
+  BatchResult forward_backward(comm::Communicator& comm, const std::int32_t* contexts, const std::int32_t* targets,
+                               std::int64_t T, float grad_scale);
+
+  /// Forward only. With `keep_routing`, fills BatchResult::expert_idx.
+  /// Collective (every rank calls it, with zero examples if it has none).
+  BatchResult evaluate(comm::Communicator& comm, const std::int32_t* contexts, const std::int32_t* targets,
+                       std::int64_t T, bool keep_routing);
+
+  std::int64_t num_blocks() const { return static_cast<std::int64_t>(blocks_.size()); }
+  MoeLayer& moe(std::int64_t block) { return *blocks_[static_cast<std::size_t>(block)].moe; }
+  const CharLmConfig& config() const { return config_; }
+
+ private:
+  struct Block {
+    Parameter norm;
+    std::unique_ptr<MoeLayer> moe;
+  };
+  // Runs the model on T examples; keeps activations in `acts` for backward.
+  struct Activations;
+  double forward(comm::Communicator& comm, const std::int32_t* contexts, const std::int32_t* targets, std::int64_t T,
+                 float grad_scale, Activations* acts, BatchResult* result);
+
+  CharLmConfig config_;
+  Parameter embed_, in_proj_, in_bias_, final_norm_, head_, head_bias_;
+  std::vector<Block> blocks_;
+  std::vector<NamedParameter> params_;
+};
+
+}  // namespace switchyard::layers

@@ -1,0 +1,55 @@
+#pragma once
+// The JSON configuration of `switchyard train`: data, model, optimizer,
+// schedule and run settings, validated once with one-line errors that name
+// the file and the field.
+#include <cstdint>
+#include <string>
+
+#include "switchyard/layers/model_config.hpp"
+#include "switchyard/layers/optimizer.hpp"
+
+namespace switchyard::layers {
+
+struct TrainConfig {
+  std::string source;  // where it came from, for messages
+
+  // "data"
+  std::string data_dir = "/usr/share/games/fortunes";
+  double val_fraction = 0.1;
+  std::int64_t min_bytes = 1000000;
+
+  // "model": router kind and sizes, as a Hugging Face-style ModelConfig
+  // assembled from the fields and parsed by parse_model_config, so every
+  // architecture's routing is available.
+  ModelConfig model;
+  std::int64_t context = 16;    // characters of context
+  std::int64_t embed_dim = 16;  // embedding width per character
+  double capacity_factor = 0.0;
+  std::string model_json;  // the "model" object as given (compact), kept in checkpoints
+
+  OptimizerConfig optimizer;  // "optimizer" + "schedule"; total_steps = steps
+  double grad_clip = 1.0;     // global L2 norm; 0 disables
+
+  std::int64_t batch_tokens = 256;  // examples per rank and step
+  std::int64_t steps = 1000;
+  std::uint64_t seed = 0;
+  std::int64_t log_interval = 10;
+  std::int64_t eval_interval = 0;      // 0: only the final evaluation
+  std::int64_t eval_tokens = 8192;     // held-out characters per periodic evaluation
+  std::int64_t final_eval_tokens = 0;  // 0: all held-out text
+  double aux_loss_coef = 0.0;
+  double z_loss_coef = 0.0;
+  double bias_update_speed = 0.0;  // DeepSeek-V3 auxiliary-loss-free balancing
+
+  std::string text;  // the whole configuration, re-serialised
+};
+
+/// Parses configuration JSON; `source` names it in messages. Throws
+/// Error(kInvalidArgument) "SOURCE: field 'a.b' ..." for a missing required
+/// field, an unknown field, a wrong type or an out-of-range value.
+TrainConfig parse_train_config(const std::string& json_text, const std::string& source);
+
+/// Reads and parses the file at `path`.
+TrainConfig load_train_config(const std::string& path);
+
+}  // namespace switchyard::layers

@@ -1,0 +1,87 @@
+#pragma once
+// Data-parallel tokens, expert-parallel experts: the training loop of the
+// character language model. Every rank draws its own batch; the loss is the
+// mean over all ranks' tokens; replicated gradients are all-reduced, expert
+// gradients stay with their owner.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "switchyard/comm/communicator.hpp"
+#include "switchyard/layers/char_lm.hpp"
+#include "switchyard/layers/optimizer.hpp"
+#include "switchyard/layers/text_corpus.hpp"
+#include "switchyard/layers/train_config.hpp"
+
+namespace switchyard::layers {
+
+/// What one optimizer step saw (same on every rank).
+struct StepReport {
+  std::int64_t step = 0;  // steps done, including this one
+  double loss = 0.0;      // mean cross-entropy over all ranks' tokens, nats per character
+  double aux_loss = 0.0;  // sum over blocks of aux_loss_coef * aux + z_loss_coef * z
+  double lr = 0.0;
+  double grad_norm = 0.0;                              // before clipping
+  std::int64_t tokens = 0;                             // all ranks
+  std::vector<double> load_imbalance;                  // per block: max / mean expert load
+  std::vector<std::vector<std::int64_t>> expert_load;  // per block, per expert
+};
+
+/// How experts divide the held-out text.
+struct ExpertSpecialisation {
+  std::int64_t block = 0, expert = 0;
+  double token_share = 0.0;  // share of all routed slots of this block
+  struct Input {
+    std::int32_t token = 0;
+    std::int64_t count = 0;    // tokens this expert serves whose input (last context) character is `token`
+    double share_of_char = 0;  // that count over all tokens with that input character (1: it serves all)
+  };
+  std::vector<Input> top_inputs;  // most served input characters, most first
+};
+
+struct EvalResult {
+  double loss = 0.0;  // mean over the evaluated held-out characters
+  std::int64_t tokens = 0;
+  std::vector<ExpertSpecialisation> experts;  // when asked for
+};
+
+class Trainer {
+ public:
+  /// Loads the corpus and builds the model (seeded) and optimizer. Throws
+  /// Error(kInvalidArgument) naming the field for a configuration that does
+  /// not fit the corpus or rank count. Not collective.
+  Trainer(const TrainConfig& config, comm::Communicator& comm);
+  ~Trainer();
+
+  /// One optimizer step: sample, forward/backward, all-reduce, clip, update,
+  /// selection-bias update. Collective.
+  StepReport train_step();
+
+  /// Loss on held-out text: `max_tokens` evenly spaced characters (0: all),
+  /// split over ranks. With `specialisation`, also how experts divide them
+  /// (top `top_inputs` input characters each). Collective.
+  EvalResult evaluate(std::int64_t max_tokens, bool specialisation, int top_inputs = 5);
+
+  /// Checkpoints (see train_checkpoint.hpp). save is collective with agreed
+  /// errors; resume is not collective (wrap it in an agreed step).
+  void save(const std::string& dir);
+  void resume(const std::string& dir);
+
+  std::int64_t step() const { return step_; }
+  const TrainConfig& config() const { return config_; }
+  const TextCorpus& corpus() const { return corpus_; }
+  CharLm& model() { return *model_; }
+  Optimizer& optimizer() { return *optimizer_; }
+
+ private:
+  TrainConfig config_;
+  comm::Communicator& comm_;
+  TextCorpus corpus_;
+  std::unique_ptr<ExpertPlacement> placement_;
+  std::unique_ptr<CharLm> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::int64_t step_ = 0;
+};
+
+}  // namespace switchyard::layers

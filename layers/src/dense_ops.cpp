@@ -1,0 +1,74 @@
+#include "dense_ops.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "switchyard/kernels/matmul.hpp"
+
+namespace switchyard::layers::detail {
+
+void linear_forward(const float* x, std::int64_t T, std::int64_t K, const float* w, const float* b, std::int64_t N,
+                    float* y) {
+  if (T == 0) return;
+  if (b)
+    for (std::int64_t t = 0; t < T; ++t) std::copy(b, b + N, y + t * N);
+  kernels::gemm(false, true, T, N, K, 1.0f, x, K, w, K, b ? 1.0f : 0.0f, y, N);
+}
+
+void linear_backward(const float* x, std::int64_t T, std::int64_t K, const float* w, std::int64_t N, const float* dy,
+                     float* dw, float* db, float* dx) {
+  if (T == 0) return;
+  kernels::gemm(true, false, N, K, T, 1.0f, dy, N, x, K, 1.0f, dw, K);
+  if (db)
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t n = 0; n < N; ++n) db[n] += dy[t * N + n];
+  if (dx) kernels::gemm(false, false, T, K, N, 1.0f, dy, N, w, K, 0.0f, dx, K);
+}
+
+void rmsnorm_forward(const float* x, std::int64_t T, std::int64_t H, const float* g, double eps, float* y,
+                     float* inv_rms) {
+  for (std::int64_t t = 0; t < T; ++t) {
+    const float* xr = x + t * H;
+    double ss = 0.0;
+    for (std::int64_t c = 0; c < H; ++c) ss += static_cast<double>(xr[c]) * xr[c];
+    const auto r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
+    inv_rms[t] = r;
+    for (std::int64_t c = 0; c < H; ++c) y[t * H + c] = xr[c] * r * g[c];
+  }
+}
+
+void rmsnorm_backward(const float* x, std::int64_t T, std::int64_t H, const float* g, const float* inv_rms,
+                      const float* dy, float* dx, float* dg) {
+  // y_c = x_c r g_c with r = (mean x² + eps)^-1/2, so
+  // dx_c = r g_c dy_c - x_c r³ / H · Σ_k dy_k g_k x_k.
+  for (std::int64_t t = 0; t < T; ++t) {
+    const float* xr = x + t * H;
+    const float* dyr = dy + t * H;
+    const double r = inv_rms[t];
+    double dot = 0.0;
+    for (std::int64_t c = 0; c < H; ++c) {
+      dot += static_cast<double>(dyr[c]) * g[c] * xr[c];
+      dg[c] += static_cast<float>(static_cast<double>(dyr[c]) * xr[c] * r);
+    }
+    const double k = r * r * r * dot / static_cast<double>(H);
+    for (std::int64_t c = 0; c < H; ++c) dx[t * H + c] += static_cast<float>(r * g[c] * dyr[c] - k * xr[c]);
+  }
+}
+
+double softmax_xent(float* logits, std::int64_t T, std::int64_t V, const std::int32_t* targets, float scale) {
+  double total = 0.0;
+  for (std::int64_t t = 0; t < T; ++t) {
+    float* row = logits + t * V;
+    const float mx = *std::max_element(row, row + V);
+    double sum = 0.0;
+    for (std::int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+    const double lse = mx + std::log(sum);
+    total += lse - row[targets[t]];
+    for (std::int64_t v = 0; v < V; ++v)
+      row[v] = static_cast<float>(scale * std::exp(static_cast<double>(row[v]) - lse));
+    row[targets[t]] -= scale;
+  }
+  return total;
+}
+
+}  // namespace switchyard::layers::detail

@@ -1,0 +1,244 @@
+#include "switchyard/layers/train_checkpoint.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/layers/safetensors.hpp"
+#include "switchyard/runtime/atomic_file.hpp"
+#include "switchyard/runtime/error.hpp"
+
+namespace switchyard::layers {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kFormat = "switchyard-train/1";
+constexpr const char* kIndex = "model.safetensors.index.json";
+constexpr const char* kReplicatedFile = "replicated.safetensors";
+
+std::string expert_file(int rank, int size) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "experts-rank%05d-of-%05d.safetensors", rank, size);
+  return buf;
+}
+
+std::string bias_name(std::int64_t block) { return "blocks." + std::to_string(block) + ".moe.selection_bias"; }
+
+// Every tensor one rank writes: its share of parameters, their optimizer
+// slots and (rank 0) the selection biases.
+std::vector<TensorToWrite> tensors_of(CharLm& model, Optimizer& opt, bool replicated) {
+  std::vector<TensorToWrite> out;
+  const auto& params = model.parameters();
+  for (const auto& p : params)
+    if (p.param->replicated == replicated) out.push_back({p.name, p.param->shape, p.param->value.data()});
+  for (const auto& slot : opt.slots())
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if (params[i].param->replicated == replicated)
+        out.push_back(
+            {"optimizer." + slot.name + "." + params[i].name, params[i].param->shape, (*slot.values)[i].data()});
+  if (replicated)
+    for (std::int64_t l = 0; l < model.num_blocks(); ++l) {
+      const auto& bias = model.moe(l).selection_bias();
+      if (!bias.empty()) out.push_back({bias_name(l), {static_cast<std::int64_t>(bias.size())}, bias.data()});
+    }
+  return out;
+}
+
+json read_index(const std::string& dir) {
+  const std::string path = (fs::path(dir) / kIndex).string();
+  std::ifstream in(path);
+  check_arg(in.good(), dir + ": not a training checkpoint (no " + kIndex + ")");
+  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  check_arg(j.is_object() && j.contains("metadata") && j["metadata"].is_object() &&
+                j["metadata"].value("format", "") == kFormat,
+            path + ": not a switchyard training checkpoint (metadata.format is not " + kFormat + ")");
+  return j;
+}
+
+// An existing directory may be replaced only if it is ours or empty: a typo in
+// --save must never delete someone's data.
+void check_replaceable(const std::string& dir) {
+  if (!fs::exists(dir)) return;
+  check_arg(fs::is_directory(dir), "--save " + dir + ": exists and is not a directory");
+  if (fs::is_empty(dir)) return;
+  try {
+    read_index(dir);
+  } catch (const Error&) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "--save " + dir + ": exists and is not a training checkpoint; refusing to replace it");
+  }
+}
+
+}  // namespace
+
+void agreed_step(comm::Communicator& comm, const std::function<void()>& fn) {
+  std::string message;
+  int code = static_cast<int>(ErrorCode::kInternal);
+  try {
+    fn();
+  } catch (const Error& e) {
+    message = e.what();
+    code = static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  try {
+    comm::agree_on_errors(comm, message, code);
+  } catch (const Error& e) {
+    // NOTE: rethrown with a local code on every rank, so a caller that agrees
+    // again (launch's collective_step) finds rank 0 failing with a message to
+    // print, not a "remote" failure that nobody prints.
+    throw Error(e.code() == ErrorCode::kRemote ? ErrorCode::kIo : e.code(), e.what());
+  }
+}
+
+void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, CharLm& model, Optimizer& opt,
+                           const TrainState& state) {
+  const int me = comm.rank(), R = comm.size();
+  std::int64_t pid = me == 0 ? static_cast<std::int64_t>(::getpid()) : 0;
+  comm.broadcast(&pid, sizeof(pid), 0);
+  const std::string clean = fs::path(dir).lexically_normal().string();
+  const std::string base = clean.size() > 1 && clean.back() == '/' ? clean.substr(0, clean.size() - 1) : clean;
+  const std::string tmp = base + ".tmp-" + std::to_string(pid);
+
+  agreed_step(comm, [&] {
+    if (me != 0) return;
+    check_replaceable(base);
+    const fs::path parent = fs::absolute(base).parent_path();
+    check_arg(fs::is_directory(parent), "--save " + dir + ": directory " + parent.string() + " does not exist");
+    fs::remove_all(tmp);
+    fs::create_directory(tmp);
+  });
+  const auto cleanup = [&] {
+    std::error_code ec;
+    if (me == 0) fs::remove_all(tmp, ec);
+  };
+
+  const std::map<std::string, std::string> meta = {{"format", kFormat}, {"step", std::to_string(state.step)}};
+  const std::string mine = expert_file(me, R);
+  try {
+    agreed_step(comm, [&] {
+      write_safetensors((fs::path(tmp) / mine).string(), tensors_of(model, opt, false), meta);
+      if (me == 0) {
+        write_safetensors((fs::path(tmp) / kReplicatedFile).string(), tensors_of(model, opt, true), meta);
+        write_file_atomically((fs::path(tmp) / "train_config.json").string(), state.config_text.data(),
+                              state.config_text.size());
+      }
+    });
+  } catch (...) {
+    cleanup();
+    throw;
+  }
+
+  // Rank 0 learns every rank's expert tensor names for the index.
+  std::string names;
+  for (const auto& t : tensors_of(model, opt, false)) names += t.name + "\n";
+  std::int64_t my_len = static_cast<std::int64_t>(names.size());
+  std::vector<std::int64_t> lens(static_cast<std::size_t>(R)), offsets(static_cast<std::size_t>(R));
+  lens[static_cast<std::size_t>(me)] = my_len;
+  comm.allreduce_sum(lens.data(), lens.size());
+  std::int64_t total = 0;
+  for (int r = 0; r < R; ++r) {
+    offsets[static_cast<std::size_t>(r)] = total;
+    total += lens[static_cast<std::size_t>(r)];
+  }
+  std::string all(me == 0 ? static_cast<std::size_t>(total) : 0, '\0');
+  comm.gatherv(names.data(), names.size(), all.data(), lens.data(), offsets.data(), 0);
+
+  try {
+    agreed_step(comm, [&] {
+      if (me != 0) return;
+      json weight_map = json::object();
+      for (const auto& t : tensors_of(model, opt, true)) weight_map[t.name] = kReplicatedFile;
+      for (int r = 0; r < R; ++r) {
+        std::istringstream in(all.substr(static_cast<std::size_t>(offsets[static_cast<std::size_t>(r)]),
+                                         static_cast<std::size_t>(lens[static_cast<std::size_t>(r)])));
+        for (std::string name; std::getline(in, name);) {
+          check(!weight_map.contains(name), ErrorCode::kInternal,
+                "checkpoint: tensor name '" + name + "' is not unique");
+          weight_map[name] = expert_file(r, R);
+        }
+      }
+      const json index = {{"metadata",
+                           {{"format", kFormat},
+                            {"step", state.step},
+                            {"optimizer", opt.config().kind == OptimizerKind::kAdamW ? "adamw" : "sgd"},
+                            {"optimizer_steps", opt.num_steps()},
+                            {"num_ranks", R},
+                            {"model", json::parse(state.model_json)}}},
+                          {"weight_map", weight_map}};
+      const std::string text = index.dump(2) + "\n";
+      write_file_atomically((fs::path(tmp) / kIndex).string(), text.data(), text.size());
+      // Publish: swap the finished directory with the old one in one step.
+      if (!fs::exists(base)) {
+        fs::rename(tmp, base);
+      } else if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, base.c_str(), RENAME_EXCHANGE) == 0) {
+        fs::remove_all(tmp);  // now the previous checkpoint
+      } else {
+        // NOTE: file systems without RENAME_EXCHANGE get two renames; a kill
+        // between them leaves the previous checkpoint whole in `old`.
+        check(errno == EINVAL || errno == ENOSYS, ErrorCode::kIo,
+              "--save " + dir + ": cannot swap in the new checkpoint (" + std::strerror(errno) + ")");
+        const std::string old = base + ".old-" + std::to_string(pid);
+        fs::rename(base, old);
+        fs::rename(tmp, base);
+        fs::remove_all(old);
+      }
+    });
+  } catch (...) {
+    cleanup();
+    throw;
+  }
+}
+
+std::int64_t load_train_checkpoint(const std::string& dir, CharLm& model, Optimizer& opt, const TrainState& state) {
+  check_arg(fs::is_directory(dir), "--resume " + dir + ": directory does not exist");
+  const json index = read_index(dir);
+  const json& meta = index["metadata"];
+  const std::string where = (fs::path(dir) / kIndex).string();
+  check_arg(meta.contains("model") && meta["model"] == json::parse(state.model_json),
+            where + ": metadata.model " + (meta.contains("model") ? meta["model"].dump() : "(missing)") +
+                " differs from this configuration's model " + state.model_json);
+  const std::string kind = opt.config().kind == OptimizerKind::kAdamW ? "adamw" : "sgd";
+  check_arg(meta.value("optimizer", "") == kind, where + ": metadata.optimizer is '" + meta.value("optimizer", "") +
+                                                     "', this configuration uses '" + kind + "' (optimizer.type)");
+  check_arg(meta.contains("step") && meta["step"].is_number_integer() && meta.contains("optimizer_steps") &&
+                meta["optimizer_steps"].is_number_integer(),
+            where + ": metadata.step and metadata.optimizer_steps must be integers");
+
+  Checkpoint ckpt(dir);
+  const auto& params = model.parameters();
+  // NOTE: copied into the existing buffers: the MoE layers' matmuls hold
+  // pointers to them.
+  for (const auto& p : params) {
+    const auto v = ckpt.read_f32(p.name, p.param->shape);
+    std::copy(v.begin(), v.end(), p.param->value.begin());
+  }
+  for (const auto& slot : opt.slots())
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const auto v = ckpt.read_f32("optimizer." + slot.name + "." + params[i].name, params[i].param->shape);
+      std::copy(v.begin(), v.end(), (*slot.values)[i].begin());
+    }
+  for (std::int64_t l = 0; l < model.num_blocks(); ++l) {
+    auto& bias = model.moe(l).selection_bias();
+    if (bias.empty()) continue;
+    const auto v = ckpt.read_f32(bias_name(l), {static_cast<std::int64_t>(bias.size())});
+    std::copy(v.begin(), v.end(), bias.begin());
+  }
+  opt.set_num_steps(meta["optimizer_steps"].get<std::int64_t>());
+  return meta["step"].get<std::int64_t>();
+}
+
+}  // namespace switchyard::layers
