@@ -8,6 +8,7 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libdnnl-dev libhwloc-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+          libopenblas-dev libblis-dev
           python3 python3-venv iproute2 util-linux clang-format fortunes)
 
 missing=()

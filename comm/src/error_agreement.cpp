@@ -19,7 +19,21 @@ void agree_on_errors(Communicator& comm, const std::string& local_error, int loc
   std::string message(static_cast<std::size_t>(header[0]), '\0');
   if (comm.rank() == root) message = local_error;
   comm.broadcast(message.data(), message.size(), root);
-  throw Error(comm.rank() == root ? static_cast<ErrorCode>(header[1]) : ErrorCode::kRemote, message);
+  throw Error(static_cast<ErrorCode>(header[1]), message);
+}
+
+void run_agreed(Communicator& comm, const std::function<void()>& fn) {
+  std::string message;
+  int code = static_cast<int>(ErrorCode::kInternal);
+  try {
+    fn();
+  } catch (const Error& e) {
+    message = e.what();
+    code = static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  agree_on_errors(comm, message, code);
 }
 
 }  // namespace switchyard::comm

@@ -13,20 +13,11 @@ void print_error(const std::string& message) {
 }
 
 void collective_step(comm::Communicator& comm, const std::function<void()>& fn) {
-  std::string message;
-  int code = static_cast<int>(ErrorCode::kInternal);
   try {
-    fn();
+    comm::run_agreed(comm, fn);
   } catch (const Error& e) {
-    message = e.what();
-    code = static_cast<int>(e.code());
-  } catch (const std::exception& e) {
-    message = e.what();
-  }
-  try {
-    comm::agree_on_errors(comm, message, code);
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::kRemote) print_error(e.what());
+    // Every rank holds the same (lowest failing rank's) message; one prints it.
+    if (comm.rank() == 0) print_error(e.what());
     throw AgreedExit{1};
   }
 }

@@ -14,9 +14,9 @@ struct AgreedExit {
   int code = 1;
 };
 
-/// Runs `fn` on every rank, then agrees on errors (collective). On failure the
-/// lowest failing rank prints "switchyard: error: <message>" to stderr and
-/// every rank throws AgreedExit.
+/// Runs `fn` on every rank, then agrees on errors (collective). On failure
+/// rank 0 prints "switchyard: error: <message of the lowest failing rank>" to
+/// stderr and every rank throws AgreedExit.
 void collective_step(comm::Communicator& comm, const std::function<void()>& fn);
 
 /// Prints the one-line error format used everywhere.

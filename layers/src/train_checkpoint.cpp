@@ -83,27 +83,6 @@ void check_replaceable(const std::string& dir) {
 
 }  // namespace
 
-void agreed_step(comm::Communicator& comm, const std::function<void()>& fn) {
-  std::string message;
-  int code = static_cast<int>(ErrorCode::kInternal);
-  try {
-    fn();
-  } catch (const Error& e) {
-    message = e.what();
-    code = static_cast<int>(e.code());
-  } catch (const std::exception& e) {
-    message = e.what();
-  }
-  try {
-    comm::agree_on_errors(comm, message, code);
-  } catch (const Error& e) {
-    // NOTE: rethrown with a local code on every rank, so a caller that agrees
-    // again (launch's collective_step) finds rank 0 failing with a message to
-    // print, not a "remote" failure that nobody prints.
-    throw Error(e.code() == ErrorCode::kRemote ? ErrorCode::kIo : e.code(), e.what());
-  }
-}
-
 void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, CharLm& model, Optimizer& opt,
                            const TrainState& state) {
   const int me = comm.rank(), R = comm.size();
@@ -113,7 +92,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
   const std::string base = clean.size() > 1 && clean.back() == '/' ? clean.substr(0, clean.size() - 1) : clean;
   const std::string tmp = base + ".tmp-" + std::to_string(pid);
 
-  agreed_step(comm, [&] {
+  comm::run_agreed(comm, [&] {
     if (me != 0) return;
     check_replaceable(base);
     const fs::path parent = fs::absolute(base).parent_path();
@@ -129,7 +108,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
   const std::map<std::string, std::string> meta = {{"format", kFormat}, {"step", std::to_string(state.step)}};
   const std::string mine = expert_file(me, R);
   try {
-    agreed_step(comm, [&] {
+    comm::run_agreed(comm, [&] {
       write_safetensors((fs::path(tmp) / mine).string(), tensors_of(model, opt, false), meta);
       if (me == 0) {
         write_safetensors((fs::path(tmp) / kReplicatedFile).string(), tensors_of(model, opt, true), meta);
@@ -158,7 +137,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
   comm.gatherv(names.data(), names.size(), all.data(), lens.data(), offsets.data(), 0);
 
   try {
-    agreed_step(comm, [&] {
+    comm::run_agreed(comm, [&] {
       if (me != 0) return;
       json weight_map = json::object();
       for (const auto& t : tensors_of(model, opt, true)) weight_map[t.name] = kReplicatedFile;

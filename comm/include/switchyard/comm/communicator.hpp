@@ -3,6 +3,7 @@
 // of experts or tokens. MPI implements it today, NCCL later.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -52,9 +53,13 @@ class Communicator {
 
 /// Collective error agreement. Every rank passes the message of the error it
 /// hit since the last agreement (empty if none). If any rank failed, every
-/// rank throws Error with the message of the lowest failing rank (its own code
-/// on that rank, kRemote elsewhere); otherwise returns. This is what keeps an
-/// error that one rank sees from hanging the others.
+/// rank throws Error with the code and message of the lowest failing rank;
+/// otherwise returns. This is what keeps an error that one rank sees from
+/// hanging the others.
 void agree_on_errors(Communicator& comm, const std::string& local_error, int local_code);
+
+/// Runs `fn` on every rank, then agrees on what it threw (agree_on_errors):
+/// either every rank returns or every rank throws the same Error. Collective.
+void run_agreed(Communicator& comm, const std::function<void()>& fn);
 
 }  // namespace switchyard::comm

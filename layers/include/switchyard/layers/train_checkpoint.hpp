@@ -21,10 +21,6 @@
 
 namespace switchyard::layers {
 
-/// Runs `fn` on every rank, then agrees on errors (collective): if any rank
-/// failed, every rank throws Error with the lowest failing rank's message.
-void agreed_step(comm::Communicator& comm, const std::function<void()>& fn);
-
 struct TrainState {
   std::int64_t step = 0;    // optimizer steps taken
   std::string model_json;   // the config's "model" object; must match on resume
