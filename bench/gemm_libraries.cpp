@@ -37,6 +37,7 @@
 #include <functional>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -168,9 +169,9 @@ struct OpenblasSbgemmRunner final : Runner {
     xb.resize(static_cast<std::size_t>(m * k));  // conversion timed, as in PackedLinear
     for (std::size_t i = 0; i < xb.size(); ++i) xb[i] = to_bf16(x[i]);
     cblas_sbgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m), static_cast<blasint>(n),
-                 static_cast<blasint>(k), 1.0f, reinterpret_cast<const bfloat16*>(xb.data()),
-                 static_cast<blasint>(k), reinterpret_cast<const bfloat16*>(wb.data()), static_cast<blasint>(k),
-                 0.0f, y, static_cast<blasint>(n));
+                 static_cast<blasint>(k), 1.0f, reinterpret_cast<const bfloat16*>(xb.data()), static_cast<blasint>(k),
+                 reinterpret_cast<const bfloat16*>(wb.data()), static_cast<blasint>(k), 0.0f, y,
+                 static_cast<blasint>(n));
   }
   std::string kernel(std::int64_t) const override { return openblas_get_corename(); }
 };
@@ -197,8 +198,8 @@ struct BlisSgemmRunner final : Runner {
   void run(const float* x, std::int64_t m, float* y) override {
     float one = 1.0f, zero = 0.0f;
     // General strides: x [M,K] (rs K, cs 1); Wᵀ as [K,N] over W [N,K] (rs 1, cs K).
-    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &one, const_cast<float*>(x), k, 1,
-              const_cast<float*>(w), 1, k, &zero, y, n, 1);
+    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &one, const_cast<float*>(x), k, 1, const_cast<float*>(w),
+              1, k, &zero, y, n, 1);
   }
   std::string kernel(std::int64_t) const override { return blis_arch(); }
 };
@@ -269,35 +270,46 @@ struct TimingOptions {
   double min_sample_ms = 5, max_case_s = 4;
 };
 
-// Warm-up, then `iters` samples; a sample is enough back-to-back calls to last
-// min_sample_ms (per-call time = sample / calls). A case whose estimated cost
-// exceeds max_case_s gets fewer samples (at least one) and is flagged by its
-// `samples` count.
-Timing time_it(Runner& r, const float* x, std::int64_t m, float* y, const TimingOptions& o) {
-  Timing t;
-  double call_s = 0;
-  const auto start = Clock::now();
-  for (int i = 0; i < std::max(1, o.warmup); ++i) {
-    const auto t0 = Clock::now();
-    r.run(x, m, y);
-    call_s = seconds_since(t0);
-    ++t.warmup;
-    if (seconds_since(start) > o.max_case_s / 4) break;
+// Times several runners on the same case, interleaved: warm-up each, then
+// round-robin one sample of each per round, so that load changes on a shared
+// machine hit every library alike. A sample is enough back-to-back calls to
+// last min_sample_ms (per-call time = sample / calls). A runner whose
+// estimated cost exceeds max_case_s gets fewer samples (at least one); its
+// `samples` count shows it.
+std::vector<Timing> time_interleaved(const std::vector<Runner*>& rs, const float* x, std::int64_t m, float* y,
+                                     const TimingOptions& o) {
+  std::vector<Timing> ts(rs.size());
+  std::vector<std::vector<double>> ms(rs.size());
+  for (std::size_t i = 0; i < rs.size(); ++i) {
+    Timing& t = ts[i];
+    double call_s = 0;
+    const auto start = Clock::now();
+    for (int w = 0; w < std::max(1, o.warmup); ++w) {
+      const auto t0 = Clock::now();
+      rs[i]->run(x, m, y);
+      call_s = seconds_since(t0);
+      ++t.warmup;
+      if (seconds_since(start) > o.max_case_s / 4) break;
+    }
+    t.calls_per_sample = std::max(1, static_cast<int>(std::ceil(o.min_sample_ms * 1e-3 / std::max(call_s, 1e-9))));
+    const double sample_s = t.calls_per_sample * call_s;
+    t.samples = std::clamp(static_cast<int>(o.max_case_s / std::max(sample_s, 1e-9)), 1, std::max(1, o.iters));
   }
-  t.calls_per_sample = std::max(1, static_cast<int>(std::ceil(o.min_sample_ms * 1e-3 / std::max(call_s, 1e-9))));
-  const double sample_s = t.calls_per_sample * call_s;
-  t.samples = std::clamp(static_cast<int>(o.max_case_s / std::max(sample_s, 1e-9)), 1, std::max(1, o.iters));
-  std::vector<double> ms;
-  for (int s = 0; s < t.samples; ++s) {
-    const auto t0 = Clock::now();
-    for (int c = 0; c < t.calls_per_sample; ++c) r.run(x, m, y);
-    ms.push_back(seconds_since(t0) * 1e3 / t.calls_per_sample);
+  for (int round = 0; round < std::max(1, o.iters); ++round)
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      if (round >= ts[i].samples) continue;
+      const auto t0 = Clock::now();
+      for (int c = 0; c < ts[i].calls_per_sample; ++c) rs[i]->run(x, m, y);
+      ms[i].push_back(seconds_since(t0) * 1e3 / ts[i].calls_per_sample);
+    }
+  for (std::size_t i = 0; i < rs.size(); ++i) {
+    auto& v = ms[i];
+    std::sort(v.begin(), v.end());
+    ts[i].ms_min = v.front();
+    ts[i].ms_max = v.back();
+    ts[i].ms_median = v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
   }
-  std::sort(ms.begin(), ms.end());
-  t.ms_min = ms.front();
-  t.ms_max = ms.back();
-  t.ms_median = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
-  return t;
+  return ts;
 }
 
 std::string fmt(const char* f, double v) {
@@ -321,19 +333,22 @@ int main(int argc, char** argv) {
   int threads = 1;
   unsigned seed = 1;
   std::string json_path;
-  app.add_option("--m", ms, "Row counts M (tokens per expert)")->delimiter(',');
+  app.add_option("--m", ms, "Row counts M (tokens per expert)")
+      ->delimiter(',')
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20));
   app.add_option("--proj", projs, "Projections: gate_up (K=hidden, N=ffn), down (K=ffn, N=hidden)")
       ->delimiter(',')
       ->check(CLI::IsMember({"gate_up", "down"}));
-  app.add_option("--hidden", hidden, "Hidden size");
-  app.add_option("--ffn", ffn, "Expert FFN size");
+  app.add_option("--hidden", hidden, "Hidden size")->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20));
+  app.add_option("--ffn", ffn, "Expert FFN size")->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20));
   app.add_option("--libs", libs, "Only these: onednn_packed,dnnl_sgemm,openblas,blis (default all)")->delimiter(',');
   app.add_option("--dtype", dtypes, "Data types: f32,bf16")->delimiter(',')->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--iters", topt.iters, "Timed samples per case (median, min, max)");
   app.add_option("--warmup", topt.warmup, "Warm-up calls per case (at least 1; creates oneDNN primitives)");
   app.add_option("--min-sample-ms", topt.min_sample_ms, "A sample repeats the call until it lasts this long");
   app.add_option("--max-case-s", topt.max_case_s, "Time budget per case; slow cases get fewer samples");
-  app.add_option("--threads", threads, "Threads for every library (OpenMP, OpenBLAS, BLIS)");
+  app.add_option("--threads", threads, "Threads for every library (OpenMP, OpenBLAS, BLIS)")
+      ->check(CLI::Range(1, 1024));
   app.add_option("--seed", seed, "Seed of the random x and W");
   app.add_option("--json", json_path, "Append one JSON line per (library, dtype, M, K, N) to this file");
   CLI11_PARSE(app, argc, argv);
@@ -356,8 +371,8 @@ int main(int argc, char** argv) {
     all.push_back({"dnnl_sgemm", "f32", "", [](const float* w, std::int64_t n, std::int64_t k) {
                      return std::unique_ptr<Runner>(new DnnlSgemmRunner(w, n, k));
                    }});
-    all.push_back({"dnnl_sgemm", "bf16", "oneDNN has no BLAS-like bf16 GEMM call (only the int8 gemm_u8s8s32/s8s8s32)",
-                   nullptr});
+    all.push_back(
+        {"dnnl_sgemm", "bf16", "oneDNN has no BLAS-like bf16 GEMM call (only the int8 gemm_u8s8s32/s8s8s32)", nullptr});
 
 #ifdef SWITCHYARD_BENCH_HAVE_OPENBLAS
     openblas_set_num_threads(threads);
@@ -376,8 +391,8 @@ int main(int argc, char** argv) {
                      return std::unique_ptr<Runner>(new OpenblasSbgemmRunner(w, n, k));
                    }});
 #else
-    all.push_back({"openblas", "bf16", "this OpenBLAS does not export cblas_sbgemm (built without BUILD_BFLOAT16)",
-                   nullptr});
+    all.push_back(
+        {"openblas", "bf16", "this OpenBLAS does not export cblas_sbgemm (built without BUILD_BFLOAT16)", nullptr});
 #endif
 #else
     (void)coretype;
@@ -389,8 +404,8 @@ int main(int argc, char** argv) {
 #ifdef SWITCHYARD_BENCH_HAVE_BLIS
     bli_thread_set_num_threads(threads);
     const char* blis_env = std::getenv("BLIS_ARCH_TYPE");
-    std::printf("BLIS: %s; sub-configuration %s; BLIS_ARCH_TYPE=%s\n", bli_info_get_version_str(),
-                blis_arch().c_str(), blis_env ? blis_env : "(unset)");
+    std::printf("BLIS: %s; sub-configuration %s; BLIS_ARCH_TYPE=%s\n", bli_info_get_version_str(), blis_arch().c_str(),
+                blis_env ? blis_env : "(unset)");
     all.push_back({"blis", "f32", "", [](const float* w, std::int64_t n, std::int64_t k) {
                      return std::unique_ptr<Runner>(new BlisSgemmRunner(w, n, k));
                    }});
@@ -414,57 +429,83 @@ int main(int argc, char** argv) {
       if (!jout) throw std::runtime_error(json_path + ": cannot open for appending");
     }
 
-    std::printf("\n%-14s %-4s %-7s %5s %5s %5s %3s %10s %22s %9s %9s  %-5s %s\n", "library", "type", "proj", "M",
-                "K", "N", "n", "ms/call", "GFLOP/s med [min-max]", "err", "err_bf16", "check", "kernel");
+    std::printf("\n%-14s %-4s %-7s %5s %5s %5s %3s %10s %22s %9s %9s  %-5s %s\n", "library", "type", "proj", "M", "K",
+                "N", "n", "ms/call", "GFLOP/s med [min-max]", "err", "err_bf16", "check", "kernel");
     bool all_ok = true;
+    std::map<std::string, std::string> skipped;  // "library dtype" -> why
     const auto t_start = Clock::now();
     std::mt19937 rng(seed);
     for (const auto& s : shapes) {
       // nn.Linear-like data: x ~ U(-1, 1), W ~ U(-1/sqrt(K), 1/sqrt(K)).
       std::vector<float> x(static_cast<std::size_t>(m_max * s.k)), w(static_cast<std::size_t>(s.n * s.k));
-      std::uniform_real_distribution<float> ux(-1.0f, 1.0f), uw(-1.0f / std::sqrt(float(s.k)), 1.0f / std::sqrt(float(s.k)));
+      std::uniform_real_distribution<float> ux(-1.0f, 1.0f),
+          uw(-1.0f / std::sqrt(float(s.k)), 1.0f / std::sqrt(float(s.k)));
       for (auto& v : x) v = ux(rng);
       for (auto& v : w) v = uw(rng);
       std::vector<Reference> refs;
       for (std::int64_t m : ms) refs.push_back(make_reference(x, w, m, s.k, s.n));
       std::vector<float> y(static_cast<std::size_t>(m_max * s.n));
 
-      for (const auto& lib : chosen) {
-        std::unique_ptr<Runner> runner;
-        std::string skip = lib.skip;
-        if (skip.empty()) {
-          try {
-            runner = lib.make(w.data(), s.n, s.k);
-          } catch (const std::exception& e) {
-            skip = std::string("setup failed: ") + e.what();
-          }
+      // Every library's runner for this shape (weights packed here, untimed).
+      std::vector<std::unique_ptr<Runner>> runners(chosen.size());
+      std::vector<std::string> skips(chosen.size());
+      for (std::size_t li = 0; li < chosen.size(); ++li) {
+        skips[li] = chosen[li].skip;
+        if (!skips[li].empty()) {
+          skipped[chosen[li].name + " " + chosen[li].dtype] = skips[li];
+          continue;
         }
-        for (std::size_t mi = 0; mi < ms.size(); ++mi) {
-          const std::int64_t m = ms[mi];
-          json line = {{"bench", "gemm_libraries"}, {"library", lib.name}, {"dtype", lib.dtype},
-                       {"proj", s.proj},            {"M", m},                {"K", s.k},
-                       {"N", s.n},                  {"threads", threads}};
-          if (!skip.empty()) {
-            line["skipped"] = skip;
+        try {
+          runners[li] = chosen[li].make(w.data(), s.n, s.k);
+        } catch (const std::exception& e) {
+          skips[li] = std::string("setup failed: ") + e.what();
+          skipped[chosen[li].name + " " + chosen[li].dtype] = skips[li];
+        }
+      }
+      std::vector<Runner*> live;
+      std::vector<std::size_t> live_index;
+      for (std::size_t li = 0; li < chosen.size(); ++li)
+        if (runners[li]) {
+          live.push_back(runners[li].get());
+          live_index.push_back(li);
+        }
+
+      for (std::size_t mi = 0; mi < ms.size(); ++mi) {
+        const std::int64_t m = ms[mi];
+        const std::vector<Timing> times = time_interleaved(live, x.data(), m, y.data(), topt);
+        for (std::size_t li = 0; li < chosen.size(); ++li) {
+          const Library& lib = chosen[li];
+          json line = {{"bench", "gemm_libraries"},
+                       {"library", lib.name},
+                       {"dtype", lib.dtype},
+                       {"proj", s.proj},
+                       {"M", m},
+                       {"K", s.k},
+                       {"N", s.n},
+                       {"threads", threads}};
+          if (!runners[li]) {
+            line["skipped"] = skips[li];
             if (jout) jout << line.dump() << '\n';
             continue;
           }
-          const Timing t = time_it(*runner, x.data(), m, y.data(), topt);
+          Runner& runner = *runners[li];
+          const Timing& t =
+              times[static_cast<std::size_t>(std::find(live_index.begin(), live_index.end(), li) - live_index.begin())];
           // Correctness: a fresh call into a NaN-filled output.
           std::fill(y.begin(), y.begin() + m * s.n, std::numeric_limits<float>::quiet_NaN());
-          runner->run(x.data(), m, y.data());
+          runner.run(x.data(), m, y.data());
           const double err = rel_error(y, s.n, refs[mi], refs[mi].exact);
           const bool bf16 = lib.dtype == "bf16";
           const double err_r = bf16 ? rel_error(y, s.n, refs[mi], refs[mi].rounded) : 0.0;
           const bool ok = bf16 ? (err_r <= 1e-5 && err <= 3e-2) : err <= 1e-5;
           all_ok = all_ok && ok;
           const double gflop = 2.0 * double(m) * double(s.k) * double(s.n) * 1e-9;
-          const std::string kernel = runner->kernel(m);
+          const std::string kernel = runner.kernel(m);
           std::printf("%-14s %-4s %-7s %5lld %5lld %5lld %3d %10.4f %8.1f [%5.1f-%5.1f] %9.2e %9s  %-5s %s\n",
-                      lib.name.c_str(), lib.dtype.c_str(), s.proj.c_str(), (long long)m, (long long)s.k,
-                      (long long)s.n, t.samples, t.ms_median, gflop / (t.ms_median * 1e-3),
-                      gflop / (t.ms_max * 1e-3), gflop / (t.ms_min * 1e-3), err,
-                      bf16 ? fmt("%9.2e", err_r).c_str() : "-", ok ? "ok" : "FAIL", kernel.c_str());
+                      lib.name.c_str(), lib.dtype.c_str(), s.proj.c_str(), (long long)m, (long long)s.k, (long long)s.n,
+                      t.samples, t.ms_median, gflop / (t.ms_median * 1e-3), gflop / (t.ms_max * 1e-3),
+                      gflop / (t.ms_min * 1e-3), err, bf16 ? fmt("%9.2e", err_r).c_str() : "-", ok ? "ok" : "FAIL",
+                      kernel.c_str());
           std::fflush(stdout);
           line.update({{"samples", t.samples},
                        {"calls_per_sample", t.calls_per_sample},
@@ -485,11 +526,11 @@ int main(int argc, char** argv) {
       }
     }
     std::printf("\nskipped:\n");
-    for (const auto& lib : chosen)
-      if (!lib.skip.empty()) std::printf("  %s %s: %s\n", lib.name.c_str(), lib.dtype.c_str(), lib.skip.c_str());
-    std::printf("total %.1f s; correctness %s (f32: rel err <= 1e-5; bf16: <= 1e-5 vs bf16-rounded inputs, "
-                "<= 3e-2 vs exact)\n",
-                seconds_since(t_start), all_ok ? "ok" : "FAILED");
+    for (const auto& [what, why] : skipped) std::printf("  %s: %s\n", what.c_str(), why.c_str());
+    std::printf(
+        "total %.1f s; correctness %s (f32: rel err <= 1e-5; bf16: <= 1e-5 vs bf16-rounded inputs, "
+        "<= 3e-2 vs exact)\n",
+        seconds_since(t_start), all_ok ? "ok" : "FAILED");
     return all_ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gemm_libraries: %s\n", e.what());

@@ -111,8 +111,11 @@ def parse_args(argv=None):
         p.error("--tokens and --warmup must not be negative")
     if a.top_k > a.experts:
         p.error(f"--top-k {a.top_k} exceeds --experts {a.experts}")
-    if a.arch == "deepseek_v3" and a.top_k > topk_group_and_groups(a.experts)[0] * (a.experts // topk_group_and_groups(a.experts)[1]):
-        p.error("--top-k exceeds the experts of the selected deepseek_v3 groups")
+    if a.arch == "deepseek_v3":
+        topk_group, groups = topk_group_and_groups(a.experts)
+        if a.top_k > topk_group * (a.experts // groups):
+            p.error(f"--top-k {a.top_k} exceeds the {topk_group * (a.experts // groups)} experts of the kept "
+                    f"deepseek_v3 groups")
     return a
 
 
