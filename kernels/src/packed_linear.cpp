@@ -44,16 +44,17 @@ struct PackedLinear::Impl {
   Activation act;
   dnnl::memory::desc packed_md;
   dnnl::memory packed;
-  std::map<std::int64_t, dnnl::matmul> by_rows;
+  std::map<std::pair<std::int64_t, bool>, dnnl::matmul> by_rows;  // (rows, bf16 output)
   std::vector<std::uint16_t> x_bf16;
 
   dnnl::matmul::primitive_desc describe(std::int64_t rows, std::int64_t in, std::int64_t out,
-                                        const dnnl::memory::desc& weights) const {
-    dnnl::memory::desc src({rows, in}, type, tag::ab), dst({rows, out}, dt::f32, tag::ab);
+                                        const dnnl::memory::desc& weights, dt dst_type = dt::f32) const {
+    dnnl::memory::desc src({rows, in}, type, tag::ab), dst({rows, out}, dst_type, tag::ab);
     dnnl::post_ops ops;
     if (epilogue == Epilogue::kActivation)
       ops.append_eltwise(1.0f, eltwise_of(act), act == Activation::kSilu ? 1.0f : 0.0f, 0.0f);
-    if (epilogue == Epilogue::kMultiply) ops.append_binary(dnnl::algorithm::binary_mul, dst);
+    if (epilogue == Epilogue::kMultiply)
+      ops.append_binary(dnnl::algorithm::binary_mul, dnnl::memory::desc({rows, out}, dt::f32, tag::ab));
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), attr, engine());
@@ -83,7 +84,7 @@ PackedLinear::PackedLinear(const float* w, std::int64_t out_features, std::int64
       impl_->pack(const_cast<float*>(w), in_, out_);
     } else {
       std::vector<std::uint16_t> bf(static_cast<std::size_t>(in_ * out_));
-      for (std::size_t i = 0; i < bf.size(); ++i) bf[i] = to_bf16(w[i]);
+      convert_to_bf16(w, static_cast<std::int64_t>(bf.size()), bf.data());
       impl_->pack(bf.data(), in_, out_);
     }
   } catch (const dnnl::error& e) {
@@ -112,19 +113,32 @@ std::size_t PackedLinear::weight_bytes() const { return impl_->packed_md.get_siz
 void PackedLinear::run(const float* x, std::int64_t rows, float* y, const float* mul) {
   if (rows == 0) return;
   Impl& m = *impl_;
+  if (m.type == dt::bf16) {
+    m.x_bf16.resize(static_cast<std::size_t>(rows * in_));
+    convert_to_bf16(x, rows * in_, m.x_bf16.data());
+    execute(m.x_bf16.data(), rows, y, false, mul);
+  } else {
+    execute(x, rows, y, false, mul);
+  }
+}
+
+void PackedLinear::run_bf16(const std::uint16_t* x, std::int64_t rows, void* y, bool y_bf16, const float* mul) {
+  check(impl_->type == dt::bf16, ErrorCode::kInternal, "PackedLinear::run_bf16 needs bf16 weights");
+  if (rows > 0) execute(x, rows, y, y_bf16, mul);
+}
+
+void PackedLinear::execute(const void* x, std::int64_t rows, void* y, bool y_bf16, const float* mul) {
+  Impl& m = *impl_;
   try {
-    auto it = m.by_rows.find(rows);
-    if (it == m.by_rows.end())
-      it = m.by_rows.emplace(rows, dnnl::matmul(m.describe(rows, in_, out_, m.packed_md))).first;
-    const void* src_ptr = x;
-    if (m.type == dt::bf16) {
-      m.x_bf16.resize(static_cast<std::size_t>(rows * in_));
-      for (std::size_t i = 0; i < m.x_bf16.size(); ++i) m.x_bf16[i] = to_bf16(x[i]);
-      src_ptr = m.x_bf16.data();
+    const auto key = std::make_pair(rows, y_bf16);
+    auto it = m.by_rows.find(key);
+    if (it == m.by_rows.end()) {
+      const auto pd = m.describe(rows, in_, out_, m.packed_md, y_bf16 ? dt::bf16 : dt::f32);
+      it = m.by_rows.emplace(key, dnnl::matmul(pd)).first;
     }
     auto& eng = engine();
-    dnnl::memory src({{rows, in_}, m.type, tag::ab}, eng, const_cast<void*>(src_ptr));
-    dnnl::memory dst({{rows, out_}, dt::f32, tag::ab}, eng, y);
+    dnnl::memory src({{rows, in_}, m.type, tag::ab}, eng, const_cast<void*>(x));
+    dnnl::memory dst({{rows, out_}, y_bf16 ? dt::bf16 : dt::f32, tag::ab}, eng, y);
     std::unordered_map<int, dnnl::memory> args = {
         {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, m.packed}, {DNNL_ARG_DST, dst}};
     if (m.epilogue == Epilogue::kMultiply) {
@@ -138,6 +152,10 @@ void PackedLinear::run(const float* x, std::int64_t rows, float* y, const float*
   } catch (const dnnl::error& e) {
     throw Error(ErrorCode::kDnnl, std::string("oneDNN packed matmul failed: ") + e.what());
   }
+}
+
+void convert_to_bf16(const float* x, std::int64_t n, std::uint16_t* out) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
 }
 
 }  // namespace switchyard::kernels

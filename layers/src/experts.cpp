@@ -93,7 +93,8 @@ class CpuExpertBackend final : public ExpertBackend {
 // fused, down; weights prepacked (float32 or bf16), no float32 copy kept.
 class PackedExpertBackend final : public ExpertBackend {
  public:
-  PackedExpertBackend(std::vector<MlpWeights> experts, kernels::WeightType type, kernels::Activation act) {
+  PackedExpertBackend(std::vector<MlpWeights> experts, kernels::WeightType type, kernels::Activation act)
+      : type_(type) {
     using kernels::Epilogue;
     for (auto& e : experts) {
       hidden_ = e.hidden;
@@ -114,12 +115,24 @@ class PackedExpertBackend final : public ExpertBackend {
     for (std::size_t j = 0; j < experts_.size(); ++j) {
       const std::int64_t m = counts[j];
       if (m > 0) {
-        scratch_.resize(static_cast<std::size_t>(2 * m * inter_));
+        scratch_.resize(static_cast<std::size_t>(m * inter_));
         float* gate = scratch_.data();
-        float* h = gate + m * inter_;
-        experts_[j].gate.run(rows + offset * hidden_, m, gate);
-        experts_[j].up.run(rows + offset * hidden_, m, h, gate);
-        experts_[j].down.run(h, m, out + offset * hidden_);
+        const float* x = rows + offset * hidden_;
+        if (type_ == kernels::WeightType::kBF16) {
+          // NOTE: x is rounded once for both gate and up, and the gated
+          // product leaves the up matmul already in bf16 for down.
+          x_bf16_.resize(static_cast<std::size_t>(m * hidden_));
+          h_bf16_.resize(static_cast<std::size_t>(m * inter_));
+          kernels::convert_to_bf16(x, m * hidden_, x_bf16_.data());
+          experts_[j].gate.run_bf16(x_bf16_.data(), m, gate, false);
+          experts_[j].up.run_bf16(x_bf16_.data(), m, h_bf16_.data(), true, gate);
+          experts_[j].down.run_bf16(h_bf16_.data(), m, out + offset * hidden_, false);
+        } else {
+          h_.resize(static_cast<std::size_t>(m * inter_));
+          experts_[j].gate.run(x, m, gate);
+          experts_[j].up.run(x, m, h_.data(), gate);
+          experts_[j].down.run(h_.data(), m, out + offset * hidden_);
+        }
       }
       offset += m;
     }
@@ -134,8 +147,10 @@ class PackedExpertBackend final : public ExpertBackend {
     kernels::PackedLinear gate, up, down;
   };
   std::vector<Packed> experts_;
+  kernels::WeightType type_;
   std::int64_t hidden_ = 0, inter_ = 0;
-  std::vector<float> scratch_;
+  std::vector<float> scratch_, h_;
+  std::vector<std::uint16_t> x_bf16_, h_bf16_;
 };
 
 }  // namespace

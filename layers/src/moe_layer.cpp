@@ -33,6 +33,12 @@ MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPl
   }
 }
 
+std::vector<float>& MoeLayer::buffer(Buffer which, std::int64_t floats) {
+  auto& b = buffers_[static_cast<std::size_t>(which)];
+  b.resize(static_cast<std::size_t>(floats));
+  return b;
+}
+
 std::vector<Parameter*> MoeLayer::parameters() {
   std::vector<Parameter*> out = {&router_weight_};
   if (shared_) {
@@ -68,8 +74,7 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
   PhaseTimer& t = timer ? *timer : local_timer;
   t.restart();
   const std::int64_t H = config_.hidden_size, E = config_.num_experts, K = config_.top_k;
-  MoeForwardContext local_ctx;
-  MoeForwardContext& c = ctx ? *ctx : local_ctx;
+  MoeForwardContext& c = ctx ? *ctx : inference_ctx_;
   c.x = x;
   c.num_tokens = num_tokens;
 
@@ -85,7 +90,9 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
   t.mark("plan");
 
   // 3. Permute token rows into send order, then dispatch.
-  std::vector<float> send(static_cast<std::size_t>(plan.num_send() * H));
+  // NOTE: buffers live in the layer and only grow: fresh multi-megabyte
+  // allocations every step cost more in page faults than the copies into them.
+  std::vector<float>& send = buffer(Buffer::kSend, plan.num_send() * H);
   kernels::gather_rows(x, plan.send_token.data(), plan.num_send(), H, send.data());
   t.mark("permute");
   std::vector<float> recv(static_cast<std::size_t>(plan.num_recv() * H));
@@ -95,7 +102,7 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
 
   // 4. Experts on rows grouped by local expert.
   c.expert_in.resize(recv.size());
-  std::vector<float> grouped_out(recv.size());
+  std::vector<float>& grouped_out = buffer(Buffer::kGroupedOut, plan.num_recv() * H);
   c.expert_saved.resize(static_cast<std::size_t>(plan.num_recv() * experts_->saved_per_row()));
   kernels::scatter_rows(recv.data(), plan.recv_to_grouped.data(), plan.num_recv(), H, c.expert_in.data());
   experts_->forward(c.expert_in.data(), plan.local_expert_counts.data(), grouped_out.data(), c.expert_saved.data());
@@ -177,7 +184,7 @@ void MoeLayer::backward(comm::Communicator& comm, const MoeForwardContext& c, co
 
   // Combine backward: each kept slot's expert output gets w * dy, and the
   // routing weight gets dy · (expert output).
-  std::vector<float> grad_send(static_cast<std::size_t>(plan.num_send() * H));
+  std::vector<float>& grad_send = buffer(Buffer::kSend, plan.num_send() * H);
   std::vector<float> grad_w(static_cast<std::size_t>(T * K), 0.0f);
   for (std::int64_t s = 0; s < T * K; ++s) {
     const std::int64_t r = plan.slot_row[s];
@@ -196,11 +203,12 @@ void MoeLayer::backward(comm::Communicator& comm, const MoeForwardContext& c, co
 
   // The forward's exchanges with roles swapped: gradients travel to the
   // experts along the dispatch route and come back along the combine route.
-  std::vector<float> recv(static_cast<std::size_t>(plan.num_recv() * H));
+  std::vector<float>& recv = buffer(Buffer::kRecv, plan.num_recv() * H);
   comm.alltoallv(grad_send.data(), plan.send_counts.data(), plan.send_offsets.data(), recv.data(),
                  plan.recv_counts.data(), plan.recv_offsets.data(), H * sizeof(float));
   t.mark("combine_grad");
-  std::vector<float> grouped(recv.size()), grouped_dx(recv.size());
+  std::vector<float>& grouped = buffer(Buffer::kGroupedOut, plan.num_recv() * H);
+  std::vector<float>& grouped_dx = buffer(Buffer::kGroupedGrad, plan.num_recv() * H);
   kernels::scatter_rows(recv.data(), plan.recv_to_grouped.data(), plan.num_recv(), H, grouped.data());
   experts_->backward(c.expert_in.data(), plan.local_expert_counts.data(), c.expert_saved.data(), grouped.data(),
                      grouped_dx.data());

@@ -39,6 +39,9 @@ class PackedLinear {
   /// bf16 on the way in and products accumulate in float32. Blocking; not
   /// thread-safe per object (it caches primitives and a conversion buffer).
   void run(const float* x, std::int64_t rows, float* y, const float* mul = nullptr);
+  /// As run(), for bf16 weights with x already in bf16; y is bf16 if
+  /// `y_bf16` (rounded inside the kernel, after the epilogue), else float32.
+  void run_bf16(const std::uint16_t* x, std::int64_t rows, void* y, bool y_bf16, const float* mul = nullptr);
 
   /// Bytes of packed weights (what a small batch must stream from memory).
   std::size_t weight_bytes() const;
@@ -46,10 +49,14 @@ class PackedLinear {
   std::int64_t in_features() const { return in_; }
 
  private:
+  void execute(const void* x, std::int64_t rows, void* y, bool y_bf16, const float* mul);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::int64_t out_ = 0, in_ = 0;
 };
+
+/// Rounds n float32 values to bfloat16 bits (nearest even; inputs finite).
+void convert_to_bf16(const float* x, std::int64_t n, std::uint16_t* out);
 
 /// True if oneDNN activation `act` can run as a matmul eltwise post-op.
 bool activation_fusable(Activation act);

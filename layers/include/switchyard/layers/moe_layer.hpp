@@ -92,6 +92,10 @@ class MoeLayer {
   std::int64_t first_local_expert() const { return first_expert_; }
 
  private:
+  enum class Buffer { kSend, kRecv, kGroupedOut, kGroupedGrad, kCount };
+  /// A reusable buffer of at least `floats` floats (grows, never shrinks).
+  std::vector<float>& buffer(Buffer which, std::int64_t floats);
+
   ModelConfig config_;
   RouterConfig router_;
   ExpertPlacement placement_;
@@ -103,6 +107,8 @@ class MoeLayer {
   std::unique_ptr<ExpertBackend> experts_;
   std::unique_ptr<GatedMlp> shared_;
   Parameter shared_gate_;  // [1, H], empty unless gated
+  std::vector<float> buffers_[static_cast<std::size_t>(Buffer::kCount)];
+  MoeForwardContext inference_ctx_;  // reused when the caller keeps no context
 };
 
 }  // namespace switchyard::layers
