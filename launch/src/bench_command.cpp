@@ -265,7 +265,10 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   double touched = 0;
   for (auto c : ctx.plan.local_expert_counts)
     if (c > 0) touched += static_cast<double>(3 * H * o.ffn) * (bf16 ? 2.0 : 4.0);
-  double maxima[3] = {touched, max_rss_mib(), sample_error(o, config, *layer, x, y, ctx.routing)};
+  std::vector<double> rss(static_cast<std::size_t>(R), 0.0);
+  rss[static_cast<std::size_t>(me)] = max_rss_mib();
+  comm.allreduce_sum(rss.data(), rss.size());  // every rank's own peak, in rank order
+  double maxima[3] = {touched, rss[static_cast<std::size_t>(me)], sample_error(o, config, *layer, x, y, ctx.routing)};
   comm.allreduce_max(maxima, 3);
   const double tolerance = bf16 ? 3e-2 : 1e-4;
   const bool correct = maxima[2] <= tolerance;
@@ -299,6 +302,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
                {"expert_bytes_touched", maxima[0]},
                {"mem_floor_ms", maxima[0] / (mem_bw * 1e9) * 1e3},
                {"max_rss_mb", maxima[1]},
+               {"max_rss_mb_per_rank", rss},
                {"max_rel_error", maxima[2]},
                {"correct", correct}};
   std::printf("%-8s %-5s %-7s %6s %8s | %9s %9s %9s | %9s %9s | %9s %9s | %8s %7s\n", "ranks", "dtype", "pass",

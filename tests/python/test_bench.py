@@ -18,7 +18,7 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 FIELDS = {
     "ranks", "hidden", "ffn", "experts", "top_k", "tokens_per_rank", "arch", "dtype", "pass", "routing",
     "step_ms_p10", "step_ms_p50", "step_ms_p90", "tokens_per_s", "phase_ms", "gemm_gflops", "gemm_peak_gflops",
-    "exchange_gbps", "alltoallv_gbps", "mem_bw_gbps", "expert_bytes_touched", "max_rss_mb", "correct",
+    "exchange_gbps", "alltoallv_gbps", "mem_bw_gbps", "expert_bytes_touched", "max_rss_mb", "max_rss_mb_per_rank", "correct",
 }
 PHASES = {"route", "plan", "permute", "dispatch", "experts", "combine", "unpermute"}
 SMALL = ["--hidden", "64", "--ffn", "96", "--experts", "6", "--top-k", "2", "--tokens", "40", "--iters", "3",
