@@ -1,0 +1,267 @@
+#include "switchyard/runtime/task_graph.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <queue>
+#include <utility>
+
+#include "switchyard/runtime/error.hpp"
+
+namespace switchyard {
+
+const char* task_kind_name(TaskKind kind) { return kind == TaskKind::kComm ? "comm" : "compute"; }
+
+// ---- Task / TaskGraph -------------------------------------------------------
+
+const TaskInfo& Task::info() const {
+  check_arg(graph_ != nullptr, "empty task handle");
+  return graph_->nodes_[id_].info;
+}
+
+void Task::add_edge(const Task& from, const Task& to) {
+  check_arg(from.graph_ != nullptr && to.graph_ != nullptr, "task edge with an empty task handle");
+  check_arg(from.graph_ == to.graph_,
+            "task edge between tasks of different graphs ('" + from.name() + "' -> '" + to.name() + "')");
+  TaskGraph& g = *from.graph_;
+  g.nodes_[from.id_].successors.push_back(to.id_);
+  ++g.nodes_[to.id_].in_degree;
+  g.validated_ = false;
+}
+
+Task TaskGraph::emplace(std::string name, std::function<void()> fn, TaskKind kind, std::size_t bytes) {
+  check_arg(static_cast<bool>(fn), "task '" + name + "' has no function");
+  Node node;
+  node.info = TaskInfo{std::move(name), kind, bytes, nodes_.size()};
+  node.fn = std::move(fn);
+  nodes_.push_back(std::move(node));
+  validated_ = false;
+  return Task(this, nodes_.size() - 1);
+}
+
+Task TaskGraph::task(std::size_t id) {
+  check_arg(id < nodes_.size(),
+            "task id " + std::to_string(id) + " out of range (graph has " + std::to_string(nodes_.size()) + " tasks)");
+  return Task(this, id);
+}
+
+void TaskGraph::validate() {
+  if (validated_) return;
+  const std::size_t n = nodes_.size();
+  // Kahn's algorithm, smallest id first, so the order is deterministic.
+  std::vector<std::size_t> in(n);
+  for (std::size_t i = 0; i < n; ++i) in[i] = nodes_[i].in_degree;
+  std::priority_queue<std::size_t, std::vector<std::size_t>, std::greater<>> ready;
+  for (std::size_t i = 0; i < n; ++i)
+    if (in[i] == 0) ready.push(i);
+  std::vector<std::size_t> comm;
+  std::size_t visited = 0;
+  while (!ready.empty()) {
+    std::size_t t = ready.top();
+    ready.pop();
+    ++visited;
+    if (nodes_[t].info.kind == TaskKind::kComm) comm.push_back(t);
+    for (std::size_t s : nodes_[t].successors)
+      if (--in[s] == 0) ready.push(s);
+  }
+  if (visited != n) {
+    // Every task left over has a left-over predecessor, so walking
+    // predecessors from any of them must come back to a task seen before:
+    // that walk closes a cycle. (Walking successors could end downstream of
+    // the cycle instead.)
+    std::vector<std::size_t> pred(n, n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (in[i] == 0) continue;
+      for (std::size_t s : nodes_[i].successors) pred[s] = i;
+    }
+    std::size_t start = 0;
+    while (in[start] == 0) ++start;
+    std::vector<std::size_t> pos(n, n), path;
+    std::size_t t = start;
+    while (pos[t] == n) {
+      pos[t] = path.size();
+      path.push_back(t);
+      t = pred[t];
+    }
+    // path[pos[t]..] is the cycle, walked backwards.
+    std::string msg = "task graph has a cycle: '" + nodes_[t].info.name + "'";
+    for (std::size_t i = path.size(); i-- > pos[t];) msg += " -> '" + nodes_[path[i]].info.name + "'";
+    throw Error(ErrorCode::kInvalidArgument, msg);
+  }
+  comm_order_ = std::move(comm);
+  validated_ = true;
+}
+
+const std::vector<std::size_t>& TaskGraph::comm_order() {
+  validate();
+  return comm_order_;
+}
+
+namespace {
+std::string dot_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+}  // namespace
+
+void TaskGraph::dump_dot(std::ostream& out) const {
+  out << "digraph taskgraph {\n";
+  for (const Node& node : nodes_)
+    out << "  task" << node.info.id << " [label=\"" << dot_escape(node.info.name)
+        << "\" shape=" << (node.info.kind == TaskKind::kComm ? "ellipse" : "box") << "];\n";
+  for (const Node& node : nodes_)
+    for (std::size_t s : node.successors) out << "  task" << node.info.id << " -> task" << s << ";\n";
+  out << "}\n";
+}
+
+// ---- Executor ---------------------------------------------------------------
+
+Executor::Executor(std::size_t num_workers) {
+  check_arg(num_workers > 0, "executor needs at least one compute worker");
+  workers_.reserve(num_workers);
+  for (std::size_t w = 0; w < num_workers; ++w) workers_.emplace_back([this, w] { compute_loop(w); });
+  comm_thread_ = std::thread([this] { comm_loop(); });
+}
+
+Executor::~Executor() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  comm_cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
+  comm_thread_.join();
+}
+
+void Executor::add_observer(std::shared_ptr<TaskObserver> observer) {
+  check_arg(observer != nullptr, "null task observer");
+  observer->set_up(num_workers());
+  observers_.push_back(std::move(observer));
+}
+
+bool Executor::comm_ready() const {
+  const auto& order = graph_->comm_order_;
+  return comm_next_ < order.size() && pending_[order[comm_next_]] == 0;
+}
+
+void Executor::compute_loop(std::size_t worker_id) {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [&] { return stop_ || (active_ && !aborted_ && !ready_.empty()); });
+    if (stop_) return;
+    std::size_t t = ready_.back();
+    ready_.pop_back();
+    ++running_;
+    lock.unlock();
+    execute(worker_id, t);
+    lock.lock();
+    finish(t);
+  }
+}
+
+void Executor::comm_loop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    comm_cv_.wait(lock, [&] { return stop_ || (active_ && !aborted_ && comm_ready()); });
+    if (stop_) return;
+    std::size_t t = graph_->comm_order_[comm_next_++];
+    ++running_;
+    lock.unlock();
+    execute(comm_worker_id(), t);
+    lock.lock();
+    finish(t);
+  }
+}
+
+void Executor::execute(std::size_t worker_id, std::size_t task) {
+  // NOTE: graph_ and observers_ are only changed between runs, so reading
+  // them without mu_ is safe here.
+  const TaskGraph::Node& node = graph_->nodes_[task];
+  std::exception_ptr failure;
+  try {
+    for (const auto& o : observers_) o->on_entry(worker_id, node.info);
+    try {
+      node.fn();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    for (const auto& o : observers_) o->on_exit(worker_id, node.info);
+  } catch (...) {
+    if (!failure) failure = std::current_exception();
+  }
+  if (failure) {
+    std::lock_guard lock(mu_);
+    if (!aborted_) {
+      aborted_ = true;
+      error_ = failure;
+      error_task_ = task;
+    }
+  }
+}
+
+void Executor::finish(std::size_t task) {
+  --running_;
+  ++finished_;
+  bool new_compute = false, new_comm = false;
+  if (!aborted_) {
+    for (std::size_t s : graph_->nodes_[task].successors) {
+      if (--pending_[s] != 0) continue;
+      if (graph_->nodes_[s].info.kind == TaskKind::kComm) {
+        new_comm = true;
+      } else {
+        ready_.push_back(s);  // NOTE: never reallocates: capacity >= graph size (run)
+        new_compute = true;
+      }
+    }
+  }
+  if (new_compute) work_cv_.notify_all();
+  if (new_comm) comm_cv_.notify_one();
+  if (finished_ == graph_->nodes_.size() || (aborted_ && running_ == 0)) done_cv_.notify_all();
+}
+
+void Executor::run(TaskGraph& graph) {
+  std::lock_guard run_lock(run_mu_);
+  graph.validate();
+  const std::size_t n = graph.nodes_.size();
+  if (n == 0) return;
+  {
+    std::unique_lock lock(mu_);
+    graph_ = &graph;
+    pending_.resize(n);  // allocates only when a graph is larger than any before
+    ready_.clear();
+    ready_.reserve(n);
+    // Push roots in reverse so the LIFO ready list starts with the smallest id.
+    for (std::size_t i = n; i-- > 0;) {
+      pending_[i] = graph.nodes_[i].in_degree;
+      if (pending_[i] == 0 && graph.nodes_[i].info.kind == TaskKind::kCompute) ready_.push_back(i);
+    }
+    comm_next_ = finished_ = running_ = 0;
+    aborted_ = false;
+    error_ = nullptr;
+    active_ = true;
+    work_cv_.notify_all();
+    comm_cv_.notify_all();
+    done_cv_.wait(lock, [&] { return finished_ == n || (aborted_ && running_ == 0); });
+    active_ = false;
+    ready_.clear();
+    graph_ = nullptr;
+  }
+  if (!error_) return;
+  std::exception_ptr failure = std::exchange(error_, nullptr);
+  const std::string& name = graph.nodes_[error_task_].info.name;
+  try {
+    std::rethrow_exception(failure);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kInternal, "task '" + name + "' failed: " + e.what());
+  } catch (...) {
+    throw Error(ErrorCode::kInternal, "task '" + name + "' failed with a non-standard exception");
+  }
+}
+
+}  // namespace switchyard
