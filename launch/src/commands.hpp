@@ -42,6 +42,7 @@ struct BenchOptions {
   int iters = 10, warmup = 3;
   std::uint64_t seed = 1;
   std::int64_t corrupt_expert = -1;
+  int chunks = 1;  // >1: also time the chunked forward as a task graph, overlap on and off
 };
 
 void add_forward_options(CLI::App& sub, ForwardOptions* opts);

@@ -14,7 +14,9 @@ using namespace switchyard;
 
 int main(int argc, char** argv) {
   int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  // NOTE: SERIALIZED: the task-graph executor calls MPI from its one
+  // communication thread while the main thread waits.
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   comm::MpiCommunicator comm(MPI_COMM_WORLD);
   int exit_code = 0;

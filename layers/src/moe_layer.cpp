@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "pipeline_chunk.hpp"
 #include "switchyard/kernels/permute.hpp"
 #include "switchyard/kernels/routing_math.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -32,6 +33,9 @@ MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPl
         Parameter("shared_expert_gate.weight", {1, config.hidden_size}, std::move(weights.shared_gate), true);
   }
 }
+
+MoeLayer::~MoeLayer() = default;
+MoeLayer::MoeLayer(MoeLayer&&) noexcept = default;
 
 std::vector<float>& MoeLayer::buffer(Buffer which, std::int64_t floats) {
   auto& b = buffers_[static_cast<std::size_t>(which)];

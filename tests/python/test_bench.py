@@ -75,3 +75,12 @@ def test_bf16_forward_within_documented_tolerance_of_f32(tmp_path):
         ys[dtype] = np.load(out)
     err = np.abs(ys["bf16"] - ys["f32"]).max() / np.abs(ys["f32"]).max()
     assert 0 < err <= 1e-2, f"bf16 vs f32 relative error {err:.3g} (documented tolerance 1e-2)"
+
+
+def test_chunked_task_graph_fields(tmp_path):
+    line, table = bench(tmp_path, "--chunks", "3")
+    for key in ("step_ms_p50_overlap_on", "step_ms_p50_overlap_off", "overlap_efficiency", "t_comm_ms", "t_compute_ms"):
+        assert key in line, key
+    assert line["chunks"] == 3 and line["correct"] is True
+    assert line["step_ms_p50_overlap_on"] > 0 and line["step_ms_p50_overlap_off"] > 0
+    assert "chunked x3" in table

@@ -13,6 +13,10 @@ namespace switchyard::comm {
 /// `rc == MPI_SUCCESS`.
 void check_mpi(int rc, std::source_location where = std::source_location::current());
 
+/// Completes `request`, spinning briefly and then sleeping between tests so a
+/// waiting thread leaves its core to compute. Throws like check_mpi.
+void wait_politely(MPI_Request* request);
+
 class MpiCommunicator final : public Communicator {
  public:
   /// Wraps `comm`; MPI must be initialised and errors set to MPI_ERRORS_RETURN

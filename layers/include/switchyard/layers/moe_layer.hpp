@@ -13,6 +13,7 @@
 #include "switchyard/layers/router.hpp"
 #include "switchyard/runtime/parameter.hpp"
 #include "switchyard/runtime/phase_timer.hpp"
+#include "switchyard/runtime/task_graph.hpp"
 
 namespace switchyard::layers {
 
@@ -57,11 +58,26 @@ struct MoeForwardContext {
   std::vector<double> load_fraction;  // [E] f_e over all ranks (aux loss)
 };
 
+/// How forward_pipelined cuts and schedules a step.
+struct PipelineOptions {
+  int chunks = 1;  // contiguous token chunks, each routed, exchanged and computed as its own piece
+  // On: the pieces run as a task graph on `executor` (communication on its
+  // ordered comm thread, compute on its workers), so chunk c+1's dispatch
+  // and chunk c-1's combine overlap chunk c's experts. Off: the same pieces
+  // strictly in sequence on the calling thread.
+  bool overlap = false;
+  Executor* executor = nullptr;  // required when overlap is on
+};
+
+struct PipelineChunk;
+
 class MoeLayer {
  public:
   /// `weights` must hold the experts `placement` gives to `rank`.
   MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPlacement& placement, int rank,
            MoeLayerOptions options = {});
+  ~MoeLayer();
+  MoeLayer(MoeLayer&&) noexcept;
 
   /// y[T, H] = MoE(x[T, H]) for this rank's `num_tokens` rows. Collective:
   /// every rank of `comm` must call it (with its own tokens; zero is fine).
@@ -69,6 +85,14 @@ class MoeLayer {
   /// backward() needs.
   void forward(comm::Communicator& comm, const float* x, std::int64_t num_tokens, float* y, ForwardStats* stats,
                PhaseTimer* timer = nullptr, MoeForwardContext* ctx = nullptr);
+
+  /// Inference forward cut into token chunks (see PipelineOptions). Same
+  /// result as forward() up to the GEMM's row-batching; fills stats'
+  /// num_tokens, expert_load and num_dropped (not the aux losses). Collective;
+  /// with overlap, MPI must allow calls from the executor's comm thread
+  /// (MPI_THREAD_SERIALIZED). Phase times are not split by chunk.
+  void forward_pipelined(comm::Communicator& comm, const float* x, std::int64_t num_tokens, float* y,
+                         ForwardStats* stats, const PipelineOptions& options);
 
   /// Given dL/dy for this rank's rows, writes dL/dx and adds parameter
   /// gradients into parameters()' grad (replicated ones are this rank's
@@ -108,7 +132,8 @@ class MoeLayer {
   std::unique_ptr<GatedMlp> shared_;
   Parameter shared_gate_;  // [1, H], empty unless gated
   std::vector<float> buffers_[static_cast<std::size_t>(Buffer::kCount)];
-  MoeForwardContext inference_ctx_;  // reused when the caller keeps no context
+  MoeForwardContext inference_ctx_;                       // reused when the caller keeps no context
+  std::vector<std::unique_ptr<PipelineChunk>> pipeline_;  // forward_pipelined's chunks, reused
 };
 
 }  // namespace switchyard::layers
