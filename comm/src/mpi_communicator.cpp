@@ -69,7 +69,7 @@ MPI_Datatype MpiCommunicator::row_type(std::size_t row_bytes) {
   return row_types_.emplace(row_bytes, type).first->second;
 }
 
-MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm), owner_thread_(std::this_thread::get_id()) {
   check_mpi(MPI_Comm_rank(comm_, &rank_));
   check_mpi(MPI_Comm_size(comm_, &size_));
 }
@@ -80,6 +80,12 @@ void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_count
   MPI_Datatype row = row_type(row_bytes);
   auto sc = to_int(send_counts, size_, "count"), so = to_int(send_offsets, size_, "offset");
   auto rc = to_int(recv_counts, size_, "count"), ro = to_int(recv_offsets, size_, "offset");
+  if (std::this_thread::get_id() == owner_thread_) {
+    check_mpi(MPI_Alltoallv(send, sc.data(), so.data(), row, recv, rc.data(), ro.data(), row, comm_));
+    return;
+  }
+  // NOTE: from another thread (a task graph's communication thread) the
+  // caller's core is meant to compute meanwhile, so do not busy-wait.
   MPI_Request request;
   check_mpi(MPI_Ialltoallv(send, sc.data(), so.data(), row, recv, rc.data(), ro.data(), row, comm_, &request));
   wait_politely(&request);

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <source_location>
+#include <thread>
 
 #include "switchyard/comm/communicator.hpp"
 
@@ -47,6 +48,7 @@ class MpiCommunicator final : public Communicator {
   MPI_Datatype row_type(std::size_t row_bytes);
 
   MPI_Comm comm_;
+  std::thread::id owner_thread_;  // blocking waits here; polite waits on other threads
   std::map<std::size_t, MPI_Datatype> row_types_;
   int rank_ = 0;
   int size_ = 1;
