@@ -34,6 +34,24 @@ MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPl
   }
 }
 
+void MoeLayer::add_shared_experts(const float* x, std::int64_t rows, float* y, std::vector<float>* out,
+                                  std::vector<float>* saved, std::vector<float>* scale) const {
+  if (!shared_) return;
+  const std::int64_t H = config_.hidden_size;
+  out->resize(static_cast<std::size_t>(rows * H));
+  saved->resize(static_cast<std::size_t>(rows * shared_->saved_per_row()));
+  shared_->forward(x, rows, out->data(), saved->data());
+  scale->assign(static_cast<std::size_t>(rows), 1.0f);
+  for (std::int64_t i = 0; i < rows; ++i) {
+    if (!shared_gate_.value.empty()) {
+      float dot = 0.0f;
+      for (std::int64_t h = 0; h < H; ++h) dot += x[i * H + h] * shared_gate_.value[h];
+      (*scale)[i] = 1.0f / (1.0f + std::exp(-dot));
+    }
+    for (std::int64_t h = 0; h < H; ++h) y[i * H + h] += (*scale)[i] * (*out)[i * H + h];
+  }
+}
+
 MoeLayer::~MoeLayer() = default;
 MoeLayer::MoeLayer(MoeLayer&&) noexcept = default;
 
@@ -123,20 +141,7 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
   std::fill(y, y + num_tokens * H, 0.0f);
   kernels::unpermute_weighted_sum(c.combined.data(), plan.slot_row.data(), c.routing.weights.data(), num_tokens, K, H,
                                   y);
-  if (shared_) {
-    c.shared_out.resize(static_cast<std::size_t>(num_tokens * H));
-    c.shared_saved.resize(static_cast<std::size_t>(num_tokens * shared_->saved_per_row()));
-    shared_->forward(x, num_tokens, c.shared_out.data(), c.shared_saved.data());
-    c.shared_scale.assign(static_cast<std::size_t>(num_tokens), 1.0f);
-    for (std::int64_t i = 0; i < num_tokens; ++i) {
-      if (!shared_gate_.value.empty()) {
-        float dot = 0.0f;
-        for (std::int64_t h = 0; h < H; ++h) dot += x[i * H + h] * shared_gate_.value[h];
-        c.shared_scale[i] = 1.0f / (1.0f + std::exp(-dot));
-      }
-      for (std::int64_t h = 0; h < H; ++h) y[i * H + h] += c.shared_scale[i] * c.shared_out[i * H + h];
-    }
-  }
+  add_shared_experts(x, num_tokens, y, &c.shared_out, &c.shared_saved, &c.shared_scale);
   t.mark("unpermute");
 
   if (!stats && !ctx) return;

@@ -57,19 +57,7 @@ void MoeLayer::forward_pipelined(comm::Communicator& comm, const float* x, std::
     std::fill(out, out + k.rows * H, 0.0f);
     kernels::unpermute_weighted_sum(k.combined.data(), k.plan.slot_row.data(), k.routing.weights.data(), k.rows, K, H,
                                     out);
-    if (!shared_) return;
-    k.shared_out.resize(static_cast<std::size_t>(k.rows * H));
-    k.shared_saved.resize(static_cast<std::size_t>(k.rows * shared_->saved_per_row()));
-    shared_->forward(x + k.begin * H, k.rows, k.shared_out.data(), k.shared_saved.data());
-    for (std::int64_t i = 0; i < k.rows; ++i) {
-      float scale = 1.0f;
-      if (!shared_gate_.value.empty()) {
-        float dot = 0.0f;
-        for (std::int64_t h = 0; h < H; ++h) dot += x[(k.begin + i) * H + h] * shared_gate_.value[h];
-        scale = 1.0f / (1.0f + std::exp(-dot));
-      }
-      for (std::int64_t h = 0; h < H; ++h) out[i * H + h] += scale * k.shared_out[i * H + h];
-    }
+    add_shared_experts(x + k.begin * H, k.rows, out, &k.shared_out, &k.shared_saved, &k.shared_scale);
   };
 
   if (!options.overlap) {

@@ -11,7 +11,7 @@ namespace switchyard::layers {
 
 struct PipelineChunk {
   std::int64_t begin = 0, rows = 0;
-  std::vector<float> logits, send, recv, grouped, grouped_out, combined, saved, shared_out, shared_saved;
+  std::vector<float> logits, send, recv, grouped, grouped_out, combined, saved, shared_out, shared_saved, shared_scale;
   RoutingPlan routing;
   DispatchPlan plan;
 };

@@ -117,6 +117,10 @@ class MoeLayer {
 
  private:
   enum class Buffer { kSend, kRecv, kGroupedOut, kGroupedGrad, kCount };
+  /// y[rows] += scale · shared(x[rows]) (scale = sigmoid(x · g) when gated, else
+  /// 1), keeping the shared expert's output, activations and scales.
+  void add_shared_experts(const float* x, std::int64_t rows, float* y, std::vector<float>* out,
+                          std::vector<float>* saved, std::vector<float>* scale) const;
   /// A reusable buffer of at least `floats` floats (grows, never shrinks).
   std::vector<float>& buffer(Buffer which, std::int64_t floats);
 
