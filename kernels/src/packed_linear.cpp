@@ -36,8 +36,6 @@ std::uint16_t to_bf16(float f) {
 
 }  // namespace
 
-bool activation_fusable(Activation) { return true; }
-
 struct PackedLinear::Impl {
   dt type;
   Epilogue epilogue;

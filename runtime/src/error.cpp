@@ -8,7 +8,6 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::kIo: return "I/O error";
     case ErrorCode::kMpi: return "MPI error";
     case ErrorCode::kDnnl: return "oneDNN error";
-    case ErrorCode::kRemote: return "remote failure";
     case ErrorCode::kInternal: return "internal error";
   }
   return "unknown error";

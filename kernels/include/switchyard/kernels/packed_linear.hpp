@@ -58,7 +58,4 @@ class PackedLinear {
 /// Rounds n float32 values to bfloat16 bits (nearest even; inputs finite).
 void convert_to_bf16(const float* x, std::int64_t n, std::uint16_t* out);
 
-/// True if oneDNN activation `act` can run as a matmul eltwise post-op.
-bool activation_fusable(Activation act);
-
 }  // namespace switchyard::kernels

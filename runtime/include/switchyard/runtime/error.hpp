@@ -10,7 +10,6 @@ enum class ErrorCode {
   kIo,               // the operating system refused a read, write or map
   kMpi,              // an MPI call failed
   kDnnl,             // a oneDNN call failed
-  kRemote,           // another rank failed; the message is that rank's
   kInternal,         // a broken invariant inside Switchyard
 };
 
