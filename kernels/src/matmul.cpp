@@ -1,6 +1,9 @@
 #include "switchyard/kernels/matmul.hpp"
 
 #include <dnnl.hpp>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "switchyard/runtime/error.hpp"
@@ -18,44 +21,76 @@ dnnl::engine& cpu_engine() {
 }  // namespace
 
 struct Linear::Impl {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul prim;
-  dnnl::memory weights;
+  struct Key {
+    std::int64_t rows, ldx, ldy;
+    bool accumulate;
+    auto operator<=>(const Key&) const = default;
+  };
+  const float* w;
+  WeightLayout layout;
+  std::mutex mu;  // guards `cache`; primitives themselves run concurrently
+  std::map<Key, std::shared_ptr<dnnl::matmul>> cache;
 };
 
-Linear::Linear(const float* w, std::int64_t out_features, std::int64_t in_features)
-    : out_(out_features), in_(in_features) {
-  try {
-    auto& eng = cpu_engine();
-    const auto M = DNNL_RUNTIME_DIM_VAL;
-    dnnl::memory::desc src_md({M, in_}, dt::f32, {in_, 1});
-    // NOTE: Wᵀ viewed in place: element (k, n) of the K x N operand is w[n*K + k].
-    dnnl::memory::desc w_md({in_, out_}, dt::f32, {1, in_});
-    dnnl::memory::desc dst_md({M, out_}, dt::f32, {out_, 1});
-    dnnl::matmul::desc desc(src_md, w_md, dst_md);
-    auto pd = dnnl::matmul::primitive_desc(desc, eng);
-    impl_ = std::make_unique<Impl>(Impl{pd, dnnl::matmul(pd), dnnl::memory(w_md, eng, const_cast<float*>(w))});
-  } catch (const dnnl::error& e) {
-    throw Error(ErrorCode::kDnnl, std::string("oneDNN matmul creation failed: ") + e.what() + " (status " +
-                                      std::to_string(static_cast<int>(e.status)) + ")");
-  }
+namespace {
+
+// More distinct row counts than this (training routes differently every
+// step) and the cache starts over: creation is ~0.1 ms, memory is not free.
+constexpr std::size_t kMaxCachedPrimitives = 512;
+
+dnnl::memory::desc weight_desc(WeightLayout layout, std::int64_t in, std::int64_t out) {
+  // NOTE: the K x N operand viewed in place: element (k, n) is w[n*K + k]
+  // for [out, in] storage and w[k*N + n] for [in, out].
+  return layout == WeightLayout::kOutIn ? dnnl::memory::desc({in, out}, dt::f32, {1, in})
+                                        : dnnl::memory::desc({in, out}, dt::f32, {out, 1});
+}
+
+}  // namespace
+
+Linear::Linear(const float* w, std::int64_t out_features, std::int64_t in_features, WeightLayout layout)
+    : impl_(std::make_unique<Impl>()), out_(out_features), in_(in_features) {
+  impl_->w = w;
+  impl_->layout = layout;
 }
 
 Linear::~Linear() = default;
 Linear::Linear(Linear&&) noexcept = default;
 Linear& Linear::operator=(Linear&&) noexcept = default;
 
-void Linear::run(const float* x, std::int64_t rows, float* y) const {
+void Linear::run(const float* x, std::int64_t rows, float* y, std::int64_t ldx, std::int64_t ldy,
+                 bool accumulate) const {
   if (rows == 0) return;
+  if (ldx == 0) ldx = in_;
+  if (ldy == 0) ldy = out_;
   try {
     auto& eng = cpu_engine();
-    dnnl::memory src({{rows, in_}, dt::f32, {in_, 1}}, eng, const_cast<float*>(x));
-    dnnl::memory dst({{rows, out_}, dt::f32, {out_, 1}}, eng, y);
+    const dnnl::memory::desc src_md({rows, in_}, dt::f32, {ldx, 1}), dst_md({rows, out_}, dt::f32, {ldy, 1});
+    const dnnl::memory::desc w_md = weight_desc(impl_->layout, in_, out_);
+    std::shared_ptr<dnnl::matmul> prim;
+    {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      const Impl::Key key{rows, ldx, ldy, accumulate};
+      auto it = impl_->cache.find(key);
+      if (it == impl_->cache.end()) {
+        if (impl_->cache.size() >= kMaxCachedPrimitives) impl_->cache.clear();
+        dnnl::post_ops ops;
+        if (accumulate) ops.append_sum(1.0f);
+        dnnl::primitive_attr attr;
+        attr.set_post_ops(ops);
+        auto made = std::make_shared<dnnl::matmul>(
+            dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, w_md, dst_md), attr, eng));
+        it = impl_->cache.emplace(key, std::move(made)).first;
+      }
+      prim = it->second;
+    }
+    dnnl::memory src(src_md, eng, const_cast<float*>(x)), dst(dst_md, eng, y);
+    dnnl::memory weights(w_md, eng, const_cast<float*>(impl_->w));
     dnnl::stream stream(eng);
-    impl_->prim.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, impl_->weights}, {DNNL_ARG_DST, dst}});
+    prim->execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
     stream.wait();
   } catch (const dnnl::error& e) {
-    throw Error(ErrorCode::kDnnl, std::string("oneDNN matmul failed: ") + e.what());
+    throw Error(ErrorCode::kDnnl, std::string("oneDNN matmul failed: ") + e.what() + " (status " +
+                                      std::to_string(static_cast<int>(e.status)) + ")");
   }
 }
 

@@ -13,32 +13,49 @@ GatedMlp::GatedMlp(MlpWeights weights, kernels::Activation act, const std::strin
       down_(std::make_unique<Parameter>(name + ".down_proj", std::vector<std::int64_t>{hidden_, inter_},
                                         std::move(weights.down), replicated)),
       gate_up_linear_(gate_up_->value.data(), 2 * inter_, hidden_),
-      down_linear_(down_->value.data(), hidden_, inter_) {}
+      down_linear_(down_->value.data(), hidden_, inter_),
+      down_grad_(down_->value.data(), inter_, hidden_, kernels::WeightLayout::kInOut),
+      gate_up_grad_(gate_up_->value.data(), hidden_, 2 * inter_, kernels::WeightLayout::kInOut) {}
 
 void GatedMlp::forward(const float* x, std::int64_t rows, float* y, float* saved) const {
   if (rows == 0) return;
-  float* gate_up = saved;                // [rows, 2I]
-  float* h = saved + rows * 2 * inter_;  // [rows, I]
-  gate_up_linear_.run(x, rows, gate_up);
-  kernels::gated_activation(act_, gate_up, rows, inter_, h);
-  down_linear_.run(h, rows, y);
+  const std::int64_t ld = saved_per_row();
+  gate_up_linear_.run(x, rows, saved, 0, ld);
+  kernels::gated_activation(act_, saved, rows, inter_, saved + 2 * inter_, ld, ld);
+  down_linear_.run(saved + 2 * inter_, rows, y, ld);
+}
+
+void GatedMlp::backward_data(const float* saved, const float* grad_y, std::int64_t rows, float* grad_x, bool accumulate,
+                             float* grad_saved, std::vector<float>* scratch) const {
+  if (rows == 0) return;
+  scratch->resize(static_cast<std::size_t>(rows * inter_));
+  down_grad_.run(grad_y, rows, scratch->data());  // dL/dh
+  kernels::gated_activation_backward(act_, saved, scratch->data(), rows, inter_, grad_saved, saved_per_row());
+  gate_up_grad_.run(grad_saved, rows, grad_x, 0, 0, accumulate);
+}
+
+void GatedMlp::backward_weights(const float* x, std::int64_t rows, const float* saved, const float* grad_y,
+                                const float* grad_saved) {
+  if (rows == 0) return;
+  const std::int64_t H = hidden_, I = inter_;
+  kernels::gemm(true, false, H, I, rows, 1.0f, grad_y, H, saved + 2 * I, saved_per_row(), 1.0f, down_->grad.data(), I);
+  kernels::gemm(true, false, 2 * I, H, rows, 1.0f, grad_saved, 2 * I, x, H, 1.0f, gate_up_->grad.data(), H);
 }
 
 void GatedMlp::backward(const float* x, std::int64_t rows, const float* saved, const float* grad_y, float* grad_x,
                         bool accumulate, std::vector<float>* scratch) {
-  if (rows == 0) return;
-  const std::int64_t H = hidden_, I = inter_;
-  const float* gate_up = saved;
-  const float* h = saved + rows * 2 * I;
-  scratch->resize(static_cast<std::size_t>(rows * 3 * I));
-  float* dh = scratch->data();      // [rows, I]
-  float* dgate_up = dh + rows * I;  // [rows, 2I]
-  kernels::gemm(false, false, rows, I, H, 1.0f, grad_y, H, down_->value.data(), I, 0.0f, dh, I);
-  kernels::gemm(true, false, H, I, rows, 1.0f, grad_y, H, h, I, 1.0f, down_->grad.data(), I);
-  kernels::gated_activation_backward(act_, gate_up, dh, rows, I, dgate_up);
-  kernels::gemm(true, false, 2 * I, H, rows, 1.0f, dgate_up, 2 * I, x, H, 1.0f, gate_up_->grad.data(), H);
-  kernels::gemm(false, false, rows, H, 2 * I, 1.0f, dgate_up, 2 * I, gate_up_->value.data(), H,
-                accumulate ? 1.0f : 0.0f, grad_x, H);
+  std::vector<float> grad_saved(static_cast<std::size_t>(rows * grad_saved_per_row()));
+  backward_data(saved, grad_y, rows, grad_x, accumulate, grad_saved.data(), scratch);
+  backward_weights(x, rows, saved, grad_y, grad_saved.data());
+}
+
+void ExpertBackend::backward(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
+                             float* grad_rows) {
+  std::int64_t n = 0;
+  for (std::int64_t j = 0; j < num_local(); ++j) n += counts[j];
+  grad_saved_.resize(static_cast<std::size_t>(n * grad_saved_per_row()));
+  backward_data(rows, counts, saved, grad_out, grad_rows, grad_saved_.data());
+  backward_weights(rows, counts, saved, grad_out, grad_saved_.data());
 }
 
 namespace {
@@ -55,6 +72,7 @@ class CpuExpertBackend final : public ExpertBackend {
   DeviceKind device() const override { return DeviceKind::kCpu; }
   std::int64_t num_local() const override { return static_cast<std::int64_t>(mlps_.size()); }
   std::int64_t saved_per_row() const override { return mlps_.empty() ? 0 : mlps_.front().saved_per_row(); }
+  std::int64_t grad_saved_per_row() const override { return mlps_.empty() ? 0 : mlps_.front().grad_saved_per_row(); }
 
   void forward(const float* rows, const std::int64_t* counts, float* out, float* saved) override {
     std::int64_t offset = 0;
@@ -64,12 +82,23 @@ class CpuExpertBackend final : public ExpertBackend {
     }
   }
 
-  void backward(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
-                float* grad_rows) override {
+  void backward_data(const float*, const std::int64_t* counts, const float* saved, const float* grad_out,
+                     float* grad_rows, float* grad_saved) override {
     std::int64_t offset = 0;
     for (std::size_t j = 0; j < mlps_.size(); ++j) {
-      mlps_[j].backward(rows + offset * hidden_, counts[j], saved + offset * saved_per_row(),
-                        grad_out + offset * hidden_, grad_rows + offset * hidden_, false, &scratch_);
+      mlps_[j].backward_data(saved + offset * saved_per_row(), grad_out + offset * hidden_, counts[j],
+                             grad_rows + offset * hidden_, false, grad_saved + offset * grad_saved_per_row(),
+                             &scratch_);
+      offset += counts[j];
+    }
+  }
+
+  void backward_weights(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
+                        const float* grad_saved) override {
+    std::int64_t offset = 0;
+    for (std::size_t j = 0; j < mlps_.size(); ++j) {
+      mlps_[j].backward_weights(rows + offset * hidden_, counts[j], saved + offset * saved_per_row(),
+                                grad_out + offset * hidden_, grad_saved + offset * grad_saved_per_row());
       offset += counts[j];
     }
   }
@@ -109,6 +138,7 @@ class PackedExpertBackend final : public ExpertBackend {
   DeviceKind device() const override { return DeviceKind::kCpu; }
   std::int64_t num_local() const override { return static_cast<std::int64_t>(experts_.size()); }
   std::int64_t saved_per_row() const override { return 0; }
+  std::int64_t grad_saved_per_row() const override { return 0; }
 
   void forward(const float* rows, const std::int64_t* counts, float* out, float*) override {
     std::int64_t offset = 0;
@@ -137,12 +167,18 @@ class PackedExpertBackend final : public ExpertBackend {
       offset += m;
     }
   }
-  void backward(const float*, const std::int64_t*, const float*, const float*, float*) override {
-    throw Error(ErrorCode::kInternal, "experts were built for inference only; backward is not available");
+  void backward_data(const float*, const std::int64_t*, const float*, const float*, float*, float*) override {
+    inference_only();
+  }
+  void backward_weights(const float*, const std::int64_t*, const float*, const float*, const float*) override {
+    inference_only();
   }
   std::vector<Parameter*> parameters() override { return {}; }
 
  private:
+  [[noreturn]] static void inference_only() {
+    throw Error(ErrorCode::kInternal, "experts were built for inference only; backward is not available");
+  }
   struct Packed {
     kernels::PackedLinear gate, up, down;
   };

@@ -6,18 +6,31 @@
 
 namespace switchyard::kernels {
 
+/// How a Linear's weight matrix is stored.
+enum class WeightLayout {
+  kOutIn,  // [out, in] row-major, y = x · Wᵀ (nn.Linear)
+  kInOut,  // [in, out] row-major, y = x · W (the backward's dL/dx = dL/dy · W)
+};
+
 class Linear {
  public:
-  /// Builds a oneDNN matmul for weights `w` ([out_features, in_features],
-  /// float32, not copied: it must outlive this object). M is a run-time
-  /// dimension so one primitive serves every token count. Throws Error(kDnnl).
-  Linear(const float* w, std::int64_t out_features, std::int64_t in_features);
+  /// A oneDNN matmul on weights `w` (float32, not copied: it must outlive
+  /// this object, and may change between runs).
+  Linear(const float* w, std::int64_t out_features, std::int64_t in_features,
+         WeightLayout layout = WeightLayout::kOutIn);
   ~Linear();
   Linear(Linear&&) noexcept;
   Linear& operator=(Linear&&) noexcept;
 
-  /// y[rows, out] = x[rows, in] · Wᵀ. Blocking; not thread-safe per object.
-  void run(const float* x, std::int64_t rows, float* y) const;
+  /// y[rows, out] = x[rows, in] · W (as `layout` says), or y += that if
+  /// `accumulate`. Row strides default (0) to the widths. Every row's result
+  /// depends only on that row, never on `rows` or on its position: a
+  /// primitive is built per (row count, strides) and cached, because
+  /// oneDNN's run-time row count picks kernels by size and so changes the
+  /// rounding when the same rows arrive in other batches (docs/task-graph.md).
+  /// Blocking; thread-safe. Throws Error(kDnnl).
+  void run(const float* x, std::int64_t rows, float* y, std::int64_t ldx = 0, std::int64_t ldy = 0,
+           bool accumulate = false) const;
 
   std::int64_t out_features() const { return out_; }
   std::int64_t in_features() const { return in_; }

@@ -16,21 +16,32 @@
 namespace switchyard::layers {
 
 /// A gated MLP, down(act(gate(x)) * up(x)), with gate and up fused into one
-/// [2I, H] weight, on oneDNN.
+/// [2I, H] weight, on oneDNN. Every per-row result depends on that row only
+/// (not on how rows are batched), so chunked and whole steps agree bit for bit.
 class GatedMlp {
  public:
   /// Parameters are named `<name>.gate_up_proj` and `<name>.down_proj`.
   GatedMlp(MlpWeights weights, kernels::Activation act, const std::string& name, bool replicated);
   GatedMlp(GatedMlp&&) = default;
 
+  std::int64_t hidden() const { return hidden_; }
   std::int64_t inter() const { return inter_; }
-  /// Floats of saved activations per row (for backward).
+  /// Floats saved per row by forward(): gate_up (2I) then h = act(gate)*up (I).
   std::int64_t saved_per_row() const { return 3 * inter_; }
+  /// Floats per row backward_data() keeps for backward_weights(): dL/d(gate_up).
+  std::int64_t grad_saved_per_row() const { return 2 * inter_; }
 
-  /// y[rows, H] = MLP(x[rows, H]). `saved` holds rows * saved_per_row() floats:
-  /// the activations backward() needs (also used as scratch for inference).
+  /// y[rows, H] = MLP(x[rows, H]); `saved` ([rows, saved_per_row()]) gets
+  /// what the backward needs (also the scratch for inference).
   void forward(const float* x, std::int64_t rows, float* y, float* saved) const;
-  /// Writes dL/dx (or adds it, if `accumulate`) and adds the weight gradients.
+  /// Writes dL/dx (adds it, if `accumulate`) and dL/d(gate_up) into
+  /// `grad_saved` ([rows, grad_saved_per_row()]). Row-wise, like forward().
+  void backward_data(const float* saved, const float* grad_y, std::int64_t rows, float* grad_x, bool accumulate,
+                     float* grad_saved, std::vector<float>* scratch) const;
+  /// Adds the weight gradients, a sum over the rows in the order given.
+  void backward_weights(const float* x, std::int64_t rows, const float* saved, const float* grad_y,
+                        const float* grad_saved);
+  /// backward_data then backward_weights.
   void backward(const float* x, std::int64_t rows, const float* saved, const float* grad_y, float* grad_x,
                 bool accumulate, std::vector<float>* scratch);
 
@@ -42,25 +53,39 @@ class GatedMlp {
   kernels::Activation act_;
   // NOTE: heap-allocated so the Linears' weight pointers survive moves.
   std::unique_ptr<Parameter> gate_up_, down_;
-  kernels::Linear gate_up_linear_, down_linear_;
+  kernels::Linear gate_up_linear_, down_linear_;  // forward: x · Wᵀ
+  kernels::Linear down_grad_, gate_up_grad_;      // backward: dy · W
 };
 
+/// This rank's experts. Rows come grouped by local expert: expert j gets
+/// `counts[j]` consecutive rows. Every per-row array is row-major with the
+/// width its name says (H for rows and outputs, saved_per_row(),
+/// grad_saved_per_row()), so the layer can move rows between batches; each
+/// row's results must depend only on that row. Blocking; not thread-safe.
 class ExpertBackend {
  public:
   virtual ~ExpertBackend() = default;
   virtual DeviceKind device() const = 0;
   virtual std::int64_t num_local() const = 0;
-  /// Floats of saved activations per row.
+  /// Floats of saved activations per row (forward -> backward).
   virtual std::int64_t saved_per_row() const = 0;
-  /// Runs expert j on `counts[j]` consecutive rows of `rows` ([sum(counts), H]),
-  /// writing the same positions of `out`; `saved` gets sum(counts) *
-  /// saved_per_row() floats for backward. Blocking; not thread-safe.
+  /// Floats per row backward_data() keeps for backward_weights().
+  virtual std::int64_t grad_saved_per_row() const = 0;
   virtual void forward(const float* rows, const std::int64_t* counts, float* out, float* saved) = 0;
-  /// dL/d(rows) from dL/d(out); adds the expert weight gradients.
-  virtual void backward(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
-                        float* grad_rows) = 0;
+  /// dL/d(rows) from dL/d(out), row by row; fills `grad_saved`.
+  virtual void backward_data(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
+                             float* grad_rows, float* grad_saved) = 0;
+  /// Adds the expert weight gradients: sums over the rows in the order given.
+  virtual void backward_weights(const float* rows, const std::int64_t* counts, const float* saved,
+                                const float* grad_out, const float* grad_saved) = 0;
+  /// backward_data then backward_weights, on a scratch `grad_saved`.
+  void backward(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
+                float* grad_rows);
   /// Per local expert j: gate_up then down (names `experts.<global id>.*`).
   virtual std::vector<Parameter*> parameters() = 0;
+
+ private:
+  std::vector<float> grad_saved_;
 };
 
 struct ExpertBackendOptions {
