@@ -1,5 +1,7 @@
 #include "switchyard/kernels/matmul.hpp"
 
+#include "dnnl_scratchpad.hpp"
+
 #include <dnnl.hpp>
 #include <map>
 #include <memory>
@@ -29,7 +31,11 @@ struct Linear::Impl {
   const float* w;
   WeightLayout layout;
   std::mutex mu;  // guards `cache`; primitives themselves run concurrently
-  std::map<Key, std::shared_ptr<dnnl::matmul>> cache;
+  struct Prim {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul prim;
+  };
+  std::map<Key, std::shared_ptr<Prim>> cache;
 };
 
 namespace {
@@ -66,7 +72,7 @@ void Linear::run(const float* x, std::int64_t rows, float* y, std::int64_t ldx, 
     auto& eng = cpu_engine();
     const dnnl::memory::desc src_md({rows, in_}, dt::f32, {ldx, 1}), dst_md({rows, out_}, dt::f32, {ldy, 1});
     const dnnl::memory::desc w_md = weight_desc(impl_->layout, in_, out_);
-    std::shared_ptr<dnnl::matmul> prim;
+    std::shared_ptr<Impl::Prim> prim;
     {
       std::lock_guard<std::mutex> lock(impl_->mu);
       const Impl::Key key{rows, ldx, ldy, accumulate};
@@ -75,10 +81,9 @@ void Linear::run(const float* x, std::int64_t rows, float* y, std::int64_t ldx, 
         if (impl_->cache.size() >= kMaxCachedPrimitives) impl_->cache.clear();
         dnnl::post_ops ops;
         if (accumulate) ops.append_sum(1.0f);
-        dnnl::primitive_attr attr;
-        attr.set_post_ops(ops);
-        auto made = std::make_shared<dnnl::matmul>(
-            dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, w_md, dst_md), attr, eng));
+        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, w_md, dst_md), detail::user_scratchpad_attr(ops),
+                                        eng);
+        auto made = std::make_shared<Impl::Prim>(Impl::Prim{pd, dnnl::matmul(pd)});
         it = impl_->cache.emplace(key, std::move(made)).first;
       }
       prim = it->second;
@@ -86,7 +91,10 @@ void Linear::run(const float* x, std::int64_t rows, float* y, std::int64_t ldx, 
     dnnl::memory src(src_md, eng, const_cast<float*>(x)), dst(dst_md, eng, y);
     dnnl::memory weights(w_md, eng, const_cast<float*>(impl_->w));
     dnnl::stream stream(eng);
-    prim->execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
+    prim->prim.execute(stream, {{DNNL_ARG_SRC, src},
+                                {DNNL_ARG_WEIGHTS, weights},
+                                {DNNL_ARG_DST, dst},
+                                {DNNL_ARG_SCRATCHPAD, detail::thread_scratchpad(prim->pd, eng)}});
     stream.wait();
   } catch (const dnnl::error& e) {
     throw Error(ErrorCode::kDnnl, std::string("oneDNN matmul failed: ") + e.what() + " (status " +

@@ -1,5 +1,7 @@
 #include "switchyard/kernels/packed_linear.hpp"
 
+#include "dnnl_scratchpad.hpp"
+
 #include <cstring>
 #include <dnnl.hpp>
 #include <string>
@@ -42,7 +44,8 @@ struct PackedLinear::Impl {
   Activation act;
   dnnl::memory::desc packed_md;
   dnnl::memory packed;
-  std::map<std::pair<std::int64_t, bool>, dnnl::matmul> by_rows;  // (rows, bf16 output)
+  std::map<std::pair<std::int64_t, bool>, std::pair<dnnl::matmul::primitive_desc, dnnl::matmul>>
+      by_rows;  // (rows, bf16 output)
   std::vector<std::uint16_t> x_bf16;
 
   dnnl::matmul::primitive_desc describe(std::int64_t rows, std::int64_t in, std::int64_t out,
@@ -53,9 +56,8 @@ struct PackedLinear::Impl {
       ops.append_eltwise(1.0f, eltwise_of(act), act == Activation::kSilu ? 1.0f : 0.0f, 0.0f);
     if (epilogue == Epilogue::kMultiply)
       ops.append_binary(dnnl::algorithm::binary_mul, dnnl::memory::desc({rows, out}, dt::f32, tag::ab));
-    dnnl::primitive_attr attr;
-    attr.set_post_ops(ops);
-    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), attr, engine());
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), detail::user_scratchpad_attr(ops),
+                                        engine());
   }
 
   // Packs weights given as a plain [in, out] view (Wᵀ, strides {1, in}) of `type`.
@@ -132,20 +134,23 @@ void PackedLinear::execute(const void* x, std::int64_t rows, void* y, bool y_bf1
     auto it = m.by_rows.find(key);
     if (it == m.by_rows.end()) {
       const auto pd = m.describe(rows, in_, out_, m.packed_md, y_bf16 ? dt::bf16 : dt::f32);
-      it = m.by_rows.emplace(key, dnnl::matmul(pd)).first;
+      it = m.by_rows.emplace(key, std::make_pair(pd, dnnl::matmul(pd))).first;
     }
     auto& eng = engine();
     dnnl::memory src({{rows, in_}, m.type, tag::ab}, eng, const_cast<void*>(x));
     dnnl::memory dst({{rows, out_}, y_bf16 ? dt::bf16 : dt::f32, tag::ab}, eng, y);
     std::unordered_map<int, dnnl::memory> args = {
-        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, m.packed}, {DNNL_ARG_DST, dst}};
+        {DNNL_ARG_SRC, src},
+        {DNNL_ARG_WEIGHTS, m.packed},
+        {DNNL_ARG_DST, dst},
+        {DNNL_ARG_SCRATCHPAD, detail::thread_scratchpad(it->second.first, eng)}};
     if (m.epilogue == Epilogue::kMultiply) {
       check(mul != nullptr, ErrorCode::kInternal, "PackedLinear: multiply epilogue needs its operand");
       args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] =
           dnnl::memory({{rows, out_}, dt::f32, tag::ab}, eng, const_cast<float*>(mul));
     }
     dnnl::stream s(eng);
-    it->second.execute(s, args);
+    it->second.second.execute(s, args);
     s.wait();
   } catch (const dnnl::error& e) {
     throw Error(ErrorCode::kDnnl, std::string("oneDNN packed matmul failed: ") + e.what());

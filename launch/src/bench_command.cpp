@@ -32,10 +32,7 @@ void add_bench_options(CLI::App& sub, BenchOptions* o) {
   sub.add_option("--routing", o->routing, "uniform | skewed")->check(CLI::IsMember({"uniform", "skewed"}));
   sub.add_option("--seed", o->seed, "Seed of the synthetic weights and inputs");
   sub.add_option("--json", o->json, "Append one JSON line per run to this file (rank 0)");
-  sub.add_option("--chunks", o->chunks,
-                 "Also time the forward cut into this many token chunks as a task graph, with the exchange "
-                 "overlapping expert compute, beside the same graph run in sequence (fwd only)")
-      ->check(CLI::Range(1, 64));
+  add_schedule_options(sub, &o->schedule);
   sub.add_option("--corrupt-expert", o->corrupt_expert,
                  "Scale this expert's weights after the reference is fixed (checks that `correct` can fail)");
 }
@@ -131,16 +128,19 @@ void mlp_ref(const layers::MlpWeights& w, const float* x, kernels::Activation ac
 // Largest relative error of `y` on a sample of this rank's tokens against a
 // float64 evaluation of the same layer (same routing decisions).
 double sample_error(const BenchOptions& o, const layers::ModelConfig& config, const std::vector<float>& x,
-                    const std::vector<float>& y, const layers::RoutingPlan& routing) {
+                    const std::vector<float>& y, const layers::MoeForwardContext& ctx) {
   const std::int64_t H = o.hidden, samples = std::min<std::int64_t>(o.tokens, 4);
   double err = 0, scale = 1e-30;
   std::vector<double> out;
   for (std::int64_t t = 0; t < samples; ++t) {
+    auto k = ctx.chunks.begin();
+    while (t >= k->begin + k->rows) ++k;
+    const std::int64_t slot = (t - k->begin) * o.top_k;
     std::vector<double> ref(static_cast<std::size_t>(H), 0.0);
     for (std::int64_t j = 0; j < o.top_k; ++j) {
-      const auto e = routing.expert_idx[t * o.top_k + j];
+      const auto e = k->routing.expert_idx[slot + j];
       mlp_ref(mlp(o.seed, static_cast<std::uint64_t>(e), H, o.ffn), &x[t * H], config.activation, &out);
-      for (std::int64_t h = 0; h < H; ++h) ref[h] += routing.weights[t * o.top_k + j] * out[h];
+      for (std::int64_t h = 0; h < H; ++h) ref[h] += k->routing.weights[slot + j] * out[h];
     }
     if (config.shared_intermediate_size > 0) {
       mlp_ref(mlp(o.seed, kSharedId, H, config.shared_intermediate_size), &x[t * H], config.activation, &out);
@@ -188,59 +188,86 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
     x = inputs(o, me);
   });
 
+  std::unique_ptr<StepRunner> runner;
+  collective_step(comm, [&] { runner = std::make_unique<StepRunner>(o.schedule, comm, o.tokens); });
+
   const std::int64_t H = o.hidden;
   std::vector<float> y(x.size()), dx(x.size());
-  std::vector<double> steps;
-  std::map<std::string, std::vector<double>> phases;
-  std::vector<std::string> phase_order;
   layers::MoeForwardContext ctx;
   layers::ForwardStats stats;
-  std::vector<double> expert_rates;
-  for (int it = 0; it < o.warmup + o.iters; ++it) {
-    PhaseTimer timer;
-    double t[1];
-    const auto t0 = std::chrono::steady_clock::now();
-    layer->forward(comm, x.data(), o.tokens, y.data(), &stats, &timer, &ctx);
-    if (backward) layer->backward(comm, ctx, y.data(), dx.data(), &timer);
-    t[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    comm.allreduce_max(t, 1);
-    std::vector<double> ph;
-    for (auto& e : timer.entries()) ph.push_back(e.seconds);
-    comm.allreduce_max(ph.data(), ph.size());
-    if (it < o.warmup) continue;
-    steps.push_back(t[0]);
-    for (std::size_t i = 0; i < ph.size(); ++i) {
-      const auto& name = timer.entries()[i].phase;
-      if (!phases.count(name)) phase_order.push_back(name);
-      phases[name].push_back(ph[i]);
-    }
-  }
-  const auto step = percentiles(steps);
-  auto phase_p50 = [&](const std::string& name) { return phases.count(name) ? percentiles(phases[name]).p50 : 0.0; };
-
-  // The chunked forward as a task graph, overlap on and off (same graph).
-  double overlap_on_s = 0, overlap_off_s = 0;
-  if (o.chunks > 1 && !backward) {
-    Executor executor(1);  // one compute worker: a rank per core, oneDNN single-threaded
-    for (bool overlap : {false, true}) {
-      std::vector<double> times;
-      for (int it = 0; it < o.warmup + o.iters; ++it) {
-        double t[1];
-        comm.barrier();
-        const auto t0 = std::chrono::steady_clock::now();
-        layer->forward_pipelined(comm, x.data(), o.tokens, y.data(), nullptr,
-                                 {.chunks = o.chunks, .overlap = overlap, .executor = &executor});
-        t[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        comm.allreduce_max(t, 1);
-        if (it >= o.warmup) times.push_back(t[0]);
+  // One timed run of the layer: step times and per-phase busy times (p50 of
+  // the slowest rank), with the given overlap.
+  struct Run {
+    Percentiles step;
+    std::map<std::string, double> phase_p50;
+    std::vector<std::string> phase_order;
+    double phase(const std::string& name) const { return phase_p50.count(name) ? phase_p50.at(name) : 0.0; }
+  };
+  auto timed_run = [&](bool overlap, bool traced) {
+    const layers::StepSchedule schedule = runner->schedule(overlap);
+    std::vector<double> steps;
+    std::map<std::string, std::vector<double>> phases;
+    Run run;
+    for (int it = 0; it < o.warmup + o.iters; ++it) {
+      if (traced && it == o.warmup + o.iters - 1) runner->restart_trace();  // trace the last step only
+      PhaseTimer timer;
+      double t[1];
+      comm.barrier();
+      const auto t0 = std::chrono::steady_clock::now();
+      layer->forward(comm, x.data(), o.tokens, y.data(), &stats, &timer, &ctx, schedule);
+      if (backward) layer->backward(comm, ctx, y.data(), dx.data(), &timer, schedule);
+      t[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      comm.allreduce_max(t, 1);
+      std::vector<double> ph;
+      for (auto& e : timer.entries()) ph.push_back(e.seconds);
+      comm.allreduce_max(ph.data(), ph.size());
+      if (it < o.warmup) continue;
+      steps.push_back(t[0]);
+      for (std::size_t i = 0; i < ph.size(); ++i) {
+        const auto& name = timer.entries()[i].phase;
+        if (!phases.count(name)) run.phase_order.push_back(name);
+        phases[name].push_back(ph[i]);
       }
-      (overlap ? overlap_on_s : overlap_off_s) = percentiles(times).p50;
     }
-  }
+    run.step = percentiles(steps);
+    for (auto& [name, v] : phases) run.phase_p50[name] = percentiles(v).p50;
+    return run;
+  };
+  // The same graph in sequence is the baseline, and its phases are clean
+  // busy times (no task shares the core with another).
+  Run sequence, overlapped;
+  sequence = timed_run(false, !runner->overlap());
+  if (runner->overlap()) overlapped = timed_run(true, true);
+  const Run& main_run = runner->overlap() ? overlapped : sequence;
+  const auto step = main_run.step;
+  auto phase_p50 = [&](const std::string& name) { return sequence.phase(name); };
 
   // Expert GEMM rate on the slowest rank: this rank's rows x 6 H I flops.
-  std::int64_t rows = 0;
-  for (auto c : ctx.plan.local_expert_counts) rows += c;
+  // The whole step's exchange counts and expert rows, summed over chunks.
+  layers::DispatchPlan p;
+  p.send_counts.assign(static_cast<std::size_t>(R), 0);
+  p.recv_counts.assign(static_cast<std::size_t>(R), 0);
+  std::vector<std::int64_t> expert_rows;
+  for (const auto& k : ctx.chunks) {
+    for (int r = 0; r < R; ++r) {
+      p.send_counts[r] += k.plan.send_counts[r];
+      p.recv_counts[r] += k.plan.recv_counts[r];
+    }
+    expert_rows.resize(k.plan.local_expert_counts.size(), 0);
+    for (std::size_t j = 0; j < expert_rows.size(); ++j) expert_rows[j] += k.plan.local_expert_counts[j];
+  }
+  p.send_offsets.assign(static_cast<std::size_t>(R), 0);
+  p.recv_offsets.assign(static_cast<std::size_t>(R), 0);
+  for (int r = 1; r < R; ++r) {
+    p.send_offsets[r] = p.send_offsets[r - 1] + p.send_counts[r - 1];
+    p.recv_offsets[r] = p.recv_offsets[r - 1] + p.recv_counts[r - 1];
+  }
+  std::int64_t rows = 0, num_send = 0, num_recv = 0;
+  for (auto c : expert_rows) rows += c;
+  for (int r = 0; r < R; ++r) {
+    num_send += p.send_counts[r];
+    num_recv += p.recv_counts[r];
+  }
   double rate[1] = {-(static_cast<double>(rows) * 6.0 * H * o.ffn / phase_p50("experts") / 1e9)};
   comm.allreduce_max(rate, 1);
   const double gemm_gflops = -rate[0];
@@ -252,10 +279,9 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   // the same byte counts; and as seen inside the step, where it also absorbs
   // the ranks' skew in arriving (route, experts).
   double bytes = 0;
-  for (int r = 0; r < R; ++r) bytes += static_cast<double>(ctx.plan.send_counts[r] + ctx.plan.recv_counts[r]);
+  for (int r = 0; r < R; ++r) bytes += static_cast<double>(p.send_counts[r] + p.recv_counts[r]);
   bytes *= static_cast<double>(H * sizeof(float));
-  const auto& p = ctx.plan;
-  std::vector<float> send(static_cast<std::size_t>(p.num_send() * H)), recv(static_cast<std::size_t>(p.num_recv() * H));
+  std::vector<float> send(static_cast<std::size_t>(num_send * H)), recv(static_cast<std::size_t>(num_recv * H));
   // Each exchange alone, barrier-aligned like the baseline.
   auto timed_exchange = [&](bool dispatch) {
     std::vector<double> times;
@@ -278,6 +304,10 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   };
   const double exchange_s = timed_exchange(true) + timed_exchange(false);
   const double in_step_s = phase_p50("dispatch") + phase_p50("combine");
+  // The step's exchanges alone (the backward repeats them with roles
+  // swapped) and its expert compute alone: the floors overlap works against.
+  const double t_comm = exchange_s * (backward ? 2.0 : 1.0);
+  const double t_compute = phase_p50("experts") + phase_p50("experts_grad") + phase_p50("expert_weights_grad");
   const double plain_s = measure_alltoallv_seconds(comm, p.send_counts, p.recv_counts, H * sizeof(float), o.iters) +
                          measure_alltoallv_seconds(comm, p.recv_counts, p.send_counts, H * sizeof(float), o.iters);
   double gbps[3] = {-(bytes / exchange_s / 1e9), -(bytes / plain_s / 1e9), -(bytes / in_step_s / 1e9)};
@@ -285,25 +315,25 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
 
   // (t_comm + t_compute - t_step) / min(t_comm, t_compute): 1 when the exchange
   // hides completely behind the experts, 0 when nothing overlaps.
-  const double t_compute = phase_p50("experts");
-  const double overlap_efficiency =
-      overlap_on_s > 0 ? (exchange_s + t_compute - overlap_on_s) / std::min(exchange_s, t_compute) : 0.0;
+  const double overlap_on_s = runner->overlap() ? overlapped.step.p50 : 0.0, overlap_off_s = sequence.step.p50;
+  const double overlap_efficiency = (t_comm + t_compute - step.p50) / std::min(t_comm, t_compute);
 
   const double mem_bw = measure_memory_bandwidth_gbps(5);
   double touched = 0;
-  for (auto c : ctx.plan.local_expert_counts)
+  for (auto c : expert_rows)
     if (c > 0) touched += static_cast<double>(3 * H * o.ffn) * (bf16 ? 2.0 : 4.0);
   std::vector<double> rss(static_cast<std::size_t>(R), 0.0);
   rss[static_cast<std::size_t>(me)] = max_rss_mib();
   comm.allreduce_sum(rss.data(), rss.size());  // every rank's own peak, in rank order
-  double maxima[3] = {touched, rss[static_cast<std::size_t>(me)], sample_error(o, config, x, y, ctx.routing)};
+  double maxima[3] = {touched, rss[static_cast<std::size_t>(me)], sample_error(o, config, x, y, ctx)};
   comm.allreduce_max(maxima, 3);
   const double tolerance = bf16 ? 3e-2 : 1e-4;
   const bool correct = maxima[2] <= tolerance;
 
+  runner->write_outputs(comm, *layer, backward);
   if (me != 0) return;
   json phase_ms = json::object();
-  for (auto& name : phase_order) phase_ms[name] = phase_p50(name) * 1e3;
+  for (auto& name : sequence.phase_order) phase_ms[name] = phase_p50(name) * 1e3;
   json line = {{"ranks", R},
                {"hidden", H},
                {"ffn", o.ffn},
@@ -325,9 +355,14 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
                {"exchange_gbps", -gbps[0]},
                {"alltoallv_gbps", -gbps[1]},
                {"exchange_in_step_gbps", -gbps[2]},
-               {"t_comm_ms", exchange_s * 1e3},
+               {"t_comm_ms", t_comm * 1e3},
                {"t_compute_ms", t_compute * 1e3},
-               {"chunks", o.chunks},
+               {"floor_ratio", step.p50 / std::max(t_comm, t_compute)},
+               {"chunks", runner->chunks()},
+               {"overlap", runner->overlap()},
+               {"workers", o.schedule.workers},
+               {"step_ms_p50_overlap_off", overlap_off_s * 1e3},
+               {"overlap_efficiency", overlap_efficiency},
                {"mem_bw_gbps", mem_bw},
                {"expert_bytes_touched", maxima[0]},
                {"mem_floor_ms", maxima[0] / (mem_bw * 1e9) * 1e3},
@@ -343,18 +378,16 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
               step.p50 * 1e3, step.p10 * 1e3, step.p90 * 1e3, gemm_gflops, gemm_peak, -gbps[0], -gbps[1],
               static_cast<double>(o.tokens * R) / step.p50, correct ? "yes" : "NO");
   std::printf("phases (ms, p50 of slowest rank):");
-  for (auto& name : phase_order) std::printf(" %s %.3f", name.c_str(), phase_p50(name) * 1e3);
+  for (auto& name : sequence.phase_order) std::printf(" %s %.3f", name.c_str(), phase_p50(name) * 1e3);
   std::printf("\nmemory: %.1f GB/s streaming read; expert weights touched %.1f MB -> floor %.3f ms; max RSS %.0f MB\n",
               mem_bw, maxima[0] / 1e6, maxima[0] / (mem_bw * 1e9) * 1e3, maxima[1]);
-  if (overlap_on_s > 0) {
-    line["step_ms_p50_overlap_on"] = overlap_on_s * 1e3;
-    line["step_ms_p50_overlap_off"] = overlap_off_s * 1e3;
-    line["overlap_efficiency"] = overlap_efficiency;
-    std::printf(
-        "chunked x%d: step %.2f ms overlap on, %.2f ms off (same graph in sequence); t_comm %.2f ms, "
-        "t_compute %.2f ms, overlap efficiency %.2f\n",
-        o.chunks, overlap_on_s * 1e3, overlap_off_s * 1e3, exchange_s * 1e3, t_compute * 1e3, overlap_efficiency);
-  }
+  if (overlap_on_s > 0) line["step_ms_p50_overlap_on"] = overlap_on_s * 1e3;
+  std::printf(
+      "schedule: %d chunk%s, overlap %s, %d worker%s: step %.2f ms (same graph in sequence %.2f ms); t_comm %.2f ms, "
+      "t_compute %.2f ms, overlap efficiency %.2f, step / max(floors) %.2f\n",
+      runner->chunks(), runner->chunks() == 1 ? "" : "s", runner->overlap() ? "on" : "off", o.schedule.workers,
+      o.schedule.workers == 1 ? "" : "s", step.p50 * 1e3, overlap_off_s * 1e3, t_comm * 1e3, t_compute * 1e3,
+      overlap_efficiency, step.p50 / std::max(t_comm, t_compute));
   if (!o.json.empty()) {
     std::ofstream out(o.json, std::ios::app);
     out << line.dump() << "\n";

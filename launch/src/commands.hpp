@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 
+#include "step_schedule.hpp"
 #include "switchyard/comm/communicator.hpp"
 
 namespace switchyard::launch {
@@ -19,6 +20,7 @@ struct ForwardOptions {
   double z_loss_coef = 0.0;
   std::string dtype = "f32";  // expert weights: f32 | bf16 (inference only)
   bool quiet = false;
+  ScheduleOptions schedule;
 };
 
 struct InspectOptions {
@@ -34,6 +36,7 @@ struct TrainOptions {
   std::int64_t save_every = 0;
   std::string resume;
   bool quiet = false;
+  ScheduleOptions schedule;
 };
 
 struct BenchOptions {
@@ -42,7 +45,7 @@ struct BenchOptions {
   int iters = 10, warmup = 3;
   std::uint64_t seed = 1;
   std::int64_t corrupt_expert = -1;
-  int chunks = 1;  // >1: also time the chunked forward as a task graph, overlap on and off
+  ScheduleOptions schedule;  // with overlap on, the same graph in sequence is timed beside it
 };
 
 void add_forward_options(CLI::App& sub, ForwardOptions* opts);

@@ -178,7 +178,7 @@ BatchResult CharLm::evaluate(comm::Communicator& comm, const std::int32_t* conte
   BatchResult result;
   result.loss_sum = forward(comm, contexts, targets, T, 1.0f, &a, &result);
   if (keep_routing)
-    for (auto& ab : a.blocks) result.expert_idx.push_back(std::move(ab.ctx.routing.expert_idx));
+    for (auto& ab : a.blocks) result.expert_idx.push_back(ab.ctx.expert_idx());
   return result;
 }
 

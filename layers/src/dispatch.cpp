@@ -107,8 +107,10 @@ DispatchPlan plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& pl
   const std::int64_t num_local = placement.num_local(me);
   plan.recv_counts.assign(R, 0);
   plan.local_expert_counts.assign(static_cast<std::size_t>(num_local), 0);
+  plan.recv_table.resize(static_cast<std::size_t>(R * num_local));
   for (int s = 0; s < R; ++s)
     for (std::int64_t j = 0; j < num_local; ++j) {
+      plan.recv_table[s * num_local + j] = recv_table[s * L + j];
       plan.recv_counts[s] += recv_table[s * L + j];
       plan.local_expert_counts[j] += recv_table[s * L + j];
     }

@@ -17,12 +17,27 @@ GatedMlp::GatedMlp(MlpWeights weights, kernels::Activation act, const std::strin
       down_grad_(down_->value.data(), inter_, hidden_, kernels::WeightLayout::kInOut),
       gate_up_grad_(gate_up_->value.data(), hidden_, 2 * inter_, kernels::WeightLayout::kInOut) {}
 
+namespace {
+
+// Per-thread scratch for h = act(gate) * up: shared experts of different
+// chunks may run on different workers at once.
+std::vector<float>& h_scratch(std::int64_t floats) {
+  thread_local std::vector<float> h;
+  h.resize(static_cast<std::size_t>(floats));
+  return h;
+}
+
+}  // namespace
+
+// NOTE: only gate_up is saved, in its own contiguous rows; h is recomputed
+// where needed. oneDNN's kernels for strided rows batch them differently by
+// row count, which would make results depend on the schedule.
 void GatedMlp::forward(const float* x, std::int64_t rows, float* y, float* saved) const {
   if (rows == 0) return;
-  const std::int64_t ld = saved_per_row();
-  gate_up_linear_.run(x, rows, saved, 0, ld);
-  kernels::gated_activation(act_, saved, rows, inter_, saved + 2 * inter_, ld, ld);
-  down_linear_.run(saved + 2 * inter_, rows, y, ld);
+  std::vector<float>& h = h_scratch(rows * inter_);
+  gate_up_linear_.run(x, rows, saved);
+  kernels::gated_activation(act_, saved, rows, inter_, h.data());
+  down_linear_.run(h.data(), rows, y);
 }
 
 void GatedMlp::backward_data(const float* saved, const float* grad_y, std::int64_t rows, float* grad_x, bool accumulate,
@@ -30,7 +45,7 @@ void GatedMlp::backward_data(const float* saved, const float* grad_y, std::int64
   if (rows == 0) return;
   scratch->resize(static_cast<std::size_t>(rows * inter_));
   down_grad_.run(grad_y, rows, scratch->data());  // dL/dh
-  kernels::gated_activation_backward(act_, saved, scratch->data(), rows, inter_, grad_saved, saved_per_row());
+  kernels::gated_activation_backward(act_, saved, scratch->data(), rows, inter_, grad_saved);
   gate_up_grad_.run(grad_saved, rows, grad_x, 0, 0, accumulate);
 }
 
@@ -38,7 +53,9 @@ void GatedMlp::backward_weights(const float* x, std::int64_t rows, const float* 
                                 const float* grad_saved) {
   if (rows == 0) return;
   const std::int64_t H = hidden_, I = inter_;
-  kernels::gemm(true, false, H, I, rows, 1.0f, grad_y, H, saved + 2 * I, saved_per_row(), 1.0f, down_->grad.data(), I);
+  std::vector<float>& h = h_scratch(rows * I);
+  kernels::gated_activation(act_, saved, rows, I, h.data());
+  kernels::gemm(true, false, H, I, rows, 1.0f, grad_y, H, h.data(), I, 1.0f, down_->grad.data(), I);
   kernels::gemm(true, false, 2 * I, H, rows, 1.0f, grad_saved, 2 * I, x, H, 1.0f, gate_up_->grad.data(), H);
 }
 

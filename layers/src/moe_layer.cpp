@@ -3,7 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "pipeline_chunk.hpp"
+#include "router_grad.hpp"
+#include "step_graph.hpp"
 #include "switchyard/kernels/permute.hpp"
 #include "switchyard/kernels/routing_math.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -34,31 +35,20 @@ MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPl
   }
 }
 
-void MoeLayer::add_shared_experts(const float* x, std::int64_t rows, float* y, std::vector<float>* out,
-                                  std::vector<float>* saved, std::vector<float>* scale) const {
+void MoeLayer::add_shared_experts(const float* x, std::int64_t rows, float* y, float* out, float* saved,
+                                  float* scale) const {
   if (!shared_) return;
   const std::int64_t H = config_.hidden_size;
-  out->resize(static_cast<std::size_t>(rows * H));
-  saved->resize(static_cast<std::size_t>(rows * shared_->saved_per_row()));
-  shared_->forward(x, rows, out->data(), saved->data());
-  scale->assign(static_cast<std::size_t>(rows), 1.0f);
+  shared_->forward(x, rows, out, saved);
   for (std::int64_t i = 0; i < rows; ++i) {
+    scale[i] = 1.0f;
     if (!shared_gate_.value.empty()) {
       float dot = 0.0f;
       for (std::int64_t h = 0; h < H; ++h) dot += x[i * H + h] * shared_gate_.value[h];
-      (*scale)[i] = 1.0f / (1.0f + std::exp(-dot));
+      scale[i] = 1.0f / (1.0f + std::exp(-dot));
     }
-    for (std::int64_t h = 0; h < H; ++h) y[i * H + h] += (*scale)[i] * (*out)[i * H + h];
+    for (std::int64_t h = 0; h < H; ++h) y[i * H + h] += scale[i] * out[i * H + h];
   }
-}
-
-MoeLayer::~MoeLayer() = default;
-MoeLayer::MoeLayer(MoeLayer&&) noexcept = default;
-
-std::vector<float>& MoeLayer::buffer(Buffer which, std::int64_t floats) {
-  auto& b = buffers_[static_cast<std::size_t>(which)];
-  b.resize(static_cast<std::size_t>(floats));
-  return b;
 }
 
 std::vector<Parameter*> MoeLayer::parameters() {
@@ -72,96 +62,74 @@ std::vector<Parameter*> MoeLayer::parameters() {
   return out;
 }
 
-namespace {
-
-// Router probabilities for the auxiliary losses: softmax of the logits for
-// every router kind, as transformers' load_balancing_loss_func computes them.
-void aux_probs(const float* logits, std::int64_t E, float* p) {
-  std::copy(logits, logits + E, p);
-  kernels::softmax_rows(p, 1, E);
+std::vector<std::int32_t> MoeForwardContext::expert_idx() const {
+  std::vector<std::int32_t> out;
+  for (const MoeChunk& k : chunks) out.insert(out.end(), k.routing.expert_idx.begin(), k.routing.expert_idx.end());
+  return out;
 }
-
-double logsumexp(const float* x, std::int64_t n) {
-  const float mx = *std::max_element(x, x + n);
-  double s = 0;
-  for (std::int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(x[i]) - mx);
-  return mx + std::log(s);
-}
-
-}  // namespace
 
 void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t num_tokens, float* y, ForwardStats* stats,
-                       PhaseTimer* timer, MoeForwardContext* ctx) {
-  PhaseTimer local_timer;
-  PhaseTimer& t = timer ? *timer : local_timer;
-  t.restart();
-  const std::int64_t H = config_.hidden_size, E = config_.num_experts, K = config_.top_k;
+                       PhaseTimer* timer, MoeForwardContext* ctx, const StepSchedule& schedule) {
+  check_arg(schedule.chunks >= 1, "--chunks must be at least 1, got " + std::to_string(schedule.chunks));
+  check(!schedule.overlap || schedule.executor != nullptr, ErrorCode::kInternal, "overlap needs an executor");
+  const std::int64_t H = config_.hidden_size, E = config_.num_experts;
+  const int C = schedule.chunks;
   MoeForwardContext& c = ctx ? *ctx : inference_ctx_;
   c.x = x;
   c.num_tokens = num_tokens;
-
-  // 1. Route.
+  c.chunks.resize(static_cast<std::size_t>(C));
+  for (int i = 0; i < C; ++i) {
+    MoeChunk& k = c.chunks[i];
+    k.begin = i * (num_tokens / C) + std::min<std::int64_t>(i, num_tokens % C);
+    k.rows = num_tokens / C + (i < num_tokens % C ? 1 : 0);
+    k.routed = false;
+  }
   c.logits.resize(static_cast<std::size_t>(num_tokens * E));
-  router_linear_->run(x, num_tokens, c.logits.data());
-  route(router_, c.logits.data(), selection_bias_.empty() ? nullptr : selection_bias_.data(), num_tokens, &c.routing);
-  t.mark("route");
+  if (shared_) {
+    c.shared_out.resize(static_cast<std::size_t>(num_tokens * H));
+    c.shared_saved.resize(static_cast<std::size_t>(num_tokens * shared_->saved_per_row()));
+    c.shared_scale.resize(static_cast<std::size_t>(num_tokens));
+  }
+  step_ = Step{&comm, &c, y, nullptr, nullptr};
+  run_step(comm, step_graph(C, false), schedule, timer);
+  if (stats || ctx) global_stats(comm, c, stats);
+}
 
-  // 2. Plan.
-  c.plan = plan_dispatch(c.routing, placement_, options_.capacity, comm);
-  const DispatchPlan& plan = c.plan;
-  t.mark("plan");
+void MoeLayer::backward(comm::Communicator& comm, MoeForwardContext& c, const float* grad_y, float* grad_x,
+                        PhaseTimer* timer, const StepSchedule& schedule) {
+  const int C = static_cast<int>(c.chunks.size());
+  check(C >= 1 && c.x != nullptr, ErrorCode::kInternal, "backward without a forward context");
+  const std::int64_t T = c.num_tokens, E = config_.num_experts, K = config_.top_k;
+  grad_logits_.resize(static_cast<std::size_t>(T * E));
+  std::int64_t most = 0;
+  for (const MoeChunk& k : c.chunks) most = std::max(most, k.rows);
+  if (static_cast<std::int64_t>(ones_.size()) < most * K) ones_.assign(static_cast<std::size_t>(most * K), 1.0f);
+  step_ = Step{&comm, &c, nullptr, grad_y, grad_x};
+  run_step(comm, step_graph(C, true), schedule, timer);
+}
 
-  // 3. Permute token rows into send order, then dispatch.
-  // NOTE: buffers live in the layer and only grow: fresh multi-megabyte
-  // allocations every step cost more in page faults than the copies into them.
-  std::vector<float>& send = buffer(Buffer::kSend, plan.num_send() * H);
-  kernels::gather_rows(x, plan.send_token.data(), plan.num_send(), H, send.data());
-  t.mark("permute");
-  std::vector<float> recv(static_cast<std::size_t>(plan.num_recv() * H));
-  comm.alltoallv(send.data(), plan.send_counts.data(), plan.send_offsets.data(), recv.data(), plan.recv_counts.data(),
-                 plan.recv_offsets.data(), H * sizeof(float));
-  t.mark("dispatch");
-
-  // 4. Experts on rows grouped by local expert.
-  c.expert_in.resize(recv.size());
-  std::vector<float>& grouped_out = buffer(Buffer::kGroupedOut, plan.num_recv() * H);
-  c.expert_saved.resize(static_cast<std::size_t>(plan.num_recv() * experts_->saved_per_row()));
-  kernels::scatter_rows(recv.data(), plan.recv_to_grouped.data(), plan.num_recv(), H, c.expert_in.data());
-  experts_->forward(c.expert_in.data(), plan.local_expert_counts.data(), grouped_out.data(), c.expert_saved.data());
-  kernels::gather_rows(grouped_out.data(), plan.recv_to_grouped.data(), plan.num_recv(), H, recv.data());
-  t.mark("experts");
-
-  // 5. Combine: the reverse exchange, back into send order.
-  c.combined.resize(send.size());
-  comm.alltoallv(recv.data(), plan.recv_counts.data(), plan.recv_offsets.data(), c.combined.data(),
-                 plan.send_counts.data(), plan.send_offsets.data(), H * sizeof(float));
-  t.mark("combine");
-
-  // 6. Unpermute with routing weights, plus shared experts.
-  std::fill(y, y + num_tokens * H, 0.0f);
-  kernels::unpermute_weighted_sum(c.combined.data(), plan.slot_row.data(), c.routing.weights.data(), num_tokens, K, H,
-                                  y);
-  add_shared_experts(x, num_tokens, y, &c.shared_out, &c.shared_saved, &c.shared_scale);
-  t.mark("unpermute");
-
-  if (!stats && !ctx) return;
-  // Global statistics: loads, token count, drops, and the auxiliary losses'
-  // sums (mean router probability per expert, sum of squared logsumexp).
-  std::vector<std::int64_t> counts = c.routing.expert_counts;
-  counts.push_back(num_tokens);
-  counts.push_back(plan.num_dropped);
+void MoeLayer::global_stats(comm::Communicator& comm, MoeForwardContext& c, ForwardStats* stats) {
+  // Loads, token count, drops, and the auxiliary losses' sums (mean router
+  // probability per expert, sum of squared logsumexp), over all ranks.
+  const std::int64_t E = config_.num_experts, K = config_.top_k;
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(E + 2), 0);
+  for (const MoeChunk& k : c.chunks) {
+    for (std::int64_t e = 0; e < E; ++e) counts[e] += k.routing.expert_counts[e];
+    counts[E + 1] += k.plan.num_dropped;
+  }
+  counts[E] = c.num_tokens;
   comm.allreduce_sum(counts.data(), counts.size());
   // sums: [0, E) mean-probability sums, [E, 2E) top-k counts of those
   // probabilities (f; for softmax routers the routing itself), 2E: sum lse².
   std::vector<double> sums(static_cast<std::size_t>(2 * E + 1), 0.0);
   std::vector<float> p(static_cast<std::size_t>(E));
   std::vector<std::int32_t> top(static_cast<std::size_t>(K));
-  for (std::int64_t i = 0; i < num_tokens; ++i) {
-    aux_probs(&c.logits[i * E], E, p.data());
+  for (std::int64_t i = 0; i < c.num_tokens; ++i) {
+    detail::aux_probs(&c.logits[i * E], E, p.data());
     for (std::int64_t e = 0; e < E; ++e) sums[e] += p[e];
     kernels::top_k(p.data(), E, K, top.data());
     for (auto e : top) sums[E + e] += 1.0;
-    const double lse = logsumexp(&c.logits[i * E], E);
+    const double lse = detail::logsumexp(&c.logits[i * E], E);
     sums[2 * E] += lse * lse;
   }
   comm.allreduce_sum(sums.data(), sums.size());
@@ -173,138 +141,12 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
     c.load_fraction[e] = T ? sums[E + e] / static_cast<double>(T) : 0.0;
     aux += c.load_fraction[e] * (T ? sums[e] / static_cast<double>(T) : 0.0);
   }
-  if (stats) {
-    stats->num_tokens = T;
-    stats->num_dropped = counts[E + 1];
-    stats->expert_load.assign(counts.begin(), counts.begin() + E);
-    stats->aux_loss = static_cast<double>(E) * aux;
-    stats->z_loss = T ? sums[2 * E] / static_cast<double>(T) : 0.0;
-  }
-}
-
-void MoeLayer::backward(comm::Communicator& comm, const MoeForwardContext& c, const float* grad_y, float* grad_x,
-                        PhaseTimer* timer) {
-  PhaseTimer local_timer;
-  PhaseTimer& t = timer ? *timer : local_timer;
-  t.restart();
-  const std::int64_t H = config_.hidden_size, E = config_.num_experts, K = config_.top_k, T = c.num_tokens;
-  const DispatchPlan& plan = c.plan;
-  const float* x = c.x;
-
-  // Combine backward: each kept slot's expert output gets w * dy, and the
-  // routing weight gets dy · (expert output).
-  std::vector<float>& grad_send = buffer(Buffer::kSend, plan.num_send() * H);
-  std::vector<float> grad_w(static_cast<std::size_t>(T * K), 0.0f);
-  for (std::int64_t s = 0; s < T * K; ++s) {
-    const std::int64_t r = plan.slot_row[s];
-    if (r < 0) continue;
-    const float* dy = grad_y + (s / K) * H;
-    const float* o = &c.combined[r * H];
-    const float w = c.routing.weights[s];
-    float dot = 0.0f;
-    for (std::int64_t h = 0; h < H; ++h) {
-      grad_send[r * H + h] = w * dy[h];
-      dot += dy[h] * o[h];
-    }
-    grad_w[s] = dot;
-  }
-  t.mark("unpermute_grad");
-
-  // The forward's exchanges with roles swapped: gradients travel to the
-  // experts along the dispatch route and come back along the combine route.
-  std::vector<float>& recv = buffer(Buffer::kRecv, plan.num_recv() * H);
-  comm.alltoallv(grad_send.data(), plan.send_counts.data(), plan.send_offsets.data(), recv.data(),
-                 plan.recv_counts.data(), plan.recv_offsets.data(), H * sizeof(float));
-  t.mark("combine_grad");
-  std::vector<float>& grouped = buffer(Buffer::kGroupedOut, plan.num_recv() * H);
-  std::vector<float>& grouped_dx = buffer(Buffer::kGroupedGrad, plan.num_recv() * H);
-  kernels::scatter_rows(recv.data(), plan.recv_to_grouped.data(), plan.num_recv(), H, grouped.data());
-  experts_->backward(c.expert_in.data(), plan.local_expert_counts.data(), c.expert_saved.data(), grouped.data(),
-                     grouped_dx.data());
-  kernels::gather_rows(grouped_dx.data(), plan.recv_to_grouped.data(), plan.num_recv(), H, recv.data());
-  t.mark("experts_grad");
-  comm.alltoallv(recv.data(), plan.recv_counts.data(), plan.recv_offsets.data(), grad_send.data(),
-                 plan.send_counts.data(), plan.send_offsets.data(), H * sizeof(float));
-  t.mark("dispatch_grad");
-  std::fill(grad_x, grad_x + T * H, 0.0f);
-  const std::vector<float> ones(static_cast<std::size_t>(T * K), 1.0f);
-  kernels::unpermute_weighted_sum(grad_send.data(), plan.slot_row.data(), ones.data(), T, K, H, grad_x);
-  t.mark("permute_grad");
-
-  // Router backward: routing weights -> scores -> logits, plus aux losses.
-  std::vector<float> grad_logits(static_cast<std::size_t>(T * E), 0.0f);
-  std::vector<float> score(static_cast<std::size_t>(E)), ds(static_cast<std::size_t>(E)),
-      p(static_cast<std::size_t>(E));
-  const double inv_t = c.global_tokens ? 1.0 / static_cast<double>(c.global_tokens) : 0.0;
-  const float scaling = router_.scaling, eps = router_.renormalize_epsilon;
-  for (std::int64_t i = 0; i < T; ++i) {
-    const float* logits = &c.logits[i * E];
-    float* dl = &grad_logits[i * E];
-    std::copy(logits, logits + E, score.begin());
-    if (router_.score == ScoreFunction::kSoftmax) {
-      kernels::softmax_rows(score.data(), 1, E);
-    } else {
-      kernels::sigmoid(score.data(), E);
-    }
-    // w_j = c * s_j / (S + eps) when renormalised, else c * s_j.
-    std::fill(ds.begin(), ds.end(), 0.0f);
-    const std::int32_t* idx = &c.routing.expert_idx[i * K];
-    const float* w = &c.routing.weights[i * K];
-    const float* dw = &grad_w[i * K];
-    if (router_.renormalize) {
-      float sum = 0.0f, dot = 0.0f;
-      for (std::int64_t j = 0; j < K; ++j) {
-        sum += score[idx[j]];
-        dot += dw[j] * w[j];
-      }
-      for (std::int64_t j = 0; j < K; ++j) ds[idx[j]] = (scaling * dw[j] - dot) / (sum + eps);
-    } else {
-      for (std::int64_t j = 0; j < K; ++j) ds[idx[j]] = scaling * dw[j];
-    }
-    if (router_.score == ScoreFunction::kSoftmax) {
-      float dot = 0.0f;
-      for (std::int64_t e = 0; e < E; ++e) dot += score[e] * ds[e];
-      for (std::int64_t e = 0; e < E; ++e) dl[e] = score[e] * (ds[e] - dot);
-    } else {
-      for (std::int64_t e = 0; e < E; ++e) dl[e] = ds[e] * score[e] * (1.0f - score[e]);
-    }
-    if (options_.aux_loss_coef != 0.0 || options_.z_loss_coef != 0.0) {
-      aux_probs(logits, E, p.data());
-      // d(coef * E * sum_e f_e * mean_t p_te)/dp_te = coef * E * f_e / T.
-      double dot = 0.0;
-      for (std::int64_t e = 0; e < E; ++e) dot += p[e] * c.load_fraction[e];
-      const double a = options_.aux_loss_coef * static_cast<double>(E) * inv_t;
-      const double z = options_.z_loss_coef * 2.0 * logsumexp(logits, E) * inv_t;
-      for (std::int64_t e = 0; e < E; ++e)
-        dl[e] += static_cast<float>(a * p[e] * (c.load_fraction[e] - dot) + z * p[e]);
-    }
-  }
-  kernels::gemm(true, false, E, H, T, 1.0f, grad_logits.data(), E, x, H, 1.0f, router_weight_.grad.data(), H);
-  kernels::gemm(false, false, T, H, E, 1.0f, grad_logits.data(), E, router_weight_.value.data(), H, 1.0f, grad_x, H);
-  t.mark("route_grad");
-
-  // Shared experts: y += scale_t * S(x_t), scale_t = sigmoid(x_t · g) or 1.
-  if (shared_) {
-    std::vector<float> grad_shared(static_cast<std::size_t>(T * H)), scratch;
-    const bool gated = !shared_gate_.value.empty();
-    for (std::int64_t i = 0; i < T; ++i) {
-      const float scale = c.shared_scale[i];
-      float dscale = 0.0f;
-      for (std::int64_t h = 0; h < H; ++h) {
-        grad_shared[i * H + h] = scale * grad_y[i * H + h];
-        dscale += grad_y[i * H + h] * c.shared_out[i * H + h];
-      }
-      if (gated) {
-        const float dz = dscale * scale * (1.0f - scale);
-        for (std::int64_t h = 0; h < H; ++h) {
-          shared_gate_.grad[h] += dz * x[i * H + h];
-          grad_x[i * H + h] += dz * shared_gate_.value[h];
-        }
-      }
-    }
-    shared_->backward(x, T, c.shared_saved.data(), grad_shared.data(), grad_x, true, &scratch);
-    t.mark("shared_grad");
-  }
+  if (!stats) return;
+  stats->num_tokens = T;
+  stats->num_dropped = counts[E + 1];
+  stats->expert_load.assign(counts.begin(), counts.begin() + E);
+  stats->aux_loss = static_cast<double>(E) * aux;
+  stats->z_loss = T ? sums[2 * E] / static_cast<double>(T) : 0.0;
 }
 
 void MoeLayer::update_selection_bias(const ForwardStats& stats, double speed) {

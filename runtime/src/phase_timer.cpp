@@ -6,6 +6,10 @@ void PhaseTimer::mark(const std::string& phase) {
   auto now = Clock::now();
   double dt = std::chrono::duration<double>(now - last_).count();
   last_ = now;
+  add(phase, dt);
+}
+
+void PhaseTimer::add(const std::string& phase, double dt) {
   for (auto& e : entries_) {
     if (e.phase == phase) {
       e.seconds += dt;

@@ -38,6 +38,11 @@ Task TaskGraph::emplace(std::string name, std::function<void()> fn, TaskKind kin
   return Task(this, nodes_.size() - 1);
 }
 
+void TaskGraph::set_bytes(std::size_t id, std::size_t bytes) {
+  check_arg(id < nodes_.size(), "task id " + std::to_string(id) + " out of range");
+  nodes_[id].info.bytes = bytes;
+}
+
 Task TaskGraph::task(std::size_t id) {
   check_arg(id < nodes_.size(),
             "task id " + std::to_string(id) + " out of range (graph has " + std::to_string(nodes_.size()) + " tasks)");
@@ -53,12 +58,14 @@ void TaskGraph::validate() {
   std::priority_queue<std::size_t, std::vector<std::size_t>, std::greater<>> ready;
   for (std::size_t i = 0; i < n; ++i)
     if (in[i] == 0) ready.push(i);
-  std::vector<std::size_t> comm;
+  std::vector<std::size_t> comm, order;
+  order.reserve(n);
   std::size_t visited = 0;
   while (!ready.empty()) {
     std::size_t t = ready.top();
     ready.pop();
     ++visited;
+    order.push_back(t);
     if (nodes_[t].info.kind == TaskKind::kComm) comm.push_back(t);
     for (std::size_t s : nodes_[t].successors)
       if (--in[s] == 0) ready.push(s);
@@ -88,6 +95,7 @@ void TaskGraph::validate() {
     throw Error(ErrorCode::kInvalidArgument, msg);
   }
   comm_order_ = std::move(comm);
+  order_ = std::move(order);
   validated_ = true;
 }
 
@@ -119,10 +127,31 @@ void TaskGraph::dump_dot(std::ostream& out) const {
 
 // ---- Executor ---------------------------------------------------------------
 
-Executor::Executor(std::size_t num_workers) {
+namespace {
+
+// A switchyard::Error unchanged; anything else as Error(kInternal) naming the task.
+[[noreturn]] void rethrow_task_failure(std::exception_ptr failure, const std::string& name) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kInternal, "task '" + name + "' failed: " + e.what());
+  } catch (...) {
+    throw Error(ErrorCode::kInternal, "task '" + name + "' failed with a non-standard exception");
+  }
+}
+
+}  // namespace
+
+Executor::Executor(std::size_t num_workers, std::function<void(std::size_t)> on_worker_start) {
   check_arg(num_workers > 0, "executor needs at least one compute worker");
   workers_.reserve(num_workers);
-  for (std::size_t w = 0; w < num_workers; ++w) workers_.emplace_back([this, w] { compute_loop(w); });
+  for (std::size_t w = 0; w < num_workers; ++w)
+    workers_.emplace_back([this, w, on_worker_start] {
+      if (on_worker_start) on_worker_start(w);
+      compute_loop(w);
+    });
   comm_thread_ = std::thread([this] { comm_loop(); });
 }
 
@@ -151,13 +180,14 @@ bool Executor::comm_ready() const {
 void Executor::compute_loop(std::size_t worker_id) {
   std::unique_lock lock(mu_);
   for (;;) {
-    work_cv_.wait(lock, [&] { return stop_ || (active_ && !aborted_ && !ready_.empty()); });
+    work_cv_.wait(lock, [&] { return stop_ || (active_ && !halted_ && !ready_.empty()); });
     if (stop_) return;
     std::size_t t = ready_.back();
     ready_.pop_back();
     ++running_;
+    const bool skip = failed_;  // after a failure compute tasks only pass their turn on
     lock.unlock();
-    execute(worker_id, t);
+    if (!skip) execute(worker_id, t);
     lock.lock();
     finish(t);
   }
@@ -166,7 +196,7 @@ void Executor::compute_loop(std::size_t worker_id) {
 void Executor::comm_loop() {
   std::unique_lock lock(mu_);
   for (;;) {
-    comm_cv_.wait(lock, [&] { return stop_ || (active_ && !aborted_ && comm_ready()); });
+    comm_cv_.wait(lock, [&] { return stop_ || (active_ && !halted_ && comm_ready()); });
     if (stop_) return;
     std::size_t t = graph_->comm_order_[comm_next_++];
     ++running_;
@@ -195,19 +225,27 @@ void Executor::execute(std::size_t worker_id, std::size_t task) {
   }
   if (failure) {
     std::lock_guard lock(mu_);
-    if (!aborted_) {
-      aborted_ = true;
-      error_ = failure;
-      error_task_ = task;
-    }
+    record_failure(failure, task);
   }
+}
+
+void Executor::record_failure(std::exception_ptr failure, std::size_t task) {
+  if (!failed_) {
+    failed_ = true;
+    error_ = failure;
+    error_task_ = task;
+  }
+  // NOTE: a failed exchange leaves the communicator in an unknown state, so
+  // nothing runs after it; after a compute failure the exchanges still run
+  // so that peers waiting in them finish the step too.
+  if (graph_->nodes_[task].info.kind == TaskKind::kComm) halted_ = true;
 }
 
 void Executor::finish(std::size_t task) {
   --running_;
   ++finished_;
   bool new_compute = false, new_comm = false;
-  if (!aborted_) {
+  if (!halted_) {
     for (std::size_t s : graph_->nodes_[task].successors) {
       if (--pending_[s] != 0) continue;
       if (graph_->nodes_[s].info.kind == TaskKind::kComm) {
@@ -220,7 +258,7 @@ void Executor::finish(std::size_t task) {
   }
   if (new_compute) work_cv_.notify_all();
   if (new_comm) comm_cv_.notify_one();
-  if (finished_ == graph_->nodes_.size() || (aborted_ && running_ == 0)) done_cv_.notify_all();
+  if (finished_ == graph_->nodes_.size() || (halted_ && running_ == 0)) done_cv_.notify_all();
 }
 
 void Executor::run(TaskGraph& graph) {
@@ -240,28 +278,60 @@ void Executor::run(TaskGraph& graph) {
       if (pending_[i] == 0 && graph.nodes_[i].info.kind == TaskKind::kCompute) ready_.push_back(i);
     }
     comm_next_ = finished_ = running_ = 0;
-    aborted_ = false;
+    failed_ = halted_ = false;
     error_ = nullptr;
     active_ = true;
     work_cv_.notify_all();
     comm_cv_.notify_all();
-    done_cv_.wait(lock, [&] { return finished_ == n || (aborted_ && running_ == 0); });
+    done_cv_.wait(lock, [&] { return finished_ == n || (halted_ && running_ == 0); });
     active_ = false;
     ready_.clear();
     graph_ = nullptr;
   }
-  if (!error_) return;
-  std::exception_ptr failure = std::exchange(error_, nullptr);
-  const std::string& name = graph.nodes_[error_task_].info.name;
-  try {
-    std::rethrow_exception(failure);
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kInternal, "task '" + name + "' failed: " + e.what());
-  } catch (...) {
-    throw Error(ErrorCode::kInternal, "task '" + name + "' failed with a non-standard exception");
+  rethrow_failure(graph);
+}
+
+void Executor::run_in_sequence(TaskGraph& graph) {
+  std::lock_guard run_lock(run_mu_);
+  switchyard::run_in_sequence(graph, observers_, comm_worker_id());
+}
+
+void run_in_sequence(TaskGraph& graph, const std::vector<std::shared_ptr<TaskObserver>>& observers,
+                     std::size_t comm_worker_id) {
+  graph.validate();
+  std::exception_ptr error;
+  std::size_t error_task = 0;
+  bool halted = false;
+  for (std::size_t t : graph.order_) {
+    const TaskGraph::Node& node = graph.nodes_[t];
+    const bool comm = node.info.kind == TaskKind::kComm;
+    if (halted || (error && !comm)) continue;  // the failure rules of Executor::run
+    const std::size_t worker = comm ? comm_worker_id : 0;
+    std::exception_ptr failure;
+    try {
+      for (const auto& o : observers) o->on_entry(worker, node.info);
+      try {
+        node.fn();
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      for (const auto& o : observers) o->on_exit(worker, node.info);
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
+    }
+    if (!failure) continue;
+    if (!error) {
+      error = failure;
+      error_task = t;
+    }
+    halted = halted || comm;
   }
+  if (error) rethrow_task_failure(error, graph.nodes_[error_task].info.name);
+}
+
+void Executor::rethrow_failure(const TaskGraph& graph) {
+  if (!error_) return;
+  rethrow_task_failure(std::exchange(error_, nullptr), graph.nodes_[error_task_].info.name);
 }
 
 }  // namespace switchyard

@@ -20,7 +20,6 @@
 #include "switchyard/comm/mpi_communicator.hpp"
 #include "switchyard/layers/checkpoint.hpp"
 #include "switchyard/layers/moe_layer.hpp"
-#include "switchyard/runtime/task_graph.hpp"
 
 namespace {
 
@@ -154,55 +153,6 @@ std::vector<Case> cases() {
     out.push_back(ds);
   }
   return out;
-}
-
-// The chunked, task-graph forward gives the plain forward's output for every
-// chunk count, with overlap on or off, on 1 or 2 compute workers.
-TEST(MoePipelined, MatchesPlainForwardForAnySchedule) {
-  comm::MpiCommunicator comm(MPI_COMM_WORLD);
-  const int R = comm.size(), me = comm.rank();
-  const std::string dir = test_support::shared_temp_dir(me);
-  examples::RandomMoeSpec s = spec(Architecture::kQwen2Moe, false, 1, 31);
-  if (me == 0) examples::write_random_moe_checkpoint(s, dir);
-  MPI_Barrier(MPI_COMM_WORLD);
-  const auto config = layers::load_model_config(dir);
-  layers::Checkpoint ckpt(dir);
-  layers::ExpertPlacement placement(config.num_experts, R);
-  for (bool packed : {false, true}) {
-    layers::MoeLayer layer(
-        config, layers::load_moe_weights(ckpt, config, 1, placement.first_expert(me), placement.num_local(me)),
-        placement, me, layers::MoeLayerOptions{.experts = {.inference_only = packed}});
-    const std::int64_t T = 37, H = s.hidden;
-    const auto x = examples::random_matrix(T, H, 123 + me);
-    std::vector<float> want(T * H), got(T * H);
-    layers::ForwardStats want_stats, got_stats;
-    layer.forward(comm, x.data(), T, want.data(), &want_stats);
-    for (std::size_t workers : {1u, 2u}) {
-      Executor executor(workers);
-      for (int chunks = 1; chunks <= 5; ++chunks) {
-        for (bool overlap : {false, true}) {
-          std::fill(got.begin(), got.end(), -1.0f);
-          layer.forward_pipelined(comm, x.data(), T, got.data(), &got_stats,
-                                  {.chunks = chunks, .overlap = overlap, .executor = &executor});
-          double err = 0, scale = 0;
-          for (std::int64_t i = 0; i < T * H; ++i) {
-            err = std::max(err, double(std::abs(got[i] - want[i])));
-            scale = std::max(scale, double(std::abs(want[i])));
-          }
-          // One chunk is the plain forward's arithmetic exactly, whatever the
-          // schedule. More chunks change the rows each expert GEMM batches,
-          // and oneDNN's rounding depends on the row count (~2e-7 seen), so
-          // bitwise equality across chunk counts needs batch-invariant GEMM
-          // blocking (not done yet).
-          EXPECT_LE(err / scale, chunks == 1 ? 0.0 : 1e-6)
-              << "chunks " << chunks << " overlap " << overlap << " workers " << workers << " packed " << packed;
-          EXPECT_EQ(got_stats.expert_load, want_stats.expert_load);
-        }
-      }
-    }
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (me == 0) std::filesystem::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllArchitectures, MoeDistributed, ::testing::ValuesIn(cases()),

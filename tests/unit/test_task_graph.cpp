@@ -186,7 +186,7 @@ TEST(TaskGraph, CommTasksRunOneAtATimeInSmallestIdFirstTopologicalOrder) {
   }
 }
 
-TEST(TaskGraph, FailingTaskStopsDependentsAndRunRethrowsIt) {
+TEST(TaskGraph, FailingTaskSkipsComputeKeepsCommAndRunRethrowsIt) {
   Executor executor(2);
   std::atomic<int> a_runs{0}, c_runs{0}, d_runs{0};
   TaskGraph g;
@@ -206,8 +206,8 @@ TEST(TaskGraph, FailingTaskStopsDependentsAndRunRethrowsIt) {
       EXPECT_STREQ(e.what(), "disk full");
     }
     EXPECT_EQ(a_runs.load(), run);
-    EXPECT_EQ(c_runs.load(), 0);
-    EXPECT_EQ(d_runs.load(), 0);
+    EXPECT_EQ(c_runs.load(), 0);    // compute after a failure is skipped
+    EXPECT_EQ(d_runs.load(), run);  // exchanges still run: peers wait in them
   }
 
   // A foreign exception in a communication task becomes Error(kInternal) naming it.
@@ -234,6 +234,56 @@ TEST(TaskGraph, FailingTaskStopsDependentsAndRunRethrowsIt) {
   y.precede(z);
   executor.run(ok);
   EXPECT_EQ(runs.load(), 3);
+}
+
+TEST(TaskGraph, FailingCommTaskHaltsEverything) {
+  Executor executor(2);
+  std::atomic<int> later{0};
+  TaskGraph g;
+  Task send = g.emplace(
+      "send", [] { throw Error(ErrorCode::kMpi, "link down"); }, TaskKind::kComm);
+  Task next = g.emplace(
+      "next-send", [&] { ++later; }, TaskKind::kComm);
+  Task work = g.emplace("work", [&] { ++later; });
+  send.precede(next, work);
+  EXPECT_THROW(executor.run(g), Error);
+  EXPECT_EQ(later.load(), 0);
+}
+
+TEST(TaskGraph, RunInSequenceFollowsTopologicalOrderOnTheCallingThread) {
+  Executor executor(3);
+  TaskGraph g;
+  std::vector<std::string> order;
+  const auto caller = std::this_thread::get_id();
+  bool all_on_caller = true;
+  auto task = [&](const char* name) {
+    return [&, name] {
+      all_on_caller = all_on_caller && std::this_thread::get_id() == caller;
+      order.emplace_back(name);
+    };
+  };
+  Task c = g.emplace("c", task("c"));
+  Task a = g.emplace("a", task("a"));
+  Task x = g.emplace("x", task("x"), TaskKind::kComm);
+  Task b = g.emplace("b", task("b"));
+  a.precede(c);  // c (id 0) must wait for a (id 1)
+  x.precede(b);
+  executor.run_in_sequence(g);
+  EXPECT_TRUE(all_on_caller);
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "c", "x", "b"}));
+
+  // Same failure rules as run(): compute skipped, exchanges still run.
+  TaskGraph h;
+  int comm_runs = 0, compute_runs = 0;
+  Task f = h.emplace("fail", [] { throw Error(ErrorCode::kIo, "bad"); });
+  Task y = h.emplace(
+      "exchange", [&] { ++comm_runs; }, TaskKind::kComm);
+  Task z = h.emplace("after", [&] { ++compute_runs; });
+  f.precede(y);
+  y.precede(z);
+  EXPECT_THROW(executor.run_in_sequence(h), Error);
+  EXPECT_EQ(comm_runs, 1);
+  EXPECT_EQ(compute_runs, 0);
 }
 
 TEST(TaskGraph, CycleIsReportedNamingItsTasks) {

@@ -49,6 +49,7 @@ struct DispatchPlan {
   std::vector<std::int64_t> recv_counts, recv_offsets;  // [R]
   std::vector<std::int64_t> recv_to_grouped;            // [num_recv] received row -> row grouped by local expert
   std::vector<std::int64_t> local_expert_counts;        // [num_local] rows per local expert
+  std::vector<std::int64_t> recv_table;                 // [R * num_local] rows from source rank s for local expert j
   std::int64_t num_dropped = 0;                         // this rank's dropped slots
 
   std::int64_t num_send() const { return static_cast<std::int64_t>(send_token.size()); }

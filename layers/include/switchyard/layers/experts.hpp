@@ -26,13 +26,13 @@ class GatedMlp {
 
   std::int64_t hidden() const { return hidden_; }
   std::int64_t inter() const { return inter_; }
-  /// Floats saved per row by forward(): gate_up (2I) then h = act(gate)*up (I).
-  std::int64_t saved_per_row() const { return 3 * inter_; }
+  /// Floats saved per row by forward(): the gate/up projection (2I).
+  std::int64_t saved_per_row() const { return 2 * inter_; }
   /// Floats per row backward_data() keeps for backward_weights(): dL/d(gate_up).
   std::int64_t grad_saved_per_row() const { return 2 * inter_; }
 
   /// y[rows, H] = MLP(x[rows, H]); `saved` ([rows, saved_per_row()]) gets
-  /// what the backward needs (also the scratch for inference).
+  /// what the backward needs. Thread-safe (const, per-thread scratch).
   void forward(const float* x, std::int64_t rows, float* y, float* saved) const;
   /// Writes dL/dx (adds it, if `accumulate`) and dL/d(gate_up) into
   /// `grad_saved` ([rows, grad_saved_per_row()]). Row-wise, like forward().
@@ -93,14 +93,14 @@ struct ExpertBackendOptions {
   // Inference only: weights prepacked for the fastest kernels (in
   // `weight_type`), activation fused into the gate matmul, no backward and no
   // float32 weight copy kept. Otherwise float32 weights that backward and
-  // optimizers update in place.
+  // optimizers update in place; with bf16, GEMMs on a bf16 copy of them
+  // (float32 accumulation and gradients).
   bool inference_only = false;
   kernels::WeightType weight_type = kernels::WeightType::kF32;
 };
 
 /// The backend holding experts first_expert, first_expert + 1, ... Throws
-/// Error(kInvalidArgument) if the device's backend is not in this build or
-/// the combination (e.g. bf16 training) is not supported.
+/// Error(kInvalidArgument) if the device's backend is not in this build.
 std::unique_ptr<ExpertBackend> make_expert_backend(const ExpertBackendOptions& options, std::vector<MlpWeights> experts,
                                                    std::int64_t first_expert, kernels::Activation act);
 

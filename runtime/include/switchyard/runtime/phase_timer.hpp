@@ -11,6 +11,8 @@ class PhaseTimer {
   /// Adds the time since the previous mark (or construction) to `phase`.
   /// Phases keep the order in which they were first marked.
   void mark(const std::string& phase);
+  /// Adds `seconds` to `phase` without touching the clock.
+  void add(const std::string& phase, double seconds);
   /// Restarts the clock without charging anyone.
   void restart() { last_ = Clock::now(); }
 

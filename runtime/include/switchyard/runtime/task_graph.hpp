@@ -32,6 +32,7 @@ struct TaskInfo {
 };
 
 class TaskGraph;
+class TaskObserver;
 
 /// A lightweight handle to a task inside a TaskGraph (a graph pointer and an
 /// index); copyable, valid while its graph lives. Not thread-safe: like the
@@ -86,6 +87,10 @@ class TaskGraph {
 
   /// Number of tasks.
   std::size_t size() const { return nodes_.size(); }
+  /// Sets the byte count observers see for task `id`. Safe to call from
+  /// inside that task while it runs (observers read it after it returns),
+  /// for payloads only known then. Throws Error(kInvalidArgument) on a bad id.
+  void set_bytes(std::size_t id, std::size_t bytes);
   /// The task with id `id` (0 <= id < size(), else Error(kInvalidArgument)).
   Task task(std::size_t id);
 
@@ -109,6 +114,7 @@ class TaskGraph {
  private:
   friend class Task;
   friend class Executor;
+  friend void run_in_sequence(TaskGraph&, const std::vector<std::shared_ptr<TaskObserver>>&, std::size_t);
   struct Node {
     TaskInfo info;
     std::function<void()> fn;
@@ -117,6 +123,7 @@ class TaskGraph {
   };
   std::vector<Node> nodes_;
   std::vector<std::size_t> comm_order_;
+  std::vector<std::size_t> order_;  // smallest-id-first topological order of all tasks
   bool validated_ = false;
 };
 
@@ -135,13 +142,22 @@ class TaskObserver {
   virtual void on_exit(std::size_t worker_id, const TaskInfo& task) = 0;
 };
 
+/// Runs every task of `graph` strictly in sequence on the calling thread, in
+/// the smallest-id-first topological order (so communication tasks in the
+/// order Executor::run uses), telling `observers` (compute tasks as worker 0,
+/// communication tasks as `comm_worker_id`). Failures as Executor::run.
+void run_in_sequence(TaskGraph& graph, const std::vector<std::shared_ptr<TaskObserver>>& observers = {},
+                     std::size_t comm_worker_id = 1);
+
 /// Runs task graphs: `num_workers` threads for compute tasks and one thread
 /// for communication tasks, all started in the constructor and kept until
 /// destruction. Destruction must not race with run().
 class Executor {
  public:
-  /// Starts the threads. Throws Error(kInvalidArgument) if num_workers == 0.
-  explicit Executor(std::size_t num_workers);
+  /// Starts the threads; each compute worker first calls `on_worker_start`
+  /// (if given) with its id, e.g. to set its math library's thread count.
+  /// Throws Error(kInvalidArgument) if num_workers == 0.
+  explicit Executor(std::size_t num_workers, std::function<void(std::size_t)> on_worker_start = {});
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -156,13 +172,20 @@ class Executor {
 
   /// Runs every task of `graph` once, each after all its predecessors, and
   /// blocks until all finished. Validates first (Error(kInvalidArgument) on a
-  /// cycle). If a task (or an observer) throws, no further task starts, the
-  /// running ones finish, and run() rethrows the first failure on the calling
-  /// thread: a switchyard::Error unchanged, any other exception as
-  /// Error(kInternal) naming the task. The executor stays usable.
-  /// Thread-safe: concurrent calls are serialized. Must not be called from
-  /// inside a task of this executor (it would deadlock).
+  /// cycle). If a task (or an observer) throws, the running tasks finish and
+  /// run() rethrows the first failure on the calling thread: a
+  /// switchyard::Error unchanged, any other exception as Error(kInternal)
+  /// naming the task. After a compute task failed, later compute tasks are
+  /// skipped but communication tasks still run in their order, so peers in
+  /// the same collective exchanges are not left waiting; after a
+  /// communication task failed nothing else starts. The executor stays
+  /// usable. Thread-safe: concurrent calls are serialized. Must not be
+  /// called from inside a task of this executor (it would deadlock).
   void run(TaskGraph& graph);
+  /// The same graph strictly in sequence on the calling thread
+  /// (switchyard::run_in_sequence) with this executor's observers: the
+  /// baseline that overlap is measured against.
+  void run_in_sequence(TaskGraph& graph);
 
  private:
   void compute_loop(std::size_t worker_id);
@@ -170,6 +193,8 @@ class Executor {
   void execute(std::size_t worker_id, std::size_t task);  // runs one task, records a failure
   void finish(std::size_t task);                          // under mu_: release successors
   bool comm_ready() const;
+  void record_failure(std::exception_ptr failure, std::size_t task);  // under mu_
+  void rethrow_failure(const TaskGraph& graph);
 
   std::vector<std::thread> workers_;
   std::thread comm_thread_;
@@ -180,7 +205,8 @@ class Executor {
   std::condition_variable work_cv_, comm_cv_, done_cv_;
   bool stop_ = false;
   bool active_ = false;  // a run is in progress
-  bool aborted_ = false;
+  bool failed_ = false;  // a task failed: compute tasks are skipped
+  bool halted_ = false;  // a communication task failed: nothing more starts
   TaskGraph* graph_ = nullptr;
   std::vector<std::size_t> pending_;  // unfinished predecessors per task
   std::vector<std::size_t> ready_;    // runnable compute tasks (capacity kept across runs)

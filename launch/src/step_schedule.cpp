@@ -1,0 +1,111 @@
+#include "step_schedule.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "switchyard/runtime/atomic_file.hpp"
+#include "switchyard/runtime/error.hpp"
+
+namespace switchyard::launch {
+
+void add_schedule_options(CLI::App& sub, ScheduleOptions* o) {
+  sub.add_option("--overlap", o->overlap,
+                 "on: the step's exchanges overlap expert compute (a task graph on worker threads); off: the same "
+                 "graph in sequence")
+      ->check(CLI::IsMember({"on", "off"}));
+  sub.add_option("--chunks", o->chunks, "Token chunks per step: N >= 1, or auto");
+  sub.add_option("--workers", o->workers, "Compute worker threads per rank")->check(CLI::Range(1, 64));
+  sub.add_option("--trace", o->trace, "Write a Chrome trace (Perfetto) of every rank's tasks to this JSON file");
+  sub.add_option("--dot", o->dot, "Write the step's task graphs as Graphviz DOT to this file");
+}
+
+int auto_chunks(std::int64_t mean_tokens, int ranks) {
+  if (ranks <= 1) return 1;
+  return static_cast<int>(std::clamp<std::int64_t>(mean_tokens / 1024, 1, 8));
+}
+
+namespace {
+
+int parse_chunks(const std::string& value) {
+  if (value == "auto") return 0;
+  std::size_t used = 0;
+  int n = 0;
+  try {
+    n = std::stoi(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  check_arg(used == value.size() && n >= 1 && n <= 64,
+            "--chunks: expected an integer in [1, 64] or 'auto', got '" + value + "'");
+  return n;
+}
+
+}  // namespace
+
+StepRunner::StepRunner(const ScheduleOptions& options, comm::Communicator& comm, std::int64_t local_tokens)
+    : options_(options), overlap_(options.overlap == "on") {
+  chunks_ = parse_chunks(options.chunks);
+  if (chunks_ == 0) {
+    std::int64_t total[1] = {local_tokens};
+    comm.allreduce_sum(total, 1);
+    chunks_ = auto_chunks(total[0] / comm.size(), comm.size());
+  }
+  // One chunk has nothing to overlap: run it in sequence, without the
+  // executor's thread hand-offs (its observers still see it).
+  if (chunks_ == 1) overlap_ = false;
+  // Library threads: the rank's threads (OMP_NUM_THREADS, else all cores)
+  // are split among the compute workers, so GEMMs running side by side on
+  // different workers never oversubscribe the cores.
+  const int threads_per_worker = std::max(1, omp_get_max_threads() / options.workers);
+  executor_ = std::make_unique<Executor>(static_cast<std::size_t>(options.workers), [threads_per_worker](std::size_t) {
+    omp_set_num_threads(threads_per_worker);
+  });
+  if (!options.trace.empty()) {
+    comm.barrier();  // NOTE: every rank's trace clock starts here, so the tracks line up
+    trace_ = std::make_shared<ChromeTraceObserver>(comm.rank());
+    executor_->add_observer(trace_);
+  }
+}
+
+StepRunner::~StepRunner() = default;
+
+layers::StepSchedule StepRunner::schedule(bool overlap) const {
+  return layers::StepSchedule{.chunks = chunks_, .overlap = overlap, .executor = executor_.get()};
+}
+
+void StepRunner::restart_trace() {
+  if (trace_) trace_->clear();
+}
+
+void StepRunner::write_outputs(comm::Communicator& comm, layers::MoeLayer& layer, bool backward) const {
+  const int R = comm.size(), me = comm.rank();
+  if (!options_.dot.empty() && me == 0) {
+    std::ostringstream dot;
+    layer.dump_graph(dot, chunks_, false);
+    if (backward) layer.dump_graph(dot, chunks_, true);
+    const std::string text = dot.str();
+    write_file_atomically(options_.dot, text.data(), text.size());
+  }
+  if (!trace_) return;
+  // Every rank's events to rank 0, which merges them into one file.
+  const std::string mine = trace_->to_json();
+  std::vector<std::int64_t> sizes(static_cast<std::size_t>(R), 0), offsets(static_cast<std::size_t>(R), 0);
+  sizes[static_cast<std::size_t>(me)] = static_cast<std::int64_t>(mine.size());
+  comm.allreduce_sum(sizes.data(), sizes.size());
+  for (int r = 1; r < R; ++r) offsets[r] = offsets[r - 1] + sizes[r - 1];
+  std::string all(me == 0 ? static_cast<std::size_t>(offsets.back() + sizes.back()) : 0, '\0');
+  comm.gatherv(mine.data(), mine.size(), all.data(), sizes.data(), offsets.data(), 0);
+  if (me != 0) return;
+  nlohmann::json merged = {{"traceEvents", nlohmann::json::array()}, {"displayTimeUnit", "ms"}};
+  for (int r = 0; r < R; ++r) {
+    auto part = nlohmann::json::parse(all.substr(static_cast<std::size_t>(offsets[r]), sizes[r]));
+    for (auto& event : part["traceEvents"]) merged["traceEvents"].push_back(std::move(event));
+  }
+  const std::string text = merged.dump();
+  write_file_atomically(options_.trace, text.data(), text.size());
+}
+
+}  // namespace switchyard::launch

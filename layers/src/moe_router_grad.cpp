@@ -1,0 +1,109 @@
+// The backward's token-side end: router (with auxiliary losses) and shared
+// experts, over all of this rank's tokens at once.
+#include <algorithm>
+#include <cmath>
+
+#include "router_grad.hpp"
+#include "switchyard/kernels/matmul.hpp"
+#include "switchyard/kernels/routing_math.hpp"
+#include "switchyard/layers/moe_layer.hpp"
+
+namespace switchyard::layers {
+namespace detail {
+
+void aux_probs(const float* logits, std::int64_t E, float* p) {
+  std::copy(logits, logits + E, p);
+  kernels::softmax_rows(p, 1, E);
+}
+
+double logsumexp(const float* x, std::int64_t n) {
+  const float mx = *std::max_element(x, x + n);
+  double s = 0;
+  for (std::int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(x[i]) - mx);
+  return mx + std::log(s);
+}
+
+void router_logits_grad(const RouterConfig& router, const float* all_logits, const RoutingPlan& routing,
+                        const float* grad_w, const AuxLossGrad& aux, float* grad_logits) {
+  const std::int64_t E = routing.num_experts, K = routing.top_k;
+  std::vector<float> score(static_cast<std::size_t>(E)), ds(static_cast<std::size_t>(E)),
+      p(static_cast<std::size_t>(E));
+  const double inv_t = aux.global_tokens ? 1.0 / static_cast<double>(aux.global_tokens) : 0.0;
+  const float scaling = router.scaling, eps = router.renormalize_epsilon;
+  for (std::int64_t i = 0; i < routing.num_tokens; ++i) {
+    const float* logits = all_logits + i * E;
+    float* dl = grad_logits + i * E;
+    std::copy(logits, logits + E, score.begin());
+    if (router.score == ScoreFunction::kSoftmax) {
+      kernels::softmax_rows(score.data(), 1, E);
+    } else {
+      kernels::sigmoid(score.data(), E);
+    }
+    // w_j = c * s_j / (S + eps) when renormalised, else c * s_j.
+    std::fill(ds.begin(), ds.end(), 0.0f);
+    const std::int32_t* idx = &routing.expert_idx[i * K];
+    const float* w = &routing.weights[i * K];
+    const float* dw = grad_w + i * K;
+    if (router.renormalize) {
+      float sum = 0.0f, dot = 0.0f;
+      for (std::int64_t j = 0; j < K; ++j) {
+        sum += score[idx[j]];
+        dot += dw[j] * w[j];
+      }
+      for (std::int64_t j = 0; j < K; ++j) ds[idx[j]] = (scaling * dw[j] - dot) / (sum + eps);
+    } else {
+      for (std::int64_t j = 0; j < K; ++j) ds[idx[j]] = scaling * dw[j];
+    }
+    if (router.score == ScoreFunction::kSoftmax) {
+      float dot = 0.0f;
+      for (std::int64_t e = 0; e < E; ++e) dot += score[e] * ds[e];
+      for (std::int64_t e = 0; e < E; ++e) dl[e] = score[e] * (ds[e] - dot);
+    } else {
+      for (std::int64_t e = 0; e < E; ++e) dl[e] = ds[e] * score[e] * (1.0f - score[e]);
+    }
+    if (aux.aux_loss_coef != 0.0 || aux.z_loss_coef != 0.0) {
+      const std::vector<double>& f = *aux.load_fraction;
+      aux_probs(logits, E, p.data());
+      // d(coef * E * sum_e f_e * mean_t p_te)/dp_te = coef * E * f_e / T.
+      double dot = 0.0;
+      for (std::int64_t e = 0; e < E; ++e) dot += p[e] * f[e];
+      const double a = aux.aux_loss_coef * static_cast<double>(E) * inv_t;
+      const double z = aux.z_loss_coef * 2.0 * logsumexp(logits, E) * inv_t;
+      for (std::int64_t e = 0; e < E; ++e) dl[e] += static_cast<float>(a * p[e] * (f[e] - dot) + z * p[e]);
+    }
+  }
+}
+
+}  // namespace detail
+
+void MoeLayer::router_and_shared_grads() {
+  const MoeForwardContext& c = *step_.ctx;
+  const std::int64_t H = config_.hidden_size, E = config_.num_experts, T = c.num_tokens;
+  const float* x = c.x;
+  const float* grad_y = step_.grad_y;
+  float* grad_x = step_.grad_x;
+  kernels::gemm(true, false, E, H, T, 1.0f, grad_logits_.data(), E, x, H, 1.0f, router_weight_.grad.data(), H);
+  kernels::gemm(false, false, T, H, E, 1.0f, grad_logits_.data(), E, router_weight_.value.data(), H, 1.0f, grad_x, H);
+  if (!shared_) return;
+  // Shared experts: y += scale_t * S(x_t), scale_t = sigmoid(x_t · g) or 1.
+  grad_shared_.resize(static_cast<std::size_t>(T * H));
+  const bool gated = !shared_gate_.value.empty();
+  for (std::int64_t i = 0; i < T; ++i) {
+    const float scale = c.shared_scale[i];
+    float dscale = 0.0f;
+    for (std::int64_t h = 0; h < H; ++h) {
+      grad_shared_[i * H + h] = scale * grad_y[i * H + h];
+      dscale += grad_y[i * H + h] * c.shared_out[i * H + h];
+    }
+    if (gated) {
+      const float dz = dscale * scale * (1.0f - scale);
+      for (std::int64_t h = 0; h < H; ++h) {
+        shared_gate_.grad[h] += dz * x[i * H + h];
+        grad_x[i * H + h] += dz * shared_gate_.value[h];
+      }
+    }
+  }
+  shared_->backward(x, T, c.shared_saved.data(), grad_shared_.data(), grad_x, true, &shared_scratch_);
+}
+
+}  // namespace switchyard::layers

@@ -1,0 +1,303 @@
+// A step of the MoE layer as a task graph: each token chunk is routed,
+// exchanged, computed and combined as its own pieces, so that one chunk's
+// exchange hides behind another's expert compute (docs/task-graph.md). The
+// graphs are built once per chunk count and reused; their tasks work on the
+// context of the step that runs them (step_).
+#include <cstring>
+#include <string>
+
+#include "router_grad.hpp"
+#include "step_graph.hpp"
+#include "switchyard/kernels/permute.hpp"
+#include "switchyard/layers/moe_layer.hpp"
+#include "switchyard/runtime/error.hpp"
+
+namespace switchyard::layers {
+
+MoeLayer::~MoeLayer() = default;
+MoeLayer::MoeLayer(MoeLayer&&) noexcept = default;
+
+MoeLayer::StepGraph& MoeLayer::step_graph(int chunks, bool backward) {
+  auto& slot = graphs_[{chunks, backward}];
+  if (!slot) {
+    slot = std::make_unique<StepGraph>();
+    if (backward) {
+      build_backward(*slot, chunks);
+    } else {
+      build_forward(*slot, chunks);
+    }
+  }
+  return *slot;
+}
+
+void MoeLayer::dump_graph(std::ostream& out, int chunks, bool backward) {
+  check_arg(chunks >= 1, "--chunks must be at least 1, got " + std::to_string(chunks));
+  step_graph(chunks, backward).graph.dump_dot(out);
+}
+
+void MoeLayer::run_step(comm::Communicator& comm, StepGraph& g, const StepSchedule& schedule, PhaseTimer* timer) {
+  std::string error;
+  int code = 0;
+  try {
+    if (schedule.overlap) {
+      schedule.executor->run(g.graph);
+    } else if (schedule.executor) {
+      schedule.executor->run_in_sequence(g.graph);
+    } else {
+      run_in_sequence(g.graph);
+    }
+  } catch (const Error& e) {
+    error = e.what();
+    code = static_cast<int>(e.code());
+  }
+  // NOTE: a failed task still let the step's exchanges run (Executor::run),
+  // so every rank gets here and agrees; then all throw the same error.
+  comm::agree_on_errors(comm, error, code);
+  if (!timer) return;
+  for (std::size_t id = 0; id < g.phase.size(); ++id) timer->add(g.phase[id], g.seconds[id]);
+}
+
+// ---- forward pieces ----------------------------------------------------------
+
+void MoeLayer::route_chunk(MoeChunk& k) {
+  const std::int64_t H = config_.hidden_size, E = config_.num_experts;
+  MoeForwardContext& c = *step_.ctx;
+  float* logits = c.logits.data() + k.begin * E;
+  router_linear_->run(c.x + k.begin * H, k.rows, logits);
+  route(router_, logits, selection_bias_.empty() ? nullptr : selection_bias_.data(), k.rows, &k.routing);
+  k.routed = true;
+}
+
+void MoeLayer::plan_chunk(MoeChunk& k) {
+  if (!k.routed) {
+    // An earlier task failed: plan nothing, so the exchange peers expect still happens.
+    k.routing = RoutingPlan{};
+    k.routing.num_experts = config_.num_experts;
+    k.routing.top_k = config_.top_k;
+    k.routing.expert_counts.assign(static_cast<std::size_t>(config_.num_experts), 0);
+  }
+  k.plan = plan_dispatch(k.routing, placement_, options_.capacity, *step_.comm);
+}
+
+void MoeLayer::permute_chunk(MoeChunk& k) {
+  const std::int64_t H = config_.hidden_size;
+  k.send.resize(static_cast<std::size_t>(k.plan.num_send() * H));
+  kernels::gather_rows(step_.ctx->x + k.begin * H, k.plan.send_token.data(), k.plan.num_send(), H, k.send.data());
+}
+
+namespace {
+
+// One alltoallv of whole rows along `plan`, forward (to the experts) or back.
+std::size_t exchange(comm::Communicator& comm, const DispatchPlan& plan, bool to_experts, std::int64_t H,
+                     std::vector<float>& from, std::vector<float>& to) {
+  const std::int64_t out_rows = to_experts ? plan.num_send() : plan.num_recv();
+  const std::int64_t in_rows = to_experts ? plan.num_recv() : plan.num_send();
+  // NOTE: sizes are set here too, so that after a failed compute task the
+  // exchange still runs with the sizes peers expect.
+  from.resize(static_cast<std::size_t>(out_rows * H));
+  to.resize(static_cast<std::size_t>(in_rows * H));
+  if (to_experts) {
+    comm.alltoallv(from.data(), plan.send_counts.data(), plan.send_offsets.data(), to.data(), plan.recv_counts.data(),
+                   plan.recv_offsets.data(), H * sizeof(float));
+  } else {
+    comm.alltoallv(from.data(), plan.recv_counts.data(), plan.recv_offsets.data(), to.data(), plan.send_counts.data(),
+                   plan.send_offsets.data(), H * sizeof(float));
+  }
+  return static_cast<std::size_t>(out_rows * H) * sizeof(float);
+}
+
+}  // namespace
+
+std::size_t MoeLayer::dispatch_chunk(MoeChunk& k) {
+  return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv);
+}
+
+void MoeLayer::experts_chunk(MoeChunk& k) {
+  const std::int64_t H = config_.hidden_size, n = k.plan.num_recv();
+  k.expert_in.resize(static_cast<std::size_t>(n * H));
+  k.expert_out.resize(static_cast<std::size_t>(n * H));
+  k.saved.resize(static_cast<std::size_t>(n * experts_->saved_per_row()));
+  kernels::scatter_rows(k.recv.data(), k.plan.recv_to_grouped.data(), n, H, k.expert_in.data());
+  experts_->forward(k.expert_in.data(), k.plan.local_expert_counts.data(), k.expert_out.data(), k.saved.data());
+  kernels::gather_rows(k.expert_out.data(), k.plan.recv_to_grouped.data(), n, H, k.recv.data());
+}
+
+std::size_t MoeLayer::combine_chunk(MoeChunk& k) {
+  return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.combined);
+}
+
+void MoeLayer::unpermute_chunk(MoeChunk& k) {
+  const std::int64_t H = config_.hidden_size, K = config_.top_k;
+  MoeForwardContext& c = *step_.ctx;
+  float* y = step_.y + k.begin * H;
+  std::fill(y, y + k.rows * H, 0.0f);
+  kernels::unpermute_weighted_sum(k.combined.data(), k.plan.slot_row.data(), k.routing.weights.data(), k.rows, K, H, y);
+  if (shared_)
+    add_shared_experts(c.x + k.begin * H, k.rows, y, c.shared_out.data() + k.begin * H,
+                       c.shared_saved.data() + k.begin * shared_->saved_per_row(), c.shared_scale.data() + k.begin);
+}
+
+void MoeLayer::build_forward(StepGraph& g, int C) {
+  // NOTE: communication tasks run on one thread in id order, the same on
+  // every rank; adding all plans, then all dispatches, then all combines
+  // lets chunk c+1's dispatch go out while chunk c's experts compute.
+  std::vector<Task> route(C), plan(C), permute(C), dispatch(C), experts(C), combine(C), unpermute(C);
+  auto chunk = [this](int c) -> MoeChunk& { return step_.ctx->chunks[c]; };
+  for (int c = 0; c < C; ++c) route[c] = g.add("route", c, [=, this] { route_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c)
+    plan[c] = g.add_comm("plan", c, [=, this] {
+      plan_chunk(chunk(c));
+      return std::size_t{0};
+    });
+  for (int c = 0; c < C; ++c) permute[c] = g.add("permute", c, [=, this] { permute_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c) dispatch[c] = g.add_comm("dispatch", c, [=, this] { return dispatch_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c) experts[c] = g.add("experts", c, [=, this] { experts_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c) combine[c] = g.add_comm("combine", c, [=, this] { return combine_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c) unpermute[c] = g.add("unpermute", c, [=, this] { unpermute_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c) {
+    route[c].precede(plan[c]);
+    plan[c].precede(permute[c]);
+    permute[c].precede(dispatch[c]);
+    dispatch[c].precede(experts[c]);
+    experts[c].precede(combine[c]);
+    combine[c].precede(unpermute[c]);
+    // The expert backend is not thread-safe: one chunk's experts at a time.
+    if (c > 0) experts[c - 1].precede(experts[c]);
+  }
+}
+
+// ---- backward pieces ---------------------------------------------------------
+
+void MoeLayer::unpermute_grad_chunk(MoeChunk& k) {
+  // Combine backward: each kept slot's expert output gets w * dy, and the
+  // routing weight gets dy · (expert output); then the router's per-token part.
+  const std::int64_t H = config_.hidden_size, K = config_.top_k, E = config_.num_experts;
+  MoeForwardContext& c = *step_.ctx;
+  k.send.resize(static_cast<std::size_t>(k.plan.num_send() * H));
+  k.grad_w.assign(static_cast<std::size_t>(k.rows * K), 0.0f);
+  for (std::int64_t s = 0; s < k.rows * K; ++s) {
+    const std::int64_t r = k.plan.slot_row[s];
+    if (r < 0) continue;
+    const float* dy = step_.grad_y + (k.begin + s / K) * H;
+    const float* o = &k.combined[r * H];
+    const float w = k.routing.weights[s];
+    float dot = 0.0f;
+    for (std::int64_t h = 0; h < H; ++h) {
+      k.send[r * H + h] = w * dy[h];
+      dot += dy[h] * o[h];
+    }
+    k.grad_w[s] = dot;
+  }
+  const detail::AuxLossGrad aux{options_.aux_loss_coef, options_.z_loss_coef, &c.load_fraction, c.global_tokens};
+  detail::router_logits_grad(router_, c.logits.data() + k.begin * E, k.routing, k.grad_w.data(), aux,
+                             grad_logits_.data() + k.begin * E);
+}
+
+std::size_t MoeLayer::combine_grad_chunk(MoeChunk& k) {
+  // The forward's exchanges with roles swapped: gradients travel to the
+  // experts along the dispatch route and come back along the combine route.
+  return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv);
+}
+
+void MoeLayer::experts_grad_chunk(MoeChunk& k) {
+  const std::int64_t H = config_.hidden_size, n = k.plan.num_recv();
+  k.expert_out.resize(static_cast<std::size_t>(n * H));
+  k.grad_in.resize(static_cast<std::size_t>(n * H));
+  k.grad_saved.resize(static_cast<std::size_t>(n * experts_->grad_saved_per_row()));
+  kernels::scatter_rows(k.recv.data(), k.plan.recv_to_grouped.data(), n, H, k.expert_out.data());
+  experts_->backward_data(k.expert_in.data(), k.plan.local_expert_counts.data(), k.saved.data(), k.expert_out.data(),
+                          k.grad_in.data(), k.grad_saved.data());
+  kernels::gather_rows(k.grad_in.data(), k.plan.recv_to_grouped.data(), n, H, k.recv.data());
+}
+
+std::size_t MoeLayer::dispatch_grad_chunk(MoeChunk& k) {
+  return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.send);
+}
+
+void MoeLayer::permute_grad_chunk(MoeChunk& k) {
+  const std::int64_t H = config_.hidden_size, K = config_.top_k;
+  float* grad_x = step_.grad_x + k.begin * H;
+  std::fill(grad_x, grad_x + k.rows * H, 0.0f);
+  kernels::unpermute_weighted_sum(k.send.data(), k.plan.slot_row.data(), ones_.data(), k.rows, K, H, grad_x);
+}
+
+void MoeLayer::expert_weight_grads() {
+  std::vector<MoeChunk>& chunks = step_.ctx->chunks;
+  const MoeChunk& first = chunks.front();
+  if (chunks.size() == 1) {
+    experts_->backward_weights(first.expert_in.data(), first.plan.local_expert_counts.data(), first.saved.data(),
+                               first.expert_out.data(), first.grad_saved.data());
+    return;
+  }
+  // Weight gradients are sums over rows, so their rounding depends on the
+  // order of the rows: put them in the one-chunk order (by local expert, then
+  // source rank, then token; chunks are token ranges in order) first.
+  const std::int64_t H = config_.hidden_size, S = experts_->saved_per_row(), G = experts_->grad_saved_per_row();
+  const std::int64_t L = static_cast<std::int64_t>(first.plan.local_expert_counts.size());
+  const std::int64_t R = static_cast<std::int64_t>(first.plan.recv_counts.size());
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(L), 0);
+  std::int64_t n = 0;
+  for (const MoeChunk& k : chunks)
+    for (std::int64_t j = 0; j < L; ++j) counts[j] += k.plan.local_expert_counts[j];
+  for (auto v : counts) n += v;
+  canon_in_.resize(static_cast<std::size_t>(n * H));
+  canon_grad_out_.resize(static_cast<std::size_t>(n * H));
+  canon_saved_.resize(static_cast<std::size_t>(n * S));
+  canon_grad_saved_.resize(static_cast<std::size_t>(n * G));
+  // next[c][j]: the next row of chunk c's group j to take.
+  std::vector<std::vector<std::int64_t>> next(chunks.size());
+  for (std::size_t c = 0; c < chunks.size(); ++c) {
+    std::int64_t start = 0;
+    for (std::int64_t j = 0; j < L; ++j) {
+      next[c].push_back(start);
+      start += chunks[c].plan.local_expert_counts[j];
+    }
+  }
+  auto copy = [](std::vector<float>& to, std::int64_t to_row, const std::vector<float>& from, std::int64_t from_row,
+                 std::int64_t rows, std::int64_t width) {
+    if (rows * width > 0)
+      std::memcpy(to.data() + to_row * width, from.data() + from_row * width,
+                  static_cast<std::size_t>(rows * width) * sizeof(float));
+  };
+  std::int64_t row = 0;
+  for (std::int64_t j = 0; j < L; ++j)
+    for (std::int64_t s = 0; s < R; ++s)
+      for (std::size_t c = 0; c < chunks.size(); ++c) {
+        const MoeChunk& k = chunks[c];
+        const std::int64_t rows = k.plan.recv_table[s * L + j], from = next[c][j];
+        copy(canon_in_, row, k.expert_in, from, rows, H);
+        copy(canon_grad_out_, row, k.expert_out, from, rows, H);
+        copy(canon_saved_, row, k.saved, from, rows, S);
+        copy(canon_grad_saved_, row, k.grad_saved, from, rows, G);
+        next[c][j] += rows;
+        row += rows;
+      }
+  experts_->backward_weights(canon_in_.data(), counts.data(), canon_saved_.data(), canon_grad_out_.data(),
+                             canon_grad_saved_.data());
+}
+
+void MoeLayer::build_backward(StepGraph& g, int C) {
+  std::vector<Task> unpermute(C), combine(C), experts(C), dispatch(C), permute(C);
+  auto chunk = [this](int c) -> MoeChunk& { return step_.ctx->chunks[c]; };
+  for (int c = 0; c < C; ++c) unpermute[c] = g.add("unpermute_grad", c, [=, this] { unpermute_grad_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c)
+    combine[c] = g.add_comm("combine_grad", c, [=, this] { return combine_grad_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c) experts[c] = g.add("experts_grad", c, [=, this] { experts_grad_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c)
+    dispatch[c] = g.add_comm("dispatch_grad", c, [=, this] { return dispatch_grad_chunk(chunk(c)); });
+  for (int c = 0; c < C; ++c) permute[c] = g.add("permute_grad", c, [=, this] { permute_grad_chunk(chunk(c)); });
+  // Once every chunk's rows are back: the weight gradients (in a fixed row
+  // order) and the token side (router, shared experts) over all tokens.
+  Task weights = g.add("expert_weights_grad", -1, [this] { expert_weight_grads(); });
+  Task router = g.add("route_grad", -1, [this] { router_and_shared_grads(); });
+  for (int c = 0; c < C; ++c) {
+    unpermute[c].precede(combine[c]);
+    combine[c].precede(experts[c]);
+    experts[c].precede(dispatch[c], weights);
+    dispatch[c].precede(permute[c]);
+    permute[c].precede(router);
+    if (c > 0) experts[c - 1].precede(experts[c]);
+  }
+}
+
+}  // namespace switchyard::layers

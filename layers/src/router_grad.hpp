@@ -1,0 +1,29 @@
+#pragma once
+// Private: the router's per-token math shared by the forward's statistics
+// and the backward (routing weights -> scores -> logits, plus aux losses).
+#include <cstdint>
+#include <vector>
+
+#include "switchyard/layers/router.hpp"
+
+namespace switchyard::layers::detail {
+
+/// Router probabilities for the auxiliary losses: softmax of the logits for
+/// every router kind, as transformers' load_balancing_loss_func computes them.
+void aux_probs(const float* logits, std::int64_t E, float* p);
+
+double logsumexp(const float* x, std::int64_t n);
+
+/// What the auxiliary losses add to dL/dlogits (zero coefficients: nothing).
+struct AuxLossGrad {
+  double aux_loss_coef = 0.0, z_loss_coef = 0.0;
+  const std::vector<double>* load_fraction = nullptr;  // [E] f_e over all ranks
+  std::int64_t global_tokens = 0;
+};
+
+/// dL/dlogits ([rows, E]) of `rows` tokens from dL/d(routing weight)
+/// (`grad_w`, [rows, K]), given their logits and routing.
+void router_logits_grad(const RouterConfig& router, const float* logits, const RoutingPlan& routing,
+                        const float* grad_w, const AuxLossGrad& aux, float* grad_logits);
+
+}  // namespace switchyard::layers::detail

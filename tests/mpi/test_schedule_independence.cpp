@@ -1,0 +1,154 @@
+// Outputs and gradients do not depend on how a step is scheduled: every
+// chunk count 1..8, overlap on or off, 1..3 compute workers give the same
+// bits as the plain one-chunk sequence (which test_moe_distributed and
+// test_moe_gradients check against float64 references). Also: a failing task
+// on one rank ends the step on every rank with its message, without a hang.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "../support/mpi_support.hpp"
+#include "random_moe_checkpoint.hpp"
+#include "switchyard/comm/mpi_communicator.hpp"
+#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/layers/moe_layer.hpp"
+#include "switchyard/runtime/error.hpp"
+#include "switchyard/runtime/task_graph.hpp"
+
+namespace {
+
+using namespace switchyard;
+using layers::Architecture;
+
+struct Result {
+  std::vector<float> y, dx;
+  std::vector<std::vector<float>> grads;  // parameters() order
+  std::vector<std::int64_t> load;
+};
+
+examples::RandomMoeSpec spec(Architecture arch, int seed) {
+  examples::RandomMoeSpec s;
+  s.arch = arch;
+  s.hidden = 24;
+  s.inter = 20;
+  s.experts = 8;
+  s.top_k = 2;
+  s.shared_inter = arch == Architecture::kMixtral ? 0 : 16;
+  s.seed = seed;
+  return s;
+}
+
+class ScheduleIndependence : public ::testing::TestWithParam<Architecture> {};
+
+TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule) {
+  comm::MpiCommunicator comm(MPI_COMM_WORLD);
+  const int R = comm.size(), me = comm.rank();
+  const std::string dir = test_support::shared_temp_dir(me);
+  ASSERT_FALSE(dir.empty());
+  const std::string mine = dir + "/rank" + std::to_string(me);
+  const auto s = spec(GetParam(), 40 + static_cast<int>(GetParam()));
+  examples::write_random_moe_checkpoint(s, mine);
+  const auto config = layers::load_model_config(mine);
+  layers::Checkpoint ckpt(mine);
+  layers::ExpertPlacement placement(config.num_experts, R);
+  const std::int64_t layer_index = s.layers - 1, H = s.hidden;
+  // Uneven token counts per rank, one rank with fewer tokens than chunks.
+  const std::int64_t T = me == 1 ? 5 : 53 + 7 * me;
+  const auto x = examples::random_matrix(T, H, 300 + me);
+  const auto g = examples::random_matrix(T, H, 400 + me);
+
+  for (bool training : {true, false}) {
+    layers::MoeLayer layer(
+        config,
+        layers::load_moe_weights(ckpt, config, layer_index, placement.first_expert(me), placement.num_local(me)),
+        placement, me,
+        layers::MoeLayerOptions{.experts = {.inference_only = !training}, .aux_loss_coef = 0.01, .z_loss_coef = 0.001});
+    auto run = [&](const layers::StepSchedule& schedule) {
+      Result r;
+      r.y.assign(T * H, -1.0f);
+      r.dx.assign(T * H, -1.0f);
+      for (auto* p : layer.parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
+      layers::ForwardStats stats;
+      layers::MoeForwardContext ctx;
+      layer.forward(comm, x.data(), T, r.y.data(), &stats, nullptr, training ? &ctx : nullptr, schedule);
+      if (training) {
+        layer.backward(comm, ctx, g.data(), r.dx.data(), nullptr, schedule);
+        for (auto* p : layer.parameters()) r.grads.push_back(p->grad);
+      }
+      r.load = stats.expert_load;
+      return r;
+    };
+    const Result want = run({});
+    for (std::size_t workers = 1; workers <= 3; ++workers) {
+      Executor executor(workers);
+      for (int chunks = 1; chunks <= 8; ++chunks)
+        for (bool overlap : {false, true}) {
+          const Result got = run({.chunks = chunks, .overlap = overlap, .executor = &executor});
+          const std::string where = std::string(training ? "training" : "inference") + " chunks " +
+                                    std::to_string(chunks) + " overlap " + std::to_string(overlap) + " workers " +
+                                    std::to_string(workers);
+          ASSERT_EQ(std::memcmp(got.y.data(), want.y.data(), want.y.size() * sizeof(float)), 0) << "y, " << where;
+          EXPECT_EQ(got.load, want.load) << where;
+          if (!training) continue;
+          ASSERT_EQ(std::memcmp(got.dx.data(), want.dx.data(), want.dx.size() * sizeof(float)), 0)
+              << "dL/dx, " << where;
+          ASSERT_EQ(got.grads.size(), want.grads.size());
+          for (std::size_t i = 0; i < want.grads.size(); ++i)
+            ASSERT_EQ(std::memcmp(got.grads[i].data(), want.grads[i].data(), want.grads[i].size() * sizeof(float)), 0)
+                << layer.parameters()[i]->name << " gradient, " << where;
+        }
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  std::filesystem::remove_all(mine);
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, ScheduleIndependence,
+                         ::testing::Values(Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kDeepseekV3),
+                         [](const auto& info) { return std::string(layers::architecture_name(info.param)); });
+
+// The last rank's experts cannot run a backward (built for inference), so
+// its experts_grad tasks throw while the other ranks' succeed: every rank
+// must end the step with that message, for every schedule, and not hang
+// (ctest's timeout would catch a hang).
+TEST(ScheduleFailure, FailingTaskOnOneRankStopsTheStepOnEveryRank) {
+  comm::MpiCommunicator comm(MPI_COMM_WORLD);
+  const int R = comm.size(), me = comm.rank();
+  const std::string dir = test_support::shared_temp_dir(me);
+  ASSERT_FALSE(dir.empty());
+  const std::string mine = dir + "/fail" + std::to_string(me);
+  const auto s = spec(Architecture::kQwen2Moe, 77);
+  examples::write_random_moe_checkpoint(s, mine);
+  const auto config = layers::load_model_config(mine);
+  layers::Checkpoint ckpt(mine);
+  layers::ExpertPlacement placement(config.num_experts, R);
+  layers::MoeLayer layer(
+      config, layers::load_moe_weights(ckpt, config, s.layers - 1, placement.first_expert(me), placement.num_local(me)),
+      placement, me, layers::MoeLayerOptions{.experts = {.inference_only = me == R - 1}});
+  const std::int64_t T = 40, H = s.hidden;
+  const auto x = examples::random_matrix(T, H, 500 + me);
+  std::vector<float> y(T * H), dx(T * H);
+  Executor executor(2);
+  for (int chunks : {1, 3})
+    for (bool overlap : {false, true}) {
+      const layers::StepSchedule schedule{.chunks = chunks, .overlap = overlap, .executor = &executor};
+      layers::MoeForwardContext ctx;
+      layer.forward(comm, x.data(), T, y.data(), nullptr, nullptr, &ctx, schedule);
+      try {
+        layer.backward(comm, ctx, x.data(), dx.data(), nullptr, schedule);
+        FAIL() << "backward did not throw on rank " << me;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("inference only"), std::string::npos) << e.what();
+      }
+      // The communicator still works: the step after the failure runs.
+      layer.forward(comm, x.data(), T, y.data(), nullptr, nullptr, nullptr, schedule);
+    }
+  MPI_Barrier(MPI_COMM_WORLD);
+  std::filesystem::remove_all(mine);
+}
+
+}  // namespace
