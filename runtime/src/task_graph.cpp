@@ -182,6 +182,9 @@ void Executor::compute_loop(std::size_t worker_id) {
   for (;;) {
     work_cv_.wait(lock, [&] { return stop_ || (active_ && !halted_ && !ready_.empty()); });
     if (stop_) return;
+    // Smallest id first: graphs list the pieces that feed exchanges (and so
+    // unblock peers) before the long compute that can wait.
+    std::pop_heap(ready_.begin(), ready_.end(), std::greater<>());
     std::size_t t = ready_.back();
     ready_.pop_back();
     ++running_;
@@ -252,6 +255,7 @@ void Executor::finish(std::size_t task) {
         new_comm = true;
       } else {
         ready_.push_back(s);  // NOTE: never reallocates: capacity >= graph size (run)
+        std::push_heap(ready_.begin(), ready_.end(), std::greater<>());
         new_compute = true;
       }
     }
@@ -272,10 +276,10 @@ void Executor::run(TaskGraph& graph) {
     pending_.resize(n);  // allocates only when a graph is larger than any before
     ready_.clear();
     ready_.reserve(n);
-    // Push roots in reverse so the LIFO ready list starts with the smallest id.
-    for (std::size_t i = n; i-- > 0;) {
+    for (std::size_t i = 0; i < n; ++i) {
       pending_[i] = graph.nodes_[i].in_degree;
       if (pending_[i] == 0 && graph.nodes_[i].info.kind == TaskKind::kCompute) ready_.push_back(i);
+    std::make_heap(ready_.begin(), ready_.end(), std::greater<>());
     }
     comm_next_ = finished_ = running_ = 0;
     failed_ = halted_ = false;

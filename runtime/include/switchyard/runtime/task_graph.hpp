@@ -171,7 +171,8 @@ class Executor {
   void add_observer(std::shared_ptr<TaskObserver> observer);
 
   /// Runs every task of `graph` once, each after all its predecessors, and
-  /// blocks until all finished. Validates first (Error(kInvalidArgument) on a
+  /// blocks until all finished; an idle worker takes the ready compute task
+  /// with the smallest id. Validates first (Error(kInvalidArgument) on a
   /// cycle). If a task (or an observer) throws, the running tasks finish and
   /// run() rethrows the first failure on the calling thread: a
   /// switchyard::Error unchanged, any other exception as Error(kInternal)
@@ -209,7 +210,7 @@ class Executor {
   bool halted_ = false;  // a communication task failed: nothing more starts
   TaskGraph* graph_ = nullptr;
   std::vector<std::size_t> pending_;  // unfinished predecessors per task
-  std::vector<std::size_t> ready_;    // runnable compute tasks (capacity kept across runs)
+  std::vector<std::size_t> ready_;    // runnable compute tasks, a min-heap by id (capacity kept across runs)
   std::size_t comm_next_ = 0;         // index into graph_->comm_order_
   std::size_t finished_ = 0;
   std::size_t running_ = 0;
