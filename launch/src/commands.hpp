@@ -35,6 +35,7 @@ struct TrainOptions {
   std::string save;              // checkpoint directory, written at the end
   std::int64_t save_every = 0;
   std::string resume;
+  std::string dtype;  // overrides the configuration's model.dtype when set
   bool quiet = false;
   ScheduleOptions schedule;
 };

@@ -37,6 +37,7 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
                  "Expert weights: f32, or bf16 (prepacked bf16 with float32 accumulation; not with --grads)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_flag("--quiet", o->quiet, "Print no summary");
+  add_schedule_options(sub, &o->schedule);
 }
 
 namespace {
@@ -130,11 +131,16 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
 
   const std::int64_t T = input->rows(), H = config.hidden_size;
   const std::int64_t begin = block_begin(T, R, me), rows = block_begin(T, R, me + 1) - begin;
+  std::unique_ptr<StepRunner> runner;
+  collective_step(comm, [&] { runner = std::make_unique<StepRunner>(o.schedule, comm, rows); });
   std::vector<float> y(static_cast<std::size_t>(rows * H));
   layers::ForwardStats stats;
   PhaseTimer timer;
   layers::MoeForwardContext ctx;
-  layer->forward(comm, input->data() + begin * H, rows, y.data(), &stats, &timer, grad_output ? &ctx : nullptr);
+  collective_step(comm, [&] {
+    layer->forward(comm, input->data() + begin * H, rows, y.data(), &stats, &timer, grad_output ? &ctx : nullptr,
+                   runner->schedule());
+  });
 
   // Gather rows to rank 0 in input order.
   std::vector<std::int64_t> bytes(R), offsets(R);
@@ -152,10 +158,13 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   std::vector<NamedTensor> grads;
   if (grad_output) {
     std::vector<float> dx(y.size());
-    layer->backward(comm, ctx, grad_output->data() + begin * H, dx.data(), &timer);
+    collective_step(comm, [&] {
+      layer->backward(comm, ctx, grad_output->data() + begin * H, dx.data(), &timer, runner->schedule());
+    });
     grads = collect_layer_gradients(comm, *layer, names);
     grads.insert(grads.begin(), NamedTensor{"hidden_states", {T, H}, gather_rows(dx)});
   }
+  collective_step(comm, [&] { runner->write_outputs(comm, *layer, grad_output != nullptr); });
   collective_step(comm, [&] {
     if (me != 0) return;
     if (!grads.empty()) {

@@ -31,7 +31,12 @@ void add_train_options(CLI::App& sub, TrainOptions* o) {
   sub.add_option("--save-every", o->save_every, "Also checkpoint every K steps (needs --save)")
       ->check(CLI::PositiveNumber);
   sub.add_option("--resume", o->resume, "Continue from this checkpoint directory");
+  sub.add_option("--dtype", o->dtype,
+                 "Expert GEMMs in f32 or bf16 (bf16 operands, float32 accumulation and master weights); overrides "
+                 "the configuration's model.dtype")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_flag("--quiet", o->quiet, "Print only the final line");
+  add_schedule_options(sub, &o->schedule);
 }
 
 namespace {
@@ -108,8 +113,14 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
       config.steps = o.steps;
       config.optimizer.total_steps = o.steps;
     }
+    if (!o.dtype.empty()) config.dtype = o.dtype;
     if (lead && !o.json.empty()) log.open(o.json);
     trainer = std::make_unique<layers::Trainer>(config, comm);
+  });
+  std::unique_ptr<StepRunner> runner;
+  collective_step(comm, [&] {
+    runner = std::make_unique<StepRunner>(o.schedule, comm, trainer->config().batch_tokens);
+    trainer->model().set_schedule(runner->schedule());
   });
   if (!o.resume.empty()) collective_step(comm, [&] { trainer->resume(o.resume); });
 
@@ -143,6 +154,7 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
   std::int64_t window_tokens = 0, window_steps = 0;
   double window_loss = 0.0, last_train_loss = NAN;
   while (trainer->step() < last) {
+    runner->restart_trace();  // --trace shows the last training step
     const layers::StepReport rep = trainer->train_step();
     window_tokens += rep.tokens;
     window_loss += rep.loss;
@@ -194,6 +206,7 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
     }
   }
   const double train_s = std::chrono::duration<double>(Clock::now() - t_train).count();
+  collective_step(comm, [&] { runner->write_outputs(comm, trainer->model().moe(0), true); });
   if (!o.save.empty()) {
     collective_step(comm, [&] { trainer->save(o.save); });
     if (talk) std::printf("saved %s at step %lld\n", o.save.c_str(), static_cast<long long>(trainer->step()));

@@ -120,7 +120,7 @@ double CharLm::forward(comm::Communicator& comm, const std::int32_t* contexts, c
     ab.inv_rms.resize(static_cast<std::size_t>(T));
     detail::rmsnorm_forward(ab.h_in.data(), T, H, blocks_[l].norm.value.data(), config_.rms_eps, ab.u.data(),
                             ab.inv_rms.data());
-    blocks_[l].moe->forward(comm, ab.u.data(), T, m.data(), &result->stats[l], nullptr, &ab.ctx);
+    blocks_[l].moe->forward(comm, ab.u.data(), T, m.data(), &result->stats[l], nullptr, &ab.ctx, schedule_);
     for (std::size_t i = 0; i < m.size(); ++i) a->h[i] += m[i];
   }
   a->h_final = a->h;
@@ -153,7 +153,7 @@ BatchResult CharLm::forward_backward(comm::Communicator& comm, const std::int32_
   std::vector<float> dnorm_in(static_cast<std::size_t>(T * H));
   for (std::size_t l = blocks_.size(); l-- > 0;) {
     auto& ab = a.blocks[l];
-    blocks_[l].moe->backward(comm, ab.ctx, dh.data(), du.data());
+    blocks_[l].moe->backward(comm, ab.ctx, dh.data(), du.data(), nullptr, schedule_);
     detail::rmsnorm_backward(ab.h_in.data(), T, H, blocks_[l].norm.value.data(), ab.inv_rms.data(), du.data(),
                              dh.data(), blocks_[l].norm.grad.data());
   }

@@ -137,12 +137,16 @@ void MoeLayer::unpermute_chunk(MoeChunk& k) {
                        c.shared_saved.data() + k.begin * shared_->saved_per_row(), c.shared_scale.data() + k.begin);
 }
 
+// Task ids set the communication thread's order (the same on every rank):
+// plans, then dispatch 0 and 1, then combine c right after dispatch c + 2,
+// so that while chunk c's experts compute, the link carries chunk c + 1's
+// dispatch and chunk c - 1's combine. Compute tasks are also taken in id order.
 void MoeLayer::build_forward(StepGraph& g, int C) {
-  // NOTE: communication tasks run on one thread in id order, the same on
-  // every rank; adding all plans, then all dispatches, then all combines
-  // lets chunk c+1's dispatch go out while chunk c's experts compute.
   std::vector<Task> route(C), plan(C), permute(C), dispatch(C), experts(C), combine(C), unpermute(C);
   auto chunk = [this](int c) -> MoeChunk& { return step_.ctx->chunks[c]; };
+  auto add_dispatch = [&](int c) {
+    if (c < C) dispatch[c] = g.add_comm("dispatch", c, [=, this] { return dispatch_chunk(chunk(c)); });
+  };
   for (int c = 0; c < C; ++c) route[c] = g.add("route", c, [=, this] { route_chunk(chunk(c)); });
   for (int c = 0; c < C; ++c)
     plan[c] = g.add_comm("plan", c, [=, this] {
@@ -150,10 +154,14 @@ void MoeLayer::build_forward(StepGraph& g, int C) {
       return std::size_t{0};
     });
   for (int c = 0; c < C; ++c) permute[c] = g.add("permute", c, [=, this] { permute_chunk(chunk(c)); });
-  for (int c = 0; c < C; ++c) dispatch[c] = g.add_comm("dispatch", c, [=, this] { return dispatch_chunk(chunk(c)); });
-  for (int c = 0; c < C; ++c) experts[c] = g.add("experts", c, [=, this] { experts_chunk(chunk(c)); });
-  for (int c = 0; c < C; ++c) combine[c] = g.add_comm("combine", c, [=, this] { return combine_chunk(chunk(c)); });
-  for (int c = 0; c < C; ++c) unpermute[c] = g.add("unpermute", c, [=, this] { unpermute_chunk(chunk(c)); });
+  add_dispatch(0);
+  add_dispatch(1);
+  for (int c = 0; c < C; ++c) {
+    experts[c] = g.add("experts", c, [=, this] { experts_chunk(chunk(c)); });
+    combine[c] = g.add_comm("combine", c, [=, this] { return combine_chunk(chunk(c)); });
+    add_dispatch(c + 2);
+    unpermute[c] = g.add("unpermute", c, [=, this] { unpermute_chunk(chunk(c)); });
+  }
   for (int c = 0; c < C; ++c) {
     route[c].precede(plan[c]);
     plan[c].precede(permute[c]);
@@ -276,16 +284,23 @@ void MoeLayer::expert_weight_grads() {
                              canon_grad_saved_.data());
 }
 
+// The forward's order with roles swapped: gradients go to the experts
+// (combine_grad) two chunks ahead of coming back (dispatch_grad).
 void MoeLayer::build_backward(StepGraph& g, int C) {
   std::vector<Task> unpermute(C), combine(C), experts(C), dispatch(C), permute(C);
   auto chunk = [this](int c) -> MoeChunk& { return step_.ctx->chunks[c]; };
+  auto add_combine = [&](int c) {
+    if (c < C) combine[c] = g.add_comm("combine_grad", c, [=, this] { return combine_grad_chunk(chunk(c)); });
+  };
   for (int c = 0; c < C; ++c) unpermute[c] = g.add("unpermute_grad", c, [=, this] { unpermute_grad_chunk(chunk(c)); });
-  for (int c = 0; c < C; ++c)
-    combine[c] = g.add_comm("combine_grad", c, [=, this] { return combine_grad_chunk(chunk(c)); });
-  for (int c = 0; c < C; ++c) experts[c] = g.add("experts_grad", c, [=, this] { experts_grad_chunk(chunk(c)); });
-  for (int c = 0; c < C; ++c)
+  add_combine(0);
+  add_combine(1);
+  for (int c = 0; c < C; ++c) {
+    experts[c] = g.add("experts_grad", c, [=, this] { experts_grad_chunk(chunk(c)); });
     dispatch[c] = g.add_comm("dispatch_grad", c, [=, this] { return dispatch_grad_chunk(chunk(c)); });
-  for (int c = 0; c < C; ++c) permute[c] = g.add("permute_grad", c, [=, this] { permute_grad_chunk(chunk(c)); });
+    add_combine(c + 2);
+    permute[c] = g.add("permute_grad", c, [=, this] { permute_grad_chunk(chunk(c)); });
+  }
   // Once every chunk's rows are back: the weight gradients (in a fixed row
   // order) and the token side (router, shared experts) over all tokens.
   Task weights = g.add("expert_weights_grad", -1, [this] { expert_weight_grads(); });

@@ -128,6 +128,9 @@ json hf_model_json(Section& m, TrainConfig* c) {
   c->context = m.integer("context", c->context, 1);
   c->embed_dim = m.integer("embed", c->embed_dim, 1);
   c->capacity_factor = m.number("capacity_factor", 0.0, 0.0, 1e6);
+  c->dtype = m.string("dtype", "f32");
+  check_arg(c->dtype == "f32" || c->dtype == "bf16",
+            m.where("dtype") + " must be \"f32\" or \"bf16\", got \"" + c->dtype + "\"");
   m.reject_unknown();
   return j;
 }

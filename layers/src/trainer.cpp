@@ -35,6 +35,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm) : config_(
                   .embed_dim = config_.embed_dim,
                   .seed = config_.seed,
                   .moe_options = {.capacity = {config_.capacity_factor},
+                                  .experts = {.weight_type = config_.dtype == "bf16" ? kernels::WeightType::kBF16
+                                                                                     : kernels::WeightType::kF32},
                                   .aux_loss_coef = config_.aux_loss_coef,
                                   .z_loss_coef = config_.z_loss_coef}};
   model_ = std::make_unique<CharLm>(lm, *placement_, comm.rank());

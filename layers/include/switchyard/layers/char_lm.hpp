@@ -64,6 +64,9 @@ class CharLm {
   BatchResult evaluate(comm::Communicator& comm, const std::int32_t* contexts, const std::int32_t* targets,
                        std::int64_t T, bool keep_routing);
 
+  /// How every MoE block's steps are cut and run (default: one chunk, in sequence).
+  void set_schedule(const StepSchedule& schedule) { schedule_ = schedule; }
+
   std::int64_t num_blocks() const { return static_cast<std::int64_t>(blocks_.size()); }
   MoeLayer& moe(std::int64_t block) { return *blocks_[static_cast<std::size_t>(block)].moe; }
   const CharLmConfig& config() const { return config_; }
@@ -82,6 +85,7 @@ class CharLm {
   Parameter embed_, in_proj_, in_bias_, final_norm_, head_, head_bias_;
   std::vector<Block> blocks_;
   std::vector<NamedParameter> params_;
+  StepSchedule schedule_;
 };
 
 }  // namespace switchyard::layers

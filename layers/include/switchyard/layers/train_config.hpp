@@ -25,7 +25,8 @@ struct TrainConfig {
   std::int64_t context = 16;    // characters of context
   std::int64_t embed_dim = 16;  // embedding width per character
   double capacity_factor = 0.0;
-  std::string model_json;  // the "model" object as given (compact), kept in checkpoints
+  std::string dtype = "f32";  // "model.dtype": expert GEMMs in f32, or bf16 (float32 master weights)
+  std::string model_json;     // the "model" object as given (compact), kept in checkpoints
 
   OptimizerConfig optimizer;  // "optimizer" + "schedule"; total_steps = steps
   double grad_clip = 1.0;     // global L2 norm; 0 disables
