@@ -1,7 +1,9 @@
 #include "switchyard/comm/mpi_communicator.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,18 +25,32 @@ std::vector<int> to_int(const std::int64_t* v, int n, const char* what) {
 
 }  // namespace
 
+// Longest sleep between tests of a pending exchange (SWITCHYARD_POLL_US
+// overrides it for experiments; read once).
+const long kMaxSleepUs = [] {
+  const char* v = std::getenv("SWITCHYARD_POLL_US");
+  return v ? std::max(1L, std::atol(v)) : 200L;
+}();
+
 void wait_politely(MPI_Request* request) {
   // NOTE: spin briefly (small messages finish in microseconds), then test with
-  // short sleeps: a blocking MPI wait busy-polls its core, which on a rank
-  // with one core starves the expert compute the exchange should overlap.
-  // Progress (shared memory copies, TCP) happens inside MPI_Test.
+  // sleeps that grow to kMaxSleep: a blocking MPI wait busy-polls its core,
+  // which on a rank with one core starves the expert compute the exchange
+  // should overlap, and every wake-up costs that compute too. Progress
+  // (shared memory copies, TCP) happens inside MPI_Test; socket buffers
+  // keep a link busy across a sleep of this length.
+  constexpr auto kSpin = std::chrono::microseconds(100);
+  const auto kMaxSleep = std::chrono::microseconds(kMaxSleepUs);
   const auto start = std::chrono::steady_clock::now();
+  auto sleep = std::chrono::microseconds(10);
   for (;;) {
     int done = 0;
     check_mpi(MPI_Test(request, &done, MPI_STATUS_IGNORE));
     if (done) return;
-    if (std::chrono::steady_clock::now() - start > std::chrono::microseconds(100))
-      std::this_thread::sleep_for(std::chrono::microseconds(10));
+    if (std::chrono::steady_clock::now() - start > kSpin) {
+      std::this_thread::sleep_for(sleep);
+      sleep = std::min(kMaxSleep, sleep * 2);
+    }
   }
 }
 
