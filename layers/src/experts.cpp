@@ -1,5 +1,6 @@
 #include "switchyard/layers/experts.hpp"
 
+#include "bf16_experts.hpp"
 #include "switchyard/runtime/error.hpp"
 
 namespace switchyard::layers {
@@ -214,8 +215,8 @@ std::unique_ptr<ExpertBackend> make_expert_backend(const ExpertBackendOptions& o
             std::string("device '") + device_name(options.device) + "' is not available in this build (expected cpu)");
   if (options.inference_only)
     return std::make_unique<PackedExpertBackend>(std::move(experts), options.weight_type, act);
-  check_arg(options.weight_type == kernels::WeightType::kF32,
-            "bf16 experts are inference-only: use --dtype f32 for training and gradients");
+  if (options.weight_type == kernels::WeightType::kBF16)
+    return make_bf16_training_experts(std::move(experts), first_expert, act);
   return std::make_unique<CpuExpertBackend>(std::move(experts), first_expert, act);
 }
 
