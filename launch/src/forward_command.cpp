@@ -33,8 +33,10 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
       ->check(CLI::Range(0.0, 1e6));
   sub.add_option("--z-loss-coef", o->z_loss_coef, "Router z-loss coefficient in the backward")
       ->check(CLI::Range(0.0, 1e6));
-  sub.add_option("--dtype", o->dtype,
-                 "Expert weights: f32, or bf16 (prepacked bf16 with float32 accumulation; not with --grads)")
+  sub.add_option(
+         "--dtype", o->dtype,
+         "Expert GEMMs: f32, or bf16 (bf16 operands, float32 accumulation; prepacked bf16 weights for inference, "
+         "float32 master weights with --grads)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_flag("--quiet", o->quiet, "Print no summary");
   add_schedule_options(sub, &o->schedule);

@@ -58,6 +58,8 @@ class Bf16Expert {
   void ensure_bf16_weights() {
     if (!has_bf16_weights_) refresh_bf16_weights();
   }
+  /// The float32 weights may have changed: refresh before their next use.
+  void mark_stale() { has_bf16_weights_ = false; }
 
   void forward(const float* x, std::int64_t rows, float* y, float* saved, Scratch* s) const {
     const std::int64_t H = hidden_, I = inter_, ld = saved_per_row();
@@ -127,17 +129,21 @@ class Bf16TrainingExperts final : public ExpertBackend {
     return experts_.empty() ? 0 : experts_.front().grad_saved_per_row();
   }
 
+  void begin_step() override {
+    for (auto& e : experts_) e.mark_stale();
+  }
+
   void forward(const float* rows, const std::int64_t* counts, float* out, float* saved) override {
     std::int64_t offset = 0;
     for (std::size_t j = 0; j < experts_.size(); ++j) {
       if (counts[j] > 0) {
-        // NOTE: the bf16 copy is rebuilt at every forward rather than when
-        // the weights change: optimizers write Parameter::value in place and
-        // Parameter has no version to compare, and checking for a change
-        // would read all the float32 weights just as the conversion does
-        // (~2 ms per expert at H 1024, I 2048, against ~55 ms of forward
-        // GEMMs on 2048 rows). Experts without rows skip it.
-        experts_[j].refresh_bf16_weights();
+        // NOTE: the bf16 copy is rebuilt once per step (begin_step) rather
+        // than when the weights change: optimizers write Parameter::value in
+        // place and Parameter has no version to compare, and checking for a
+        // change would read all the float32 weights just as the conversion
+        // does (~2 ms per expert at H 1024, I 2048, against ~55 ms of
+        // forward GEMMs on 2048 rows). Experts without rows skip it.
+        experts_[j].ensure_bf16_weights();
         experts_[j].forward(rows + offset * hidden_, counts[j], out + offset * hidden_,
                             saved + offset * saved_per_row(), &scratch_);
       }

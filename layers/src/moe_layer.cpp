@@ -91,6 +91,7 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
     c.shared_scale.resize(static_cast<std::size_t>(num_tokens));
   }
   step_ = Step{&comm, &c, y, nullptr, nullptr};
+  experts_->begin_step();
   run_step(comm, step_graph(C, false), schedule, timer);
   if (stats || ctx) global_stats(comm, c, stats);
 }

@@ -329,7 +329,7 @@ TEST(Bf16Experts, ParametersAreTheFloat32BackendsMasterWeights) {
 }
 
 TEST(Bf16Experts, ForwardSeesInPlaceWeightUpdates) {
-  // An optimizer step writes Parameter::value in place between forwards.
+  // An optimizer step writes Parameter::value in place between steps.
   auto updated = make_experts(kernels::WeightType::kBF16, 1, 41);
   const std::vector<std::int64_t> counts = {9};
   const auto x = examples::random_matrix(9, kHidden, 5);
@@ -346,6 +346,7 @@ TEST(Bf16Experts, ForwardSeesInPlaceWeightUpdates) {
                                            kernels::Activation::kSilu);
   std::vector<float> want(y.size()), want_saved(saved.size());
   fresh->forward(x.data(), counts.data(), want.data(), want_saved.data());
+  updated->begin_step();  // what the layer calls before every forward step
   updated->forward(x.data(), counts.data(), y.data(), saved.data());
   EXPECT_NE(y, before);
   EXPECT_EQ(y, want) << "forward must use the updated float32 weights";

@@ -71,6 +71,9 @@ class ExpertBackend {
   virtual std::int64_t saved_per_row() const = 0;
   /// Floats per row backward_data() keeps for backward_weights().
   virtual std::int64_t grad_saved_per_row() const = 0;
+  /// Called once per forward step, before its pieces: the weights may have
+  /// changed since the last step (an optimizer update).
+  virtual void begin_step() {}
   virtual void forward(const float* rows, const std::int64_t* counts, float* out, float* saved) = 0;
   /// dL/d(rows) from dL/d(out), row by row; fills `grad_saved`.
   virtual void backward_data(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
