@@ -88,6 +88,14 @@ MPI_Datatype MpiCommunicator::row_type(std::size_t row_bytes) {
 MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm), owner_thread_(std::this_thread::get_id()) {
   check_mpi(MPI_Comm_rank(comm_, &rank_));
   check_mpi(MPI_Comm_size(comm_, &size_));
+  // Nodes: count the lowest rank of every shared-memory group.
+  MPI_Comm node;
+  check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+  int node_rank = 0;
+  check_mpi(MPI_Comm_rank(node, &node_rank));
+  MPI_Comm_free(&node);
+  int leader = node_rank == 0 ? 1 : 0;
+  check_mpi(MPI_Allreduce(&leader, &num_nodes_, 1, MPI_INT, MPI_SUM, comm_));
 }
 
 void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_counts, const std::int64_t* send_offsets,

@@ -361,7 +361,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
                {"overlap", runner->overlap()},
                {"workers", o.schedule.workers},
                {"step_ms_p50_overlap_off", overlap_off_s * 1e3},
-               {"overlap_efficiency", overlap_efficiency},
+               {"overlap_efficiency", runner->overlap() ? json(overlap_efficiency) : json(nullptr)},
                {"mem_bw_gbps", mem_bw},
                {"expert_bytes_touched", maxima[0]},
                {"mem_floor_ms", maxima[0] / (mem_bw * 1e9) * 1e3},
@@ -381,12 +381,13 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   std::printf("\nmemory: %.1f GB/s streaming read; expert weights touched %.1f MB -> floor %.3f ms; max RSS %.0f MB\n",
               mem_bw, maxima[0] / 1e6, maxima[0] / (mem_bw * 1e9) * 1e3, maxima[1]);
   if (overlap_on_s > 0) line["step_ms_p50_overlap_on"] = overlap_on_s * 1e3;
+  const std::string efficiency = runner->overlap() ? std::to_string(overlap_efficiency).substr(0, 5) : "n/a";
   std::printf(
       "schedule: %d chunk%s, overlap %s, %d worker%s: step %.2f ms (same graph in sequence %.2f ms); t_comm %.2f ms, "
-      "t_compute %.2f ms, overlap efficiency %.2f, step / max(floors) %.2f\n",
+      "t_compute %.2f ms, overlap efficiency %s, step / max(floors) %.2f\n",
       runner->chunks(), runner->chunks() == 1 ? "" : "s", runner->overlap() ? "on" : "off", o.schedule.workers,
       o.schedule.workers == 1 ? "" : "s", step.p50 * 1e3, overlap_off_s * 1e3, t_comm * 1e3, t_compute * 1e3,
-      overlap_efficiency, step.p50 / std::max(t_comm, t_compute));
+      efficiency.c_str(), step.p50 / std::max(t_comm, t_compute));
   if (!o.json.empty()) {
     std::ofstream out(o.json, std::ios::app);
     out << line.dump() << "\n";

@@ -22,8 +22,8 @@ void add_schedule_options(CLI::App& sub, ScheduleOptions* o) {
   sub.add_option("--dot", o->dot, "Write the step's task graphs as Graphviz DOT to this file");
 }
 
-int auto_chunks(std::int64_t mean_tokens, int ranks) {
-  if (ranks <= 1) return 1;
+int auto_chunks(std::int64_t mean_tokens, int nodes) {
+  if (nodes <= 1) return 1;
   return static_cast<int>(std::clamp<std::int64_t>(mean_tokens / 1024, 1, 8));
 }
 
@@ -51,7 +51,7 @@ StepRunner::StepRunner(const ScheduleOptions& options, comm::Communicator& comm,
   if (chunks_ == 0) {
     std::int64_t total[1] = {local_tokens};
     comm.allreduce_sum(total, 1);
-    chunks_ = auto_chunks(total[0] / comm.size(), comm.size());
+    chunks_ = auto_chunks(total[0] / comm.size(), comm.num_nodes());
   }
   // One chunk has nothing to overlap: run it in sequence, without the
   // executor's thread hand-offs (its observers still see it).

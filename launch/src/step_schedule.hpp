@@ -23,10 +23,12 @@ struct ScheduleOptions {
 
 void add_schedule_options(CLI::App& sub, ScheduleOptions* o);
 
-/// --chunks auto: one chunk on one rank (nothing to overlap), else about
-/// 1024 tokens per chunk (fewer and the expert GEMMs get too small to run at
-/// speed), at most 8. `mean_tokens` is the mean over ranks (the same on all).
-int auto_chunks(std::int64_t mean_tokens, int ranks);
+/// --chunks auto: one chunk on one node (shared memory moves the rows in a
+/// few percent of the expert time: nothing worth hiding, and bigger GEMMs
+/// run faster), else about 1024 tokens per chunk (fewer and the expert GEMMs
+/// get too small to run at speed), at most 8. `mean_tokens` is the mean over
+/// ranks (the same on all).
+int auto_chunks(std::int64_t mean_tokens, int nodes);
 
 /// Owns what running a schedule needs. Collective to construct (agrees on
 /// the chunk count, aligns the trace clocks with a barrier).

@@ -77,10 +77,21 @@ def test_bf16_forward_within_documented_tolerance_of_f32(tmp_path):
     assert 0 < err <= 1e-2, f"bf16 vs f32 relative error {err:.3g} (documented tolerance 1e-2)"
 
 
-def test_chunked_task_graph_fields(tmp_path):
-    line, table = bench(tmp_path, "--chunks", "3")
-    for key in ("step_ms_p50_overlap_on", "step_ms_p50_overlap_off", "overlap_efficiency", "t_comm_ms", "t_compute_ms"):
+@pytest.mark.parametrize("pass_", ["fwd", "fwd_bwd"])
+def test_chunked_task_graph_fields(tmp_path, pass_):
+    line, table = bench(tmp_path, "--chunks", "3", "--pass", pass_)
+    for key in ("step_ms_p50_overlap_on", "step_ms_p50_overlap_off", "overlap_efficiency", "t_comm_ms", "t_compute_ms",
+                "floor_ratio"):
         assert key in line, key
-    assert line["chunks"] == 3 and line["correct"] is True
+    assert line["chunks"] == 3 and line["overlap"] is True and line["correct"] is True
     assert line["step_ms_p50_overlap_on"] > 0 and line["step_ms_p50_overlap_off"] > 0
-    assert "chunked x3" in table
+    assert line["step_ms_p50"] == line["step_ms_p50_overlap_on"]
+    assert isinstance(line["overlap_efficiency"], float)
+    assert "schedule: 3 chunks, overlap on" in table
+
+
+def test_overlap_off_has_no_efficiency(tmp_path):
+    line, table = bench(tmp_path, "--chunks", "2", "--overlap", "off")
+    assert line["overlap"] is False and line["overlap_efficiency"] is None
+    assert line["step_ms_p50"] == line["step_ms_p50_overlap_off"]
+    assert "overlap efficiency n/a" in table

@@ -15,6 +15,9 @@ class Communicator {
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  /// Number of distinct nodes (shared-memory domains) the ranks run on; the
+  /// same on every rank. Known from construction.
+  virtual int num_nodes() const = 0;
 
   /// All-to-all of variable-size blocks of fixed-size rows. `send_counts[r]`
   /// rows starting at row `send_offsets[r]` of `send` go to rank r; rows from

@@ -29,6 +29,7 @@ class MpiCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  int num_nodes() const override { return num_nodes_; }
   void alltoallv(const void* send, const std::int64_t* send_counts, const std::int64_t* send_offsets, void* recv,
                  const std::int64_t* recv_counts, const std::int64_t* recv_offsets, std::size_t row_bytes) override;
   void alltoall(const std::int64_t* send, std::int64_t* recv, std::size_t count) override;
@@ -52,6 +53,7 @@ class MpiCommunicator final : public Communicator {
   std::map<std::size_t, MPI_Datatype> row_types_;
   int rank_ = 0;
   int size_ = 1;
+  int num_nodes_ = 1;
 };
 
 }  // namespace switchyard::comm

@@ -12,6 +12,7 @@ class SelfCommunicator final : public Communicator {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
+  int num_nodes() const override { return 1; }
   void alltoallv(const void* send, const std::int64_t* send_counts, const std::int64_t* send_offsets, void* recv,
                  const std::int64_t*, const std::int64_t* recv_offsets, std::size_t row_bytes) override {
     std::memmove(static_cast<char*>(recv) + recv_offsets[0] * row_bytes,
