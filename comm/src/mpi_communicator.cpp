@@ -29,7 +29,7 @@ std::vector<int> to_int(const std::int64_t* v, int n, const char* what) {
 // overrides it for experiments; read once).
 const long kMaxSleepUs = [] {
   const char* v = std::getenv("SWITCHYARD_POLL_US");
-  return v ? std::max(1L, std::atol(v)) : 200L;
+  return v ? std::max(1L, std::atol(v)) : 10L;
 }();
 
 void wait_politely(MPI_Request* request) {

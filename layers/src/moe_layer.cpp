@@ -78,10 +78,18 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
   c.x = x;
   c.num_tokens = num_tokens;
   c.chunks.resize(static_cast<std::size_t>(C));
+  // The first and last chunks are half the size of the others: nothing
+  // hides the first dispatch and the last combine, so they should be short,
+  // while the middle chunks keep the expert GEMMs large.
+  auto boundary = [&](int i) -> std::int64_t {
+    if (C < 3) return num_tokens * i / C;
+    const std::int64_t halves = i == 0 ? 0 : (i == C ? 2 * C - 2 : 2 * i - 1);
+    return num_tokens * halves / (2 * C - 2);
+  };
   for (int i = 0; i < C; ++i) {
     MoeChunk& k = c.chunks[i];
-    k.begin = i * (num_tokens / C) + std::min<std::int64_t>(i, num_tokens % C);
-    k.rows = num_tokens / C + (i < num_tokens % C ? 1 : 0);
+    k.begin = boundary(i);
+    k.rows = boundary(i + 1) - k.begin;
     k.routed = false;
   }
   c.logits.resize(static_cast<std::size_t>(num_tokens * E));
