@@ -163,6 +163,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   std::vector<float> x;
   const bool bf16 = o.dtype == "bf16", backward = o.pass == "fwd_bwd";
   collective_step(comm, [&] {
+    check_schedule_options(o.schedule);
     check_arg(o.top_k <= o.experts,
               "--top-k " + std::to_string(o.top_k) + " exceeds --experts " + std::to_string(o.experts));
     config = bench_config(o);
@@ -329,7 +330,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   const double tolerance = bf16 ? 3e-2 : 1e-4;
   const bool correct = maxima[2] <= tolerance;
 
-  runner->write_outputs(comm, *layer, backward);
+  collective_step(comm, [&] { runner->write_outputs(comm, *layer, backward); });
   if (me != 0) return;
   json phase_ms = json::object();
   for (auto& name : sequence.phase_order) phase_ms[name] = phase_p50(name) * 1e3;

@@ -90,6 +90,7 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   std::unique_ptr<NpyMatrix> input, grad_output;
   collective_step(comm, [&] {
     check_arg(o.grad_output.empty() == o.grads.empty(), "--grad-output and --grads go together: give both or neither");
+    check_schedule_options(o.schedule);
     config = layers::load_model_config(o.model_dir);
     layers::check_moe_layer(config, o.layer);
     placement = std::make_unique<layers::ExpertPlacement>(config.num_experts, R);

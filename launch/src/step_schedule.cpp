@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -43,10 +44,24 @@ int parse_chunks(const std::string& value) {
   return n;
 }
 
+void check_output_path(const char* flag, const std::string& path) {
+  if (path.empty()) return;
+  const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
+  check_arg(std::filesystem::is_directory(dir),
+            std::string(flag) + " " + path + ": directory " + dir.string() + " does not exist");
+}
+
 }  // namespace
+
+void check_schedule_options(const ScheduleOptions& options) {
+  parse_chunks(options.chunks);
+  check_output_path("--trace", options.trace);
+  check_output_path("--dot", options.dot);
+}
 
 StepRunner::StepRunner(const ScheduleOptions& options, comm::Communicator& comm, std::int64_t local_tokens)
     : options_(options), overlap_(options.overlap == "on") {
+  check_schedule_options(options);
   chunks_ = parse_chunks(options.chunks);
   if (chunks_ == 0) {
     std::int64_t total[1] = {local_tokens};

@@ -23,6 +23,10 @@ struct ScheduleOptions {
 
 void add_schedule_options(CLI::App& sub, ScheduleOptions* o);
 
+/// Checks the flags (chunk count, output directories) before any work or
+/// output starts. Throws Error(kInvalidArgument) naming the flag.
+void check_schedule_options(const ScheduleOptions& options);
+
 /// --chunks auto: one chunk on one node (shared memory moves the rows in a
 /// few percent of the expert time: nothing worth hiding, and bigger GEMMs
 /// run faster), else about 1024 tokens per chunk (fewer and the expert GEMMs

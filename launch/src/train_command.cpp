@@ -108,6 +108,7 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
   JsonLog log;
   collective_step(comm, [&] {
     check_arg(o.save_every == 0 || !o.save.empty(), "--save-every needs --save DIR");
+    check_schedule_options(o.schedule);
     layers::TrainConfig config = layers::load_train_config(o.config);
     if (o.steps > 0) {
       config.steps = o.steps;

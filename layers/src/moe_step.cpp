@@ -138,7 +138,7 @@ void MoeLayer::unpermute_chunk(MoeChunk& k) {
 }
 
 // Task ids set the communication thread's order (the same on every rank):
-// plans, then dispatch 0 and 1, then combine c right after dispatch c + 2,
+// plans, then dispatch 0 and 1, then combine c right after dispatch c + 1,
 // so that while chunk c's experts compute, the link carries chunk c + 1's
 // dispatch and chunk c - 1's combine. Compute tasks are also taken in id order.
 void MoeLayer::build_forward(StepGraph& g, int C) {

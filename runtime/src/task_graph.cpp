@@ -278,8 +278,8 @@ void Executor::run(TaskGraph& graph) {
     ready_.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
       pending_[i] = graph.nodes_[i].in_degree;
+      // NOTE: pushed in increasing id order, the list is already a min-heap.
       if (pending_[i] == 0 && graph.nodes_[i].info.kind == TaskKind::kCompute) ready_.push_back(i);
-    std::make_heap(ready_.begin(), ready_.end(), std::greater<>());
     }
     comm_next_ = finished_ = running_ = 0;
     failed_ = halted_ = false;

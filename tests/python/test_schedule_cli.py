@@ -29,8 +29,6 @@ Covers:
     ``--dtype bf16`` either trains (finite loss, also schedule-independent)
     or is refused with one error line.
 
-Tests named ``test_BUG_*`` document defects found while writing this suite;
-they fail until the program is fixed (see their docstrings).
 """
 
 import collections
@@ -664,10 +662,8 @@ def test_train_refuses_bad_schedule_flags(tmp_path, train_config, flags, flag, v
     assert sorted(f.name for f in out.iterdir()) == [], "output left behind"
 
 
-def test_BUG_train_bad_chunks_leaves_its_json_log_behind(tmp_path, train_config):
-    """KNOWN BUG (fails until fixed): `train --json LOG --chunks 0` is refused, but only after
-    rank 0 has opened (created) LOG, so an empty LOG is left behind. The --chunks value is
-    checked when the schedule runner is built, after the configuration step that opens --json."""
+def test_train_bad_chunks_leaves_no_json_log_behind(tmp_path, train_config):
+    """`train --json LOG --chunks 0` is refused before rank 0 creates LOG."""
     out, rc_dir = bad_run(tmp_path, 2)
     p = launch("train", ["--config", TRAIN_SMALL, "--steps", 2, "--quiet", "--json", out / "log.jsonl",
                          "--chunks", "0"], 2, check=False, rc_dir=rc_dir)
@@ -675,11 +671,9 @@ def test_BUG_train_bad_chunks_leaves_its_json_log_behind(tmp_path, train_config)
     assert sorted(f.name for f in out.iterdir()) == [], "output left behind"
 
 
-def test_BUG_bench_unwritable_trace_aborts_instead_of_an_agreed_error(tmp_path):
-    """KNOWN BUG (fails until fixed): `bench --trace DIR/missing/t.json` runs the whole benchmark,
-    then rank 0 fails to write the trace outside an agreed step (bench_command.cpp calls
-    write_outputs without collective_step), so the job ends in MPI_ABORT instead of every rank
-    exiting 1 with one error line (forward and train handle the same error cleanly)."""
+def test_bench_unwritable_trace_is_an_agreed_error(tmp_path):
+    """`bench --trace DIR/missing/t.json` is refused on every rank with one error line, not
+    an MPI_ABORT after the whole benchmark."""
     out, rc_dir = bad_run(tmp_path, 2)
     missing = tmp_path / "missing" / "trace.json"
     p = launch("bench", ["--hidden", 32, "--ffn", 48, "--experts", 4, "--tokens", 40, "--iters", 2, "--warmup", 1,
