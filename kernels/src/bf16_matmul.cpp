@@ -6,7 +6,7 @@
 #include <mutex>
 #include <string>
 
-#include "dnnl_scratchpad.hpp"
+#include "dnnl_support.hpp"
 #include "switchyard/kernels/packed_linear.hpp"
 #include "switchyard/runtime/error.hpp"
 
@@ -14,11 +14,6 @@ namespace switchyard::kernels {
 namespace {
 
 using dt = dnnl::memory::data_type;
-
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 // Training routes differently every step, so row counts keep changing: past
 // this many the cache starts over (creation is ~0.1-0.3 ms).
@@ -39,7 +34,7 @@ class PrimitiveCache {
     auto it = cache_.find(rows);
     if (it == cache_.end()) {
       if (cache_.size() >= kMaxCachedPrimitives) cache_.clear();
-      dnnl::matmul::primitive_desc pd(describe(), detail::user_scratchpad_attr(ops), cpu_engine());
+      dnnl::matmul::primitive_desc pd(describe(), detail::user_scratchpad_attr(ops), detail::cpu_engine());
       it = cache_.emplace(rows, std::make_shared<Matmul>(Matmul{pd, dnnl::matmul(pd)})).first;
     }
     return it->second;
@@ -52,7 +47,7 @@ class PrimitiveCache {
 
 void execute(const Matmul& m, const dnnl::memory::desc& src_md, const void* src, const dnnl::memory::desc& w_md,
              const void* w, const dnnl::memory::desc& dst_md, float* dst) {
-  auto& eng = cpu_engine();
+  auto& eng = detail::cpu_engine();
   dnnl::memory src_mem(src_md, eng, const_cast<void*>(src)), w_mem(w_md, eng, const_cast<void*>(w));
   dnnl::memory dst_mem(dst_md, eng, dst);
   dnnl::stream stream(eng);

@@ -1,6 +1,6 @@
 #include "switchyard/kernels/matmul.hpp"
 
-#include "dnnl_scratchpad.hpp"
+#include "dnnl_support.hpp"
 
 #include <dnnl.hpp>
 #include <map>
@@ -14,11 +14,6 @@ namespace switchyard::kernels {
 namespace {
 
 using dt = dnnl::memory::data_type;
-
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 }  // namespace
 
@@ -69,7 +64,7 @@ void Linear::run(const float* x, std::int64_t rows, float* y, std::int64_t ldx, 
   if (ldx == 0) ldx = in_;
   if (ldy == 0) ldy = out_;
   try {
-    auto& eng = cpu_engine();
+    auto& eng = detail::cpu_engine();
     const dnnl::memory::desc src_md({rows, in_}, dt::f32, {ldx, 1}), dst_md({rows, out_}, dt::f32, {ldy, 1});
     const dnnl::memory::desc w_md = weight_desc(impl_->layout, in_, out_);
     std::shared_ptr<Impl::Prim> prim;

@@ -1,6 +1,6 @@
 #include "switchyard/kernels/packed_linear.hpp"
 
-#include "dnnl_scratchpad.hpp"
+#include "dnnl_support.hpp"
 
 #include <cstring>
 #include <dnnl.hpp>
@@ -13,11 +13,6 @@ namespace {
 
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
-
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
 
 dnnl::algorithm eltwise_of(Activation act) {
   switch (act) {
@@ -57,7 +52,7 @@ struct PackedLinear::Impl {
     if (epilogue == Epilogue::kMultiply)
       ops.append_binary(dnnl::algorithm::binary_mul, dnnl::memory::desc({rows, out}, dt::f32, tag::ab));
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), detail::user_scratchpad_attr(ops),
-                                        engine());
+                                        detail::cpu_engine());
   }
 
   // Packs weights given as a plain [in, out] view (Wᵀ, strides {1, in}) of `type`.
@@ -65,9 +60,9 @@ struct PackedLinear::Impl {
     // NOTE: the layout chosen for a mid-size row count serves every count;
     // the brgemm kernels pick it by ISA and shape, not by rows.
     packed_md = describe(256, in, out, dnnl::memory::desc({in, out}, type, tag::any)).weights_desc();
-    packed = dnnl::memory(packed_md, engine());
-    dnnl::memory src(dnnl::memory::desc({in, out}, type, dnnl::memory::dims{1, in}), engine(), plain);
-    dnnl::stream s(engine());
+    packed = dnnl::memory(packed_md, detail::cpu_engine());
+    dnnl::memory src(dnnl::memory::desc({in, out}, type, dnnl::memory::dims{1, in}), detail::cpu_engine(), plain);
+    dnnl::stream s(detail::cpu_engine());
     dnnl::reorder(src, packed).execute(s, src, packed);
     s.wait();
   }
@@ -136,7 +131,7 @@ void PackedLinear::execute(const void* x, std::int64_t rows, void* y, bool y_bf1
       const auto pd = m.describe(rows, in_, out_, m.packed_md, y_bf16 ? dt::bf16 : dt::f32);
       it = m.by_rows.emplace(key, std::make_pair(pd, dnnl::matmul(pd))).first;
     }
-    auto& eng = engine();
+    auto& eng = detail::cpu_engine();
     dnnl::memory src({{rows, in_}, m.type, tag::ab}, eng, const_cast<void*>(x));
     dnnl::memory dst({{rows, out_}, y_bf16 ? dt::bf16 : dt::f32, tag::ab}, eng, y);
     std::unordered_map<int, dnnl::memory> args = {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/finite_diff.hpp"
 #include "../support/moe_reference.hpp"
 #include "../support/mpi_support.hpp"
 #include "random_moe_checkpoint.hpp"
@@ -21,6 +22,7 @@ namespace {
 
 using namespace switchyard;
 using layers::Architecture;
+using test_support::finite_diff;
 using test_support::Vec;
 
 constexpr std::int64_t kTokens = 9;
@@ -39,26 +41,6 @@ double rel_error(const float* got, const Vec& want) {
     norm += want[i] * want[i];
   }
   return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-}
-
-Vec finite_diff(const std::function<double()>& loss, Vec* v) {
-  constexpr double h = 1e-6;
-  Vec grad(v->size());
-  for (std::size_t i = 0; i < v->size(); ++i) {
-    const double keep = (*v)[i];
-    (*v)[i] = keep + h;
-    const double up = loss();
-    (*v)[i] = keep - h;
-    const double down = loss();
-    (*v)[i] = keep;
-    grad[i] = (up - down) / (2 * h);
-  }
-  return grad;
-}
-
-Vec concat(Vec a, const Vec& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
 }
 
 examples::RandomMoeSpec spec_for(Architecture arch, std::uint64_t seed) {
@@ -127,20 +109,7 @@ TEST_P(Bf16MoeLayer, OutputAndGradientsMatchFloat64) {
   }
   for (auto* p : params) {
     const std::string& n = p->name;
-    Vec want;
-    if (n == "gate.weight") {
-      want = finite_diff(loss, &ref.router);
-    } else if (n == "shared.gate_up_proj") {
-      want = concat(finite_diff(loss, &ref.shared_gate), finite_diff(loss, &ref.shared_up));
-    } else if (n == "shared.down_proj") {
-      want = finite_diff(loss, &ref.shared_down);
-    } else if (n == "shared_expert_gate.weight") {
-      want = finite_diff(loss, &ref.shared_expert_gate);
-    } else {
-      const auto e = std::stoll(n.substr(n.find('.') + 1));
-      want = n.ends_with("gate_up_proj") ? concat(finite_diff(loss, &ref.gate[e]), finite_diff(loss, &ref.up[e]))
-                                         : finite_diff(loss, &ref.down[e]);
-    }
+    const Vec want = test_support::reference_gradient(n, loss, &ref);
     ASSERT_EQ(want.size(), p->grad.size()) << n;
     EXPECT_LE(rel_error(p->grad.data(), want), kTolerance) << n << " on rank " << me;
   }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/finite_diff.hpp"
 #include "../support/moe_reference.hpp"
 #include "../support/mpi_support.hpp"
 #include "random_moe_checkpoint.hpp"
@@ -21,6 +22,7 @@ namespace {
 
 using namespace switchyard;
 using layers::Architecture;
+using test_support::finite_diff;
 using test_support::RefParams;
 using test_support::Vec;
 
@@ -42,22 +44,6 @@ double ref_loss(const GradCase& c, const RefParams& p, const Vec& x, const Vec& 
   return l + c.aux_coef * out.aux_loss + c.z_coef * out.z_loss;
 }
 
-// Central differences of ref_loss with respect to every element of `v`.
-Vec finite_diff(const std::function<double()>& loss, Vec* v) {
-  constexpr double h = 1e-6;
-  Vec grad(v->size());
-  for (std::size_t i = 0; i < v->size(); ++i) {
-    const double keep = (*v)[i];
-    (*v)[i] = keep + h;
-    const double up = loss();
-    (*v)[i] = keep - h;
-    const double down = loss();
-    (*v)[i] = keep;
-    grad[i] = (up - down) / (2 * h);
-  }
-  return grad;
-}
-
 // max |got - want| / max |want|, with a floor so an all-zero gradient fails loudly elsewhere.
 double rel_error(const float* got, const Vec& want) {
   double err = 0, scale = 0;
@@ -66,12 +52,6 @@ double rel_error(const float* got, const Vec& want) {
     scale = std::max(scale, std::abs(want[i]));
   }
   return err / std::max(scale, 1e-12);
-}
-
-Vec concat(const Vec& a, const Vec& b) {
-  Vec out = a;
-  out.insert(out.end(), b.begin(), b.end());
-  return out;
 }
 
 class MoeGradients : public ::testing::TestWithParam<GradCase> {};
@@ -122,21 +102,8 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   EXPECT_LE(rel_error(dx.data(), Vec(grad_x.begin() + begin * H, grad_x.begin() + (begin + rows) * H)), kTol)
       << "dL/dx";
   for (auto* p : params) {
-    Vec want;
     const std::string& n = p->name;
-    if (n == "gate.weight") {
-      want = finite_diff(loss, &ref.router);
-    } else if (n == "shared.gate_up_proj") {
-      want = concat(finite_diff(loss, &ref.shared_gate), finite_diff(loss, &ref.shared_up));
-    } else if (n == "shared.down_proj") {
-      want = finite_diff(loss, &ref.shared_down);
-    } else if (n == "shared_expert_gate.weight") {
-      want = finite_diff(loss, &ref.shared_expert_gate);
-    } else {
-      const auto e = std::stoll(n.substr(n.find('.') + 1));
-      want = n.ends_with("gate_up_proj") ? concat(finite_diff(loss, &ref.gate[e]), finite_diff(loss, &ref.up[e]))
-                                         : finite_diff(loss, &ref.down[e]);
-    }
+    const Vec want = test_support::reference_gradient(n, loss, &ref);
     ASSERT_EQ(want.size(), p->grad.size()) << n;
     double scale = 0;
     for (double v : want) scale = std::max(scale, std::abs(v));

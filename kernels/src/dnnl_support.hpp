@@ -1,5 +1,6 @@
 #pragma once
-// Private: oneDNN scratchpads owned by the calling thread. Debian's oneDNN
+// Private: what every oneDNN kernel here shares: the CPU engine, and
+// scratchpads owned by the calling thread. Debian's oneDNN
 // is built without concurrent execution support, so in the default
 // (library) mode all primitives share one scratchpad; two workers running
 // matmuls at once would overwrite each other's intermediate results.
@@ -7,6 +8,12 @@
 #include <vector>
 
 namespace switchyard::kernels::detail {
+
+/// The one CPU engine all primitives and memories use.
+inline dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
 
 /// Attributes with `ops` and a user-provided scratchpad.
 inline dnnl::primitive_attr user_scratchpad_attr(const dnnl::post_ops& ops = {}) {
