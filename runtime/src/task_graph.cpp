@@ -210,22 +210,28 @@ void Executor::comm_loop() {
   }
 }
 
-void Executor::execute(std::size_t worker_id, std::size_t task) {
-  // NOTE: graph_ and observers_ are only changed between runs, so reading
-  // them without mu_ is safe here.
-  const TaskGraph::Node& node = graph_->nodes_[task];
+std::exception_ptr TaskGraph::run_observed(const Node& node,
+                                           const std::vector<std::shared_ptr<TaskObserver>>& observers,
+                                           std::size_t worker_id) {
   std::exception_ptr failure;
   try {
-    for (const auto& o : observers_) o->on_entry(worker_id, node.info);
+    for (const auto& o : observers) o->on_entry(worker_id, node.info);
     try {
       node.fn();
     } catch (...) {
       failure = std::current_exception();
     }
-    for (const auto& o : observers_) o->on_exit(worker_id, node.info);
+    for (const auto& o : observers) o->on_exit(worker_id, node.info);
   } catch (...) {
     if (!failure) failure = std::current_exception();
   }
+  return failure;
+}
+
+void Executor::execute(std::size_t worker_id, std::size_t task) {
+  // NOTE: graph_ and observers_ are only changed between runs, so reading
+  // them without mu_ is safe here.
+  const std::exception_ptr failure = TaskGraph::run_observed(graph_->nodes_[task], observers_, worker_id);
   if (failure) {
     std::lock_guard lock(mu_);
     record_failure(failure, task);
@@ -310,19 +316,7 @@ void run_in_sequence(TaskGraph& graph, const std::vector<std::shared_ptr<TaskObs
     const TaskGraph::Node& node = graph.nodes_[t];
     const bool comm = node.info.kind == TaskKind::kComm;
     if (halted || (error && !comm)) continue;  // the failure rules of Executor::run
-    const std::size_t worker = comm ? comm_worker_id : 0;
-    std::exception_ptr failure;
-    try {
-      for (const auto& o : observers) o->on_entry(worker, node.info);
-      try {
-        node.fn();
-      } catch (...) {
-        failure = std::current_exception();
-      }
-      for (const auto& o : observers) o->on_exit(worker, node.info);
-    } catch (...) {
-      if (!failure) failure = std::current_exception();
-    }
+    const std::exception_ptr failure = TaskGraph::run_observed(node, observers, comm ? comm_worker_id : 0);
     if (!failure) continue;
     if (!error) {
       error = failure;

@@ -121,6 +121,10 @@ class TaskGraph {
     std::vector<std::size_t> successors;
     std::size_t in_degree = 0;
   };
+  // Runs one task between its observers' calls; returns what it (or an observer) threw.
+  static std::exception_ptr run_observed(const Node& node, const std::vector<std::shared_ptr<TaskObserver>>& observers,
+                                         std::size_t worker_id);
+
   std::vector<Node> nodes_;
   std::vector<std::size_t> comm_order_;
   std::vector<std::size_t> order_;  // smallest-id-first topological order of all tasks
