@@ -156,4 +156,11 @@ void convert_to_bf16(const float* x, std::int64_t n, std::uint16_t* out) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
 }
 
+void convert_from_bf16(const std::uint16_t* x, std::int64_t n, float* out) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint32_t bits = static_cast<std::uint32_t>(x[i]) << 16;
+    std::memcpy(&out[i], &bits, sizeof(float));
+  }
+}
+
 }  // namespace switchyard::kernels

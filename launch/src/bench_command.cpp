@@ -280,7 +280,9 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   // the ranks' skew in arriving (route, experts).
   double bytes = 0;
   for (int r = 0; r < R; ++r) bytes += static_cast<double>(p.send_counts[r] + p.recv_counts[r]);
-  bytes *= static_cast<double>(H * sizeof(float));
+  // Rows as the step sends them: float32, or bf16 with --wire bf16.
+  const std::size_t row_bytes = H * (o.schedule.wire == "bf16" ? sizeof(std::uint16_t) : sizeof(float));
+  bytes *= static_cast<double>(row_bytes);
   std::vector<float> send(static_cast<std::size_t>(num_send * H)), recv(static_cast<std::size_t>(num_recv * H));
   // Each exchange alone, barrier-aligned like the baseline.
   auto timed_exchange = [&](bool dispatch) {
@@ -291,10 +293,10 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
       const auto t0 = std::chrono::steady_clock::now();
       if (dispatch) {
         comm.alltoallv(send.data(), p.send_counts.data(), p.send_offsets.data(), recv.data(), p.recv_counts.data(),
-                       p.recv_offsets.data(), H * sizeof(float));
+                       p.recv_offsets.data(), row_bytes);
       } else {
         comm.alltoallv(recv.data(), p.recv_counts.data(), p.recv_offsets.data(), send.data(), p.send_counts.data(),
-                       p.send_offsets.data(), H * sizeof(float));
+                       p.send_offsets.data(), row_bytes);
       }
       t[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       comm.allreduce_max(t, 1);
@@ -308,8 +310,8 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   // swapped) and its expert compute alone: the floors overlap works against.
   const double t_comm = exchange_s * (backward ? 2.0 : 1.0);
   const double t_compute = phase_p50("experts") + phase_p50("experts_grad") + phase_p50("expert_weights_grad");
-  const double plain_s = measure_alltoallv_seconds(comm, p.send_counts, p.recv_counts, H * sizeof(float), o.iters) +
-                         measure_alltoallv_seconds(comm, p.recv_counts, p.send_counts, H * sizeof(float), o.iters);
+  const double plain_s = measure_alltoallv_seconds(comm, p.send_counts, p.recv_counts, row_bytes, o.iters) +
+                         measure_alltoallv_seconds(comm, p.recv_counts, p.send_counts, row_bytes, o.iters);
   double gbps[3] = {-(bytes / exchange_s / 1e9), -(bytes / plain_s / 1e9), -(bytes / in_step_s / 1e9)};
   comm.allreduce_max(gbps, 3);
 
@@ -361,6 +363,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
                {"chunks", runner->chunks()},
                {"overlap", runner->overlap()},
                {"workers", o.schedule.workers},
+               {"wire", o.schedule.wire},
                {"step_ms_p50_overlap_off", overlap_off_s * 1e3},
                {"overlap_efficiency", runner->overlap() ? json(overlap_efficiency) : json(nullptr)},
                {"mem_bw_gbps", mem_bw},

@@ -19,6 +19,9 @@ void add_schedule_options(CLI::App& sub, ScheduleOptions* o) {
       ->check(CLI::IsMember({"on", "off"}));
   sub.add_option("--chunks", o->chunks, "Token chunks per step: N >= 1, or auto");
   sub.add_option("--workers", o->workers, "Compute worker threads per rank")->check(CLI::Range(1, 64));
+  sub.add_option("--wire", o->wire,
+                 "Precision of the rows the exchanges carry: f32, or bf16 (half the bytes; compute stays float32)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_option("--trace", o->trace, "Write a Chrome trace (Perfetto) of every rank's tasks to this JSON file");
   sub.add_option("--dot", o->dot, "Write the step's task graphs as Graphviz DOT to this file");
 }
@@ -88,7 +91,8 @@ StepRunner::StepRunner(const ScheduleOptions& options, comm::Communicator& comm,
 StepRunner::~StepRunner() = default;
 
 layers::StepSchedule StepRunner::schedule(bool overlap) const {
-  return layers::StepSchedule{.chunks = chunks_, .overlap = overlap, .executor = executor_.get()};
+  return layers::StepSchedule{
+      .chunks = chunks_, .overlap = overlap, .executor = executor_.get(), .wire_bf16 = options_.wire == "bf16"};
 }
 
 void StepRunner::restart_trace() {

@@ -17,6 +17,7 @@ struct ScheduleOptions {
   std::string overlap = "on";   // on | off
   std::string chunks = "auto";  // N >= 1 | auto
   int workers = 1;              // compute workers of the executor
+  std::string wire = "f32";     // f32 | bf16: the precision of exchanged rows
   std::string trace;            // Chrome trace of every rank, written by rank 0
   std::string dot;              // the step's task graphs as Graphviz DOT, written by rank 0
 };

@@ -98,7 +98,7 @@ void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t nu
     c.shared_saved.resize(static_cast<std::size_t>(num_tokens * shared_->saved_per_row()));
     c.shared_scale.resize(static_cast<std::size_t>(num_tokens));
   }
-  step_ = Step{&comm, &c, y, nullptr, nullptr};
+  step_ = Step{&comm, &c, y, nullptr, nullptr, schedule.wire_bf16};
   experts_->begin_step();
   run_step(comm, step_graph(C, false), schedule, timer);
   if (stats || ctx) global_stats(comm, c, stats);
@@ -113,7 +113,7 @@ void MoeLayer::backward(comm::Communicator& comm, MoeForwardContext& c, const fl
   std::int64_t most = 0;
   for (const MoeChunk& k : c.chunks) most = std::max(most, k.rows);
   if (static_cast<std::int64_t>(ones_.size()) < most * K) ones_.assign(static_cast<std::size_t>(most * K), 1.0f);
-  step_ = Step{&comm, &c, nullptr, grad_y, grad_x};
+  step_ = Step{&comm, &c, nullptr, grad_y, grad_x, schedule.wire_bf16};
   run_step(comm, step_graph(C, true), schedule, timer);
 }
 

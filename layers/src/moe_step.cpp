@@ -8,6 +8,7 @@
 
 #include "router_grad.hpp"
 #include "step_graph.hpp"
+#include "switchyard/kernels/packed_linear.hpp"
 #include "switchyard/kernels/permute.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -87,29 +88,39 @@ void MoeLayer::permute_chunk(MoeChunk& k) {
 
 namespace {
 
-// One alltoallv of whole rows along `plan`, forward (to the experts) or back.
+// One alltoallv of whole rows along `plan`, forward (to the experts) or
+// back; with `wire` given, the rows travel as bf16 through its buffers.
 std::size_t exchange(comm::Communicator& comm, const DispatchPlan& plan, bool to_experts, std::int64_t H,
-                     std::vector<float>& from, std::vector<float>& to) {
+                     std::vector<float>& from, std::vector<float>& to, MoeChunk* wire) {
   const std::int64_t out_rows = to_experts ? plan.num_send() : plan.num_recv();
   const std::int64_t in_rows = to_experts ? plan.num_recv() : plan.num_send();
   // NOTE: sizes are set here too, so that after a failed compute task the
   // exchange still runs with the sizes peers expect.
   from.resize(static_cast<std::size_t>(out_rows * H));
   to.resize(static_cast<std::size_t>(in_rows * H));
-  if (to_experts) {
-    comm.alltoallv(from.data(), plan.send_counts.data(), plan.send_offsets.data(), to.data(), plan.recv_counts.data(),
-                   plan.recv_offsets.data(), H * sizeof(float));
-  } else {
-    comm.alltoallv(from.data(), plan.recv_counts.data(), plan.recv_offsets.data(), to.data(), plan.send_counts.data(),
-                   plan.send_offsets.data(), H * sizeof(float));
+  const std::int64_t* out_counts = to_experts ? plan.send_counts.data() : plan.recv_counts.data();
+  const std::int64_t* out_offsets = to_experts ? plan.send_offsets.data() : plan.recv_offsets.data();
+  const std::int64_t* in_counts = to_experts ? plan.recv_counts.data() : plan.send_counts.data();
+  const std::int64_t* in_offsets = to_experts ? plan.recv_offsets.data() : plan.send_offsets.data();
+  if (!wire) {
+    comm.alltoallv(from.data(), out_counts, out_offsets, to.data(), in_counts, in_offsets, H * sizeof(float));
+    return static_cast<std::size_t>(out_rows * H) * sizeof(float);
   }
-  return static_cast<std::size_t>(out_rows * H) * sizeof(float);
+  wire->wire_out.resize(from.size());
+  wire->wire_in.resize(to.size());
+  kernels::convert_to_bf16(from.data(), out_rows * H, wire->wire_out.data());
+  comm.alltoallv(wire->wire_out.data(), out_counts, out_offsets, wire->wire_in.data(), in_counts, in_offsets,
+                 H * sizeof(std::uint16_t));
+  kernels::convert_from_bf16(wire->wire_in.data(), in_rows * H, to.data());
+  return static_cast<std::size_t>(out_rows * H) * sizeof(std::uint16_t);
 }
 
 }  // namespace
 
+MoeChunk* MoeLayer::wire(MoeChunk& k) const { return step_.wire_bf16 ? &k : nullptr; }
+
 std::size_t MoeLayer::dispatch_chunk(MoeChunk& k) {
-  return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv);
+  return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv, wire(k));
 }
 
 void MoeLayer::experts_chunk(MoeChunk& k) {
@@ -123,7 +134,7 @@ void MoeLayer::experts_chunk(MoeChunk& k) {
 }
 
 std::size_t MoeLayer::combine_chunk(MoeChunk& k) {
-  return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.combined);
+  return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.combined, wire(k));
 }
 
 void MoeLayer::unpermute_chunk(MoeChunk& k) {
@@ -204,7 +215,7 @@ void MoeLayer::unpermute_grad_chunk(MoeChunk& k) {
 std::size_t MoeLayer::combine_grad_chunk(MoeChunk& k) {
   // The forward's exchanges with roles swapped: gradients travel to the
   // experts along the dispatch route and come back along the combine route.
-  return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv);
+  return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv, wire(k));
 }
 
 void MoeLayer::experts_grad_chunk(MoeChunk& k) {
@@ -219,7 +230,7 @@ void MoeLayer::experts_grad_chunk(MoeChunk& k) {
 }
 
 std::size_t MoeLayer::dispatch_grad_chunk(MoeChunk& k) {
-  return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.send);
+  return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.send, wire(k));
 }
 
 void MoeLayer::permute_grad_chunk(MoeChunk& k) {

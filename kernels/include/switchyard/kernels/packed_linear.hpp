@@ -57,5 +57,7 @@ class PackedLinear {
 
 /// Rounds n float32 values to bfloat16 bits (nearest even; inputs finite).
 void convert_to_bf16(const float* x, std::int64_t n, std::uint16_t* out);
+/// Widens n bfloat16 values (raw bits) to float32 (exact).
+void convert_from_bf16(const std::uint16_t* x, std::int64_t n, float* out);
 
 }  // namespace switchyard::kernels

@@ -50,15 +50,16 @@ struct MoeChunk {
   bool routed = false;               // route ran this step (not after an earlier failure)
   RoutingPlan routing;
   DispatchPlan plan;
-  std::vector<float> send;        // [num_send, H] rows in send order; in backward dL/d(expert output)
-  std::vector<float> recv;        // [num_recv, H] rows as received / as sent back
-  std::vector<float> expert_in;   // [num_recv, H] grouped by local expert
-  std::vector<float> expert_out;  // [num_recv, H] grouped; in backward dL/d(expert output)
-  std::vector<float> saved;       // [num_recv, saved_per_row] expert activations
-  std::vector<float> combined;    // [num_send, H] expert outputs back in send order
-  std::vector<float> grad_in;     // [num_recv, H] grouped dL/d(expert input)
-  std::vector<float> grad_saved;  // [num_recv, grad_saved_per_row]
-  std::vector<float> grad_w;      // [rows * K] dL/d(routing weight)
+  std::vector<float> send;                       // [num_send, H] rows in send order; in backward dL/d(expert output)
+  std::vector<float> recv;                       // [num_recv, H] rows as received / as sent back
+  std::vector<float> expert_in;                  // [num_recv, H] grouped by local expert
+  std::vector<float> expert_out;                 // [num_recv, H] grouped; in backward dL/d(expert output)
+  std::vector<float> saved;                      // [num_recv, saved_per_row] expert activations
+  std::vector<float> combined;                   // [num_send, H] expert outputs back in send order
+  std::vector<float> grad_in;                    // [num_recv, H] grouped dL/d(expert input)
+  std::vector<float> grad_saved;                 // [num_recv, grad_saved_per_row]
+  std::vector<float> grad_w;                     // [rows * K] dL/d(routing weight)
+  std::vector<std::uint16_t> wire_out, wire_in;  // bf16 rows on the wire (StepSchedule::wire_bf16)
 };
 
 /// What the backward needs from the forward. Filled by forward() when passed;
@@ -91,6 +92,9 @@ struct StepSchedule {
   // Required with overlap; when given with overlap off, it runs the sequence
   // (so its observers, e.g. a trace, see both).
   Executor* executor = nullptr;
+  // Rows travel as bf16 (half the bytes; compute stays float32): every
+  // exchanged row, forward and backward, is rounded to bf16 once.
+  bool wire_bf16 = false;
 };
 
 class MoeLayer {
@@ -147,6 +151,7 @@ class MoeLayer {
   void build_backward(StepGraph& g, int chunks);
   void run_step(comm::Communicator& comm, StepGraph& g, const StepSchedule& schedule, PhaseTimer* timer);
   // The pieces of a step, each on one chunk (see moe_step.cpp).
+  MoeChunk* wire(MoeChunk& k) const;  // k when rows travel as bf16, else null
   void route_chunk(MoeChunk& k);
   void plan_chunk(MoeChunk& k);
   void permute_chunk(MoeChunk& k);
@@ -170,6 +175,7 @@ class MoeLayer {
     float* y = nullptr;
     const float* grad_y = nullptr;
     float* grad_x = nullptr;
+    bool wire_bf16 = false;
   };
 
   ModelConfig config_;
