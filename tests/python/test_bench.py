@@ -95,3 +95,12 @@ def test_overlap_off_has_no_efficiency(tmp_path):
     assert line["overlap"] is False and line["overlap_efficiency"] is None
     assert line["step_ms_p50"] == line["step_ms_p50_overlap_off"]
     assert "overlap efficiency n/a" in table
+
+
+def test_bf16_wire_halves_the_bytes_and_stays_correct(tmp_path):
+    f32, _ = bench(tmp_path, "--chunks", "2")
+    (tmp_path / "bench.jsonl").unlink()
+    bf16, _ = bench(tmp_path, "--chunks", "2", "--wire", "bf16")
+    assert f32["wire"] == "f32" and bf16["wire"] == "bf16"
+    assert bf16["correct"] is True, bf16
+    assert 0 < bf16["max_rel_error"] <= 3e-2 and bf16["max_rel_error"] > f32["max_rel_error"]
