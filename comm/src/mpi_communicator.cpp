@@ -25,22 +25,24 @@ std::vector<int> to_int(const std::int64_t* v, int n, const char* what) {
 
 }  // namespace
 
-// Longest sleep between tests of a pending exchange (SWITCHYARD_POLL_US
-// overrides it for experiments; read once).
-const long kMaxSleepUs = [] {
+namespace {
+
+// Longest sleep between tests of an exchange that crosses nodes
+// (SWITCHYARD_POLL_US overrides it for experiments; read once).
+const long kRemoteSleepUs = [] {
   const char* v = std::getenv("SWITCHYARD_POLL_US");
-  return v ? std::max(1L, std::atol(v)) : 10L;
+  return v ? std::max(1L, std::atol(v)) : 200L;
 }();
 
-void wait_politely(MPI_Request* request) {
+}  // namespace
+
+void wait_politely(MPI_Request* request, std::chrono::microseconds max_sleep) {
   // NOTE: spin briefly (small messages finish in microseconds), then test with
-  // sleeps that grow to kMaxSleep: a blocking MPI wait busy-polls its core,
+  // sleeps that grow to `max_sleep`: a blocking MPI wait busy-polls its core,
   // which on a rank with one core starves the expert compute the exchange
   // should overlap, and every wake-up costs that compute too. Progress
-  // (shared memory copies, TCP) happens inside MPI_Test; socket buffers
-  // keep a link busy across a sleep of this length.
+  // (shared memory copies, TCP) happens inside MPI_Test.
   constexpr auto kSpin = std::chrono::microseconds(100);
-  const auto kMaxSleep = std::chrono::microseconds(kMaxSleepUs);
   const auto start = std::chrono::steady_clock::now();
   auto sleep = std::chrono::microseconds(10);
   for (;;) {
@@ -49,7 +51,7 @@ void wait_politely(MPI_Request* request) {
     if (done) return;
     if (std::chrono::steady_clock::now() - start > kSpin) {
       std::this_thread::sleep_for(sleep);
-      sleep = std::min(kMaxSleep, sleep * 2);
+      sleep = std::min(max_sleep, sleep * 2);
     }
   }
 }
@@ -93,6 +95,19 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm), owner_thread_(std
   check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
   int node_rank = 0;
   check_mpi(MPI_Comm_rank(node, &node_rank));
+  // Which ranks share this node: translate the node group into our ranks.
+  MPI_Group world_group, node_group;
+  check_mpi(MPI_Comm_group(comm_, &world_group));
+  check_mpi(MPI_Comm_group(node, &node_group));
+  int node_size = 0;
+  check_mpi(MPI_Group_size(node_group, &node_size));
+  std::vector<int> local(static_cast<std::size_t>(node_size)), global(local.size());
+  for (int i = 0; i < node_size; ++i) local[i] = i;
+  check_mpi(MPI_Group_translate_ranks(node_group, node_size, local.data(), world_group, global.data()));
+  same_node_.assign(static_cast<std::size_t>(size_), 0);
+  for (int r : global) same_node_[static_cast<std::size_t>(r)] = 1;
+  MPI_Group_free(&node_group);
+  MPI_Group_free(&world_group);
   MPI_Comm_free(&node);
   int leader = node_rank == 0 ? 1 : 0;
   check_mpi(MPI_Allreduce(&leader, &num_nodes_, 1, MPI_INT, MPI_SUM, comm_));
@@ -109,10 +124,15 @@ void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_count
     return;
   }
   // NOTE: from another thread (a task graph's communication thread) the
-  // caller's core is meant to compute meanwhile, so do not busy-wait.
+  // caller's core is meant to compute meanwhile, so do not busy-wait. Shared
+  // memory moves data only inside MPI calls, so it wants frequent tests; a
+  // network link keeps sending from the socket buffers between them, and
+  // fewer wake-ups leave more of the core to the experts.
+  bool remote = false;
+  for (int r = 0; r < size_; ++r) remote = remote || (!same_node_[r] && (sc[r] > 0 || rc[r] > 0));
   MPI_Request request;
   check_mpi(MPI_Ialltoallv(send, sc.data(), so.data(), row, recv, rc.data(), ro.data(), row, comm_, &request));
-  wait_politely(&request);
+  wait_politely(&request, std::chrono::microseconds(remote ? kRemoteSleepUs : 10));
 }
 
 void MpiCommunicator::alltoall(const std::int64_t* send, std::int64_t* recv, std::size_t count) {

@@ -2,9 +2,11 @@
 // Communicator over an MPI communicator (not owned).
 #include <mpi.h>
 
+#include <chrono>
 #include <map>
 #include <source_location>
 #include <thread>
+#include <vector>
 
 #include "switchyard/comm/communicator.hpp"
 
@@ -14,9 +16,10 @@ namespace switchyard::comm {
 /// `rc == MPI_SUCCESS`.
 void check_mpi(int rc, std::source_location where = std::source_location::current());
 
-/// Completes `request`, spinning briefly and then sleeping between tests so a
-/// waiting thread leaves its core to compute. Throws like check_mpi.
-void wait_politely(MPI_Request* request);
+/// Completes `request`, spinning briefly and then sleeping between tests (up
+/// to `max_sleep`) so a waiting thread leaves its core to compute. Throws
+/// like check_mpi.
+void wait_politely(MPI_Request* request, std::chrono::microseconds max_sleep = std::chrono::microseconds(10));
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -54,6 +57,7 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   int num_nodes_ = 1;
+  std::vector<char> same_node_;  // [size] 1 where the rank shares this node
 };
 
 }  // namespace switchyard::comm
