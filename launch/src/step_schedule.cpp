@@ -28,7 +28,7 @@ void add_schedule_options(CLI::App& sub, ScheduleOptions* o) {
 
 int auto_chunks(std::int64_t mean_tokens, int nodes) {
   if (nodes <= 1) return 1;
-  return static_cast<int>(std::clamp<std::int64_t>(mean_tokens / 1024, 1, 8));
+  return static_cast<int>(std::clamp<std::int64_t>(mean_tokens / 256, 1, 8));
 }
 
 namespace {

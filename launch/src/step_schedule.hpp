@@ -30,8 +30,9 @@ void check_schedule_options(const ScheduleOptions& options);
 
 /// --chunks auto: one chunk on one node (shared memory moves the rows in a
 /// few percent of the expert time: nothing worth hiding, and bigger GEMMs
-/// run faster), else about 1024 tokens per chunk (fewer and the expert GEMMs
-/// get too small to run at speed), at most 8. `mean_tokens` is the mean over
+/// run faster), else about 256 tokens per chunk (measured best across 2
+/// emulated nodes at 1024 and 2048 tokens per rank, docs/task-graph.md), at
+/// most 8. `mean_tokens` is the mean over
 /// ranks (the same on all).
 int auto_chunks(std::int64_t mean_tokens, int nodes);
 
