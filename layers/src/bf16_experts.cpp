@@ -3,6 +3,8 @@
 // accumulation, activations and gradients.
 #include "bf16_experts.hpp"
 
+#include "expert_groups.hpp"
+
 #include <cstring>
 #include <string>
 
@@ -134,57 +136,38 @@ class Bf16TrainingExperts final : public ExpertBackend {
   }
 
   void forward(const float* rows, const std::int64_t* counts, float* out, float* saved) override {
-    std::int64_t offset = 0;
-    for (std::size_t j = 0; j < experts_.size(); ++j) {
-      if (counts[j] > 0) {
-        // NOTE: the bf16 copy is rebuilt once per step (begin_step) rather
-        // than when the weights change: optimizers write Parameter::value in
-        // place and Parameter has no version to compare, and checking for a
-        // change would read all the float32 weights just as the conversion
-        // does (~2 ms per expert at H 1024, I 2048, against ~55 ms of
-        // forward GEMMs on 2048 rows). Experts without rows skip it.
-        experts_[j].ensure_bf16_weights();
-        experts_[j].forward(rows + offset * hidden_, counts[j], out + offset * hidden_,
-                            saved + offset * saved_per_row(), &scratch_);
-      }
-      offset += counts[j];
-    }
+    const std::int64_t H = hidden_, S = saved_per_row();
+    detail::for_each_group(counts, experts_.size(), [&](std::size_t j, std::int64_t r, std::int64_t m) {
+      // NOTE: the bf16 copy is rebuilt once per step (begin_step) rather
+      // than when the weights change: optimizers write Parameter::value in
+      // place and Parameter has no version to compare, and checking for a
+      // change would read all the float32 weights just as the conversion
+      // does (~2 ms per expert at H 1024, I 2048, against ~55 ms of
+      // forward GEMMs on 2048 rows). Experts without rows skip it.
+      experts_[j].ensure_bf16_weights();
+      experts_[j].forward(rows + r * H, m, out + r * H, saved + r * S, &scratch_);
+    });
   }
 
   void backward_data(const float*, const std::int64_t* counts, const float* saved, const float* grad_out,
                      float* grad_rows, float* grad_saved) override {
-    std::int64_t offset = 0;
-    for (std::size_t j = 0; j < experts_.size(); ++j) {
-      if (counts[j] > 0) {
-        // The weights the forward used: they do not change before its backward.
-        experts_[j].ensure_bf16_weights();
-        experts_[j].backward_data(saved + offset * saved_per_row(), grad_out + offset * hidden_, counts[j],
-                                  grad_rows + offset * hidden_, grad_saved + offset * grad_saved_per_row(), &scratch_);
-      }
-      offset += counts[j];
-    }
+    const std::int64_t H = hidden_, S = saved_per_row(), G = grad_saved_per_row();
+    detail::for_each_group(counts, experts_.size(), [&](std::size_t j, std::int64_t r, std::int64_t m) {
+      // The weights the forward used: they do not change before its backward.
+      experts_[j].ensure_bf16_weights();
+      experts_[j].backward_data(saved + r * S, grad_out + r * H, m, grad_rows + r * H, grad_saved + r * G, &scratch_);
+    });
   }
 
   void backward_weights(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
                         const float* grad_saved) override {
-    std::int64_t offset = 0;
-    for (std::size_t j = 0; j < experts_.size(); ++j) {
-      if (counts[j] > 0)
-        experts_[j].backward_weights(rows + offset * hidden_, counts[j], saved + offset * saved_per_row(),
-                                     grad_out + offset * hidden_, grad_saved + offset * grad_saved_per_row(),
-                                     &scratch_);
-      offset += counts[j];
-    }
+    const std::int64_t H = hidden_, S = saved_per_row(), G = grad_saved_per_row();
+    detail::for_each_group(counts, experts_.size(), [&](std::size_t j, std::int64_t r, std::int64_t m) {
+      experts_[j].backward_weights(rows + r * H, m, saved + r * S, grad_out + r * H, grad_saved + r * G, &scratch_);
+    });
   }
 
-  std::vector<Parameter*> parameters() override {
-    std::vector<Parameter*> out;
-    for (auto& e : experts_) {
-      out.push_back(&e.gate_up());
-      out.push_back(&e.down());
-    }
-    return out;
-  }
+  std::vector<Parameter*> parameters() override { return detail::gate_up_and_down(experts_); }
 
  private:
   std::vector<Bf16Expert> experts_;

@@ -1,5 +1,7 @@
 #include "switchyard/layers/experts.hpp"
 
+#include "expert_groups.hpp"
+
 #include "bf16_experts.hpp"
 #include "switchyard/runtime/error.hpp"
 
@@ -62,9 +64,9 @@ void GatedMlp::backward_weights(const float* x, std::int64_t rows, const float* 
 
 void GatedMlp::backward(const float* x, std::int64_t rows, const float* saved, const float* grad_y, float* grad_x,
                         bool accumulate, std::vector<float>* scratch) {
-  std::vector<float> grad_saved(static_cast<std::size_t>(rows * grad_saved_per_row()));
-  backward_data(saved, grad_y, rows, grad_x, accumulate, grad_saved.data(), scratch);
-  backward_weights(x, rows, saved, grad_y, grad_saved.data());
+  grad_saved_.resize(static_cast<std::size_t>(rows * grad_saved_per_row()));
+  backward_data(saved, grad_y, rows, grad_x, accumulate, grad_saved_.data(), scratch);
+  backward_weights(x, rows, saved, grad_y, grad_saved_.data());
 }
 
 void ExpertBackend::backward(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
@@ -93,42 +95,30 @@ class CpuExpertBackend final : public ExpertBackend {
   std::int64_t grad_saved_per_row() const override { return mlps_.empty() ? 0 : mlps_.front().grad_saved_per_row(); }
 
   void forward(const float* rows, const std::int64_t* counts, float* out, float* saved) override {
-    std::int64_t offset = 0;
-    for (std::size_t j = 0; j < mlps_.size(); ++j) {
-      mlps_[j].forward(rows + offset * hidden_, counts[j], out + offset * hidden_, saved + offset * saved_per_row());
-      offset += counts[j];
-    }
+    const std::int64_t H = hidden_, S = saved_per_row();
+    detail::for_each_group(counts, mlps_.size(), [&](std::size_t j, std::int64_t r, std::int64_t m) {
+      mlps_[j].forward(rows + r * H, m, out + r * H, saved + r * S);
+    });
   }
 
   void backward_data(const float*, const std::int64_t* counts, const float* saved, const float* grad_out,
                      float* grad_rows, float* grad_saved) override {
-    std::int64_t offset = 0;
-    for (std::size_t j = 0; j < mlps_.size(); ++j) {
-      mlps_[j].backward_data(saved + offset * saved_per_row(), grad_out + offset * hidden_, counts[j],
-                             grad_rows + offset * hidden_, false, grad_saved + offset * grad_saved_per_row(),
+    const std::int64_t H = hidden_, S = saved_per_row(), G = grad_saved_per_row();
+    detail::for_each_group(counts, mlps_.size(), [&](std::size_t j, std::int64_t r, std::int64_t m) {
+      mlps_[j].backward_data(saved + r * S, grad_out + r * H, m, grad_rows + r * H, false, grad_saved + r * G,
                              &scratch_);
-      offset += counts[j];
-    }
+    });
   }
 
   void backward_weights(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
                         const float* grad_saved) override {
-    std::int64_t offset = 0;
-    for (std::size_t j = 0; j < mlps_.size(); ++j) {
-      mlps_[j].backward_weights(rows + offset * hidden_, counts[j], saved + offset * saved_per_row(),
-                                grad_out + offset * hidden_, grad_saved + offset * grad_saved_per_row());
-      offset += counts[j];
-    }
+    const std::int64_t H = hidden_, S = saved_per_row(), G = grad_saved_per_row();
+    detail::for_each_group(counts, mlps_.size(), [&](std::size_t j, std::int64_t r, std::int64_t m) {
+      mlps_[j].backward_weights(rows + r * H, m, saved + r * S, grad_out + r * H, grad_saved + r * G);
+    });
   }
 
-  std::vector<Parameter*> parameters() override {
-    std::vector<Parameter*> out;
-    for (auto& m : mlps_) {
-      out.push_back(&m.gate_up());
-      out.push_back(&m.down());
-    }
-    return out;
-  }
+  std::vector<Parameter*> parameters() override { return detail::gate_up_and_down(mlps_); }
 
  private:
   std::vector<GatedMlp> mlps_;
@@ -159,31 +149,26 @@ class PackedExpertBackend final : public ExpertBackend {
   std::int64_t grad_saved_per_row() const override { return 0; }
 
   void forward(const float* rows, const std::int64_t* counts, float* out, float*) override {
-    std::int64_t offset = 0;
-    for (std::size_t j = 0; j < experts_.size(); ++j) {
-      const std::int64_t m = counts[j];
-      if (m > 0) {
-        scratch_.resize(static_cast<std::size_t>(m * inter_));
-        float* gate = scratch_.data();
-        const float* x = rows + offset * hidden_;
-        if (type_ == kernels::WeightType::kBF16) {
-          // NOTE: x is rounded once for both gate and up, and the gated
-          // product leaves the up matmul already in bf16 for down.
-          x_bf16_.resize(static_cast<std::size_t>(m * hidden_));
-          h_bf16_.resize(static_cast<std::size_t>(m * inter_));
-          kernels::convert_to_bf16(x, m * hidden_, x_bf16_.data());
-          experts_[j].gate.run_bf16(x_bf16_.data(), m, gate, false);
-          experts_[j].up.run_bf16(x_bf16_.data(), m, h_bf16_.data(), true, gate);
-          experts_[j].down.run_bf16(h_bf16_.data(), m, out + offset * hidden_, false);
-        } else {
-          h_.resize(static_cast<std::size_t>(m * inter_));
-          experts_[j].gate.run(x, m, gate);
-          experts_[j].up.run(x, m, h_.data(), gate);
-          experts_[j].down.run(h_.data(), m, out + offset * hidden_);
-        }
+    detail::for_each_group(counts, experts_.size(), [&](std::size_t j, std::int64_t offset, std::int64_t m) {
+      scratch_.resize(static_cast<std::size_t>(m * inter_));
+      float* gate = scratch_.data();
+      const float* x = rows + offset * hidden_;
+      if (type_ == kernels::WeightType::kBF16) {
+        // NOTE: x is rounded once for both gate and up, and the gated
+        // product leaves the up matmul already in bf16 for down.
+        x_bf16_.resize(static_cast<std::size_t>(m * hidden_));
+        h_bf16_.resize(static_cast<std::size_t>(m * inter_));
+        kernels::convert_to_bf16(x, m * hidden_, x_bf16_.data());
+        experts_[j].gate.run_bf16(x_bf16_.data(), m, gate, false);
+        experts_[j].up.run_bf16(x_bf16_.data(), m, h_bf16_.data(), true, gate);
+        experts_[j].down.run_bf16(h_bf16_.data(), m, out + offset * hidden_, false);
+      } else {
+        h_.resize(static_cast<std::size_t>(m * inter_));
+        experts_[j].gate.run(x, m, gate);
+        experts_[j].up.run(x, m, h_.data(), gate);
+        experts_[j].down.run(h_.data(), m, out + offset * hidden_);
       }
-      offset += m;
-    }
+    });
   }
   void backward_data(const float*, const std::int64_t*, const float*, const float*, float*, float*) override {
     inference_only();

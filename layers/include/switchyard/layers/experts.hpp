@@ -55,6 +55,7 @@ class GatedMlp {
   std::unique_ptr<Parameter> gate_up_, down_;
   kernels::Linear gate_up_linear_, down_linear_;  // forward: x · Wᵀ
   kernels::Linear down_grad_, gate_up_grad_;      // backward: dy · W
+  std::vector<float> grad_saved_;                 // backward()'s dL/d(gate_up), reused
 };
 
 /// This rank's experts. Rows come grouped by local expert: expert j gets
