@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 
 #include "switchyard/runtime/error.hpp"
 
@@ -20,6 +21,12 @@ void collective_step(comm::Communicator& comm, const std::function<void()>& fn) 
     if (comm.rank() == 0) print_error(e.what());
     throw AgreedExit{1};
   }
+}
+
+void check_output_dir(const std::string& flag, const std::string& path) {
+  if (path.empty()) return;
+  const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
+  check_arg(std::filesystem::is_directory(dir), flag + " " + path + ": directory " + dir.string() + " does not exist");
 }
 
 }  // namespace switchyard::launch

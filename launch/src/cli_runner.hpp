@@ -22,4 +22,9 @@ void collective_step(comm::Communicator& comm, const std::function<void()>& fn);
 /// Prints the one-line error format used everywhere.
 void print_error(const std::string& message);
 
+/// Error(kInvalidArgument) "<flag> <path>: directory <dir> does not exist"
+/// unless `path` is empty or its directory exists: outputs are checked
+/// before any work starts.
+void check_output_dir(const std::string& flag, const std::string& path);
+
 }  // namespace switchyard::launch

@@ -94,17 +94,13 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
     config = layers::load_model_config(o.model_dir);
     layers::check_moe_layer(config, o.layer);
     placement = std::make_unique<layers::ExpertPlacement>(config.num_experts, R);
-    const fs::path out_dir = fs::absolute(o.output).parent_path();
-    check_arg(fs::is_directory(out_dir),
-              "--output " + o.output + ": directory " + out_dir.string() + " does not exist");
+    check_output_dir("--output", o.output);
     input = std::make_unique<NpyMatrix>(o.input);
     check_arg(input->cols() == config.hidden_size,
               o.input + ": expected shape [tokens, " + std::to_string(config.hidden_size) + "] (hidden_size), got [" +
                   std::to_string(input->rows()) + ", " + std::to_string(input->cols()) + "]");
     if (!o.grads.empty()) {
-      const fs::path grads_dir = fs::absolute(o.grads).parent_path();
-      check_arg(fs::is_directory(grads_dir),
-                "--grads " + o.grads + ": directory " + grads_dir.string() + " does not exist");
+      check_output_dir("--grads", o.grads);
       grad_output = std::make_unique<NpyMatrix>(o.grad_output);
       check_arg(grad_output->rows() == input->rows() && grad_output->cols() == input->cols(),
                 o.grad_output + ": expected shape [" + std::to_string(input->rows()) + ", " +

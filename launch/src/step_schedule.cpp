@@ -3,10 +3,10 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli_runner.hpp"
 #include "switchyard/runtime/atomic_file.hpp"
 #include "switchyard/runtime/error.hpp"
 
@@ -47,19 +47,12 @@ int parse_chunks(const std::string& value) {
   return n;
 }
 
-void check_output_path(const char* flag, const std::string& path) {
-  if (path.empty()) return;
-  const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
-  check_arg(std::filesystem::is_directory(dir),
-            std::string(flag) + " " + path + ": directory " + dir.string() + " does not exist");
-}
-
 }  // namespace
 
 void check_schedule_options(const ScheduleOptions& options) {
   parse_chunks(options.chunks);
-  check_output_path("--trace", options.trace);
-  check_output_path("--dot", options.dot);
+  check_output_dir("--trace", options.trace);
+  check_output_dir("--dot", options.dot);
 }
 
 StepRunner::StepRunner(const ScheduleOptions& options, comm::Communicator& comm, std::int64_t local_tokens)
