@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh switchyard make_random_moe   # only what the demo runs
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 demo="${TMPDIR:-/tmp}/switchyard-demo"
 rm -rf "$demo"
@@ -13,3 +13,10 @@ build/examples/make_random_moe --out "$demo" --arch mixtral --hidden 256 --ffn 5
 build/launch/switchyard inspect --model "$demo"
 mpirun -np 4 --oversubscribe build/launch/switchyard forward --model "$demo" --layer 1 \
   --input "$demo/x.npy" --output "$demo/y.npy"
+cat <<EOT
+
+Demo done: $demo/y.npy holds the layer's output for all 512 tokens.
+Next (README.md): "Using it" (inspect, forward, gradients), training ("train", docs/training.md),
+"bench" beside the machine's limits (docs/benchmarks.md), the task-graph flags (docs/task-graph.md),
+the emulated cluster (docs/emulated-cluster.md), and scripts/test.sh for the whole suite.
+EOT

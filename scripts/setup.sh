@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# Installs what Switchyard needs on Debian 12. Run as root (or with sudo).
-#   scripts/setup.sh            C++ build and run dependencies (Debian packages)
-#   scripts/setup.sh --python   also the Python reference environment (torch CPU,
-#                               transformers, safetensors, numpy, pytest from PyPI)
-#                               in $SWITCHYARD_VENV (default /opt/switchyard/venv)
+# Installs what Switchyard needs on Debian 12. Run as root (or with sudo); no terminal needed.
+#   scripts/setup.sh           build and run: compiler, CMake, Open MPI, oneDNN, JSON and CLI headers
+#   scripts/setup.sh --test    also what the test suite needs: GoogleTest, clang-format, iproute2 (emulated
+#                              cluster), fortunes (training corpus), and the Python reference environment
+#                              (CPU-only torch, transformers, safetensors, numpy, pytest, matplotlib) in
+#                              $SWITCHYARD_VENV (default /opt/switchyard/venv)
+#   scripts/setup.sh --bench   also what bench/ compares against: OpenBLAS and BLIS (bench/gemm_libraries)
+#                              and the Python environment (PyTorch baseline, plots)
+# Every package is named: nothing relies on apt's recommends or on what a machine happens to have.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libdnnl-dev libhwloc-dev
-          nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
-          libopenblas-dev libblis-dev
-          python3 python3-venv iproute2 util-linux clang-format fortunes)
+# ocl-icd-opencl-dev: Debian's dnnl-config.cmake calls find_package(OpenCL) (libdnnl-dev only recommends it).
+run_packages=(g++ make cmake openmpi-bin libopenmpi-dev libdnnl-dev ocl-icd-opencl-dev
+              nlohmann-json3-dev libcli11-dev)
+test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv)
+bench_packages=(pkg-config libopenblas-dev libblis-dev)
+
+want=("${run_packages[@]}")
+python=0
+for arg in "$@"; do
+  case $arg in
+    --test) want+=("${test_packages[@]}"); python=1 ;;
+    --bench) want+=("${bench_packages[@]}"); python=1 ;;
+    *) echo "setup: error: unknown argument '$arg' (expected --test or --bench)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
-for p in "${packages[@]}"; do
+for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -22,12 +38,5 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [[ "${1:-}" == "--python" ]]; then
-  venv="${SWITCHYARD_VENV:-/opt/switchyard/venv}"
-  if ! "$venv/bin/python" -c "import torch, transformers, safetensors, numpy, pytest, matplotlib" 2>/dev/null; then
-    echo "setup: creating the Python reference environment in $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip >/dev/null
-    "$venv/bin/pip" install -q torch transformers safetensors numpy pytest matplotlib
-  fi
-fi
+((python)) && scripts/setup-python.sh
+exit 0
