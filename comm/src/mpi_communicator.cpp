@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "switchyard/runtime/error.hpp"
+#include "switchyard/runtime/log.hpp"
+#include "switchyard/runtime/settings.hpp"
 
 namespace switchyard::comm {
 namespace {
@@ -28,11 +30,12 @@ std::vector<int> to_int(const std::int64_t* v, int n, const char* what) {
 namespace {
 
 // Longest sleep between tests of an exchange that crosses nodes
-// (SWITCHYARD_POLL_US overrides it for experiments; read once).
-const long kRemoteSleepUs = [] {
-  const char* v = std::getenv("SWITCHYARD_POLL_US");
-  return v ? std::max(1L, std::atol(v)) : 200L;
-}();
+// (SWITCHYARD_POLL_US, 200 by default; read once, on first use).
+std::chrono::microseconds remote_sleep() {
+  // NOTE: 0 counts as 1: a zero sleep would turn the polite wait into a spin.
+  static const auto sleep = std::chrono::microseconds(std::max<std::int64_t>(1, setting_int("SWITCHYARD_POLL_US")));
+  return sleep;
+}
 
 }  // namespace
 
@@ -88,6 +91,14 @@ MPI_Datatype MpiCommunicator::row_type(std::size_t row_bytes) {
 }
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm), owner_thread_(std::this_thread::get_id()) {
+  // NOTE: log lines carry the rank in MPI_COMM_WORLD, which names the process
+  // whatever communicator this one wraps.
+  int world_rank = -1;
+  check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
+  set_log_rank(world_rank);
+  // NOTE: the settings are read before the first collective, so a bad value
+  // throws on every rank alike rather than on some ranks mid-exchange.
+  load_settings();
   check_mpi(MPI_Comm_rank(comm_, &rank_));
   check_mpi(MPI_Comm_size(comm_, &size_));
   // Nodes: count the lowest rank of every shared-memory group.
@@ -111,6 +122,10 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm), owner_thread_(std
   MPI_Comm_free(&node);
   int leader = node_rank == 0 ? 1 : 0;
   check_mpi(MPI_Allreduce(&leader, &num_nodes_, 1, MPI_INT, MPI_SUM, comm_));
+  SY_INFO(kInit, "communicator created: rank %d of %d, %d node(s), %d rank(s) on this node", rank_, size_, num_nodes_,
+          node_size);
+  SY_INFO(kComm, "polite wait from other threads: up to %lld us between tests across nodes, 10 us within a node",
+          static_cast<long long>(remote_sleep().count()));
 }
 
 void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_counts, const std::int64_t* send_offsets,
@@ -130,9 +145,12 @@ void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_count
   // fewer wake-ups leave more of the core to the experts.
   bool remote = false;
   for (int r = 0; r < size_; ++r) remote = remote || (!same_node_[r] && (sc[r] > 0 || rc[r] > 0));
+  const auto max_sleep = remote ? remote_sleep() : std::chrono::microseconds(10);
+  SY_TRACE(kComm, "alltoallv from the communication thread: %zu-byte rows, polite wait up to %lld us", row_bytes,
+           static_cast<long long>(max_sleep.count()));
   MPI_Request request;
   check_mpi(MPI_Ialltoallv(send, sc.data(), so.data(), row, recv, rc.data(), ro.data(), row, comm_, &request));
-  wait_politely(&request, std::chrono::microseconds(remote ? kRemoteSleepUs : 10));
+  wait_politely(&request, max_sleep);
 }
 
 void MpiCommunicator::alltoall(const std::int64_t* send, std::int64_t* recv, std::size_t count) {

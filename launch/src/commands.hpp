@@ -62,5 +62,8 @@ void run_bench(const BenchOptions& opts, comm::Communicator& comm);
 void run_inspect(const InspectOptions& opts, comm::Communicator& comm);
 /// `switchyard train`: collective over `comm`; rank 0 prints and writes JSON.
 void run_train(const TrainOptions& opts, comm::Communicator& comm);
+/// `switchyard env`: every SWITCHYARD_* setting with its value, where it came
+/// from and its doc, one per line (rank 0 prints). Collective.
+void run_env(comm::Communicator& comm);
 
 }  // namespace switchyard::launch

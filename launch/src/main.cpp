@@ -4,13 +4,38 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "cli_runner.hpp"
 #include "commands.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
 #include "switchyard/runtime/error.hpp"
+#include "switchyard/runtime/settings.hpp"
 
 using namespace switchyard;
+
+namespace {
+
+// Reads every SWITCHYARD_* setting on every rank and agrees on the outcome
+// (collective over MPI_COMM_WORLD): false, after the lowest failing rank has
+// printed its one error line, if any rank found a bad value.
+bool settings_valid_everywhere() {
+  std::string message;
+  try {
+    load_settings();
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  int first_failing = message.empty() ? size : rank;
+  MPI_Allreduce(MPI_IN_PLACE, &first_failing, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (first_failing == rank) launch::print_error(message);
+  return first_failing == size;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   int provided = 0;
@@ -18,6 +43,12 @@ int main(int argc, char** argv) {
   // communication thread while the main thread waits.
   MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  // NOTE: before the communicator, which reads settings and logs as it is
+  // built: a bad value then ends every rank with one line, like any bad flag.
+  if (!settings_valid_everywhere()) {
+    MPI_Finalize();
+    return 1;
+  }
   comm::MpiCommunicator comm(MPI_COMM_WORLD);
   int exit_code = 0;
   try {
@@ -35,13 +66,14 @@ int main(int argc, char** argv) {
     launch::TrainOptions train;
     auto* train_cmd = app.add_subcommand("train", "Train a small MoE character language model across ranks");
     launch::add_train_options(*train_cmd, &train);
+    auto* env_cmd = app.add_subcommand("env", "List every SWITCHYARD_* setting, its value and where it came from");
 
     bool help = false;
     launch::collective_step(comm, [&] {
       if (argc > 1 && argv[1][0] != '-') {
         const std::string name = argv[1];
-        check_arg(name == "forward" || name == "inspect" || name == "train" || name == "bench",
-                  "unknown subcommand '" + name + "'; expected forward, inspect, train or bench (see --help)");
+        check_arg(name == "forward" || name == "inspect" || name == "train" || name == "bench" || name == "env",
+                  "unknown subcommand '" + name + "'; expected forward, inspect, train, bench or env (see --help)");
       }
       try {
         app.parse(argc, argv);
@@ -66,6 +98,8 @@ int main(int argc, char** argv) {
       launch::run_bench(bench, comm);
     } else if (train_cmd->parsed()) {
       launch::run_train(train, comm);
+    } else if (env_cmd->parsed()) {
+      launch::run_env(comm);
     }
   } catch (const launch::AgreedExit& e) {
     exit_code = e.code;

@@ -1043,3 +1043,23 @@ def test_grads_path_is_directory(case, nproc):
 def test_negative_loss_coef(case, nproc, flag):
     write_mixtral(case)
     case.assert_bad(case.forward(nproc=nproc, extra=_grad_args(case) + [flag, "-0.5"]), flag.lstrip("-"))
+
+
+# --------------------------------------------------------------------------
+# SWITCHYARD_* settings (the registry behind `switchyard env`)
+# --------------------------------------------------------------------------
+
+
+def test_env_lists_settings_with_defaults(case, monkeypatch):
+    for name in ("SWITCHYARD_POLL_US", "SWITCHYARD_DEBUG", "SWITCHYARD_DEBUG_SUBSYS"):
+        monkeypatch.delenv(name, raising=False)
+    res = case.run(["env"])
+    assert res.rc == 0, res.describe()
+    poll = [l for l in res.out.splitlines() if l.startswith("SWITCHYARD_POLL_US=")]
+    assert len(poll) == 1 and poll[0].split()[:2] == ["SWITCHYARD_POLL_US=200", "default"], res.describe()
+
+
+@NPROCS
+def test_env_bad_setting(case, nproc, monkeypatch):
+    monkeypatch.setenv("SWITCHYARD_POLL_US", "abc")
+    case.assert_bad(case.run(["env"], nproc=nproc), "SWITCHYARD_POLL_US=abc")
