@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "random_moe_checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 #include "switchyard/kernels/bf16_matmul.hpp"
 #include "switchyard/kernels/packed_linear.hpp"
 #include "switchyard/layers/experts.hpp"
@@ -76,7 +76,7 @@ Run run_backend(const Options& o, kernels::WeightType type, const std::vector<fl
   const std::int64_t H = o.hidden, I = o.ffn, n = o.rows;
   const float gate_up_scale = 1.0f / std::sqrt(float(H)), down_scale = 1.0f / std::sqrt(float(I));
   std::vector<layers::MlpWeights> weights = {
-      {H, I, examples::random_matrix(2 * I, H, 11, gate_up_scale), examples::random_matrix(H, I, 12, down_scale)}};
+      {H, I, formats::random_matrix(2 * I, H, 11, gate_up_scale), formats::random_matrix(H, I, 12, down_scale)}};
   auto experts = layers::make_expert_backend({.weight_type = type}, std::move(weights), 0, kernels::Activation::kSilu);
   const std::int64_t counts[] = {n};
   Run r;
@@ -111,13 +111,13 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   const std::int64_t H = o.hidden, I = o.ffn, n = o.rows;
-  const auto x = examples::random_matrix(n, H, 1), g = examples::random_matrix(n, H, 2);
+  const auto x = formats::random_matrix(n, H, 1), g = formats::random_matrix(n, H, 2);
   const Run f32 = run_backend(o, kernels::WeightType::kF32, x, g);
   const Run bf16 = run_backend(o, kernels::WeightType::kBF16, x, g);
 
   // Same-run limits: one prepacked GEMM of the gate_up shape per dtype, and
   // the bf16 weight refresh alone.
-  const auto w = examples::random_matrix(2 * I, H, 13);
+  const auto w = formats::random_matrix(2 * I, H, 13);
   auto peak = [&](kernels::WeightType type) {
     kernels::PackedLinear linear(w.data(), 2 * I, H, type);
     std::vector<float> y(n * 2 * I);
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   };
   const double peak_f32 = peak(kernels::WeightType::kF32), peak_bf16 = peak(kernels::WeightType::kBF16);
   std::vector<std::uint16_t> w_bf16(3 * H * I);
-  const auto master = examples::random_matrix(3 * I, H, 14);
+  const auto master = formats::random_matrix(3 * I, H, 14);
   const Timing refresh = time_ms(o, [&] { kernels::convert_to_bf16(master.data(), 3 * H * I, w_bf16.data()); });
   // The same GEMM as the bf16 backend runs it: plain bf16 weights, bf16 x.
   const double plain_bf16 = [&] {
@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
   }();
 
   // The element-wise part both backends share (float32 gated activation).
-  const auto gate_up = examples::random_matrix(n, 2 * I, 15);
+  const auto gate_up = formats::random_matrix(n, 2 * I, 15);
   std::vector<float> h(n * I), grad_gate_up(n * 2 * I);
   const Timing act_forward =
       time_ms(o, [&] { kernels::gated_activation(kernels::Activation::kSilu, gate_up.data(), n, I, h.data()); });

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <map>
 
-#include "random_moe_checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/npy.hpp"
 
@@ -13,7 +13,7 @@ using namespace switchyard;
 
 int main(int argc, char** argv) {
   CLI::App app{"Write a random MoE checkpoint and input for switchyard"};
-  examples::RandomMoeSpec spec;
+  formats::RandomMoeSpec spec;
   std::string out, arch = "mixtral", layout = "per-expert", dtype = "f32";
   std::int64_t tokens = 64;
   app.add_option("--out", out, "Output directory")->required();
@@ -30,18 +30,19 @@ int main(int argc, char** argv) {
   app.add_option("--tokens", tokens, "rows of the input x.npy");
   app.add_option("--seed", spec.seed, "random seed");
   CLI11_PARSE(app, argc, argv);
-  static const std::map<std::string, layers::Architecture> archs = {{"mixtral", layers::Architecture::kMixtral},
-                                                                    {"qwen2_moe", layers::Architecture::kQwen2Moe},
-                                                                    {"qwen3_moe", layers::Architecture::kQwen3Moe},
-                                                                    {"deepseek_v3", layers::Architecture::kDeepseekV3}};
-  static const std::map<std::string, layers::DType> dtypes = {
-      {"f32", layers::DType::kF32}, {"bf16", layers::DType::kBF16}, {"f16", layers::DType::kF16}};
+  static const std::map<std::string, formats::Architecture> archs = {
+      {"mixtral", formats::Architecture::kMixtral},
+      {"qwen2_moe", formats::Architecture::kQwen2Moe},
+      {"qwen3_moe", formats::Architecture::kQwen3Moe},
+      {"deepseek_v3", formats::Architecture::kDeepseekV3}};
+  static const std::map<std::string, formats::DType> dtypes = {
+      {"f32", formats::DType::kF32}, {"bf16", formats::DType::kBF16}, {"f16", formats::DType::kF16}};
   spec.arch = archs.at(arch);
   spec.fused = layout == "fused";
   spec.dtype = dtypes.at(dtype);
   try {
-    examples::write_random_moe_checkpoint(spec, out);
-    auto x = examples::random_matrix(tokens, spec.hidden, spec.seed + 7);
+    formats::write_random_moe_checkpoint(spec, out);
+    auto x = formats::random_matrix(tokens, spec.hidden, spec.seed + 7);
     write_npy((std::filesystem::path(out) / "x.npy").string(), x.data(), tokens, spec.hidden);
   } catch (const Error& e) {
     std::fprintf(stderr, "make_random_moe: error: %s\n", e.what());

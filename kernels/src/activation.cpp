@@ -73,20 +73,6 @@ void gated_activation_backward(Activation act, const float* gate_up, const float
   }
 }
 
-bool parse_activation(const std::string& name, Activation* out) {
-  if (name == "silu" || name == "swish")
-    *out = Activation::kSilu;
-  else if (name == "gelu")
-    *out = Activation::kGelu;
-  else if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast")
-    *out = Activation::kGeluTanh;
-  else if (name == "relu")
-    *out = Activation::kRelu;
-  else
-    return false;
-  return true;
-}
-
 void gated_activation(Activation act, const float* gate_up, std::int64_t rows, std::int64_t inter, float* out,
                       std::int64_t ld_gate_up, std::int64_t ld_out) {
   if (ld_gate_up == 0) ld_gate_up = 2 * inter;

@@ -1,5 +1,6 @@
 #include "switchyard/kernels/bf16_matmul.hpp"
 
+#include <algorithm>
 #include <dnnl.hpp>
 #include <functional>
 #include <map>
@@ -63,11 +64,22 @@ void execute(const Matmul& m, const dnnl::memory::desc& src_md, const void* src,
                                     std::to_string(static_cast<int>(e.status)) + ")");
 }
 
+// The type bf16 operands are computed in (detail::bf16_matmul_native says why).
+dt operand_type() { return detail::bf16_matmul_native() ? dt::bf16 : dt::f32; }
+
+// Operand `x` of `n` values as operand_type() wants it: in place, or widened
+// into this thread's buffer number `slot`.
+const void* operand(const std::uint16_t* x, std::int64_t n, int slot) {
+  if (operand_type() == dt::bf16) return x;
+  thread_local std::vector<float> buffers[2];
+  return detail::widen_bf16(x, n, buffers[slot]);
+}
+
 }  // namespace
 
 struct Bf16Linear::Impl {
   const std::uint16_t* w;
-  dnnl::memory::desc w_md;
+  dnnl::memory::dims w_strides;
   PrimitiveCache cache;
 };
 
@@ -79,8 +91,7 @@ Bf16Linear::Bf16Linear(const std::uint16_t* w, std::int64_t out_features, std::i
   // backward (dy · W) views; oneDNN repacks them per call, which costs ~5%
   // at 2048 rows against prepacked weights (docs/benchmarks.md), more at a
   // few rows, where the weight refresh dominates anyway.
-  impl_->w_md = layout == WeightLayout::kOutIn ? dnnl::memory::desc({in_, out_}, dt::bf16, {1, in_})
-                                               : dnnl::memory::desc({in_, out_}, dt::bf16, {out_, 1});
+  impl_->w_strides = layout == WeightLayout::kOutIn ? dnnl::memory::dims{1, in_} : dnnl::memory::dims{out_, 1};
 }
 
 Bf16Linear::~Bf16Linear() = default;
@@ -93,9 +104,29 @@ void Bf16Linear::run(const std::uint16_t* x, std::int64_t rows, float* y) const 
     // NOTE: dense source and destination on purpose: a strided destination
     // moves some row counts from the brgemm kernel to a gemm kernel, and two
     // kernels may round the same row differently.
-    const dnnl::memory::desc src_md({rows, in_}, dt::bf16, {in_, 1}), dst_md({rows, out_}, dt::f32, {out_, 1});
-    const auto m = impl_->cache.get(rows, [&] { return dnnl::matmul::desc(src_md, impl_->w_md, dst_md); });
-    execute(*m, src_md, x, impl_->w_md, impl_->w, dst_md, y);
+    const dt op = operand_type();
+    const dnnl::memory::desc w_md({in_, out_}, op, impl_->w_strides);
+    const void* w = operand(impl_->w, in_ * out_, 1);
+    auto block = [&](const std::uint16_t* xb, std::int64_t n, float* yb) {
+      const dnnl::memory::desc src_md({n, in_}, op, {in_, 1}), dst_md({n, out_}, dt::f32, {out_, 1});
+      const auto m = impl_->cache.get(n, [&] { return dnnl::matmul::desc(src_md, w_md, dst_md); });
+      execute(*m, src_md, operand(xb, n * in_, 0), w_md, w, dst_md, yb);
+    };
+    if (detail::rows_independent_of_batch()) return block(x, rows, y);
+    // Blocks of kFixedRows rows, the tail padded (detail::rows_independent_of_batch says why).
+    constexpr std::int64_t B = detail::kFixedRows;
+    for (std::int64_t first = 0; first < rows; first += B) {
+      const std::int64_t n = std::min(B, rows - first);
+      if (n == B) {
+        block(x + first * in_, B, y + first * out_);
+        continue;
+      }
+      auto* xs = reinterpret_cast<std::uint16_t*>(detail::thread_buffer(2, sizeof(std::uint16_t) * B * in_));
+      auto* ys = reinterpret_cast<float*>(detail::thread_buffer(3, sizeof(float) * B * out_));
+      std::copy(x + first * in_, x + (first + n) * in_, xs);
+      block(xs, B, ys);
+      std::copy(ys, ys + n * out_, y + first * out_);
+    }
   } catch (const dnnl::error& e) {
     rethrow(e, "oneDNN bf16 matmul");
   }
@@ -117,13 +148,14 @@ void Bf16WeightGradient::run(const std::uint16_t* dy, const std::uint16_t* x, st
   try {
     // dyᵀ read in place ([out, rows] with strides {1, out}); the sum post-op
     // accumulates into grad in float32.
-    const dnnl::memory::desc dy_t_md({out_, rows}, dt::bf16, {1, out_}), x_md({rows, in_}, dt::bf16, {in_, 1});
+    const dt op = operand_type();
+    const dnnl::memory::desc dy_t_md({out_, rows}, op, {1, out_}), x_md({rows, in_}, op, {in_, 1});
     const dnnl::memory::desc grad_md({out_, in_}, dt::f32, {in_, 1});
     dnnl::post_ops ops;
     ops.append_sum(1.0f);
     const auto m = impl_->cache.get(
         rows, [&] { return dnnl::matmul::desc(dy_t_md, x_md, grad_md); }, ops);
-    execute(*m, dy_t_md, dy, x_md, x, grad_md, grad);
+    execute(*m, dy_t_md, operand(dy, rows * out_, 0), x_md, operand(x, rows * in_, 1), grad_md, grad);
   } catch (const dnnl::error& e) {
     rethrow(e, "oneDNN bf16 weight-gradient matmul");
   }

@@ -4,6 +4,8 @@
 // is built without concurrent execution support, so in the default
 // (library) mode all primitives share one scratchpad; two workers running
 // matmuls at once would overwrite each other's intermediate results.
+#include <algorithm>
+#include <cstdint>
 #include <dnnl.hpp>
 #include <vector>
 
@@ -29,6 +31,67 @@ inline dnnl::memory thread_scratchpad(const dnnl::primitive_desc_base& pd, const
   const dnnl::memory::desc md = pd.scratchpad_desc();
   if (buffer.size() < md.get_size()) buffer.resize(md.get_size());
   return dnnl::memory(md, engine, buffer.data());
+}
+
+/// Whether this oneDNN runs matmuls on bf16 operands on this CPU. Debian's
+/// oneDNN 2.6 needs AVX-512 for them; on an AVX2-only machine every bf16
+/// kernel here widens its operands to float32 instead. That gives the same
+/// numbers class: a product of two bf16 values is exact in float32 and sums
+/// accumulate in float32 either way; only the speed-up is lost. Probed once.
+inline bool bf16_matmul_native() {
+  static const bool native = [] {
+    try {
+      using dt = dnnl::memory::data_type;
+      const dnnl::memory::desc a({4, 16}, dt::bf16, {16, 1}), b({16, 16}, dt::bf16, {16, 1}),
+          c({4, 16}, dt::f32, {16, 1});
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), cpu_engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return native;
+}
+
+/// Whether oneDNN's matmul gives every row the same result whatever the row
+/// count of the call. True for the AVX-512 (brgemm) kernels, which the tests
+/// check; the AVX2 kernels use other code for one row and for row tails, so
+/// there every matmul runs in blocks of kFixedRows rows (the tail padded),
+/// through one primitive of that row count (docs/task-graph.md).
+inline bool rows_independent_of_batch() {
+  static const bool independent = [] {
+    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+    return (isa & avx512) == avx512;
+  }();
+  return independent;
+}
+constexpr std::int64_t kFixedRows = 128;
+
+/// Runs `block(first, n)` for consecutive blocks of `rows`: one call of all
+/// rows where rows_independent_of_batch(), else blocks of kFixedRows rows.
+template <typename Block>
+void for_each_block(std::int64_t rows, Block&& block) {
+  if (rows_independent_of_batch()) return block(std::int64_t{0}, rows);
+  for (std::int64_t first = 0; first < rows; first += kFixedRows) block(first, std::min(kFixedRows, rows - first));
+}
+
+/// A thread-local buffer of at least `bytes` bytes, one per `slot`; zero-filled when grown.
+inline unsigned char* thread_buffer(int slot, std::size_t bytes) {
+  thread_local std::vector<unsigned char> buffers[4];
+  auto& b = buffers[slot];
+  if (b.size() < bytes) b.assign(bytes, 0);
+  return b.data();
+}
+
+/// `n` bf16 values (raw bits) widened to float32 in `buffer` (grown as needed).
+inline const float* widen_bf16(const std::uint16_t* x, std::int64_t n, std::vector<float>& buffer) {
+  if (buffer.size() < static_cast<std::size_t>(n)) buffer.resize(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint32_t bits = static_cast<std::uint32_t>(x[i]) << 16;
+    __builtin_memcpy(&buffer[static_cast<std::size_t>(i)], &bits, sizeof(float));
+  }
+  return buffer.data();
 }
 
 }  // namespace switchyard::kernels::detail

@@ -63,6 +63,30 @@ void Linear::run(const float* x, std::int64_t rows, float* y, std::int64_t ldx, 
   if (rows == 0) return;
   if (ldx == 0) ldx = in_;
   if (ldy == 0) ldy = out_;
+  if (detail::rows_independent_of_batch()) return execute(x, rows, y, ldx, ldy, accumulate);
+  // Blocks of kFixedRows dense rows through one primitive, the tail padded
+  // (detail::rows_independent_of_batch says why).
+  constexpr std::int64_t B = detail::kFixedRows;
+  for (std::int64_t first = 0; first < rows; first += B) {
+    const std::int64_t n = std::min(B, rows - first);
+    const float* xb = x + first * ldx;
+    float* yb = y + first * ldy;
+    if (n == B && ldx == in_ && ldy == out_ && !accumulate) {
+      execute(xb, B, yb, in_, out_, false);
+      continue;
+    }
+    auto* xs = reinterpret_cast<float*>(detail::thread_buffer(0, sizeof(float) * B * in_));
+    auto* ys = reinterpret_cast<float*>(detail::thread_buffer(1, sizeof(float) * B * out_));
+    for (std::int64_t r = 0; r < n; ++r) std::copy(xb + r * ldx, xb + r * ldx + in_, xs + r * in_);
+    execute(xs, B, ys, in_, out_, false);
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t j = 0; j < out_; ++j)
+        yb[r * ldy + j] = (accumulate ? yb[r * ldy + j] : 0.0f) + ys[r * out_ + j];
+  }
+}
+
+void Linear::execute(const float* x, std::int64_t rows, float* y, std::int64_t ldx, std::int64_t ldy,
+                     bool accumulate) const {
   try {
     auto& eng = detail::cpu_engine();
     const dnnl::memory::desc src_md({rows, in_}, dt::f32, {ldx, 1}), dst_md({rows, out_}, dt::f32, {ldy, 1});

@@ -2,6 +2,7 @@
 
 #include "dnnl_support.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <dnnl.hpp>
 #include <string>
@@ -34,7 +35,8 @@ std::uint16_t to_bf16(float f) {
 }  // namespace
 
 struct PackedLinear::Impl {
-  dt type;
+  bool bf16 = false;  // bf16 weights and inputs (computed in `type`)
+  dt type;            // what the kernel reads: bf16, or float32 where bf16 is not native
   Epilogue epilogue;
   Activation act;
   dnnl::memory::desc packed_md;
@@ -42,6 +44,7 @@ struct PackedLinear::Impl {
   std::map<std::pair<std::int64_t, bool>, std::pair<dnnl::matmul::primitive_desc, dnnl::matmul>>
       by_rows;  // (rows, bf16 output)
   std::vector<std::uint16_t> x_bf16;
+  std::vector<float> x_wide, y_wide;  // bf16 inputs widened, float32 outputs before rounding (not native)
 
   dnnl::matmul::primitive_desc describe(std::int64_t rows, std::int64_t in, std::int64_t out,
                                         const dnnl::memory::desc& weights, dt dst_type = dt::f32) const {
@@ -71,16 +74,17 @@ struct PackedLinear::Impl {
 PackedLinear::PackedLinear(const float* w, std::int64_t out_features, std::int64_t in_features, WeightType type,
                            Epilogue epilogue, Activation act)
     : impl_(std::make_unique<Impl>()), out_(out_features), in_(in_features) {
-  impl_->type = type == WeightType::kBF16 ? dt::bf16 : dt::f32;
+  impl_->bf16 = type == WeightType::kBF16;
+  impl_->type = impl_->bf16 && detail::bf16_matmul_native() ? dt::bf16 : dt::f32;
   impl_->epilogue = epilogue;
   impl_->act = act;
   try {
-    if (type == WeightType::kF32) {
+    if (!impl_->bf16) {
       impl_->pack(const_cast<float*>(w), in_, out_);
     } else {
       std::vector<std::uint16_t> bf(static_cast<std::size_t>(in_ * out_));
       convert_to_bf16(w, static_cast<std::int64_t>(bf.size()), bf.data());
-      impl_->pack(bf.data(), in_, out_);
+      pack_bf16(bf.data());
     }
   } catch (const dnnl::error& e) {
     throw Error(ErrorCode::kDnnl, std::string("oneDNN weight packing failed: ") + e.what());
@@ -90,14 +94,21 @@ PackedLinear::PackedLinear(const float* w, std::int64_t out_features, std::int64
 PackedLinear::PackedLinear(const std::uint16_t* w_bf16, std::int64_t out_features, std::int64_t in_features,
                            Epilogue epilogue, Activation act)
     : impl_(std::make_unique<Impl>()), out_(out_features), in_(in_features) {
-  impl_->type = dt::bf16;
+  impl_->bf16 = true;
+  impl_->type = detail::bf16_matmul_native() ? dt::bf16 : dt::f32;
   impl_->epilogue = epilogue;
   impl_->act = act;
   try {
-    impl_->pack(const_cast<std::uint16_t*>(w_bf16), in_, out_);
+    pack_bf16(w_bf16);
   } catch (const dnnl::error& e) {
     throw Error(ErrorCode::kDnnl, std::string("oneDNN weight packing failed: ") + e.what());
   }
+}
+
+void PackedLinear::pack_bf16(const std::uint16_t* w) {
+  if (impl_->type == dt::bf16) return impl_->pack(const_cast<std::uint16_t*>(w), in_, out_);
+  std::vector<float> wide;
+  impl_->pack(const_cast<float*>(detail::widen_bf16(w, in_ * out_, wide)), in_, out_);
 }
 
 PackedLinear::~PackedLinear() = default;
@@ -108,21 +119,53 @@ std::size_t PackedLinear::weight_bytes() const { return impl_->packed_md.get_siz
 void PackedLinear::run(const float* x, std::int64_t rows, float* y, const float* mul) {
   if (rows == 0) return;
   Impl& m = *impl_;
-  if (m.type == dt::bf16) {
+  if (m.bf16) {
     m.x_bf16.resize(static_cast<std::size_t>(rows * in_));
     convert_to_bf16(x, rows * in_, m.x_bf16.data());
-    execute(m.x_bf16.data(), rows, y, false, mul);
+    run_bf16(m.x_bf16.data(), rows, y, false, mul);
   } else {
     execute(x, rows, y, false, mul);
   }
 }
 
 void PackedLinear::run_bf16(const std::uint16_t* x, std::int64_t rows, void* y, bool y_bf16, const float* mul) {
-  check(impl_->type == dt::bf16, ErrorCode::kInternal, "PackedLinear::run_bf16 needs bf16 weights");
-  if (rows > 0) execute(x, rows, y, y_bf16, mul);
+  Impl& m = *impl_;
+  check(m.bf16, ErrorCode::kInternal, "PackedLinear::run_bf16 needs bf16 weights");
+  if (rows == 0) return;
+  if (m.type == dt::bf16) return execute(x, rows, y, y_bf16, mul);
+  // Not native: float32 kernel on the widened input, output rounded after the epilogue as the bf16 kernel does.
+  const float* wide = detail::widen_bf16(x, rows * in_, m.x_wide);
+  if (!y_bf16) return execute(wide, rows, y, false, mul);
+  m.y_wide.resize(static_cast<std::size_t>(rows * out_));
+  execute(wide, rows, m.y_wide.data(), false, mul);
+  convert_to_bf16(m.y_wide.data(), rows * out_, static_cast<std::uint16_t*>(y));
 }
 
 void PackedLinear::execute(const void* x, std::int64_t rows, void* y, bool y_bf16, const float* mul) {
+  if (detail::rows_independent_of_batch()) return execute_rows(x, rows, y, y_bf16, mul);
+  // Blocks of kFixedRows rows, the tail padded (detail::rows_independent_of_batch says why).
+  constexpr std::int64_t B = detail::kFixedRows;
+  const std::size_t x_row = (impl_->type == dt::bf16 ? 2 : 4) * in_, y_row = (y_bf16 ? 2 : 4) * out_;
+  const auto* xc = static_cast<const unsigned char*>(x);
+  auto* yc = static_cast<unsigned char*>(y);
+  for (std::int64_t first = 0; first < rows; first += B) {
+    const std::int64_t n = std::min(B, rows - first);
+    const float* mb = mul ? mul + first * out_ : nullptr;
+    if (n == B) {
+      execute_rows(xc + first * x_row, B, yc + first * y_row, y_bf16, mb);
+      continue;
+    }
+    unsigned char* xs = detail::thread_buffer(0, B * x_row);
+    unsigned char* ys = detail::thread_buffer(1, B * y_row);
+    auto* ms = mb ? reinterpret_cast<float*>(detail::thread_buffer(2, sizeof(float) * B * out_)) : nullptr;
+    std::copy(xc + first * x_row, xc + (first + n) * x_row, xs);
+    if (ms) std::copy(mb, mb + n * out_, ms);
+    execute_rows(xs, B, ys, y_bf16, ms);
+    std::copy(ys, ys + n * y_row, yc + first * y_row);
+  }
+}
+
+void PackedLinear::execute_rows(const void* x, std::int64_t rows, void* y, bool y_bf16, const float* mul) {
   Impl& m = *impl_;
   try {
     const auto key = std::make_pair(rows, y_bf16);

@@ -12,6 +12,7 @@
 #include "bench_baselines.hpp"
 #include "cli_runner.hpp"
 #include "commands.hpp"
+#include "switchyard/formats/model_config.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
 
@@ -60,7 +61,7 @@ layers::MlpWeights mlp(std::uint64_t seed, std::uint64_t id, std::int64_t H, std
 
 constexpr std::uint64_t kRouterId = 1u << 20, kSharedId = (1u << 20) + 1, kSkewId = (1u << 20) + 2;
 
-layers::ModelConfig bench_config(const BenchOptions& o) {
+formats::ModelConfig bench_config(const BenchOptions& o) {
   json c = {{"model_type", o.arch},
             {"hidden_size", o.hidden},
             {"num_experts_per_tok", o.top_k},
@@ -83,7 +84,7 @@ layers::ModelConfig bench_config(const BenchOptions& o) {
               {"norm_topk_prob", true},
               {"shared_expert_intermediate_size", o.ffn}});
   }
-  return layers::parse_model_config(c.dump(), "bench configuration");
+  return formats::parse_model_config(c.dump(), "bench configuration");
 }
 
 // Skewed routing: inputs share a direction u that the router rows favour by
@@ -127,7 +128,7 @@ void mlp_ref(const layers::MlpWeights& w, const float* x, kernels::Activation ac
 
 // Largest relative error of `y` on a sample of this rank's tokens against a
 // float64 evaluation of the same layer (same routing decisions).
-double sample_error(const BenchOptions& o, const layers::ModelConfig& config, const std::vector<float>& x,
+double sample_error(const BenchOptions& o, const formats::ModelConfig& config, const std::vector<float>& x,
                     const std::vector<float>& y, const layers::MoeForwardContext& ctx) {
   const std::int64_t H = o.hidden, samples = std::min<std::int64_t>(o.tokens, 4);
   double err = 0, scale = 1e-30;
@@ -158,7 +159,7 @@ double sample_error(const BenchOptions& o, const layers::ModelConfig& config, co
 
 void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   const int R = comm.size(), me = comm.rank();
-  layers::ModelConfig config;
+  formats::ModelConfig config;
   std::unique_ptr<layers::MoeLayer> layer;
   std::vector<float> x;
   const bool bf16 = o.dtype == "bf16", backward = o.pass == "fwd_bwd";
@@ -181,7 +182,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
     if (config.shared_intermediate_size > 0)
       w.shared = mlp(o.seed, kSharedId, o.hidden, config.shared_intermediate_size);
     layer = std::make_unique<layers::MoeLayer>(
-        config, std::move(w), placement, me,
+        formats::moe_config(config), std::move(w), placement, me,
         layers::MoeLayerOptions{
             .experts = {.inference_only = !backward,
                         .weight_type = bf16 ? kernels::WeightType::kBF16 : kernels::WeightType::kF32}});

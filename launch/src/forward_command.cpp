@@ -9,7 +9,7 @@
 #include "cli_runner.hpp"
 #include "commands.hpp"
 #include "layer_grads.hpp"
-#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/formats/checkpoint.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/npy.hpp"
@@ -49,13 +49,13 @@ std::int64_t block_begin(std::int64_t total, int parts, int idx) {
   return idx * (total / parts) + std::min<std::int64_t>(idx, total % parts);
 }
 
-void print_summary(const ForwardOptions& o, const layers::ModelConfig& config, const layers::MoeTensorNames& names,
+void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, const formats::MoeTensorNames& names,
                    const layers::ExpertPlacement& placement, const layers::ForwardStats& stats,
                    const std::vector<PhaseTimer::Entry>& phases) {
   std::printf(
       "switchyard forward: %s layer %lld (%s layout), %d rank%s, %lld tokens, hidden %lld, top-%lld of %lld experts\n",
-      layers::architecture_name(config.arch), static_cast<long long>(o.layer),
-      names.layout == layers::ExpertLayout::kFused ? "fused" : "per-expert", placement.num_ranks(),
+      formats::architecture_name(config.arch), static_cast<long long>(o.layer),
+      names.layout == formats::ExpertLayout::kFused ? "fused" : "per-expert", placement.num_ranks(),
       placement.num_ranks() == 1 ? "" : "s", static_cast<long long>(stats.num_tokens),
       static_cast<long long>(config.hidden_size), static_cast<long long>(config.top_k),
       static_cast<long long>(config.num_experts));
@@ -85,14 +85,14 @@ void print_summary(const ForwardOptions& o, const layers::ModelConfig& config, c
 void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   const int R = comm.size(), me = comm.rank();
   PhaseTimer load_timer;
-  layers::ModelConfig config;
+  formats::ModelConfig config;
   std::unique_ptr<layers::ExpertPlacement> placement;
   std::unique_ptr<NpyMatrix> input, grad_output;
   collective_step(comm, [&] {
     check_arg(o.grad_output.empty() == o.grads.empty(), "--grad-output and --grads go together: give both or neither");
     check_schedule_options(o.schedule);
-    config = layers::load_model_config(o.model_dir);
-    layers::check_moe_layer(config, o.layer);
+    config = formats::load_model_config(o.model_dir);
+    formats::check_moe_layer(config, o.layer);
     placement = std::make_unique<layers::ExpertPlacement>(config.num_experts, R);
     check_output_dir("--output", o.output);
     input = std::make_unique<NpyMatrix>(o.input);
@@ -109,16 +109,16 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
     }
   });
 
-  std::unique_ptr<layers::Checkpoint> ckpt;
+  std::unique_ptr<formats::Checkpoint> ckpt;
   std::unique_ptr<layers::MoeLayer> layer;
-  layers::MoeTensorNames names;
+  formats::MoeTensorNames names;
   collective_step(comm, [&] {
-    ckpt = std::make_unique<layers::Checkpoint>(o.model_dir);
-    names = layers::moe_tensor_names(*ckpt, config, o.layer);
+    ckpt = std::make_unique<formats::Checkpoint>(o.model_dir);
+    names = formats::moe_tensor_names(*ckpt, config, o.layer);
     auto weights =
-        layers::load_moe_weights(*ckpt, config, o.layer, placement->first_expert(me), placement->num_local(me));
+        formats::load_moe_weights(*ckpt, config, o.layer, placement->first_expert(me), placement->num_local(me));
     layer = std::make_unique<layers::MoeLayer>(
-        config, std::move(weights), *placement, me,
+        formats::moe_config(config), std::move(weights), *placement, me,
         layers::MoeLayerOptions{
             .capacity = {o.capacity_factor},
             .experts = {.inference_only = o.grads.empty(),
@@ -167,9 +167,9 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   collective_step(comm, [&] {
     if (me != 0) return;
     if (!grads.empty()) {
-      std::vector<layers::TensorToWrite> views;
+      std::vector<formats::TensorToWrite> views;
       for (auto& g : grads) views.push_back({g.name, g.shape, g.data.data()});
-      layers::write_safetensors(o.grads, views, {{"format", "pt"}});
+      formats::write_safetensors(o.grads, views, {{"format", "pt"}});
     }
     try {
       write_npy(o.output, all.data(), T, H);

@@ -4,8 +4,8 @@
 
 #include "cli_runner.hpp"
 #include "commands.hpp"
-#include "switchyard/layers/checkpoint.hpp"
-#include "switchyard/layers/moe_weights.hpp"
+#include "switchyard/formats/checkpoint.hpp"
+#include "switchyard/formats/moe_checkpoint.hpp"
 #include "switchyard/runtime/error.hpp"
 
 namespace switchyard::launch {
@@ -16,11 +16,11 @@ void add_inspect_options(CLI::App& sub, InspectOptions* o) {
 
 namespace {
 
-std::string describe(const layers::TensorView& t) { return layers::shape_string(t.shape) + " " + t.dtype_name; }
+std::string describe(const formats::TensorView& t) { return formats::shape_string(t.shape) + " " + t.dtype_name; }
 
-void print_layer(layers::Checkpoint& ckpt, const layers::ModelConfig& c, std::int64_t layer) {
-  const auto n = layers::moe_tensor_names(ckpt, c, layer);
-  const bool fused = n.layout == layers::ExpertLayout::kFused;
+void print_layer(formats::Checkpoint& ckpt, const formats::ModelConfig& c, std::int64_t layer) {
+  const auto n = formats::moe_tensor_names(ckpt, c, layer);
+  const bool fused = n.layout == formats::ExpertLayout::kFused;
   std::printf("layer %lld: MoE, %lld experts, top-%lld, %s layout\n", static_cast<long long>(layer),
               static_cast<long long>(c.num_experts), static_cast<long long>(c.top_k), fused ? "fused" : "per-expert");
   std::printf("  router %-60s %s\n", n.router.c_str(), describe(ckpt.tensor(n.router)).c_str());
@@ -52,12 +52,12 @@ void print_layer(layers::Checkpoint& ckpt, const layers::ModelConfig& c, std::in
 void run_inspect(const InspectOptions& o, comm::Communicator& comm) {
   collective_step(comm, [&] {
     if (comm.rank() != 0) return;
-    const auto c = layers::load_model_config(o.model_dir);
-    layers::Checkpoint ckpt(o.model_dir);
+    const auto c = formats::load_model_config(o.model_dir);
+    formats::Checkpoint ckpt(o.model_dir);
     std::printf(
         "model: %s\narchitecture: %s\nlayers: %lld, hidden_size %lld, expert intermediate size %lld, "
         "hidden_act %s\n",
-        o.model_dir.c_str(), layers::architecture_name(c.arch), static_cast<long long>(c.num_layers),
+        o.model_dir.c_str(), formats::architecture_name(c.arch), static_cast<long long>(c.num_layers),
         static_cast<long long>(c.hidden_size), static_cast<long long>(c.expert_intermediate_size),
         c.hidden_act.c_str());
     std::printf("routing: %s scores, top-%lld of %lld experts%s%s\n",
@@ -76,7 +76,7 @@ void run_inspect(const InspectOptions& o, comm::Communicator& comm) {
     std::printf("MoE layers: %s\n", moe_layers.empty() ? "(none)" : moe_layers.c_str());
     for (std::int64_t l = 0; l < c.num_layers; ++l) {
       if (!c.is_moe_layer(l)) continue;
-      const auto n = layers::moe_tensor_names(ckpt, c, l);
+      const auto n = formats::moe_tensor_names(ckpt, c, l);
       if (!ckpt.contains(n.router)) {
         std::printf("layer %lld: MoE (tensors not in this checkpoint)\n", static_cast<long long>(l));
         continue;

@@ -15,7 +15,7 @@ std::vector<float> rows_of(const std::vector<float>& v, std::int64_t first_row, 
 }  // namespace
 
 std::vector<NamedTensor> collect_layer_gradients(comm::Communicator& comm, layers::MoeLayer& layer,
-                                                 const layers::MoeTensorNames& names) {
+                                                 const formats::MoeTensorNames& names) {
   const auto& c = layer.config();
   const std::int64_t H = c.hidden_size, I = c.expert_intermediate_size, E = c.num_experts;
   const int R = comm.size();
@@ -45,7 +45,7 @@ std::vector<NamedTensor> collect_layer_gradients(comm::Communicator& comm, layer
   auto expert_part = [&](std::int64_t e, std::int64_t first_row, std::int64_t num_rows) {
     return rows_of(experts, e * 3 * I + first_row, num_rows, H);  // gate_up is [2I, H]; down [H, I] = I*H floats
   };
-  if (names.layout == layers::ExpertLayout::kFused) {
+  if (names.layout == formats::ExpertLayout::kFused) {
     std::vector<float> gate_up, down;
     for (std::int64_t e = 0; e < E; ++e) {
       auto gu = expert_part(e, 0, 2 * I);

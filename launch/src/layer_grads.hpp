@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "switchyard/comm/communicator.hpp"
+#include "switchyard/formats/moe_checkpoint.hpp"
 #include "switchyard/layers/moe_layer.hpp"
-#include "switchyard/layers/moe_weights.hpp"
 
 namespace switchyard::launch {
 
@@ -24,6 +24,6 @@ struct NamedTensor {
 /// result is filled on rank 0 only. The selection bias is not trained by
 /// gradient and is not included.
 std::vector<NamedTensor> collect_layer_gradients(comm::Communicator& comm, layers::MoeLayer& layer,
-                                                 const layers::MoeTensorNames& names);
+                                                 const formats::MoeTensorNames& names);
 
 }  // namespace switchyard::launch

@@ -11,8 +11,8 @@
 
 #include "cli_runner.hpp"
 #include "commands.hpp"
-#include "switchyard/layers/trainer.hpp"
 #include "switchyard/runtime/error.hpp"
+#include "switchyard/train/trainer.hpp"
 
 namespace switchyard::launch {
 
@@ -70,7 +70,7 @@ class JsonLog {
   std::unique_ptr<std::ofstream> out_;
 };
 
-json experts_json(const layers::EvalResult& r, const layers::TextCorpus& corpus) {
+json experts_json(const train::EvalResult& r, const train::TextCorpus& corpus) {
   json out = json::array();
   for (const auto& e : r.experts) {
     json inputs = json::array();
@@ -83,7 +83,7 @@ json experts_json(const layers::EvalResult& r, const layers::TextCorpus& corpus)
   return out;
 }
 
-void print_specialisation(const layers::EvalResult& r, const layers::TextCorpus& corpus) {
+void print_specialisation(const train::EvalResult& r, const train::TextCorpus& corpus) {
   std::printf(
       "expert specialisation on held-out text: share of routed slots | the input characters whose\n"
       "next-character predictions it serves most, with the share of that character's tokens routed to it:\n");
@@ -104,19 +104,19 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
   const auto t_start = Clock::now();
   const bool lead = comm.rank() == 0;
   const bool talk = lead && !o.quiet;
-  std::unique_ptr<layers::Trainer> trainer;
+  std::unique_ptr<train::Trainer> trainer;
   JsonLog log;
   collective_step(comm, [&] {
     check_arg(o.save_every == 0 || !o.save.empty(), "--save-every needs --save DIR");
     check_schedule_options(o.schedule);
-    layers::TrainConfig config = layers::load_train_config(o.config);
+    train::TrainConfig config = train::load_train_config(o.config);
     if (o.steps > 0) {
       config.steps = o.steps;
       config.optimizer.total_steps = o.steps;
     }
     if (!o.dtype.empty()) config.dtype = o.dtype;
     if (lead && !o.json.empty()) log.open(o.json);
-    trainer = std::make_unique<layers::Trainer>(config, comm);
+    trainer = std::make_unique<train::Trainer>(config, comm);
   });
   std::unique_ptr<StepRunner> runner;
   collective_step(comm, [&] {
@@ -125,15 +125,15 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
   });
   if (!o.resume.empty()) collective_step(comm, [&] { trainer->resume(o.resume); });
 
-  const layers::TrainConfig& c = trainer->config();
-  const layers::TextCorpus& corpus = trainer->corpus();
+  const train::TrainConfig& c = trainer->config();
+  const train::TextCorpus& corpus = trainer->corpus();
   const std::int64_t last = o.stop_after > 0 ? std::min(o.stop_after, c.steps) : c.steps;
-  const auto baselines = layers::ngram_baselines(corpus);
+  const auto baselines = train::ngram_baselines(corpus);
   if (talk) {
     std::printf(
         "switchyard train: %s, %s router, %lld ranks, %lld experts (top-%lld), %lld blocks, hidden %lld, "
         "ffn %lld, context %lld\n",
-        o.config.c_str(), layers::architecture_name(c.model.arch), static_cast<long long>(comm.size()),
+        o.config.c_str(), formats::architecture_name(c.model.arch), static_cast<long long>(comm.size()),
         static_cast<long long>(c.model.num_experts), static_cast<long long>(c.model.top_k),
         static_cast<long long>(c.model.num_layers), static_cast<long long>(c.model.hidden_size),
         static_cast<long long>(c.model.expert_intermediate_size), static_cast<long long>(c.context));
@@ -156,7 +156,7 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
   double window_loss = 0.0, last_train_loss = NAN;
   while (trainer->step() < last) {
     runner->restart_trace();  // --trace shows the last training step
-    const layers::StepReport rep = trainer->train_step();
+    const train::StepReport rep = trainer->train_step();
     window_tokens += rep.tokens;
     window_loss += rep.loss;
     ++window_steps;
@@ -193,7 +193,7 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
       window_loss = 0.0;
     }
     if (c.eval_interval > 0 && s % c.eval_interval == 0 && s != last) {
-      const layers::EvalResult ev = trainer->evaluate(c.eval_tokens, false);
+      const train::EvalResult ev = trainer->evaluate(c.eval_tokens, false);
       if (talk) {
         std::printf("eval  step %lld: val_loss %.4f on %lld held-out characters\n", static_cast<long long>(s), ev.loss,
                     static_cast<long long>(ev.tokens));
@@ -213,7 +213,7 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
     if (talk) std::printf("saved %s at step %lld\n", o.save.c_str(), static_cast<long long>(trainer->step()));
   }
 
-  const layers::EvalResult ev = trainer->evaluate(c.final_eval_tokens, true);
+  const train::EvalResult ev = trainer->evaluate(c.final_eval_tokens, true);
   const double wall = std::chrono::duration<double>(Clock::now() - t_start).count();
   if (!lead) return;
   const std::int64_t trained = trainer->step() - first;

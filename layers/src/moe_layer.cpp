@@ -11,10 +11,10 @@
 
 namespace switchyard::layers {
 
-MoeLayer::MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPlacement& placement, int rank,
+MoeLayer::MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlacement& placement, int rank,
                    MoeLayerOptions options)
     : config_(config),
-      router_(router_config(config)),
+      router_(config.router),
       placement_(placement),
       options_(options),
       first_expert_(weights.first_expert),

@@ -1,5 +1,7 @@
 #include "switchyard/layers/router.hpp"
 
+#include "switchyard/layers/moe_config.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -22,20 +24,14 @@ void RouterConfig::validate() const {
   check_arg(top_k <= topk_group * (num_experts / n_group), "router: top_k exceeds the experts of the selected groups");
 }
 
-RouterConfig router_config(const ModelConfig& c) {
-  RouterConfig r;
-  r.score = c.score;
-  r.num_experts = c.num_experts;
-  r.top_k = c.top_k;
-  r.renormalize = c.norm_topk_prob;
-  if (c.arch == Architecture::kDeepseekV3) {
-    r.renormalize_epsilon = 1e-20f;
-    r.n_group = c.n_group;
-    r.topk_group = c.topk_group;
-    r.scaling = static_cast<float>(c.routed_scaling_factor);
-  }
-  r.validate();
-  return r;
+void MoeConfig::validate() const {
+  check_arg(hidden_size > 0, "MoE config: hidden_size must be positive, got " + std::to_string(hidden_size));
+  check_arg(expert_intermediate_size > 0,
+            "MoE config: expert_intermediate_size must be positive, got " + std::to_string(expert_intermediate_size));
+  check_arg(router.num_experts == num_experts && router.top_k == top_k,
+            "MoE config: the router's num_experts/top_k differ from the block's");
+  check_arg(shared_intermediate_size >= 0, "MoE config: shared_intermediate_size must not be negative");
+  router.validate();
 }
 
 void route(const RouterConfig& config, const float* logits, const float* selection_bias, std::int64_t num_tokens,

@@ -13,15 +13,15 @@
 #include "../support/finite_diff.hpp"
 #include "../support/moe_reference.hpp"
 #include "../support/mpi_support.hpp"
-#include "random_moe_checkpoint.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
-#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/formats/checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 
 namespace {
 
 using namespace switchyard;
-using layers::Architecture;
+using formats::Architecture;
 using test_support::finite_diff;
 using test_support::Vec;
 
@@ -43,8 +43,8 @@ double rel_error(const float* got, const Vec& want) {
   return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
 }
 
-examples::RandomMoeSpec spec_for(Architecture arch, std::uint64_t seed) {
-  examples::RandomMoeSpec s;
+formats::RandomMoeSpec spec_for(Architecture arch, std::uint64_t seed) {
+  formats::RandomMoeSpec s;
   s.arch = arch;
   s.seed = seed;
   s.hidden = 16;
@@ -67,18 +67,19 @@ TEST_P(Bf16MoeLayer, OutputAndGradientsMatchFloat64) {
   const std::string dir = test_support::shared_temp_dir(me);
   ASSERT_FALSE(dir.empty());
   const std::string mine = dir + "/rank" + std::to_string(me);
-  const auto arrays = examples::write_random_moe_checkpoint(spec, mine);
+  const auto arrays = formats::write_random_moe_checkpoint(spec, mine);
   const std::int64_t layer = spec.layers - 1, H = spec.hidden, T = kTokens;
 
-  const auto config = layers::load_model_config(mine);
-  layers::Checkpoint ckpt(mine);
+  const auto config = formats::load_model_config(mine);
+  formats::Checkpoint ckpt(mine);
   layers::ExpertPlacement placement(config.num_experts, R);
   layers::MoeLayerOptions options{.experts = {.weight_type = kernels::WeightType::kBF16}};
   layers::MoeLayer moe(
-      config, layers::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me)),
-      placement, me, options);
+      formats::moe_config(config),
+      formats::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me)), placement,
+      me, options);
 
-  const auto x = examples::random_matrix(T, H, 5), g = examples::random_matrix(T, H, 6);
+  const auto x = formats::random_matrix(T, H, 5), g = formats::random_matrix(T, H, 6);
   const std::int64_t begin = test_support::block_begin(T, R, me), rows = test_support::block_rows(T, R, me);
   std::vector<float> y(rows * H), dx(rows * H);
   layers::ForwardStats stats;
@@ -120,6 +121,6 @@ TEST_P(Bf16MoeLayer, OutputAndGradientsMatchFloat64) {
 INSTANTIATE_TEST_SUITE_P(Architectures, Bf16MoeLayer,
                          ::testing::Values(Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe,
                                            Architecture::kDeepseekV3),
-                         [](const auto& info) { return std::string(layers::architecture_name(info.param)); });
+                         [](const auto& info) { return std::string(formats::architecture_name(info.param)); });
 
 }  // namespace

@@ -16,19 +16,19 @@
 
 #include "../support/moe_reference.hpp"
 #include "../support/mpi_support.hpp"
-#include "random_moe_checkpoint.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
-#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/formats/checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 
 namespace {
 
 using namespace switchyard;
-using layers::Architecture;
+using formats::Architecture;
 
 struct Case {
   std::string name;
-  examples::RandomMoeSpec spec;
+  formats::RandomMoeSpec spec;
   std::int64_t layer = 1;
   std::int64_t tokens = 29;
   double capacity_factor = 0.0;
@@ -46,19 +46,19 @@ TEST_P(MoeDistributed, MatchesDenseReference) {
   const int R = comm.size(), me = comm.rank();
   const std::string dir = test_support::shared_temp_dir(me);
   ASSERT_FALSE(dir.empty());
-  std::vector<examples::MoeLayerArrays> arrays;
-  if (me == 0) arrays = examples::write_random_moe_checkpoint(c.spec, dir);
+  std::vector<formats::MoeLayerArrays> arrays;
+  if (me == 0) arrays = formats::write_random_moe_checkpoint(c.spec, dir);
   MPI_Barrier(MPI_COMM_WORLD);
 
-  const auto config = layers::load_model_config(dir);
-  layers::Checkpoint ckpt(dir);
+  const auto config = formats::load_model_config(dir);
+  formats::Checkpoint ckpt(dir);
   layers::ExpertPlacement placement(config.num_experts, R);
-  auto weights = layers::load_moe_weights(ckpt, config, c.layer, placement.first_expert(me), placement.num_local(me));
-  layers::MoeLayer layer(config, std::move(weights), placement, me,
+  auto weights = formats::load_moe_weights(ckpt, config, c.layer, placement.first_expert(me), placement.num_local(me));
+  layers::MoeLayer layer(formats::moe_config(config), std::move(weights), placement, me,
                          layers::MoeLayerOptions{.capacity = {c.capacity_factor}, .experts = c.experts});
 
   const std::int64_t H = c.spec.hidden, T = c.tokens;
-  const auto x = examples::random_matrix(T, H, 99 + c.spec.seed);
+  const auto x = formats::random_matrix(T, H, 99 + c.spec.seed);
   const std::int64_t begin = me * (T / R) + std::min<std::int64_t>(me, T % R);
   const std::int64_t rows = T / R + (me < T % R ? 1 : 0);
   std::vector<float> y(rows * H);
@@ -96,8 +96,8 @@ TEST_P(MoeDistributed, MatchesDenseReference) {
   }
 }
 
-examples::RandomMoeSpec spec(Architecture arch, bool fused, int shards, std::uint64_t seed) {
-  examples::RandomMoeSpec s;
+formats::RandomMoeSpec spec(Architecture arch, bool fused, int shards, std::uint64_t seed) {
+  formats::RandomMoeSpec s;
   s.arch = arch;
   s.fused = fused;
   s.shards = shards;
@@ -123,11 +123,11 @@ std::vector<Case> cases() {
     for (bool fused : {false, true})
       out.push_back({std::string(name) + (fused ? "_fused" : "_per_expert"), spec(arch, fused, fused ? 1 : 3, seed++)});
   Case bf16{"mixtral_bf16_gelu", spec(Architecture::kMixtral, false, 2, 21)};
-  bf16.spec.dtype = layers::DType::kBF16;
+  bf16.spec.dtype = formats::DType::kBF16;
   bf16.spec.hidden_act = "gelu";
   out.push_back(bf16);
   Case f16{"qwen2_moe_f16_uneven_experts", spec(Architecture::kQwen2Moe, true, 2, 22)};
-  f16.spec.dtype = layers::DType::kF16;
+  f16.spec.dtype = formats::DType::kF16;
   f16.spec.experts = 7;  // uneven blocks at 2, 3 and 4 ranks
   out.push_back(f16);
   Case few{"deepseek_v3_fewer_tokens_than_ranks", spec(Architecture::kDeepseekV3, false, 1, 23)};

@@ -13,22 +13,22 @@
 #include "../support/finite_diff.hpp"
 #include "../support/moe_reference.hpp"
 #include "../support/mpi_support.hpp"
-#include "random_moe_checkpoint.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
-#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/formats/checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 
 namespace {
 
 using namespace switchyard;
-using layers::Architecture;
+using formats::Architecture;
 using test_support::finite_diff;
 using test_support::RefParams;
 using test_support::Vec;
 
 struct GradCase {
   std::string name;
-  examples::RandomMoeSpec spec;
+  formats::RandomMoeSpec spec;
   double aux_coef = 0.0, z_coef = 0.0;
 };
 
@@ -64,20 +64,21 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   ASSERT_FALSE(dir.empty());
   // Every rank writes its own copy, so every rank also has the arrays.
   const std::string mine = dir + "/rank" + std::to_string(me);
-  const auto arrays = examples::write_random_moe_checkpoint(c.spec, mine);
+  const auto arrays = formats::write_random_moe_checkpoint(c.spec, mine);
   const std::int64_t layer = c.spec.layers - 1;
 
-  const auto config = layers::load_model_config(mine);
-  layers::Checkpoint ckpt(mine);
+  const auto config = formats::load_model_config(mine);
+  formats::Checkpoint ckpt(mine);
   layers::ExpertPlacement placement(config.num_experts, R);
   layers::MoeLayerOptions options{.aux_loss_coef = c.aux_coef, .z_loss_coef = c.z_coef};
   layers::MoeLayer moe(
-      config, layers::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me)),
-      placement, me, options);
+      formats::moe_config(config),
+      formats::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me)), placement,
+      me, options);
 
   const std::int64_t H = c.spec.hidden, T = kTokens;
-  const auto x = examples::random_matrix(T, H, 5 + c.spec.seed);
-  const auto g = examples::random_matrix(T, H, 6 + c.spec.seed);
+  const auto x = formats::random_matrix(T, H, 5 + c.spec.seed);
+  const auto g = formats::random_matrix(T, H, 6 + c.spec.seed);
   const std::int64_t begin = test_support::block_begin(T, R, me), rows = test_support::block_rows(T, R, me);
   std::vector<float> y(rows * H), dx(rows * H);
   layers::ForwardStats stats;
@@ -116,8 +117,8 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   if (me == 0) std::filesystem::remove_all(dir);
 }
 
-examples::RandomMoeSpec small(Architecture arch, std::uint64_t seed) {
-  examples::RandomMoeSpec s;
+formats::RandomMoeSpec small(Architecture arch, std::uint64_t seed) {
+  formats::RandomMoeSpec s;
   s.arch = arch;
   s.seed = seed;
   s.hidden = 6;
@@ -159,21 +160,21 @@ TEST(SelectionBias, UpdateBalancesSkewedLoad) {
   comm::MpiCommunicator comm(MPI_COMM_WORLD);
   const int R = comm.size(), me = comm.rank();
   const std::string dir = test_support::shared_temp_dir(me);
-  examples::RandomMoeSpec s = small(Architecture::kDeepseekV3, 77);
+  formats::RandomMoeSpec s = small(Architecture::kDeepseekV3, 77);
   s.experts = 8;
   s.n_group = 4;
   s.topk_group = 2;
   s.hidden = 16;
   const std::string mine = dir + "/rank" + std::to_string(me);
-  examples::write_random_moe_checkpoint(s, mine);
-  const auto config = layers::load_model_config(mine);
-  layers::Checkpoint ckpt(mine);
+  formats::write_random_moe_checkpoint(s, mine);
+  const auto config = formats::load_model_config(mine);
+  formats::Checkpoint ckpt(mine);
   layers::ExpertPlacement placement(config.num_experts, R);
-  layers::MoeLayer moe(config,
-                       layers::load_moe_weights(ckpt, config, 1, placement.first_expert(me), placement.num_local(me)),
+  layers::MoeLayer moe(formats::moe_config(config),
+                       formats::load_moe_weights(ckpt, config, 1, placement.first_expert(me), placement.num_local(me)),
                        placement, me);
   // Skewed input: every token leans the same way, so few experts win.
-  auto x = examples::random_matrix(64, s.hidden, 3 + me, 0.3f);
+  auto x = formats::random_matrix(64, s.hidden, 3 + me, 0.3f);
   for (std::int64_t t = 0; t < 64; ++t) x[t * s.hidden] += 3.0f;
   std::vector<float> y(x.size());
   auto imbalance = [&] {

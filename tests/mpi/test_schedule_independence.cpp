@@ -14,9 +14,10 @@
 #include <vector>
 
 #include "../support/mpi_support.hpp"
-#include "random_moe_checkpoint.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
-#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/formats/checkpoint.hpp"
+#include "switchyard/formats/moe_checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/task_graph.hpp"
@@ -24,7 +25,7 @@
 namespace {
 
 using namespace switchyard;
-using layers::Architecture;
+using formats::Architecture;
 
 struct Result {
   std::vector<float> y, dx;
@@ -32,8 +33,8 @@ struct Result {
   std::vector<std::int64_t> load;
 };
 
-examples::RandomMoeSpec spec(Architecture arch, int seed) {
-  examples::RandomMoeSpec s;
+formats::RandomMoeSpec spec(Architecture arch, int seed) {
+  formats::RandomMoeSpec s;
   s.arch = arch;
   s.hidden = 24;
   s.inter = 20;
@@ -79,20 +80,20 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
   ASSERT_FALSE(dir.empty());
   const std::string mine = dir + "/rank" + std::to_string(me);
   const auto s = spec(GetParam(), 40 + static_cast<int>(GetParam()));
-  examples::write_random_moe_checkpoint(s, mine);
-  const auto config = layers::load_model_config(mine);
-  layers::Checkpoint ckpt(mine);
+  formats::write_random_moe_checkpoint(s, mine);
+  const auto config = formats::load_model_config(mine);
+  formats::Checkpoint ckpt(mine);
   layers::ExpertPlacement placement(config.num_experts, R);
   const std::int64_t layer_index = s.layers - 1, H = s.hidden;
   // Uneven token counts per rank, one rank with fewer tokens than chunks.
   const std::int64_t T = me == 1 ? 5 : 53 + 7 * me;
-  const auto x = examples::random_matrix(T, H, 300 + me);
-  const auto g = examples::random_matrix(T, H, 400 + me);
+  const auto x = formats::random_matrix(T, H, 300 + me);
+  const auto g = formats::random_matrix(T, H, 400 + me);
 
   for (bool training : {true, false}) {
     layers::MoeLayer layer(
-        config,
-        layers::load_moe_weights(ckpt, config, layer_index, placement.first_expert(me), placement.num_local(me)),
+        formats::moe_config(config),
+        formats::load_moe_weights(ckpt, config, layer_index, placement.first_expert(me), placement.num_local(me)),
         placement, me,
         layers::MoeLayerOptions{.experts = {.inference_only = !training}, .aux_loss_coef = 0.01, .z_loss_coef = 0.001});
     auto run = [&](const layers::StepSchedule& schedule) {
@@ -142,7 +143,7 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
 
 INSTANTIATE_TEST_SUITE_P(Archs, ScheduleIndependence,
                          ::testing::Values(Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kDeepseekV3),
-                         [](const auto& info) { return std::string(layers::architecture_name(info.param)); });
+                         [](const auto& info) { return std::string(formats::architecture_name(info.param)); });
 
 // The last rank's experts cannot run a backward (built for inference), so
 // its experts_grad tasks throw while the other ranks' succeed: every rank
@@ -155,15 +156,16 @@ TEST(ScheduleFailure, FailingTaskOnOneRankStopsTheStepOnEveryRank) {
   ASSERT_FALSE(dir.empty());
   const std::string mine = dir + "/fail" + std::to_string(me);
   const auto s = spec(Architecture::kQwen2Moe, 77);
-  examples::write_random_moe_checkpoint(s, mine);
-  const auto config = layers::load_model_config(mine);
-  layers::Checkpoint ckpt(mine);
+  formats::write_random_moe_checkpoint(s, mine);
+  const auto config = formats::load_model_config(mine);
+  formats::Checkpoint ckpt(mine);
   layers::ExpertPlacement placement(config.num_experts, R);
   layers::MoeLayer layer(
-      config, layers::load_moe_weights(ckpt, config, s.layers - 1, placement.first_expert(me), placement.num_local(me)),
+      formats::moe_config(config),
+      formats::load_moe_weights(ckpt, config, s.layers - 1, placement.first_expert(me), placement.num_local(me)),
       placement, me, layers::MoeLayerOptions{.experts = {.inference_only = me == R - 1}});
   const std::int64_t T = 40, H = s.hidden;
-  const auto x = examples::random_matrix(T, H, 500 + me);
+  const auto x = formats::random_matrix(T, H, 500 + me);
   std::vector<float> y(T * H), dx(T * H);
   Executor executor(2);
   for (int chunks : {1, 3})

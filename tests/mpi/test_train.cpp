@@ -19,13 +19,15 @@
 #include <vector>
 
 #include "switchyard/comm/mpi_communicator.hpp"
-#include "switchyard/layers/trainer.hpp"
+#include "switchyard/train/trainer.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using namespace switchyard;
 using namespace switchyard::layers;
+using namespace switchyard::formats;
+using namespace switchyard::train;
 
 // A directory named by rank 0 and removed by it at the end.
 class SharedTempDir {

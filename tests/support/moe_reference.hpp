@@ -10,12 +10,13 @@
 #include <string>
 #include <vector>
 
-#include "random_moe_checkpoint.hpp"
+#include "switchyard/formats/moe_checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 
 namespace switchyard::test_support {
 
 using Vec = std::vector<double>;
-using layers::Architecture;
+using formats::Architecture;
 
 /// One MoE layer's parameters in double precision.
 struct RefParams {
@@ -26,7 +27,7 @@ struct RefParams {
 
 inline Vec to_double(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
 
-inline RefParams ref_params(const examples::MoeLayerArrays& a) {
+inline RefParams ref_params(const formats::MoeLayerArrays& a) {
   RefParams p{to_double(a.router),
               to_double(a.bias),
               {},
@@ -83,7 +84,7 @@ struct RefChoice {
   Vec logits;
 };
 
-inline RefChoice ref_route(const examples::RandomMoeSpec& s, const RefParams& a, const double* x) {
+inline RefChoice ref_route(const formats::RandomMoeSpec& s, const RefParams& a, const double* x) {
   const std::int64_t H = s.hidden, E = s.experts;
   RefChoice ch;
   ch.logits.assign(E, 0.0);
@@ -126,7 +127,7 @@ inline RefChoice ref_route(const examples::RandomMoeSpec& s, const RefParams& a,
   return ch;
 }
 
-inline std::int64_t ref_shared_inter(const examples::RandomMoeSpec& s) {
+inline std::int64_t ref_shared_inter(const formats::RandomMoeSpec& s) {
   return s.arch == Architecture::kQwen2Moe     ? s.shared_inter
          : s.arch == Architecture::kDeepseekV3 ? s.inter * s.n_shared_experts
                                                : 0;
@@ -142,7 +143,7 @@ struct RefOutput {
 /// The layer over all T tokens. With a capacity factor, each rank's block of
 /// tokens admits at most ceil(cf * T_r * k / E) slots per expert, first choices
 /// first, then in token order.
-inline RefOutput ref_forward(const examples::RandomMoeSpec& s, const RefParams& a, const Vec& x, std::int64_t T,
+inline RefOutput ref_forward(const formats::RandomMoeSpec& s, const RefParams& a, const Vec& x, std::int64_t T,
                              double capacity_factor = 0.0, int ranks = 1) {
   const std::int64_t H = s.hidden, K = s.top_k, E = s.experts;
   std::vector<RefChoice> choices;

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "../support/moe_reference.hpp"
-#include "random_moe_checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 #include "switchyard/kernels/packed_linear.hpp"
 #include "switchyard/layers/experts.hpp"
 
@@ -36,8 +36,8 @@ std::vector<layers::MlpWeights> random_experts(std::int64_t count, std::uint64_t
   std::vector<layers::MlpWeights> experts;
   for (std::int64_t e = 0; e < count; ++e) {
     const float gate_up_scale = 2.0f / std::sqrt(float(hidden)), down_scale = 2.0f / std::sqrt(float(inter));
-    experts.push_back({hidden, inter, examples::random_matrix(2 * inter, hidden, seed + 2 * e, gate_up_scale),
-                       examples::random_matrix(hidden, inter, seed + 2 * e + 1, down_scale)});
+    experts.push_back({hidden, inter, formats::random_matrix(2 * inter, hidden, seed + 2 * e, gate_up_scale),
+                       formats::random_matrix(hidden, inter, seed + 2 * e + 1, down_scale)});
   }
   return experts;
 }
@@ -85,7 +85,7 @@ TEST_P(RowInvariance, RowResultsDoNotDependOnBatching) {
                                              0, kernels::Activation::kSilu);
   const std::vector<std::int64_t> counts = {75, 64};
   const std::int64_t n = 139;
-  const auto x = examples::random_matrix(n, H, 1), g = examples::random_matrix(n, H, 2);
+  const auto x = formats::random_matrix(n, H, 1), g = formats::random_matrix(n, H, 2);
   const RowResults whole = run_rows(*experts, H, x.data(), counts, g.data());
   const std::int64_t S = experts->saved_per_row(), G = experts->grad_saved_per_row();
 
@@ -190,8 +190,8 @@ double rel_error(const float* got, const Vec& want) {
 
 TEST(Bf16Experts, ReferenceGradientsMatchFiniteDifferences) {
   // The analytic float64 gradients above, checked once on a tiny expert.
-  layers::MlpWeights w{3, 2, examples::random_matrix(4, 3, 5), examples::random_matrix(3, 2, 6)};
-  const auto x = examples::random_matrix(2, 3, 7), g = examples::random_matrix(2, 3, 8);
+  layers::MlpWeights w{3, 2, formats::random_matrix(4, 3, 5), formats::random_matrix(3, 2, 6)};
+  const auto x = formats::random_matrix(2, 3, 7), g = formats::random_matrix(2, 3, 8);
   for (const char* act : {"silu", "gelu", "gelu_tanh", "relu"}) {
     const RefExpert r = ref_expert(w, act, x.data(), g.data(), 2);
     auto loss = [&](const layers::MlpWeights& ww, const std::vector<float>& xx) {
@@ -248,12 +248,12 @@ void round_to_bf16(std::vector<float>* x) {
 TEST_P(ExpertAccuracy, OutputsAndGradientsMatchFloat64) {
   const auto& c = GetParam();
   kernels::Activation act;
-  ASSERT_TRUE(kernels::parse_activation(c.act == "gelu_tanh" ? "gelu_pytorch_tanh" : c.act, &act));
+  ASSERT_TRUE(formats::parse_activation(c.act == "gelu_tanh" ? "gelu_pytorch_tanh" : c.act, &act));
   const double tolerance = c.type == kernels::WeightType::kBF16 ? kBf16Tolerance : kF32Tolerance;
   auto weights = random_experts(2, 21);
   const std::vector<std::int64_t> counts = {57, 40};
   const std::int64_t n = 97;
-  auto x = examples::random_matrix(n, kHidden, 3), g = examples::random_matrix(n, kHidden, 4);
+  auto x = formats::random_matrix(n, kHidden, 3), g = formats::random_matrix(n, kHidden, 4);
   if (c.act == "relu") {
     // NOTE: relu' jumps at 0, so a gate that rounding moves across 0 flips
     // its whole gradient term (a 3-5% error against float64 here). With x
@@ -332,7 +332,7 @@ TEST(Bf16Experts, ForwardSeesInPlaceWeightUpdates) {
   // An optimizer step writes Parameter::value in place between steps.
   auto updated = make_experts(kernels::WeightType::kBF16, 1, 41);
   const std::vector<std::int64_t> counts = {9};
-  const auto x = examples::random_matrix(9, kHidden, 5);
+  const auto x = formats::random_matrix(9, kHidden, 5);
   std::vector<float> y(9 * kHidden), saved(9 * updated->saved_per_row());
   updated->forward(x.data(), counts.data(), y.data(), saved.data());
   const std::vector<float> before = y;

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "switchyard/layers/checkpoint.hpp"
-#include "switchyard/layers/safetensors.hpp"
+#include "switchyard/formats/checkpoint.hpp"
+#include "switchyard/formats/safetensors.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/npy.hpp"
 
@@ -30,7 +30,7 @@ using switchyard::ErrorCode;
 using switchyard::npy_bytes;
 using switchyard::NpyMatrix;
 using switchyard::write_npy;
-using namespace switchyard::layers;
+using namespace switchyard::formats;
 
 // ---------------------------------------------------------------------------
 // Helpers.

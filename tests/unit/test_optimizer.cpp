@@ -8,13 +8,13 @@
 
 #include "switchyard/comm/communicator.hpp"
 #include "switchyard/comm/self_communicator.hpp"
-#include "switchyard/layers/optimizer.hpp"
 #include "switchyard/runtime/error.hpp"
+#include "switchyard/train/optimizer.hpp"
 
 namespace {
 
 using namespace switchyard;
-using namespace switchyard::layers;
+using namespace switchyard::train;
 
 using comm::SelfCommunicator;
 

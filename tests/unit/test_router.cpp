@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "switchyard/formats/model_config.hpp"
 #include "switchyard/layers/dispatch.hpp"
-#include "switchyard/layers/model_config.hpp"
 #include "switchyard/layers/router.hpp"
 #include "switchyard/runtime/error.hpp"
 
@@ -22,6 +22,7 @@ namespace {
 using switchyard::Error;
 using switchyard::ErrorCode;
 using namespace switchyard::layers;
+using namespace switchyard::formats;
 
 // ---------------------------------------------------------------------------
 // The reference.

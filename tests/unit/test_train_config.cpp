@@ -9,15 +9,17 @@
 #include <string>
 #include <vector>
 
-#include "switchyard/layers/text_corpus.hpp"
-#include "switchyard/layers/train_config.hpp"
 #include "switchyard/runtime/error.hpp"
+#include "switchyard/train/text_corpus.hpp"
+#include "switchyard/train/train_config.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using namespace switchyard;
 using namespace switchyard::layers;
+using namespace switchyard::formats;
+using namespace switchyard::train;
 
 const std::string kModel =
     R"("model": {"arch": "mixtral", "hidden": 8, "ffn": 8, "experts": 4, "top_k": 2, "layers": 1})";

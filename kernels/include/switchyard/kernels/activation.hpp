@@ -1,16 +1,10 @@
 #pragma once
 // Gated activations of expert MLPs: out = act(gate) * up.
 #include <cstdint>
-#include <string>
 
 namespace switchyard::kernels {
 
 enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
-
-/// Maps a Hugging Face `hidden_act` string ("silu"/"swish", "gelu",
-/// "gelu_new"/"gelu_pytorch_tanh"/"gelu_fast", "relu") to an Activation.
-/// Returns false if the name is not supported.
-bool parse_activation(const std::string& name, Activation* out);
 
 /// For each of `rows` rows of `gate_up` (width 2*inter: gate columns first,
 /// then up columns), writes act(gate) * up into `out` (width inter). Row

@@ -36,6 +36,7 @@ class Linear {
   std::int64_t in_features() const { return in_; }
 
  private:
+  void execute(const float* x, std::int64_t rows, float* y, std::int64_t ldx, std::int64_t ldy, bool accumulate) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::int64_t out_ = 0, in_ = 0;

@@ -49,7 +49,9 @@ class PackedLinear {
   std::int64_t in_features() const { return in_; }
 
  private:
+  void pack_bf16(const std::uint16_t* w);
   void execute(const void* x, std::int64_t rows, void* y, bool y_bf16, const float* mul);
+  void execute_rows(const void* x, std::int64_t rows, void* y, bool y_bf16, const float* mul);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::int64_t out_ = 0, in_ = 0;

@@ -12,6 +12,7 @@
 #include "switchyard/kernels/matmul.hpp"
 #include "switchyard/layers/dispatch.hpp"
 #include "switchyard/layers/experts.hpp"
+#include "switchyard/layers/moe_config.hpp"
 #include "switchyard/layers/moe_weights.hpp"
 #include "switchyard/layers/router.hpp"
 #include "switchyard/runtime/parameter.hpp"
@@ -100,7 +101,7 @@ struct StepSchedule {
 class MoeLayer {
  public:
   /// `weights` must hold the experts `placement` gives to `rank`.
-  MoeLayer(const ModelConfig& config, MoeWeights weights, const ExpertPlacement& placement, int rank,
+  MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlacement& placement, int rank,
            MoeLayerOptions options = {});
   ~MoeLayer();
   MoeLayer(MoeLayer&&) noexcept;
@@ -137,7 +138,7 @@ class MoeLayer {
   /// layer's lifetime; values may be updated in place between steps.
   std::vector<Parameter*> parameters();
   std::vector<float>& selection_bias() { return selection_bias_; }
-  const ModelConfig& config() const { return config_; }
+  const MoeConfig& config() const { return config_; }
   const ExpertPlacement& placement() const { return placement_; }
   std::int64_t first_local_expert() const { return first_expert_; }
 
@@ -178,7 +179,7 @@ class MoeLayer {
     bool wire_bf16 = false;
   };
 
-  ModelConfig config_;
+  MoeConfig config_;
   RouterConfig router_;
   ExpertPlacement placement_;
   MoeLayerOptions options_;

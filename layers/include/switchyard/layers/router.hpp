@@ -3,12 +3,13 @@
 #include <cstdint>
 #include <vector>
 
-#include "switchyard/layers/model_config.hpp"
-
 namespace switchyard::layers {
 
-/// How a router scores, selects and weights experts. Built from a
-/// ModelConfig by `router_config`; invariants are checked by `validate`.
+/// How router scores are turned into expert choices and weights.
+enum class ScoreFunction { kSoftmax, kSigmoid };
+
+/// How a router scores, selects and weights experts. Invariants are checked
+/// by `validate`.
 struct RouterConfig {
   ScoreFunction score = ScoreFunction::kSoftmax;
   std::int64_t num_experts = 0;
@@ -22,8 +23,6 @@ struct RouterConfig {
   /// Throws Error(kInvalidArgument) naming the offending field.
   void validate() const;
 };
-
-RouterConfig router_config(const ModelConfig& config);
 
 /// Each token's chosen experts and their weights, plus per-expert counts.
 /// Slot `t * top_k + j` is the j-th choice of token t.

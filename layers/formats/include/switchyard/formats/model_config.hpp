@@ -6,16 +6,17 @@
 #include <vector>
 
 #include "switchyard/kernels/activation.hpp"
+#include "switchyard/layers/moe_config.hpp"
+#include "switchyard/layers/router.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::formats {
 
 enum class Architecture { kMixtral, kQwen2Moe, kQwen3Moe, kDeepseekV3 };
 
 /// The `model_type` string of an architecture, e.g. "qwen2_moe".
 const char* architecture_name(Architecture arch);
 
-/// How router scores are turned into expert choices and weights.
-enum class ScoreFunction { kSoftmax, kSigmoid };
+using layers::ScoreFunction;
 
 struct ModelConfig {
   Architecture arch = Architecture::kMixtral;
@@ -54,4 +55,15 @@ ModelConfig load_model_config(const std::string& dir);
 /// Parses config JSON text; `source` names it in messages.
 ModelConfig parse_model_config(const std::string& json_text, const std::string& source);
 
-}  // namespace switchyard::layers
+/// Maps a Hugging Face `hidden_act` string ("silu"/"swish", "gelu",
+/// "gelu_new"/"gelu_pytorch_tanh"/"gelu_fast", "relu") to an Activation.
+/// Returns false if the name is not supported.
+bool parse_activation(const std::string& name, kernels::Activation* out);
+
+/// The router of an MoE block of `config` (validated).
+layers::RouterConfig router_config(const ModelConfig& config);
+
+/// The operator's view of an MoE block of `config` (validated).
+layers::MoeConfig moe_config(const ModelConfig& config);
+
+}  // namespace switchyard::formats

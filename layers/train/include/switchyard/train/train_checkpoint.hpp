@@ -16,10 +16,10 @@
 #include <string>
 
 #include "switchyard/comm/communicator.hpp"
-#include "switchyard/layers/char_lm.hpp"
-#include "switchyard/layers/optimizer.hpp"
+#include "switchyard/train/char_lm.hpp"
+#include "switchyard/train/optimizer.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 
 struct TrainState {
   std::int64_t step = 0;    // optimizer steps taken
@@ -44,4 +44,4 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
 /// the step it was saved at. Not collective.
 std::int64_t load_train_checkpoint(const std::string& dir, CharLm& model, Optimizer& opt, const TrainState& state);
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

@@ -9,7 +9,7 @@
 
 #include "switchyard/runtime/mapped_file.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::formats {
 
 enum class DType { kF32, kBF16, kF16, kOther };
 
@@ -74,4 +74,4 @@ std::uint16_t f32_to_f16(float f);
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::formats

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "switchyard/layers/safetensors.hpp"
+#include "switchyard/formats/safetensors.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::formats {
 
 class Checkpoint {
  public:
@@ -42,4 +42,4 @@ class Checkpoint {
   std::map<std::string, std::unique_ptr<SafetensorsFile>> shards_;
 };
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::formats

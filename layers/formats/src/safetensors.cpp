@@ -1,4 +1,4 @@
-#include "switchyard/layers/safetensors.hpp"
+#include "switchyard/formats/safetensors.hpp"
 
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -6,7 +6,7 @@
 #include "switchyard/runtime/atomic_file.hpp"
 #include "switchyard/runtime/error.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::formats {
 namespace {
 
 using nlohmann::json;
@@ -208,4 +208,4 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   write_file_atomically(path, out.data(), out.size());
 }
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::formats

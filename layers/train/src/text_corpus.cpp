@@ -1,4 +1,4 @@
-#include "switchyard/layers/text_corpus.hpp"
+#include "switchyard/train/text_corpus.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 #include "seeded_rng.hpp"
 #include "switchyard/runtime/error.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 namespace fs = std::filesystem;
 
 namespace {
@@ -118,4 +118,4 @@ void gather_examples(const TextCorpus& c, const std::int64_t* positions, std::in
   }
 }
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

@@ -1,4 +1,4 @@
-#include "random_moe_checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 
 #include <filesystem>
 #include <fstream>
@@ -8,9 +8,9 @@
 
 #include "switchyard/runtime/atomic_file.hpp"
 
-namespace switchyard::examples {
+namespace switchyard::formats {
 namespace fs = std::filesystem;
-using layers::Architecture;
+using formats::Architecture;
 using nlohmann::json;
 
 std::vector<float> random_matrix(std::int64_t rows, std::int64_t cols, std::uint64_t seed, float scale) {
@@ -24,15 +24,15 @@ std::vector<float> random_matrix(std::int64_t rows, std::int64_t cols, std::uint
 namespace {
 
 // Rounds in place to what `dtype` can hold, so the arrays equal the file.
-void round_to(layers::DType dtype, std::vector<float>* v) {
-  if (dtype == layers::DType::kF32) return;
+void round_to(formats::DType dtype, std::vector<float>* v) {
+  if (dtype == formats::DType::kF32) return;
   for (auto& x : *v) {
-    const std::uint16_t h = dtype == layers::DType::kBF16 ? layers::f32_to_bf16(x) : layers::f32_to_f16(x);
-    layers::TensorView t;
+    const std::uint16_t h = dtype == formats::DType::kBF16 ? formats::f32_to_bf16(x) : formats::f32_to_f16(x);
+    formats::TensorView t;
     t.dtype = dtype;
     t.data = reinterpret_cast<const std::uint8_t*>(&h);
     t.nbytes = 2;
-    layers::convert_to_f32(t, 0, 1, &x);
+    formats::convert_to_f32(t, 0, 1, &x);
   }
 }
 
@@ -95,12 +95,12 @@ struct Named {
 std::vector<MoeLayerArrays> write_random_moe_checkpoint(const RandomMoeSpec& s, const std::string& dir) {
   fs::create_directories(dir);
   const json cfg_json = config_json(s);
-  const auto cfg = layers::parse_model_config(cfg_json.dump(), "random config");
+  const auto cfg = formats::parse_model_config(cfg_json.dump(), "random config");
   const std::int64_t H = s.hidden, I = s.inter, E = s.experts;
   std::uint64_t seed = s.seed * 1000003u;
   std::vector<Named> tensors;
   auto add = [&](std::string name, std::vector<std::int64_t> shape, float scale) -> std::vector<float>& {
-    std::int64_t n = layers::numel_of(shape);
+    std::int64_t n = formats::numel_of(shape);
     auto v = random_matrix(1, n, ++seed, scale);
     round_to(s.dtype, &v);
     tensors.push_back({std::move(name), std::move(shape), std::move(v)});
@@ -166,12 +166,12 @@ std::vector<MoeLayerArrays> write_random_moe_checkpoint(const RandomMoeSpec& s, 
   for (int k = 0; k < n; ++k) {
     const std::string file =
         n == 1 ? "model.safetensors" : "model-" + std::to_string(k + 1) + "-of-" + std::to_string(n) + ".safetensors";
-    std::vector<layers::TensorToWrite> part;
+    std::vector<formats::TensorToWrite> part;
     for (std::size_t i = k * tensors.size() / n; i < (k + 1) * tensors.size() / n; ++i) {
       part.push_back({tensors[i].name, tensors[i].shape, tensors[i].data.data(), s.dtype});
       weight_map[tensors[i].name] = file;
     }
-    layers::write_safetensors((fs::path(dir) / file).string(), part, {{"format", "pt"}});
+    formats::write_safetensors((fs::path(dir) / file).string(), part, {{"format", "pt"}});
   }
   if (n > 1) {
     const std::string index = json{{"metadata", {{"total_size", 0}}}, {"weight_map", weight_map}}.dump(2);
@@ -182,4 +182,4 @@ std::vector<MoeLayerArrays> write_random_moe_checkpoint(const RandomMoeSpec& s, 
   return out;
 }
 
-}  // namespace switchyard::examples
+}  // namespace switchyard::formats

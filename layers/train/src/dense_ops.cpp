@@ -5,7 +5,7 @@
 
 #include "switchyard/kernels/matmul.hpp"
 
-namespace switchyard::layers::detail {
+namespace switchyard::train::detail {
 
 void linear_forward(const float* x, std::int64_t T, std::int64_t K, const float* w, const float* b, std::int64_t N,
                     float* y) {
@@ -71,4 +71,4 @@ double softmax_xent(float* logits, std::int64_t T, std::int64_t V, const std::in
   return total;
 }
 
-}  // namespace switchyard::layers::detail
+}  // namespace switchyard::train::detail

@@ -1,11 +1,11 @@
-#include "switchyard/layers/optimizer.hpp"
+#include "switchyard/train/optimizer.hpp"
 
 #include <cmath>
 #include <numbers>
 
 #include "switchyard/runtime/error.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 
 double learning_rate(const OptimizerConfig& c, std::int64_t step) {
   if (step < c.warmup_steps) return c.lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup_steps);
@@ -105,4 +105,4 @@ void Optimizer::step(double lr) {
   }
 }
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

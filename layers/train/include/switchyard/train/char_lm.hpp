@@ -9,19 +9,20 @@
 #include <vector>
 
 #include "switchyard/comm/communicator.hpp"
+#include "switchyard/formats/model_config.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/parameter.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 
 struct CharLmConfig {
-  ModelConfig moe;  // hidden_size, experts, routing; num_layers is the number of blocks
+  formats::ModelConfig moe;  // hidden_size, experts, routing; num_layers is the number of blocks
   std::int64_t vocab_size = 0;
   std::int64_t context = 0;    // characters of context
   std::int64_t embed_dim = 0;  // embedding width per character
   double rms_eps = 1e-6;
   std::uint64_t seed = 0;  // initial weights
-  MoeLayerOptions moe_options;
+  layers::MoeLayerOptions moe_options;
 };
 
 /// A parameter with its checkpoint name (unique across the model and ranks:
@@ -33,8 +34,8 @@ struct NamedParameter {
 
 /// What one batch saw: this rank's summed loss and every block's global stats.
 struct BatchResult {
-  double loss_sum = 0.0;            // sum of this rank's cross-entropies, nats
-  std::vector<ForwardStats> stats;  // one per block, summed over ranks
+  double loss_sum = 0.0;                    // sum of this rank's cross-entropies, nats
+  std::vector<layers::ForwardStats> stats;  // one per block, summed over ranks
   // Per block, when asked for: each local token's chosen experts ([T * top_k]).
   std::vector<std::vector<std::int32_t>> expert_idx;
 };
@@ -44,7 +45,7 @@ class CharLm {
   /// Builds the model with seeded initial weights. Every weight is drawn from
   /// a stream keyed by (seed, tensor name, global expert index), so the model
   /// is the same for any rank count. Not collective.
-  CharLm(const CharLmConfig& config, const ExpertPlacement& placement, int rank);
+  CharLm(const CharLmConfig& config, const layers::ExpertPlacement& placement, int rank);
   ~CharLm();
 
   /// All trainable parameters of this rank: replicated dense ones, then per
@@ -65,16 +66,16 @@ class CharLm {
                        std::int64_t T, bool keep_routing);
 
   /// How every MoE block's steps are cut and run (default: one chunk, in sequence).
-  void set_schedule(const StepSchedule& schedule) { schedule_ = schedule; }
+  void set_schedule(const layers::StepSchedule& schedule) { schedule_ = schedule; }
 
   std::int64_t num_blocks() const { return static_cast<std::int64_t>(blocks_.size()); }
-  MoeLayer& moe(std::int64_t block) { return *blocks_[static_cast<std::size_t>(block)].moe; }
+  layers::MoeLayer& moe(std::int64_t block) { return *blocks_[static_cast<std::size_t>(block)].moe; }
   const CharLmConfig& config() const { return config_; }
 
  private:
   struct Block {
     Parameter norm;
-    std::unique_ptr<MoeLayer> moe;
+    std::unique_ptr<layers::MoeLayer> moe;
   };
   // Runs the model on T examples; keeps activations in `acts` for backward.
   struct Activations;
@@ -85,7 +86,7 @@ class CharLm {
   Parameter embed_, in_proj_, in_bias_, final_norm_, head_, head_bias_;
   std::vector<Block> blocks_;
   std::vector<NamedParameter> params_;
-  StepSchedule schedule_;
+  layers::StepSchedule schedule_;
 };
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

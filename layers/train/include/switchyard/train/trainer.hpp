@@ -9,12 +9,12 @@
 #include <vector>
 
 #include "switchyard/comm/communicator.hpp"
-#include "switchyard/layers/char_lm.hpp"
-#include "switchyard/layers/optimizer.hpp"
-#include "switchyard/layers/text_corpus.hpp"
-#include "switchyard/layers/train_config.hpp"
+#include "switchyard/train/char_lm.hpp"
+#include "switchyard/train/optimizer.hpp"
+#include "switchyard/train/text_corpus.hpp"
+#include "switchyard/train/train_config.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 
 /// What one optimizer step saw (same on every rank).
 struct StepReport {
@@ -78,10 +78,10 @@ class Trainer {
   TrainConfig config_;
   comm::Communicator& comm_;
   TextCorpus corpus_;
-  std::unique_ptr<ExpertPlacement> placement_;
+  std::unique_ptr<layers::ExpertPlacement> placement_;
   std::unique_ptr<CharLm> model_;
   std::unique_ptr<Optimizer> optimizer_;
   std::int64_t step_ = 0;
 };
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
-namespace switchyard::layers::detail {
+namespace switchyard::train::detail {
 
 /// SplitMix64's finaliser: a bijective 64-bit mix.
 inline std::uint64_t mix64(std::uint64_t x) {
@@ -48,4 +48,4 @@ class SeededRng {
   std::uint64_t state_;
 };
 
-}  // namespace switchyard::layers::detail
+}  // namespace switchyard::train::detail

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace switchyard::layers {
+namespace switchyard::train {
 
 struct TextCorpus {
   std::string dir;
@@ -50,4 +50,4 @@ std::vector<std::int64_t> sample_positions(const TextCorpus& corpus, std::int64_
 void gather_examples(const TextCorpus& corpus, const std::int64_t* positions, std::int64_t count, std::int64_t context,
                      std::int32_t* contexts, std::int32_t* targets);
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

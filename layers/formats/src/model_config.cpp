@@ -1,4 +1,4 @@
-#include "switchyard/layers/model_config.hpp"
+#include "switchyard/formats/model_config.hpp"
 
 #include <algorithm>
 #include <filesystem>
@@ -8,7 +8,7 @@
 
 #include "switchyard/runtime/error.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::formats {
 namespace {
 
 using nlohmann::json;
@@ -161,7 +161,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   }
   c.hidden_act = f.string("hidden_act", "silu");
   check_arg(
-      kernels::parse_activation(c.hidden_act, &c.activation),
+      parse_activation(c.hidden_act, &c.activation),
       f.where("hidden_act") + " is '" + c.hidden_act + "'; expected silu, gelu, gelu_new, gelu_pytorch_tanh or relu");
   f.positive("hidden_size", c.hidden_size);
   f.positive("num_hidden_layers", c.num_layers);
@@ -185,4 +185,47 @@ ModelConfig load_model_config(const std::string& dir) {
   return parse_model_config(text.str(), path);
 }
 
-}  // namespace switchyard::layers
+bool parse_activation(const std::string& name, kernels::Activation* out) {
+  if (name == "silu" || name == "swish")
+    *out = kernels::Activation::kSilu;
+  else if (name == "gelu")
+    *out = kernels::Activation::kGelu;
+  else if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast")
+    *out = kernels::Activation::kGeluTanh;
+  else if (name == "relu")
+    *out = kernels::Activation::kRelu;
+  else
+    return false;
+  return true;
+}
+
+layers::RouterConfig router_config(const ModelConfig& c) {
+  layers::RouterConfig r;
+  r.score = c.score;
+  r.num_experts = c.num_experts;
+  r.top_k = c.top_k;
+  r.renormalize = c.norm_topk_prob;
+  if (c.arch == Architecture::kDeepseekV3) {
+    r.renormalize_epsilon = 1e-20f;
+    r.n_group = c.n_group;
+    r.topk_group = c.topk_group;
+    r.scaling = static_cast<float>(c.routed_scaling_factor);
+  }
+  r.validate();
+  return r;
+}
+
+layers::MoeConfig moe_config(const ModelConfig& c) {
+  layers::MoeConfig m{.hidden_size = c.hidden_size,
+                      .expert_intermediate_size = c.expert_intermediate_size,
+                      .num_experts = c.num_experts,
+                      .top_k = c.top_k,
+                      .activation = c.activation,
+                      .router = router_config(c),
+                      .shared_intermediate_size = c.shared_intermediate_size,
+                      .shared_expert_gated = c.shared_expert_gated};
+  m.validate();
+  return m;
+}
+
+}  // namespace switchyard::formats

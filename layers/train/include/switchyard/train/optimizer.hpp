@@ -9,7 +9,7 @@
 #include "switchyard/comm/communicator.hpp"
 #include "switchyard/runtime/parameter.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 
 enum class OptimizerKind { kAdamW, kSgd };
 
@@ -73,4 +73,4 @@ class Optimizer {
   std::int64_t num_steps_ = 0;
 };
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

@@ -1,4 +1,4 @@
-#include "switchyard/layers/train_checkpoint.hpp"
+#include "switchyard/train/train_checkpoint.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -13,12 +13,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "switchyard/layers/checkpoint.hpp"
-#include "switchyard/layers/safetensors.hpp"
+#include "switchyard/formats/checkpoint.hpp"
+#include "switchyard/formats/safetensors.hpp"
 #include "switchyard/runtime/atomic_file.hpp"
 #include "switchyard/runtime/error.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -38,8 +38,8 @@ std::string bias_name(std::int64_t block) { return "blocks." + std::to_string(bl
 
 // Every tensor one rank writes: its share of parameters, their optimizer
 // slots and (rank 0) the selection biases.
-std::vector<TensorToWrite> tensors_of(CharLm& model, Optimizer& opt, bool replicated) {
-  std::vector<TensorToWrite> out;
+std::vector<formats::TensorToWrite> tensors_of(CharLm& model, Optimizer& opt, bool replicated) {
+  std::vector<formats::TensorToWrite> out;
   const auto& params = model.parameters();
   for (const auto& p : params)
     if (p.param->replicated == replicated) out.push_back({p.name, p.param->shape, p.param->value.data()});
@@ -109,9 +109,9 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
   const std::string mine = expert_file(me, R);
   try {
     comm::run_agreed(comm, [&] {
-      write_safetensors((fs::path(tmp) / mine).string(), tensors_of(model, opt, false), meta);
+      formats::write_safetensors((fs::path(tmp) / mine).string(), tensors_of(model, opt, false), meta);
       if (me == 0) {
-        write_safetensors((fs::path(tmp) / kReplicatedFile).string(), tensors_of(model, opt, true), meta);
+        formats::write_safetensors((fs::path(tmp) / kReplicatedFile).string(), tensors_of(model, opt, true), meta);
         write_file_atomically((fs::path(tmp) / "train_config.json").string(), state.config_text.data(),
                               state.config_text.size());
       }
@@ -197,7 +197,7 @@ std::int64_t load_train_checkpoint(const std::string& dir, CharLm& model, Optimi
                 meta["optimizer_steps"].is_number_integer(),
             where + ": metadata.step and metadata.optimizer_steps must be integers");
 
-  Checkpoint ckpt(dir);
+  formats::Checkpoint ckpt(dir);
   const auto& params = model.parameters();
   // NOTE: copied into the existing buffers: the MoE layers' matmuls hold
   // pointers to them.
@@ -220,4 +220,4 @@ std::int64_t load_train_checkpoint(const std::string& dir, CharLm& model, Optimi
   return meta["step"].get<std::int64_t>();
 }
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

@@ -1,10 +1,10 @@
-#include "switchyard/layers/moe_weights.hpp"
+#include "switchyard/formats/moe_checkpoint.hpp"
 
 #include <algorithm>
 
 #include "switchyard/runtime/error.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::formats {
 
 std::string MoeTensorNames::expert_gate(std::int64_t e) const {
   return prefix + "experts." + std::to_string(e) + "." + gate_name + ".weight";
@@ -102,4 +102,4 @@ MoeWeights load_moe_weights(Checkpoint& ckpt, const ModelConfig& config, std::in
   return w;
 }
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::formats

@@ -5,10 +5,10 @@
 #include <cstdint>
 #include <string>
 
-#include "switchyard/layers/model_config.hpp"
-#include "switchyard/layers/optimizer.hpp"
+#include "switchyard/formats/model_config.hpp"
+#include "switchyard/train/optimizer.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 
 struct TrainConfig {
   std::string source;  // where it came from, for messages
@@ -18,10 +18,10 @@ struct TrainConfig {
   double val_fraction = 0.1;
   std::int64_t min_bytes = 1000000;
 
-  // "model": router kind and sizes, as a Hugging Face-style ModelConfig
-  // assembled from the fields and parsed by parse_model_config, so every
+  // "model": router kind and sizes, as a Hugging Face-style formats::ModelConfig
+  // assembled from the fields and parsed by formats::parse_model_config, so every
   // architecture's routing is available.
-  ModelConfig model;
+  formats::ModelConfig model;
   std::int64_t context = 16;    // characters of context
   std::int64_t embed_dim = 16;  // embedding width per character
   double capacity_factor = 0.0;
@@ -53,4 +53,4 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
 /// Reads and parses the file at `path`.
 TrainConfig load_train_config(const std::string& path);
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

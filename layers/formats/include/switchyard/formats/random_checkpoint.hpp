@@ -6,13 +6,13 @@
 #include <string>
 #include <vector>
 
-#include "switchyard/layers/model_config.hpp"
-#include "switchyard/layers/safetensors.hpp"
+#include "switchyard/formats/model_config.hpp"
+#include "switchyard/formats/safetensors.hpp"
 
-namespace switchyard::examples {
+namespace switchyard::formats {
 
 struct RandomMoeSpec {
-  layers::Architecture arch = layers::Architecture::kMixtral;
+  formats::Architecture arch = formats::Architecture::kMixtral;
   std::int64_t hidden = 32;
   std::int64_t inter = 48;  // routed expert width
   std::int64_t experts = 8;
@@ -29,7 +29,7 @@ struct RandomMoeSpec {
   std::string hidden_act = "silu";
   bool fused = false;  // transformers v5 fused expert tensors
   int shards = 1;      // >1: model-0000i-of-0000n.safetensors + index
-  layers::DType dtype = layers::DType::kF32;
+  formats::DType dtype = formats::DType::kF32;
   std::uint64_t seed = 1;
   float scale = 0.2f;  // weights ~ U(-scale, scale)
 };
@@ -50,4 +50,4 @@ std::vector<MoeLayerArrays> write_random_moe_checkpoint(const RandomMoeSpec& spe
 /// Uniform random float32 matrix with a seed, for inputs.
 std::vector<float> random_matrix(std::int64_t rows, std::int64_t cols, std::uint64_t seed, float scale = 1.0f);
 
-}  // namespace switchyard::examples
+}  // namespace switchyard::formats

@@ -1,4 +1,4 @@
-#include "switchyard/layers/char_lm.hpp"
+#include "switchyard/train/char_lm.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 #include "seeded_rng.hpp"
 #include "switchyard/runtime/error.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 namespace {
 
 // Uniform values with standard deviation `std`, from a stream keyed by
@@ -21,8 +21,8 @@ std::vector<float> init_uniform(std::uint64_t seed, const std::string& key, std:
   return out;
 }
 
-MlpWeights init_mlp(std::uint64_t seed, const std::string& key, std::int64_t H, std::int64_t I) {
-  MlpWeights w;
+layers::MlpWeights init_mlp(std::uint64_t seed, const std::string& key, std::int64_t H, std::int64_t I) {
+  layers::MlpWeights w;
   w.hidden = H;
   w.inter = I;
   w.gate_up = init_uniform(seed, key + ".gate_up", 2 * I * H, 1.0 / std::sqrt(static_cast<double>(H)));
@@ -39,13 +39,13 @@ struct CharLm::Activations {
   std::vector<float> h;   // [T, H] residual stream, updated in place
   struct PerBlock {
     std::vector<float> h_in, u, inv_rms;
-    MoeForwardContext ctx;
+    layers::MoeForwardContext ctx;
   };
   std::vector<PerBlock> blocks;
   std::vector<float> h_final, u_final, inv_rms_final, logits;
 };
 
-CharLm::CharLm(const CharLmConfig& c, const ExpertPlacement& placement, int rank) : config_(c) {
+CharLm::CharLm(const CharLmConfig& c, const layers::ExpertPlacement& placement, int rank) : config_(c) {
   const std::int64_t V = c.vocab_size, C = c.context, D = c.embed_dim, H = c.moe.hidden_size;
   const std::int64_t E = c.moe.num_experts, I = c.moe.expert_intermediate_size, L = c.moe.num_layers;
   check(V > 0 && C > 0 && D > 0 && H > 0 && L > 0, ErrorCode::kInternal, "CharLm: sizes must be positive");
@@ -63,7 +63,7 @@ CharLm::CharLm(const CharLmConfig& c, const ExpertPlacement& placement, int rank
     const std::string p = "blocks." + std::to_string(l);
     Block& b = blocks_[static_cast<std::size_t>(l)];
     b.norm = Parameter(p + ".norm.weight", {H}, std::vector<float>(H, 1.0f), true);
-    MoeWeights w;
+    layers::MoeWeights w;
     w.router = init_uniform(c.seed, p + ".router", E * H, 0.02);
     if (c.moe.has_selection_bias) w.selection_bias.assign(static_cast<std::size_t>(E), 0.0f);
     w.first_expert = placement.first_expert(rank);
@@ -73,7 +73,8 @@ CharLm::CharLm(const CharLmConfig& c, const ExpertPlacement& placement, int rank
       w.shared = init_mlp(c.seed, p + ".shared", H, c.moe.shared_intermediate_size);
       if (c.moe.shared_expert_gated) w.shared_gate = init_uniform(c.seed, p + ".shared_gate", H, 0.02);
     }
-    b.moe = std::make_unique<MoeLayer>(c.moe, std::move(w), placement, rank, c.moe_options);
+    b.moe =
+        std::make_unique<layers::MoeLayer>(formats::moe_config(c.moe), std::move(w), placement, rank, c.moe_options);
   }
 
   for (Parameter* q : {&embed_, &in_proj_, &in_bias_}) params_.push_back({q->name, q});
@@ -111,7 +112,7 @@ double CharLm::forward(comm::Communicator& comm, const std::int32_t* contexts, c
   detail::linear_forward(a->x0.data(), T, CD, in_proj_.value.data(), in_bias_.value.data(), H, a->h.data());
 
   a->blocks.resize(blocks_.size());
-  result->stats.assign(blocks_.size(), ForwardStats{});
+  result->stats.assign(blocks_.size(), layers::ForwardStats{});
   std::vector<float> m(static_cast<std::size_t>(T * H));
   for (std::size_t l = 0; l < blocks_.size(); ++l) {
     auto& ab = a->blocks[l];
@@ -182,4 +183,4 @@ BatchResult CharLm::evaluate(comm::Communicator& comm, const std::int32_t* conte
   return result;
 }
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

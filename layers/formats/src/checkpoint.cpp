@@ -1,4 +1,4 @@
-#include "switchyard/layers/checkpoint.hpp"
+#include "switchyard/formats/checkpoint.hpp"
 
 #include <filesystem>
 #include <fstream>
@@ -6,7 +6,7 @@
 
 #include "switchyard/runtime/error.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::formats {
 namespace fs = std::filesystem;
 
 Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
@@ -82,4 +82,4 @@ std::vector<float> Checkpoint::read_f32_slices(const std::string& name, const st
   return out;
 }
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::formats

@@ -1,4 +1,4 @@
-#include "switchyard/layers/train_config.hpp"
+#include "switchyard/train/train_config.hpp"
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -7,7 +7,7 @@
 
 #include "switchyard/runtime/error.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 namespace {
 
 using nlohmann::json;
@@ -85,7 +85,7 @@ class Section {
   std::set<std::string> known_;
 };
 
-// The Hugging Face-style config of the MoE blocks, so parse_model_config sets
+// The Hugging Face-style config of the MoE blocks, so formats::parse_model_config sets
 // every architecture's routing (score function, groups, shared experts).
 json hf_model_json(Section& m, TrainConfig* c) {
   const std::string arch = m.string("arch", "mixtral");
@@ -153,7 +153,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   check_arg(top.has("model"), source + ": field 'model' is required");
   Section model = top.section("model");
   const json hf = hf_model_json(model, &c);
-  c.model = parse_model_config(hf.dump(), source + " (model)");
+  c.model = formats::parse_model_config(hf.dump(), source + " (model)");
   c.model_json = root.at("model").dump();
 
   Section opt = top.section("optimizer");
@@ -197,7 +197,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   c.bias_update_speed = top.number("bias_update_speed", 0.0, 0.0, 1e3);
   check_arg(c.bias_update_speed == 0.0 || c.model.has_selection_bias,
             top.where("bias_update_speed") + " needs a router with a selection bias (model.arch deepseek_v3), got " +
-                "model.arch " + architecture_name(c.model.arch));
+                "model.arch " + formats::architecture_name(c.model.arch));
   top.reject_unknown();
   c.text = root.dump(2);
   return c;
@@ -211,4 +211,4 @@ TrainConfig load_train_config(const std::string& path) {
   return parse_train_config(text.str(), path);
 }
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train

@@ -3,7 +3,7 @@
 // linear layers on kernels::gemm, RMSNorm, and softmax cross-entropy.
 #include <cstdint>
 
-namespace switchyard::layers::detail {
+namespace switchyard::train::detail {
 
 /// y[T, N] = x[T, K] · W[N, K]ᵀ (+ b[N] when b is not null).
 void linear_forward(const float* x, std::int64_t T, std::int64_t K, const float* w, const float* b, std::int64_t N,
@@ -27,4 +27,4 @@ void rmsnorm_backward(const float* x, std::int64_t T, std::int64_t H, const floa
 /// losses) and returns the sum of losses (nats) in double.
 double softmax_xent(float* logits, std::int64_t T, std::int64_t V, const std::int32_t* targets, float scale);
 
-}  // namespace switchyard::layers::detail
+}  // namespace switchyard::train::detail

@@ -1,12 +1,12 @@
-#include "switchyard/layers/trainer.hpp"
+#include "switchyard/train/trainer.hpp"
 
 #include <algorithm>
 #include <numeric>
 
-#include "switchyard/layers/train_checkpoint.hpp"
 #include "switchyard/runtime/error.hpp"
+#include "switchyard/train/train_checkpoint.hpp"
 
-namespace switchyard::layers {
+namespace switchyard::train {
 namespace {
 
 // Contiguous, near-equal blocks: the first n % parts get one more.
@@ -19,7 +19,7 @@ constexpr std::int64_t kEvalChunk = 2048;  // examples per forward during evalua
 }  // namespace
 
 Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm) : config_(config), comm_(comm) {
-  const ModelConfig& m = config_.model;
+  const formats::ModelConfig& m = config_.model;
   check_arg(m.num_experts >= comm.size(),
             config_.source + ": field 'model.experts' (" + std::to_string(m.num_experts) +
                 ") must be at least the number of ranks (" + std::to_string(comm.size()) +
@@ -28,7 +28,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm) : config_(
   check_arg(corpus_.val_begin > 2 * config_.context, config_.source + ": field 'model.context' (" +
                                                          std::to_string(config_.context) +
                                                          ") is too long for the training text");
-  placement_ = std::make_unique<ExpertPlacement>(m.num_experts, comm.size());
+  placement_ = std::make_unique<layers::ExpertPlacement>(m.num_experts, comm.size());
   CharLmConfig lm{.moe = m,
                   .vocab_size = corpus_.vocab_size(),
                   .context = config_.context,
@@ -66,7 +66,7 @@ StepReport Trainer::train_step() {
   rep.lr = learning_rate(config_.optimizer, step_);
   optimizer_->step(rep.lr);
   for (std::int64_t l = 0; l < model_->num_blocks(); ++l) {
-    const ForwardStats& s = r.stats[static_cast<std::size_t>(l)];
+    const layers::ForwardStats& s = r.stats[static_cast<std::size_t>(l)];
     if (config_.bias_update_speed > 0) model_->moe(l).update_selection_bias(s, config_.bias_update_speed);
     rep.aux_loss += config_.aux_loss_coef * s.aux_loss + config_.z_loss_coef * s.z_loss;
     const double total = static_cast<double>(std::accumulate(s.expert_load.begin(), s.expert_load.end(), 0LL));
@@ -175,4 +175,4 @@ void Trainer::resume(const std::string& dir) {
                                 TrainState{.step = 0, .model_json = config_.model_json, .config_text = config_.text});
 }
 
-}  // namespace switchyard::layers
+}  // namespace switchyard::train
