@@ -23,6 +23,15 @@ void collective_step(comm::Communicator& comm, const std::function<void()>& fn) 
   }
 }
 
+void with_flag(const std::string& flag, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kInvalidArgument) throw;
+    throw Error(e.code(), flag + ": " + e.what());
+  }
+}
+
 void check_output_dir(const std::string& flag, const std::string& path) {
   if (path.empty()) return;
   const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();

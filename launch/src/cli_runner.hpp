@@ -19,6 +19,11 @@ struct AgreedExit {
 /// stderr and every rank throws AgreedExit.
 void collective_step(comm::Communicator& comm, const std::function<void()>& fn);
 
+/// Runs `fn`; an Error(kInvalidArgument) it throws comes back as the same
+/// error with "<flag>: " in front, so the user sees which flag the library's
+/// argument came from (library messages name arguments, never flags).
+void with_flag(const std::string& flag, const std::function<void()>& fn);
+
 /// Prints the one-line error format used everywhere.
 void print_error(const std::string& message);
 

@@ -92,7 +92,7 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
     check_arg(o.grad_output.empty() == o.grads.empty(), "--grad-output and --grads go together: give both or neither");
     check_schedule_options(o.schedule);
     config = formats::load_model_config(o.model_dir);
-    formats::check_moe_layer(config, o.layer);
+    with_flag("--layer", [&] { formats::check_moe_layer(config, o.layer); });
     placement = std::make_unique<layers::ExpertPlacement>(config.num_experts, R);
     check_output_dir("--output", o.output);
     input = std::make_unique<NpyMatrix>(o.input);

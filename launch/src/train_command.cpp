@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -116,6 +117,12 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
     }
     if (!o.dtype.empty()) config.dtype = o.dtype;
     if (lead && !o.json.empty()) log.open(o.json);
+    // NOTE: the corpus directory is checked here, where the configuration's
+    // field name and the hint about the default corpus belong.
+    check_arg(std::filesystem::is_directory(config.data_dir),
+              "data.dir " + config.data_dir +
+                  ": not a directory (the default corpus ships with the Debian package 'fortunes': apt-get install "
+                  "fortunes)");
     trainer = std::make_unique<train::Trainer>(config, comm);
   });
   std::unique_ptr<StepRunner> runner;
@@ -123,7 +130,7 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
     runner = std::make_unique<StepRunner>(o.schedule, comm, trainer->config().batch_tokens);
     trainer->model().set_schedule(runner->schedule());
   });
-  if (!o.resume.empty()) collective_step(comm, [&] { trainer->resume(o.resume); });
+  if (!o.resume.empty()) collective_step(comm, [&] { with_flag("--resume", [&] { trainer->resume(o.resume); }); });
 
   const train::TrainConfig& c = trainer->config();
   const train::TextCorpus& corpus = trainer->corpus();
@@ -202,14 +209,14 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
       if (lead) log.write({{"event", "eval"}, {"step", s}, {"val_loss", ev.loss}, {"val_tokens", ev.tokens}});
     }
     if (o.save_every > 0 && s % o.save_every == 0 && s != last) {
-      collective_step(comm, [&] { trainer->save(o.save); });
+      collective_step(comm, [&] { with_flag("--save", [&] { trainer->save(o.save); }); });
       if (talk) std::printf("saved %s at step %lld\n", o.save.c_str(), static_cast<long long>(s));
     }
   }
   const double train_s = std::chrono::duration<double>(Clock::now() - t_train).count();
   collective_step(comm, [&] { runner->write_outputs(comm, trainer->model().moe(0), true); });
   if (!o.save.empty()) {
-    collective_step(comm, [&] { trainer->save(o.save); });
+    collective_step(comm, [&] { with_flag("--save", [&] { trainer->save(o.save); }); });
     if (talk) std::printf("saved %s at step %lld\n", o.save.c_str(), static_cast<long long>(trainer->step()));
   }
 

@@ -70,7 +70,7 @@ std::vector<std::int32_t> MoeForwardContext::expert_idx() const {
 
 void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t num_tokens, float* y, ForwardStats* stats,
                        PhaseTimer* timer, MoeForwardContext* ctx, const StepSchedule& schedule) {
-  check_arg(schedule.chunks >= 1, "--chunks must be at least 1, got " + std::to_string(schedule.chunks));
+  check_arg(schedule.chunks >= 1, "schedule.chunks must be at least 1, got " + std::to_string(schedule.chunks));
   check(!schedule.overlap || schedule.executor != nullptr, ErrorCode::kInternal, "overlap needs an executor");
   const std::int64_t H = config_.hidden_size, E = config_.num_experts;
   const int C = schedule.chunks;

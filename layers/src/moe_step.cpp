@@ -32,7 +32,7 @@ MoeLayer::StepGraph& MoeLayer::step_graph(int chunks, bool backward) {
 }
 
 void MoeLayer::dump_graph(std::ostream& out, int chunks, bool backward) {
-  check_arg(chunks >= 1, "--chunks must be at least 1, got " + std::to_string(chunks));
+  check_arg(chunks >= 1, "chunks must be at least 1, got " + std::to_string(chunks));
   step_graph(chunks, backward).graph.dump_dot(out);
 }
 

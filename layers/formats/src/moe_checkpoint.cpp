@@ -18,9 +18,9 @@ std::string MoeTensorNames::expert_down(std::int64_t e) const {
 
 void check_moe_layer(const ModelConfig& config, std::int64_t layer) {
   check_arg(layer >= 0 && layer < config.num_layers,
-            "--layer " + std::to_string(layer) + " is out of range: the model has " +
-                std::to_string(config.num_layers) + " layers (num_hidden_layers)");
-  check_arg(config.is_moe_layer(layer), "--layer " + std::to_string(layer) + " is not an MoE layer of this " +
+            "layer " + std::to_string(layer) + " is out of range: the model has " + std::to_string(config.num_layers) +
+                " layers (num_hidden_layers)");
+  check_arg(config.is_moe_layer(layer), "layer " + std::to_string(layer) + " is not an MoE layer of this " +
                                             architecture_name(config.arch) +
                                             " model (see first_k_dense_replace / mlp_only_layers / "
                                             "decoder_sparse_step in config.json)");

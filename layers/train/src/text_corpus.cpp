@@ -26,10 +26,8 @@ bool is_plain_text(unsigned char b) { return b == '\n' || b == '\t' || (b >= 0x2
 
 TextCorpus load_text_corpus(const std::string& dir, double val_fraction, std::int64_t min_bytes) {
   check_arg(val_fraction > 0.0 && val_fraction <= 0.5,
-            "data.val_fraction must be in (0, 0.5], got " + std::to_string(val_fraction));
-  check_arg(fs::is_directory(dir), "data.dir " + dir +
-                                       ": not a directory (the default corpus ships with the Debian package "
-                                       "'fortunes': apt-get install fortunes)");
+            "val_fraction must be in (0, 0.5], got " + std::to_string(val_fraction));
+  check_arg(fs::is_directory(dir), "corpus directory " + dir + ": not a directory");
   TextCorpus c;
   c.dir = dir;
   for (const auto& entry : fs::directory_iterator(dir)) {
@@ -48,9 +46,8 @@ TextCorpus load_text_corpus(const std::string& dir, double val_fraction, std::in
     bytes.insert(bytes.end(), std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   check_arg(static_cast<std::int64_t>(bytes.size()) >= min_bytes,
-            "data.dir " + dir + ": holds " + std::to_string(bytes.size()) + " bytes of text in " +
-                std::to_string(c.files.size()) + " files, need at least " + std::to_string(min_bytes) +
-                " (data.min_bytes)");
+            "corpus directory " + dir + ": holds " + std::to_string(bytes.size()) + " bytes of text in " +
+                std::to_string(c.files.size()) + " files, need at least " + std::to_string(min_bytes) + " (min_bytes)");
 
   std::array<bool, 256> seen{};
   for (unsigned char b : bytes) seen[b] = true;

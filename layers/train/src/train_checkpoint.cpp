@@ -68,16 +68,16 @@ json read_index(const std::string& dir) {
 }
 
 // An existing directory may be replaced only if it is ours or empty: a typo in
-// --save must never delete someone's data.
+// the save directory must never delete someone's data.
 void check_replaceable(const std::string& dir) {
   if (!fs::exists(dir)) return;
-  check_arg(fs::is_directory(dir), "--save " + dir + ": exists and is not a directory");
+  check_arg(fs::is_directory(dir), "checkpoint directory " + dir + ": exists and is not a directory");
   if (fs::is_empty(dir)) return;
   try {
     read_index(dir);
   } catch (const Error&) {
     throw Error(ErrorCode::kInvalidArgument,
-                "--save " + dir + ": exists and is not a training checkpoint; refusing to replace it");
+                "checkpoint directory " + dir + ": exists and is not a training checkpoint; refusing to replace it");
   }
 }
 
@@ -96,7 +96,8 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
     if (me != 0) return;
     check_replaceable(base);
     const fs::path parent = fs::absolute(base).parent_path();
-    check_arg(fs::is_directory(parent), "--save " + dir + ": directory " + parent.string() + " does not exist");
+    check_arg(fs::is_directory(parent),
+              "checkpoint directory " + dir + ": parent directory " + parent.string() + " does not exist");
     fs::remove_all(tmp);
     fs::create_directory(tmp);
   });
@@ -169,7 +170,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
         // NOTE: file systems without RENAME_EXCHANGE get two renames; a kill
         // between them leaves the previous checkpoint whole in `old`.
         check(errno == EINVAL || errno == ENOSYS, ErrorCode::kIo,
-              "--save " + dir + ": cannot swap in the new checkpoint (" + std::strerror(errno) + ")");
+              "checkpoint directory " + dir + ": cannot swap in the new checkpoint (" + std::strerror(errno) + ")");
         const std::string old = base + ".old-" + std::to_string(pid);
         fs::rename(base, old);
         fs::rename(tmp, base);
@@ -183,7 +184,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
 }
 
 std::int64_t load_train_checkpoint(const std::string& dir, CharLm& model, Optimizer& opt, const TrainState& state) {
-  check_arg(fs::is_directory(dir), "--resume " + dir + ": directory does not exist");
+  check_arg(fs::is_directory(dir), "checkpoint directory " + dir + ": does not exist");
   const json index = read_index(dir);
   const json& meta = index["metadata"];
   const std::string where = (fs::path(dir) / kIndex).string();
