@@ -27,6 +27,7 @@
 
 #include "switchyard/formats/random_checkpoint.hpp"
 #include "switchyard/kernels/bf16_matmul.hpp"
+#include "switchyard/kernels/number_conversion.hpp"
 #include "switchyard/kernels/packed_linear.hpp"
 #include "switchyard/layers/experts.hpp"
 

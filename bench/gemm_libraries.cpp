@@ -31,7 +31,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <dnnl.hpp>
 #include <fstream>
 #include <functional>
@@ -44,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "switchyard/kernels/number_conversion.hpp"
 #include "switchyard/kernels/packed_linear.hpp"
 
 #ifdef SWITCHYARD_BENCH_HAVE_OPENBLAS
@@ -63,23 +63,9 @@ using nlohmann::json;
 namespace sk = switchyard::kernels;
 
 // ---------------------------------------------------------------------------
-// bf16 helpers (round to nearest even, as kernels::PackedLinear does).
+// bf16 rounding (nearest even, as kernels::PackedLinear does).
 
-std::uint16_t to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<std::uint16_t>(bits >> 16);
-}
-
-float from_bf16(std::uint16_t h) {
-  std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-float round_bf16(float f) { return from_bf16(to_bf16(f)); }
+float round_bf16(float f) { return sk::bf16_to_float(sk::float_to_bf16(f)); }
 
 // ---------------------------------------------------------------------------
 // One GEMM implementation under test, bound to one weight matrix W [N, K].
@@ -163,11 +149,11 @@ struct OpenblasSbgemmRunner final : Runner {
   std::int64_t n, k;
   OpenblasSbgemmRunner(const float* w, std::int64_t n_, std::int64_t k_)
       : wb(static_cast<std::size_t>(n_ * k_)), n(n_), k(k_) {
-    for (std::size_t i = 0; i < wb.size(); ++i) wb[i] = to_bf16(w[i]);
+    sk::convert_to_bf16(w, n_ * k_, wb.data());
   }
   void run(const float* x, std::int64_t m, float* y) override {
     xb.resize(static_cast<std::size_t>(m * k));  // conversion timed, as in PackedLinear
-    for (std::size_t i = 0; i < xb.size(); ++i) xb[i] = to_bf16(x[i]);
+    sk::convert_to_bf16(x, m * k, xb.data());
     cblas_sbgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m), static_cast<blasint>(n),
                  static_cast<blasint>(k), 1.0f, reinterpret_cast<const bfloat16*>(xb.data()), static_cast<blasint>(k),
                  reinterpret_cast<const bfloat16*>(wb.data()), static_cast<blasint>(k), 0.0f, y,

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "dnnl_support.hpp"
-#include "switchyard/kernels/packed_linear.hpp"
+#include "switchyard/kernels/number_conversion.hpp"
 #include "switchyard/runtime/error.hpp"
 
 namespace switchyard::kernels {

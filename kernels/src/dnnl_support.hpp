@@ -9,6 +9,8 @@
 #include <dnnl.hpp>
 #include <vector>
 
+#include "switchyard/kernels/number_conversion.hpp"
+
 namespace switchyard::kernels::detail {
 
 /// The one CPU engine all primitives and memories use.
@@ -87,10 +89,7 @@ inline unsigned char* thread_buffer(int slot, std::size_t bytes) {
 /// `n` bf16 values (raw bits) widened to float32 in `buffer` (grown as needed).
 inline const float* widen_bf16(const std::uint16_t* x, std::int64_t n, std::vector<float>& buffer) {
   if (buffer.size() < static_cast<std::size_t>(n)) buffer.resize(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t bits = static_cast<std::uint32_t>(x[i]) << 16;
-    __builtin_memcpy(&buffer[static_cast<std::size_t>(i)], &bits, sizeof(float));
-  }
+  convert_from_bf16(x, n, buffer.data());
   return buffer.data();
 }
 

@@ -3,10 +3,10 @@
 #include "dnnl_support.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <dnnl.hpp>
 #include <string>
 
+#include "switchyard/kernels/number_conversion.hpp"
 #include "switchyard/runtime/error.hpp"
 
 namespace switchyard::kernels {
@@ -23,13 +23,6 @@ dnnl::algorithm eltwise_of(Activation act) {
     case Activation::kRelu: return dnnl::algorithm::eltwise_relu;
   }
   return dnnl::algorithm::eltwise_relu;
-}
-
-std::uint16_t to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even (inputs are finite)
-  return static_cast<std::uint16_t>(bits >> 16);
 }
 
 }  // namespace
@@ -192,17 +185,6 @@ void PackedLinear::execute_rows(const void* x, std::int64_t rows, void* y, bool 
     s.wait();
   } catch (const dnnl::error& e) {
     throw Error(ErrorCode::kDnnl, std::string("oneDNN packed matmul failed: ") + e.what());
-  }
-}
-
-void convert_to_bf16(const float* x, std::int64_t n, std::uint16_t* out) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
-}
-
-void convert_from_bf16(const std::uint16_t* x, std::int64_t n, float* out) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t bits = static_cast<std::uint32_t>(x[i]) << 16;
-    std::memcpy(&out[i], &bits, sizeof(float));
   }
 }
 

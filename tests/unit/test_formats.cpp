@@ -19,6 +19,7 @@
 
 #include "switchyard/formats/checkpoint.hpp"
 #include "switchyard/formats/safetensors.hpp"
+#include "switchyard/kernels/number_conversion.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/npy.hpp"
 
@@ -264,88 +265,6 @@ TEST(Safetensors, ShapeHelpers) {
 }
 
 // ---------------------------------------------------------------------------
-// Rounding to the narrow formats (ties to even), on hand-derived bit patterns.
-
-TEST(Safetensors, F32ToBf16RoundsToNearestEven) {
-  EXPECT_EQ(f32_to_bf16(1.0f), 0x3F80);
-  EXPECT_EQ(f32_to_bf16(-2.0f), 0xC000);
-  EXPECT_EQ(f32_to_bf16(1.5f), 0x3FC0);
-  EXPECT_EQ(f32_to_bf16(0.0f), 0x0000);
-  EXPECT_EQ(f32_to_bf16(-0.0f), 0x8000);
-  // bf16 keeps the top 16 bits; the low 16 bits decide the rounding.
-  EXPECT_EQ(f32_to_bf16(f32_bits(0x3F807FFF)), 0x3F80);               // below half: down
-  EXPECT_EQ(f32_to_bf16(f32_bits(0x3F808000)), 0x3F80);               // exactly half, 0x3F80 even: down
-  EXPECT_EQ(f32_to_bf16(f32_bits(0x3F808001)), 0x3F81);               // above half: up
-  EXPECT_EQ(f32_to_bf16(f32_bits(0x3F818000)), 0x3F82);               // exactly half, 0x3F81 odd: up to even
-  EXPECT_EQ(f32_to_bf16(f32_bits(0xBF818000)), 0xBF82);               // same, negative
-  EXPECT_EQ(f32_to_bf16(f32_bits(0x3FFF8000)), 0x4000);               // half, odd, carries into the exponent
-  EXPECT_EQ(f32_to_bf16(f32_bits(0x00008000)), 0x0000);               // subnormal half, even: down
-  EXPECT_EQ(f32_to_bf16(f32_bits(0x00018000)), 0x0002);               // subnormal half, odd: up
-  EXPECT_EQ(f32_to_bf16(f32_bits(0x7F7F7FFF)), 0x7F7F);               // large, below half
-  EXPECT_EQ(f32_to_bf16(std::numeric_limits<float>::max()), 0x7F80);  // 0x7F7FFFFF rounds up to inf
-  EXPECT_EQ(f32_to_bf16(std::numeric_limits<float>::infinity()), 0x7F80);
-  EXPECT_EQ(f32_to_bf16(-std::numeric_limits<float>::infinity()), 0xFF80);
-  // NaNs stay NaN (a naive "add 0x7FFF and shift" turns 0x7FFFFFFF into -0
-  // and truncation turns 0x7F800001 into inf).
-  for (std::uint32_t nan : {0x7FC00000u, 0x7FFFFFFFu, 0x7F800001u, 0xFFC00000u}) {
-    const std::uint16_t h = f32_to_bf16(f32_bits(nan));
-    EXPECT_EQ(h & 0x7F80, 0x7F80) << std::hex << nan;
-    EXPECT_NE(h & 0x007F, 0) << std::hex << nan;
-  }
-}
-
-TEST(Safetensors, F32ToF16RoundsToNearestEven) {
-  EXPECT_EQ(f32_to_f16(1.0f), 0x3C00);
-  EXPECT_EQ(f32_to_f16(-2.0f), 0xC000);
-  EXPECT_EQ(f32_to_f16(0.0f), 0x0000);
-  EXPECT_EQ(f32_to_f16(-0.0f), 0x8000);
-  EXPECT_EQ(f32_to_f16(65504.0f), 0x7BFF);
-  EXPECT_EQ(f32_to_f16(0.333251953125f), 0x3555);
-  // Half has 10 mantissa bits: ulp(1) = 2^-10, half an ulp = 2^-11.
-  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);      // tie, even: down
-  EXPECT_EQ(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie, odd 0x3C01: up
-  EXPECT_EQ(f32_to_f16(f32_bits(0x3F801001)), 0x3C01);              // just above the tie: up
-  EXPECT_EQ(f32_to_f16(f32_bits(0x3F800FFF)), 0x3C00);              // just below the tie: down
-  EXPECT_EQ(f32_to_f16(-(1.0f + 3 * std::ldexp(1.0f, -11))), 0xBC02);
-  // Overflow: 65520 is halfway between 65504 (0x7BFF, odd) and 65536 -> inf.
-  EXPECT_EQ(f32_to_f16(65519.0f), 0x7BFF);
-  EXPECT_EQ(f32_to_f16(65520.0f), 0x7C00);
-  EXPECT_EQ(f32_to_f16(1e6f), 0x7C00);
-  EXPECT_EQ(f32_to_f16(-1e6f), 0xFC00);
-  EXPECT_EQ(f32_to_f16(std::numeric_limits<float>::infinity()), 0x7C00);
-  // Subnormals: 2^-24 is the smallest; 2^-25 is a tie between 0 and 2^-24.
-  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -24)), 0x0001);
-  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);  // tie, even: 0
-  EXPECT_EQ(f32_to_f16(-std::ldexp(1.0f, -25)), 0x8000);
-  EXPECT_EQ(f32_to_f16(std::nextafter(std::ldexp(1.0f, -25), 1.0f)), 0x0001);  // above the tie
-  EXPECT_EQ(f32_to_f16(3 * std::ldexp(1.0f, -25)), 0x0002);                    // 1.5 * 2^-24: tie, odd: up
-  EXPECT_EQ(f32_to_f16(5 * std::ldexp(1.0f, -25)), 0x0002);                    // 2.5 * 2^-24: tie, even: down
-  EXPECT_EQ(f32_to_f16(1023 * std::ldexp(1.0f, -24)), 0x03FF);                 // largest subnormal
-  EXPECT_EQ(f32_to_f16(1023.5f * std::ldexp(1.0f, -24)), 0x0400);              // tie into the smallest normal
-  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -14)), 0x0400);
-  EXPECT_EQ(f32_to_f16(1e-10f), 0x0000);
-  EXPECT_EQ(f32_to_f16(std::numeric_limits<float>::denorm_min()), 0x0000);
-  for (std::uint32_t nan : {0x7FC00000u, 0x7FFFFFFFu, 0x7F800001u, 0xFFC00000u}) {
-    const std::uint16_t h = f32_to_f16(f32_bits(nan));
-    EXPECT_EQ(h & 0x7C00, 0x7C00) << std::hex << nan;
-    EXPECT_NE(h & 0x03FF, 0) << std::hex << nan;
-  }
-}
-
-// Every f16 and bf16 value survives a round trip through float32 and back.
-TEST(Safetensors, NarrowFormatsRoundTripExactly) {
-  for (std::uint32_t h = 0; h < 0x10000; ++h) {
-    const auto b = static_cast<std::uint16_t>(h);
-    const double v = f16_value(b);
-    if (std::isnan(v)) continue;
-    ASSERT_EQ(f32_to_f16(static_cast<float>(v)), b) << std::hex << h;
-    const float bv = bf16_value(b);
-    if (std::isnan(bv)) continue;
-    ASSERT_EQ(f32_to_bf16(bv), b) << std::hex << h;
-  }
-}
-
-// ---------------------------------------------------------------------------
 // Writing.
 
 TEST(Safetensors, WriteThenReadBack) {
@@ -396,8 +315,9 @@ TEST(Safetensors, WriteThenReadBack) {
   EXPECT_EQ(b->nbytes, 12u);
   EXPECT_EQ(b->shape, (std::vector<std::int64_t>{2, 3}));
   // The stored bits, little-endian.
+  using switchyard::kernels::float_to_bf16;
   const std::vector<std::uint16_t> want_bf = {
-      0x3F80, 0xC000, 0x3F80, 0x3F82, f32_to_bf16(3.14159f), f32_to_bf16(-1e-3f)};
+      0x3F80, 0xC000, 0x3F80, 0x3F82, float_to_bf16(3.14159f), float_to_bf16(-1e-3f)};
   EXPECT_EQ(want_bf[4], 0x4049);  // 3.14159 = 0x40490FD0: low half below the tie
   EXPECT_EQ(want_bf[5], 0xBA83);  // -1e-3 = 0xBA83126F: low half below the tie
   for (std::size_t i = 0; i < want_bf.size(); ++i) {

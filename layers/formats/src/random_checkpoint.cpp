@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "switchyard/kernels/number_conversion.hpp"
 #include "switchyard/runtime/atomic_file.hpp"
 
 namespace switchyard::formats {
@@ -26,14 +27,9 @@ namespace {
 // Rounds in place to what `dtype` can hold, so the arrays equal the file.
 void round_to(formats::DType dtype, std::vector<float>* v) {
   if (dtype == formats::DType::kF32) return;
-  for (auto& x : *v) {
-    const std::uint16_t h = dtype == formats::DType::kBF16 ? formats::f32_to_bf16(x) : formats::f32_to_f16(x);
-    formats::TensorView t;
-    t.dtype = dtype;
-    t.data = reinterpret_cast<const std::uint8_t*>(&h);
-    t.nbytes = 2;
-    formats::convert_to_f32(t, 0, 1, &x);
-  }
+  for (auto& x : *v)
+    x = dtype == formats::DType::kBF16 ? kernels::bf16_to_float(kernels::float_to_bf16(x))
+                                       : kernels::f16_to_float(kernels::float_to_f16(x));
 }
 
 json config_json(const RandomMoeSpec& s) {

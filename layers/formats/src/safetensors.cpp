@@ -1,8 +1,10 @@
 #include "switchyard/formats/safetensors.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "switchyard/kernels/number_conversion.hpp"
 #include "switchyard/runtime/atomic_file.hpp"
 #include "switchyard/runtime/error.hpp"
 
@@ -26,34 +28,9 @@ DType dtype_of(const std::string& name) {
   return DType::kOther;
 }
 
-float bf16_to_f32(std::uint16_t v) {
-  std::uint32_t bits = static_cast<std::uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-float f16_to_f32(std::uint16_t h) {
-  const std::uint32_t sign = (h & 0x8000u) << 16;
-  std::uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {  // subnormal: normalise
-    exp = 113;
-    while ((mant & 0x400) == 0) {
-      mant <<= 1;
-      --exp;
-    }
-    bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+// NOTE: tensor data in a mapped file need not be 2-byte aligned, so 16-bit
+// values are copied through a small aligned buffer before converting.
+constexpr std::int64_t kChunk = 1024;
 
 }  // namespace
 
@@ -129,11 +106,14 @@ void convert_to_f32(const TensorView& t, std::int64_t first, std::int64_t count,
     case DType::kBF16:
     case DType::kF16: {
       const std::uint8_t* p = t.data + first * 2;
-      const bool bf16 = t.dtype == DType::kBF16;
-      for (std::int64_t i = 0; i < count; ++i) {
-        std::uint16_t v;
-        std::memcpy(&v, p + i * 2, 2);
-        out[i] = bf16 ? bf16_to_f32(v) : f16_to_f32(v);
+      std::uint16_t narrow[kChunk];
+      for (std::int64_t done = 0; done < count; done += kChunk) {
+        const std::int64_t n = std::min(kChunk, count - done);
+        std::memcpy(narrow, p + done * 2, static_cast<std::size_t>(n) * 2);
+        if (t.dtype == DType::kBF16)
+          kernels::convert_from_bf16(narrow, n, out + done);
+        else
+          kernels::convert_from_f16(narrow, n, out + done);
       }
       return;
     }
@@ -141,37 +121,6 @@ void convert_to_f32(const TensorView& t, std::int64_t first, std::int64_t count,
   }
   throw Error(ErrorCode::kInvalidArgument,
               t.file + ": tensor '" + t.name + "' has dtype " + t.dtype_name + "; expected F32, BF16 or F16");
-}
-
-std::uint16_t f32_to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x40);  // quiet NaN
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<std::uint16_t>(bits >> 16);
-}
-
-std::uint16_t f32_to_f16(float f) {
-  std::uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const std::uint16_t sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
-  x &= 0x7fffffffu;
-  if (x > 0x7f800000u) return sign | 0x7e00u;
-  if (x >= 0x477ff000u) return sign | 0x7c00u;  // overflow to inf
-  if (x < 0x38800000u) {                        // subnormal or zero
-    if (x < 0x33000000u) return sign;
-    const std::uint32_t mant = (x & 0x7fffffu) | 0x800000u;
-    const int shift = 126 - static_cast<int>(x >> 23);
-    // round to nearest even on the dropped bits
-    const std::uint32_t rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
-    std::uint32_t half = mant >> shift;
-    if (rem > mid || (rem == mid && (half & 1u))) ++half;
-    return sign | static_cast<std::uint16_t>(half);
-  }
-  std::uint32_t h = ((x >> 13) - (112u << 10));
-  const std::uint32_t rem = x & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
-  return sign | static_cast<std::uint16_t>(h);
 }
 
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
@@ -200,9 +149,15 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
       p += n * 4;
       continue;
     }
-    for (std::int64_t i = 0; i < n; ++i, p += 2) {
-      const std::uint16_t v = t.dtype == DType::kBF16 ? f32_to_bf16(t.data[i]) : f32_to_f16(t.data[i]);
-      std::memcpy(p, &v, 2);
+    std::uint16_t narrow[kChunk];
+    for (std::int64_t done = 0; done < n; done += kChunk) {
+      const std::int64_t m = std::min(kChunk, n - done);
+      if (t.dtype == DType::kBF16)
+        kernels::convert_to_bf16(t.data + done, m, narrow);
+      else
+        kernels::convert_to_f16(t.data + done, m, narrow);
+      std::memcpy(p, narrow, static_cast<std::size_t>(m) * 2);
+      p += m * 2;
     }
   }
   write_file_atomically(path, out.data(), out.size());

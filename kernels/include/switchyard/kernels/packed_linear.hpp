@@ -11,6 +11,9 @@
 #include <vector>
 
 #include "switchyard/kernels/activation.hpp"
+// The bf16 operands of run_bf16 and the bf16 weight constructor come from
+// convert_to_bf16 (and go back through convert_from_bf16), declared there.
+#include "switchyard/kernels/number_conversion.hpp"
 
 namespace switchyard::kernels {
 
@@ -56,10 +59,5 @@ class PackedLinear {
   std::unique_ptr<Impl> impl_;
   std::int64_t out_ = 0, in_ = 0;
 };
-
-/// Rounds n float32 values to bfloat16 bits (nearest even; inputs finite).
-void convert_to_bf16(const float* x, std::int64_t n, std::uint16_t* out);
-/// Widens n bfloat16 values (raw bits) to float32 (exact).
-void convert_from_bf16(const std::uint16_t* x, std::int64_t n, float* out);
 
 }  // namespace switchyard::kernels

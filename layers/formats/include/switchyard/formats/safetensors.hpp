@@ -57,18 +57,13 @@ class SafetensorsFile {
 void convert_to_f32(const TensorView& t, std::int64_t first, std::int64_t count, float* out);
 
 /// A float32 tensor to be written, stored as `dtype` (F32, BF16 or F16;
-/// narrowing rounds to nearest even).
+/// narrowing rounds to nearest even, as kernels/number_conversion.hpp).
 struct TensorToWrite {
   std::string name;
   std::vector<std::int64_t> shape;
   const float* data = nullptr;
   DType dtype = DType::kF32;
 };
-
-/// Rounds a float32 to the nearest bfloat16 (ties to even).
-std::uint16_t f32_to_bf16(float f);
-/// Rounds a float32 to the nearest IEEE half (ties to even).
-std::uint16_t f32_to_f16(float f);
 
 /// Writes tensors as one safetensors file, atomically.
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
