@@ -13,6 +13,7 @@
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/npy.hpp"
+#include "switchyard/runtime/partition.hpp"
 #include "switchyard/runtime/phase_timer.hpp"
 
 namespace switchyard::launch {
@@ -43,11 +44,6 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
 }
 
 namespace {
-
-// Contiguous, near-equal blocks of rows: the first T % R ranks get one more.
-std::int64_t block_begin(std::int64_t total, int parts, int idx) {
-  return idx * (total / parts) + std::min<std::int64_t>(idx, total % parts);
-}
 
 void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, const formats::MoeTensorNames& names,
                    const layers::ExpertPlacement& placement, const layers::ForwardStats& stats,
@@ -129,7 +125,8 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   load_timer.mark("load");
 
   const std::int64_t T = input->rows(), H = config.hidden_size;
-  const std::int64_t begin = block_begin(T, R, me), rows = block_begin(T, R, me + 1) - begin;
+  const BlockPartition row_blocks(T, R);  // each rank runs a contiguous block of the input rows
+  const std::int64_t begin = row_blocks.first(me), rows = row_blocks.count(me);
   std::unique_ptr<StepRunner> runner;
   collective_step(comm, [&] { runner = std::make_unique<StepRunner>(o.schedule, comm, rows); });
   std::vector<float> y(static_cast<std::size_t>(rows * H));
@@ -144,8 +141,8 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   // Gather rows to rank 0 in input order.
   std::vector<std::int64_t> bytes(R), offsets(R);
   for (int r = 0; r < R; ++r) {
-    offsets[r] = block_begin(T, R, r) * H * static_cast<std::int64_t>(sizeof(float));
-    bytes[r] = block_begin(T, R, r + 1) * H * static_cast<std::int64_t>(sizeof(float)) - offsets[r];
+    offsets[r] = row_blocks.first(r) * H * static_cast<std::int64_t>(sizeof(float));
+    bytes[r] = row_blocks.count(r) * H * static_cast<std::int64_t>(sizeof(float));
   }
   auto gather_rows = [&](const std::vector<float>& mine) {
     std::vector<float> all(me == 0 ? static_cast<std::size_t>(T * H) : 0);

@@ -8,28 +8,21 @@
 
 namespace switchyard::layers {
 
-ExpertPlacement::ExpertPlacement(std::int64_t num_experts, int num_ranks)
-    : num_experts_(num_experts), num_ranks_(num_ranks) {
+namespace {
+
+// NOTE: checked before the partition is built, so the user sees this message
+// rather than the partition's own.
+BlockPartition checked_blocks(std::int64_t num_experts, int num_ranks) {
   check_arg(num_ranks >= 1 && num_ranks <= num_experts, "more ranks than experts: " + std::to_string(num_ranks) +
                                                             " ranks for " + std::to_string(num_experts) +
                                                             " experts (every rank must own at least one expert)");
+  return BlockPartition(num_experts, num_ranks);
 }
 
-std::int64_t ExpertPlacement::num_local(int rank) const {
-  return num_experts_ / num_ranks_ + (rank < num_experts_ % num_ranks_ ? 1 : 0);
-}
+}  // namespace
 
-std::int64_t ExpertPlacement::first_expert(int rank) const {
-  const std::int64_t base = num_experts_ / num_ranks_, extra = num_experts_ % num_ranks_;
-  return rank * base + std::min<std::int64_t>(rank, extra);
-}
-
-int ExpertPlacement::owner(std::int64_t expert) const {
-  const std::int64_t base = num_experts_ / num_ranks_, extra = num_experts_ % num_ranks_;
-  const std::int64_t big = extra * (base + 1);  // experts held by the larger blocks
-  if (expert < big) return static_cast<int>(expert / (base + 1));
-  return static_cast<int>(extra + (expert - big) / base);
-}
+ExpertPlacement::ExpertPlacement(std::int64_t num_experts, int num_ranks)
+    : blocks_(checked_blocks(num_experts, num_ranks)) {}
 
 namespace {
 

@@ -59,16 +59,16 @@ TEST_P(MoeDistributed, MatchesDenseReference) {
 
   const std::int64_t H = c.spec.hidden, T = c.tokens;
   const auto x = formats::random_matrix(T, H, 99 + c.spec.seed);
-  const std::int64_t begin = me * (T / R) + std::min<std::int64_t>(me, T % R);
-  const std::int64_t rows = T / R + (me < T % R ? 1 : 0);
+  const BlockPartition blocks(T, R);
+  const std::int64_t begin = blocks.first(me), rows = blocks.count(me);
   std::vector<float> y(rows * H);
   layers::ForwardStats stats;
   layer.forward(comm, x.data() + begin * H, rows, y.data(), &stats);
 
   std::vector<int> counts(R), displs(R);
   for (int r = 0; r < R; ++r) {
-    displs[r] = static_cast<int>((r * (T / R) + std::min<std::int64_t>(r, T % R)) * H);
-    counts[r] = static_cast<int>((T / R + (r < T % R ? 1 : 0)) * H);
+    displs[r] = static_cast<int>(blocks.first(r) * H);
+    counts[r] = static_cast<int>(blocks.count(r) * H);
   }
   std::vector<float> all(me == 0 ? T * H : 0);
   MPI_Gatherv(y.data(), static_cast<int>(y.size()), MPI_FLOAT, all.data(), counts.data(), displs.data(), MPI_FLOAT, 0,

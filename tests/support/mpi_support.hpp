@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <string>
 
+#include "switchyard/runtime/partition.hpp"
+
 namespace switchyard::test_support {
 
 /// A fresh directory made by rank 0, its path shared with every rank
@@ -23,7 +25,7 @@ inline std::string shared_temp_dir(int rank) {
 }
 
 /// First row and row count of rank r's contiguous block of T rows.
-inline std::int64_t block_begin(std::int64_t T, int R, int r) { return r * (T / R) + std::min<std::int64_t>(r, T % R); }
-inline std::int64_t block_rows(std::int64_t T, int R, int r) { return T / R + (r < T % R ? 1 : 0); }
+inline std::int64_t block_begin(std::int64_t T, int R, int r) { return BlockPartition(T, R).first(r); }
+inline std::int64_t block_rows(std::int64_t T, int R, int r) { return BlockPartition(T, R).count(r); }
 
 }  // namespace switchyard::test_support

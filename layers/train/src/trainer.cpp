@@ -4,15 +4,11 @@
 #include <numeric>
 
 #include "switchyard/runtime/error.hpp"
+#include "switchyard/runtime/partition.hpp"
 #include "switchyard/train/train_checkpoint.hpp"
 
 namespace switchyard::train {
 namespace {
-
-// Contiguous, near-equal blocks: the first n % parts get one more.
-std::int64_t block_begin(std::int64_t n, int parts, int idx) {
-  return idx * (n / parts) + std::min<std::int64_t>(idx, n % parts);
-}
 
 constexpr std::int64_t kEvalChunk = 2048;  // examples per forward during evaluation
 
@@ -91,10 +87,11 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
   const std::int64_t n = max_tokens > 0 ? std::min(max_tokens, num_val) : num_val;
   const int R = comm_.size(), me = comm_.rank();
   // Evenly spaced held-out positions; each rank takes a contiguous block.
-  const std::int64_t begin = block_begin(n, R, me), end = block_begin(n, R, me + 1);
+  const BlockPartition blocks(n, R);
+  const std::int64_t begin = blocks.first(me), end = begin + blocks.count(me);
   std::vector<std::int64_t> pos;
   for (std::int64_t i = begin; i < end; ++i) pos.push_back(corpus_.val_begin + (i * num_val) / n);
-  const std::int64_t most = block_begin(n, R, 1);  // rank 0 has the largest block
+  const std::int64_t most = blocks.max_count();
   const std::int64_t num_chunks = (most + kEvalChunk - 1) / kEvalChunk;
 
   std::vector<std::int64_t> counts(specialisation ? static_cast<std::size_t>(L * E * V) : 0, 0);

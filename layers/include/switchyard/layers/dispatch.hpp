@@ -6,27 +6,27 @@
 
 #include "switchyard/comm/communicator.hpp"
 #include "switchyard/layers/router.hpp"
+#include "switchyard/runtime/partition.hpp"
 
 namespace switchyard::layers {
 
-/// Experts in contiguous blocks over ranks; the first E % R ranks hold one
-/// expert more than the others.
+/// Experts in contiguous blocks over ranks (a BlockPartition); the first
+/// E % R ranks hold one expert more than the others.
 class ExpertPlacement {
  public:
   /// Throws Error(kInvalidArgument) if num_ranks > num_experts.
   ExpertPlacement(std::int64_t num_experts, int num_ranks);
 
-  std::int64_t num_experts() const { return num_experts_; }
-  int num_ranks() const { return num_ranks_; }
-  std::int64_t first_expert(int rank) const;
-  std::int64_t num_local(int rank) const;
+  std::int64_t num_experts() const { return blocks_.total(); }
+  int num_ranks() const { return blocks_.num_parts(); }
+  std::int64_t first_expert(int rank) const { return blocks_.first(rank); }
+  std::int64_t num_local(int rank) const { return blocks_.count(rank); }
   /// The most experts any rank holds.
-  std::int64_t max_local() const { return num_local(0); }
-  int owner(std::int64_t expert) const;
+  std::int64_t max_local() const { return blocks_.max_count(); }
+  int owner(std::int64_t expert) const { return blocks_.owner(expert); }
 
  private:
-  std::int64_t num_experts_;
-  int num_ranks_;
+  BlockPartition blocks_;
 };
 
 /// Capacity: 0 means dropless. Otherwise each expert accepts at most
