@@ -16,12 +16,19 @@ void RouterConfig::validate() const {
   check_arg(num_experts > 0, "router: num_experts must be positive, got " + std::to_string(num_experts));
   check_arg(top_k > 0 && top_k <= num_experts,
             "router: top_k must be in [1, num_experts], got " + std::to_string(top_k));
-  check_arg(n_group > 0 && num_experts % n_group == 0,
-            "router: n_group must divide num_experts, got " + std::to_string(n_group));
-  check_arg(topk_group > 0 && topk_group <= n_group,
-            "router: topk_group must be in [1, n_group], got " + std::to_string(topk_group));
-  check_arg(n_group == 1 || num_experts / n_group >= 2, "router: groups need at least 2 experts each");
-  check_arg(top_k <= topk_group * (num_experts / n_group), "router: top_k exceeds the experts of the selected groups");
+  check_arg(
+      n_group > 0 && num_experts % n_group == 0,
+      "router: n_group must divide num_experts (" + std::to_string(num_experts) + "), got " + std::to_string(n_group));
+  check_arg(topk_group > 0 && topk_group <= n_group, "router: topk_group must be in [1, n_group] = [1, " +
+                                                         std::to_string(n_group) + "], got " +
+                                                         std::to_string(topk_group));
+  check_arg(n_group == 1 || num_experts / n_group >= 2,
+            "router: n_group " + std::to_string(n_group) + " leaves fewer than 2 of the " +
+                std::to_string(num_experts) + " experts (num_experts) in each group");
+  check_arg(top_k <= topk_group * (num_experts / n_group), "router: top_k " + std::to_string(top_k) + " exceeds the " +
+                                                               std::to_string(topk_group * (num_experts / n_group)) +
+                                                               " experts of the topk_group " +
+                                                               std::to_string(topk_group) + " selected groups");
 }
 
 void MoeConfig::validate() const {

@@ -145,16 +145,6 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.routed_scaling_factor = f.number("routed_scaling_factor", 2.5);
     c.first_k_dense_replace = f.integer("first_k_dense_replace", 3);
     c.shared_intermediate_size = c.expert_intermediate_size * f.integer("n_shared_experts", 1);
-    f.positive("n_group", c.n_group);
-    f.positive("topk_group", c.topk_group);
-    check_arg(c.num_experts % c.n_group == 0, f.where("n_group") + " must divide n_routed_experts (" +
-                                                  std::to_string(c.num_experts) + "), got " +
-                                                  std::to_string(c.n_group));
-    check_arg(c.topk_group <= c.n_group, f.where("topk_group") + " must be at most n_group (" +
-                                             std::to_string(c.n_group) + "), got " + std::to_string(c.topk_group));
-    check_arg(c.num_experts / c.n_group >= 2, f.where("n_group") + " must leave at least 2 experts per group");
-    check_arg(c.top_k <= c.topk_group * (c.num_experts / c.n_group),
-              f.where("num_experts_per_tok") + " exceeds the experts of the topk_group selected groups");
   } else {
     throw Error(ErrorCode::kInvalidArgument, source + ": field 'model_type' is '" + type +
                                                  "'; expected one of mixtral, qwen2_moe, qwen3_moe, deepseek_v3");
@@ -172,6 +162,20 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                                                          std::to_string(c.num_experts) + "], got " +
                                                          std::to_string(c.top_k));
   check_arg(c.shared_intermediate_size >= 0, source + ": the shared expert size must not be negative");
+  // NOTE: the routing rules (group-limited routing among them) are checked
+  // once, by RouterConfig::validate; its message names the router's fields,
+  // so the file and the config.json fields with their values go in front.
+  try {
+    router_config(c);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kInvalidArgument) throw;
+    const std::string fields = c.arch == Architecture::kDeepseekV3
+                                   ? "n_routed_experts " + std::to_string(c.num_experts) + ", n_group " +
+                                         std::to_string(c.n_group) + ", topk_group " + std::to_string(c.topk_group) +
+                                         ", num_experts_per_tok " + std::to_string(c.top_k)
+                                   : "num_experts_per_tok " + std::to_string(c.top_k);
+    throw Error(e.code(), source + ": " + fields + ": " + e.what());
+  }
   return c;
 }
 
