@@ -124,7 +124,6 @@ class Bf16TrainingExperts final : public ExpertBackend {
       experts_.emplace_back(std::move(experts[j]), act, "experts." + std::to_string(first_expert + j));
     }
   }
-  DeviceKind device() const override { return DeviceKind::kCpu; }
   std::int64_t num_local() const override { return static_cast<std::int64_t>(experts_.size()); }
   std::int64_t saved_per_row() const override { return experts_.empty() ? 0 : experts_.front().saved_per_row(); }
   std::int64_t grad_saved_per_row() const override {

@@ -69,15 +69,6 @@ void GatedMlp::backward(const float* x, std::int64_t rows, const float* saved, c
   backward_weights(x, rows, saved, grad_y, grad_saved_.data());
 }
 
-void ExpertBackend::backward(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
-                             float* grad_rows) {
-  std::int64_t n = 0;
-  for (std::int64_t j = 0; j < num_local(); ++j) n += counts[j];
-  grad_saved_.resize(static_cast<std::size_t>(n * grad_saved_per_row()));
-  backward_data(rows, counts, saved, grad_out, grad_rows, grad_saved_.data());
-  backward_weights(rows, counts, saved, grad_out, grad_saved_.data());
-}
-
 namespace {
 
 // Experts as a loop of oneDNN matmuls, one gate/up and one down per expert.
@@ -89,7 +80,6 @@ class CpuExpertBackend final : public ExpertBackend {
       mlps_.emplace_back(std::move(experts[j]), act, "experts." + std::to_string(first_expert + j), false);
     }
   }
-  DeviceKind device() const override { return DeviceKind::kCpu; }
   std::int64_t num_local() const override { return static_cast<std::int64_t>(mlps_.size()); }
   std::int64_t saved_per_row() const override { return mlps_.empty() ? 0 : mlps_.front().saved_per_row(); }
   std::int64_t grad_saved_per_row() const override { return mlps_.empty() ? 0 : mlps_.front().grad_saved_per_row(); }
@@ -143,7 +133,6 @@ class PackedExpertBackend final : public ExpertBackend {
       e = MlpWeights{};  // release the float32 source now that it is packed
     }
   }
-  DeviceKind device() const override { return DeviceKind::kCpu; }
   std::int64_t num_local() const override { return static_cast<std::int64_t>(experts_.size()); }
   std::int64_t saved_per_row() const override { return 0; }
   std::int64_t grad_saved_per_row() const override { return 0; }

@@ -17,7 +17,6 @@ MoeLayer::MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlac
       router_(config.router),
       placement_(placement),
       options_(options),
-      first_expert_(weights.first_expert),
       selection_bias_(std::move(weights.selection_bias)),
       router_weight_("gate.weight", {config.num_experts, config.hidden_size}, std::move(weights.router), true) {
   check(static_cast<std::int64_t>(weights.experts.size()) == placement.num_local(rank) &&
@@ -25,7 +24,7 @@ MoeLayer::MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlac
         ErrorCode::kInternal, "MoE weights do not match the expert placement");
   router_linear_ =
       std::make_unique<kernels::Linear>(router_weight_.value.data(), config.num_experts, config.hidden_size);
-  experts_ = make_expert_backend(options.experts, std::move(weights.experts), first_expert_, config.activation);
+  experts_ = make_expert_backend(options.experts, std::move(weights.experts), weights.first_expert, config.activation);
   if (weights.shared.inter > 0) {
     shared_ = std::make_unique<GatedMlp>(std::move(weights.shared), config.activation, "shared", true);
   }

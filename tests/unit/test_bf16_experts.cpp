@@ -268,7 +268,9 @@ TEST_P(ExpertAccuracy, OutputsAndGradientsMatchFloat64) {
   auto experts = layers::make_expert_backend({.weight_type = c.type}, weights, 3, act);
   std::vector<float> y(n * kHidden), saved(n * experts->saved_per_row()), grad_x(n * kHidden);
   experts->forward(x.data(), counts.data(), y.data(), saved.data());
-  experts->backward(x.data(), counts.data(), saved.data(), g.data(), grad_x.data());
+  std::vector<float> grad_saved(n * experts->grad_saved_per_row());
+  experts->backward_data(x.data(), counts.data(), saved.data(), g.data(), grad_x.data(), grad_saved.data());
+  experts->backward_weights(x.data(), counts.data(), saved.data(), g.data(), grad_saved.data());
 
   const auto params = experts->parameters();
   ASSERT_EQ(params.size(), 4u);
@@ -294,7 +296,6 @@ TEST_P(ExpertAccuracy, OutputsAndGradientsMatchFloat64) {
   // doubles them exactly (the same sums, each added once more).
   std::vector<std::vector<float>> once;
   for (auto* p : params) once.push_back(p->grad);
-  std::vector<float> grad_saved(n * experts->grad_saved_per_row());
   experts->backward_data(x.data(), counts.data(), saved.data(), g.data(), grad_x.data(), grad_saved.data());
   experts->backward_weights(x.data(), counts.data(), saved.data(), g.data(), grad_saved.data());
   for (std::size_t p = 0; p < params.size(); ++p)

@@ -66,7 +66,6 @@ class GatedMlp {
 class ExpertBackend {
  public:
   virtual ~ExpertBackend() = default;
-  virtual DeviceKind device() const = 0;
   virtual std::int64_t num_local() const = 0;
   /// Floats of saved activations per row (forward -> backward).
   virtual std::int64_t saved_per_row() const = 0;
@@ -82,14 +81,8 @@ class ExpertBackend {
   /// Adds the expert weight gradients: sums over the rows in the order given.
   virtual void backward_weights(const float* rows, const std::int64_t* counts, const float* saved,
                                 const float* grad_out, const float* grad_saved) = 0;
-  /// backward_data then backward_weights, on a scratch `grad_saved`.
-  void backward(const float* rows, const std::int64_t* counts, const float* saved, const float* grad_out,
-                float* grad_rows);
   /// Per local expert j: gate_up then down (names `experts.<global id>.*`).
   virtual std::vector<Parameter*> parameters() = 0;
-
- private:
-  std::vector<float> grad_saved_;
 };
 
 struct ExpertBackendOptions {

@@ -140,7 +140,6 @@ class MoeLayer {
   std::vector<float>& selection_bias() { return selection_bias_; }
   const MoeConfig& config() const { return config_; }
   const ExpertPlacement& placement() const { return placement_; }
-  std::int64_t first_local_expert() const { return first_expert_; }
 
  private:
   struct StepGraph;
@@ -183,7 +182,6 @@ class MoeLayer {
   RouterConfig router_;
   ExpertPlacement placement_;
   MoeLayerOptions options_;
-  std::int64_t first_expert_ = 0;
   std::vector<float> selection_bias_;
   Parameter router_weight_;
   std::unique_ptr<kernels::Linear> router_linear_;

@@ -13,8 +13,6 @@ class PhaseTimer {
   void mark(const std::string& phase);
   /// Adds `seconds` to `phase` without touching the clock.
   void add(const std::string& phase, double seconds);
-  /// Restarts the clock without charging anyone.
-  void restart() { last_ = Clock::now(); }
 
   struct Entry {
     std::string phase;
