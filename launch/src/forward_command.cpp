@@ -9,6 +9,7 @@
 #include "cli_runner.hpp"
 #include "commands.hpp"
 #include "layer_grads.hpp"
+#include "switchyard/comm/gather.hpp"
 #include "switchyard/formats/checkpoint.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -138,17 +139,8 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
                    runner->schedule());
   });
 
-  // Gather rows to rank 0 in input order.
-  std::vector<std::int64_t> bytes(R), offsets(R);
-  for (int r = 0; r < R; ++r) {
-    offsets[r] = row_blocks.first(r) * H * static_cast<std::int64_t>(sizeof(float));
-    bytes[r] = row_blocks.count(r) * H * static_cast<std::int64_t>(sizeof(float));
-  }
-  auto gather_rows = [&](const std::vector<float>& mine) {
-    std::vector<float> all(me == 0 ? static_cast<std::size_t>(T * H) : 0);
-    comm.gatherv(mine.data(), mine.size() * sizeof(float), all.data(), bytes.data(), offsets.data(), 0);
-    return all;
-  };
+  // Rows to rank 0 in input order: the blocks are contiguous, in rank order.
+  const auto gather_rows = [&](const std::vector<float>& mine) { return comm::gather_rows_to_root(comm, mine, 0); };
   const std::vector<float> all = gather_rows(y);
 
   std::vector<NamedTensor> grads;

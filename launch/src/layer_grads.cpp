@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "switchyard/comm/gather.hpp"
 #include "switchyard/runtime/error.hpp"
 
 namespace switchyard::launch {
@@ -18,7 +19,6 @@ std::vector<NamedTensor> collect_layer_gradients(comm::Communicator& comm, layer
                                                  const formats::MoeTensorNames& names) {
   const auto& c = layer.config();
   const std::int64_t H = c.hidden_size, I = c.expert_intermediate_size, E = c.num_experts;
-  const int R = comm.size();
   std::map<std::string, Parameter*> by_name;
   std::vector<float> local_experts;  // this rank's expert grads: per expert gate_up then down
   for (auto* p : layer.parameters()) {
@@ -30,15 +30,12 @@ std::vector<NamedTensor> collect_layer_gradients(comm::Communicator& comm, layer
     }
   }
   const std::int64_t per_expert = 3 * I * H;
-  std::vector<std::int64_t> bytes(R), offsets(R);
-  for (int r = 0; r < R; ++r) {
-    offsets[r] = layer.placement().first_expert(r) * per_expert * static_cast<std::int64_t>(sizeof(float));
-    bytes[r] = layer.placement().num_local(r) * per_expert * static_cast<std::int64_t>(sizeof(float));
-  }
-  std::vector<float> experts(comm.rank() == 0 ? static_cast<std::size_t>(E * per_expert) : 0);
-  comm.gatherv(local_experts.data(), local_experts.size() * sizeof(float), experts.data(), bytes.data(), offsets.data(),
-               0);
+  // Experts sit in rank order (contiguous blocks), so rank order is expert order.
+  const std::vector<float> experts = comm::gather_rows_to_root(comm, local_experts, 0);
   if (comm.rank() != 0) return {};
+  check(static_cast<std::int64_t>(experts.size()) == E * per_expert, ErrorCode::kInternal,
+        "expert gradients: gathered " + std::to_string(experts.size()) + " floats, expected " +
+            std::to_string(E * per_expert));
 
   std::vector<NamedTensor> out;
   out.push_back({names.router, {E, H}, by_name.at("gate.weight")->grad});

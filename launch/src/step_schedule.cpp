@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "cli_runner.hpp"
+#include "switchyard/comm/gather.hpp"
 #include "switchyard/runtime/atomic_file.hpp"
 #include "switchyard/runtime/error.hpp"
 
@@ -104,16 +105,11 @@ void StepRunner::write_outputs(comm::Communicator& comm, layers::MoeLayer& layer
   if (!trace_) return;
   // Every rank's events to rank 0, which merges them into one file.
   const std::string mine = trace_->to_json();
-  std::vector<std::int64_t> sizes(static_cast<std::size_t>(R), 0), offsets(static_cast<std::size_t>(R), 0);
-  sizes[static_cast<std::size_t>(me)] = static_cast<std::int64_t>(mine.size());
-  comm.allreduce_sum(sizes.data(), sizes.size());
-  for (int r = 1; r < R; ++r) offsets[r] = offsets[r - 1] + sizes[r - 1];
-  std::string all(me == 0 ? static_cast<std::size_t>(offsets.back() + sizes.back()) : 0, '\0');
-  comm.gatherv(mine.data(), mine.size(), all.data(), sizes.data(), offsets.data(), 0);
+  const comm::GatheredBytes all = comm::gather_to_root(comm, mine.data(), mine.size(), 0);
   if (me != 0) return;
   nlohmann::json merged = {{"traceEvents", nlohmann::json::array()}, {"displayTimeUnit", "ms"}};
   for (int r = 0; r < R; ++r) {
-    auto part = nlohmann::json::parse(all.substr(static_cast<std::size_t>(offsets[r]), sizes[r]));
+    auto part = nlohmann::json::parse(all.part(r));
     for (auto& event : part["traceEvents"]) merged["traceEvents"].push_back(std::move(event));
   }
   const std::string text = merged.dump();

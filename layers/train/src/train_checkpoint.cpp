@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "switchyard/comm/gather.hpp"
 #include "switchyard/formats/checkpoint.hpp"
 #include "switchyard/formats/safetensors.hpp"
 #include "switchyard/runtime/atomic_file.hpp"
@@ -125,17 +126,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
   // Rank 0 learns every rank's expert tensor names for the index.
   std::string names;
   for (const auto& t : tensors_of(model, opt, false)) names += t.name + "\n";
-  std::int64_t my_len = static_cast<std::int64_t>(names.size());
-  std::vector<std::int64_t> lens(static_cast<std::size_t>(R)), offsets(static_cast<std::size_t>(R));
-  lens[static_cast<std::size_t>(me)] = my_len;
-  comm.allreduce_sum(lens.data(), lens.size());
-  std::int64_t total = 0;
-  for (int r = 0; r < R; ++r) {
-    offsets[static_cast<std::size_t>(r)] = total;
-    total += lens[static_cast<std::size_t>(r)];
-  }
-  std::string all(me == 0 ? static_cast<std::size_t>(total) : 0, '\0');
-  comm.gatherv(names.data(), names.size(), all.data(), lens.data(), offsets.data(), 0);
+  const comm::GatheredBytes all = comm::gather_to_root(comm, names.data(), names.size(), 0);
 
   try {
     comm::run_agreed(comm, [&] {
@@ -143,8 +134,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
       json weight_map = json::object();
       for (const auto& t : tensors_of(model, opt, true)) weight_map[t.name] = kReplicatedFile;
       for (int r = 0; r < R; ++r) {
-        std::istringstream in(all.substr(static_cast<std::size_t>(offsets[static_cast<std::size_t>(r)]),
-                                         static_cast<std::size_t>(lens[static_cast<std::size_t>(r)])));
+        std::istringstream in{std::string(all.part(r))};
         for (std::string name; std::getline(in, name);) {
           check(!weight_map.contains(name), ErrorCode::kInternal,
                 "checkpoint: tensor name '" + name + "' is not unique");
