@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 # ocl-icd-opencl-dev: Debian's dnnl-config.cmake calls find_package(OpenCL) (libdnnl-dev only recommends it).
 run_packages=(g++ make cmake openmpi-bin libopenmpi-dev libdnnl-dev ocl-icd-opencl-dev
-              nlohmann-json3-dev libcli11-dev)
+              nlohmann-json3-dev libboost-json1.81-dev libcli11-dev)
 test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv)
 bench_packages=(pkg-config libopenblas-dev libblis-dev)
 

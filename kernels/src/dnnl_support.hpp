@@ -68,15 +68,9 @@ inline bool rows_independent_of_batch() {
   }();
   return independent;
 }
-constexpr std::int64_t kFixedRows = 128;
-
-/// Runs `block(first, n)` for consecutive blocks of `rows`: one call of all
-/// rows where rows_independent_of_batch(), else blocks of kFixedRows rows.
-template <typename Block>
-void for_each_block(std::int64_t rows, Block&& block) {
-  if (rows_independent_of_batch()) return block(std::int64_t{0}, rows);
-  for (std::int64_t first = 0; first < rows; first += kFixedRows) block(first, std::min(kFixedRows, rows - first));
-}
+// NOTE: a multiple of every row-block height of the AVX2 kernels (6, 8, 16, ...): with
+// 128, the last two rows of a block (128 = 21·6 + 2) take the tail path.
+constexpr std::int64_t kFixedRows = 96;
 
 /// A thread-local buffer of at least `bytes` bytes, one per `slot`; zero-filled when grown.
 inline unsigned char* thread_buffer(int slot, std::size_t bytes) {
