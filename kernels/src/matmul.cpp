@@ -81,7 +81,7 @@ void Linear::run(const float* x, std::int64_t rows, float* y, std::int64_t ldx, 
     execute(xs, B, ys, in_, out_, false);
     for (std::int64_t r = 0; r < n; ++r)
       for (std::int64_t j = 0; j < out_; ++j)
-        yb[r * ldy + j] = (accumulate ? yb[r * ldy + j] : 0.0f) + ys[r * out_ + j];
+        yb[r * ldy + j] = accumulate ? yb[r * ldy + j] + ys[r * out_ + j] : ys[r * out_ + j];  // keeps -0.0
   }
 }
 
