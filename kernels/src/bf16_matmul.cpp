@@ -112,21 +112,10 @@ void Bf16Linear::run(const std::uint16_t* x, std::int64_t rows, float* y) const 
       const auto m = impl_->cache.get(n, [&] { return dnnl::matmul::desc(src_md, w_md, dst_md); });
       execute(*m, src_md, operand(xb, n * in_, 0), w_md, w, dst_md, yb);
     };
-    if (detail::rows_independent_of_batch()) return block(x, rows, y);
-    // Blocks of kFixedRows rows, the tail padded (detail::rows_independent_of_batch says why).
-    constexpr std::int64_t B = detail::kFixedRows;
-    for (std::int64_t first = 0; first < rows; first += B) {
-      const std::int64_t n = std::min(B, rows - first);
-      if (n == B) {
-        block(x + first * in_, B, y + first * out_);
-        continue;
-      }
-      auto* xs = reinterpret_cast<std::uint16_t*>(detail::thread_buffer(2, sizeof(std::uint16_t) * B * in_));
-      auto* ys = reinterpret_cast<float*>(detail::thread_buffer(3, sizeof(float) * B * out_));
-      std::copy(x + first * in_, x + (first + n) * in_, xs);
-      block(xs, B, ys);
-      std::copy(ys, ys + n * out_, y + first * out_);
-    }
+    detail::run_in_row_blocks(rows, x, sizeof(std::uint16_t) * in_, y, sizeof(float) * out_, nullptr, 0,
+                              [&](const void* xb, std::int64_t n, void* yb, const float*) {
+                                block(static_cast<const std::uint16_t*>(xb), n, static_cast<float*>(yb));
+                              });
   } catch (const dnnl::error& e) {
     rethrow(e, "oneDNN bf16 matmul");
   }

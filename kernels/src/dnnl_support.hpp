@@ -80,6 +80,34 @@ inline unsigned char* thread_buffer(int slot, std::size_t bytes) {
   return b.data();
 }
 
+/// Runs `run(x, n, y, mul)` on `rows` dense rows (`x_row` and `y_row` bytes
+/// each; `mul`, if given, `mul_width` floats per row): in one call where
+/// rows_independent_of_batch(), else in blocks of kFixedRows rows, the last
+/// one padded through this thread's buffers 0-2.
+template <typename Run>
+void run_in_row_blocks(std::int64_t rows, const void* x, std::size_t x_row, void* y, std::size_t y_row,
+                       const float* mul, std::int64_t mul_width, Run&& run) {
+  if (rows_independent_of_batch()) return run(x, rows, y, mul);
+  constexpr std::int64_t B = kFixedRows;
+  const auto* xc = static_cast<const unsigned char*>(x);
+  auto* yc = static_cast<unsigned char*>(y);
+  for (std::int64_t first = 0; first < rows; first += B) {
+    const std::int64_t n = std::min(B, rows - first);
+    const float* mb = mul ? mul + first * mul_width : nullptr;
+    if (n == B) {
+      run(xc + first * x_row, B, yc + first * y_row, mb);
+      continue;
+    }
+    unsigned char* xs = thread_buffer(0, B * x_row);
+    unsigned char* ys = thread_buffer(1, B * y_row);
+    auto* ms = mb ? reinterpret_cast<float*>(thread_buffer(2, sizeof(float) * B * mul_width)) : nullptr;
+    std::copy(xc + first * x_row, xc + (first + n) * x_row, xs);
+    if (ms) std::copy(mb, mb + n * mul_width, ms);
+    run(xs, B, ys, ms);
+    std::copy(ys, ys + n * y_row, yc + first * y_row);
+  }
+}
+
 /// `n` bf16 values (raw bits) widened to float32 in `buffer` (grown as needed).
 inline const float* widen_bf16(const std::uint16_t* x, std::int64_t n, std::vector<float>& buffer) {
   if (buffer.size() < static_cast<std::size_t>(n)) buffer.resize(static_cast<std::size_t>(n));

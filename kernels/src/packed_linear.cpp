@@ -135,27 +135,10 @@ void PackedLinear::run_bf16(const std::uint16_t* x, std::int64_t rows, void* y, 
 }
 
 void PackedLinear::execute(const void* x, std::int64_t rows, void* y, bool y_bf16, const float* mul) {
-  if (detail::rows_independent_of_batch()) return execute_rows(x, rows, y, y_bf16, mul);
-  // Blocks of kFixedRows rows, the tail padded (detail::rows_independent_of_batch says why).
-  constexpr std::int64_t B = detail::kFixedRows;
   const std::size_t x_row = (impl_->type == dt::bf16 ? 2 : 4) * in_, y_row = (y_bf16 ? 2 : 4) * out_;
-  const auto* xc = static_cast<const unsigned char*>(x);
-  auto* yc = static_cast<unsigned char*>(y);
-  for (std::int64_t first = 0; first < rows; first += B) {
-    const std::int64_t n = std::min(B, rows - first);
-    const float* mb = mul ? mul + first * out_ : nullptr;
-    if (n == B) {
-      execute_rows(xc + first * x_row, B, yc + first * y_row, y_bf16, mb);
-      continue;
-    }
-    unsigned char* xs = detail::thread_buffer(0, B * x_row);
-    unsigned char* ys = detail::thread_buffer(1, B * y_row);
-    auto* ms = mb ? reinterpret_cast<float*>(detail::thread_buffer(2, sizeof(float) * B * out_)) : nullptr;
-    std::copy(xc + first * x_row, xc + (first + n) * x_row, xs);
-    if (ms) std::copy(mb, mb + n * out_, ms);
-    execute_rows(xs, B, ys, y_bf16, ms);
-    std::copy(ys, ys + n * y_row, yc + first * y_row);
-  }
+  detail::run_in_row_blocks(
+      rows, x, x_row, y, y_row, mul, out_,
+      [&](const void* xb, std::int64_t n, void* yb, const float* mb) { execute_rows(xb, n, yb, y_bf16, mb); });
 }
 
 void PackedLinear::execute_rows(const void* x, std::int64_t rows, void* y, bool y_bf16, const float* mul) {
