@@ -149,7 +149,7 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
     collective_step(comm, [&] {
       layer->backward(comm, ctx, grad_output->data() + begin * H, dx.data(), &timer, runner->schedule());
     });
-    grads = collect_layer_gradients(comm, *layer, names);
+    collective_step(comm, [&] { grads = collect_layer_gradients(comm, *layer, names); });
     grads.insert(grads.begin(), NamedTensor{"hidden_states", {T, H}, gather_rows(dx)});
   }
   collective_step(comm, [&] { runner->write_outputs(comm, *layer, grad_output != nullptr); });

@@ -18,8 +18,12 @@
 #include <vector>
 
 #include "switchyard/formats/checkpoint.hpp"
+#include "switchyard/formats/model_config.hpp"
+#include "switchyard/formats/moe_checkpoint.hpp"
+#include "switchyard/formats/random_checkpoint.hpp"
 #include "switchyard/formats/safetensors.hpp"
 #include "switchyard/kernels/number_conversion.hpp"
+#include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/npy.hpp"
 
@@ -694,6 +698,167 @@ TEST(Npy, MalformedFilesThrowNamingTheFile) {
     expect_error([&] { NpyMatrix m(path); }, needles, c.name);
   }
   expect_error([&] { NpyMatrix m(dir.file("absent.npy")); }, {"absent.npy"}, "missing file");
+}
+
+// ---------------------------------------------------------------------------
+// The checkpoint <-> layer parameter mapping (moe_checkpoint), both ways.
+
+using Shapes = std::map<std::string, std::vector<std::int64_t>>;
+
+// The MoE block's tensors as the safetensors file itself lists them (read
+// with SafetensorsFile, not through Checkpoint or the table), by name: shape
+// and float32 values.
+struct FileTensors {
+  Shapes shapes;
+  std::map<std::string, std::vector<float>> values;
+};
+
+FileTensors block_tensors_in_file(const std::string& dir, const std::string& prefix) {
+  FileTensors out;
+  const SafetensorsFile file((fs::path(dir) / "model.safetensors").string());
+  for (const auto& [name, t] : file.tensors()) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    EXPECT_EQ(t.dtype, DType::kF32) << name;
+    std::vector<float> v(static_cast<std::size_t>(t.numel()));
+    std::memcpy(v.data(), t.data, t.nbytes);
+    out.shapes[name] = t.shape;
+    out.values[name] = std::move(v);
+  }
+  return out;
+}
+
+struct LoadedBlock {
+  ModelConfig config;
+  std::int64_t layer = 0;
+  MoeTensorNames names;
+  std::unique_ptr<switchyard::layers::MoeLayer> moe;  // every expert on one rank
+
+  std::vector<const switchyard::Parameter*> parameters() const {
+    std::vector<const switchyard::Parameter*> out;
+    for (auto* p : moe->parameters()) out.push_back(p);
+    return out;
+  }
+};
+
+LoadedBlock load_first_moe_block(const std::string& dir) {
+  LoadedBlock b;
+  b.config = load_model_config(dir);
+  while (!b.config.is_moe_layer(b.layer)) ++b.layer;
+  Checkpoint ckpt(dir);
+  b.names = moe_tensor_names(ckpt, b.config, b.layer);
+  const std::int64_t E = b.config.num_experts;
+  b.moe = std::make_unique<switchyard::layers::MoeLayer>(moe_config(b.config),
+                                                         load_moe_weights(ckpt, b.config, b.layer, 0, E),
+                                                         switchyard::layers::ExpertPlacement(E, 1), 0);
+  return b;
+}
+
+Shapes shapes_of(const std::vector<NamedTensor>& named) {
+  Shapes out;
+  for (const NamedTensor& t : named) {
+    EXPECT_EQ(static_cast<std::int64_t>(t.data.size()), numel_of(t.shape)) << t.name;
+    EXPECT_TRUE(out.emplace(t.name, t.shape).second) << t.name << " named twice";
+  }
+  return out;
+}
+
+// Hand check, Mixtral per-expert, H = 4, I = 3, E = 2, layer 0. The layer's
+// parameters are gate.weight [2, 4], experts.{0,1}.gate_up_proj [6, 4] and
+// experts.{0,1}.down_proj [4, 3]; the checkpoint holds
+//   block_sparse_moe.gate.weight           [2, 4]  = gate.weight
+//   block_sparse_moe.experts.e.w1.weight   [3, 4]  = rows 0..2 of experts.e.gate_up_proj
+//   block_sparse_moe.experts.e.w3.weight   [3, 4]  = rows 3..5 of experts.e.gate_up_proj
+//   block_sparse_moe.experts.e.w2.weight   [4, 3]  = experts.e.down_proj
+// for e = 0, 1: seven tensors.
+TEST(MoeCheckpoint, NamingAHandCheckedMixtralBlockGivesItsSevenTensors) {
+  TempDir dir;
+  RandomMoeSpec spec;
+  spec.arch = Architecture::kMixtral;
+  spec.hidden = 4, spec.inter = 3, spec.experts = 2, spec.layers = 1;
+  write_random_moe_checkpoint(spec, dir.path().string());
+  const LoadedBlock b = load_first_moe_block(dir.path().string());
+  const std::string p = "model.layers.0.block_sparse_moe.";
+  const Shapes hand = {{p + "gate.weight", {2, 4}},         {p + "experts.0.w1.weight", {3, 4}},
+                       {p + "experts.0.w3.weight", {3, 4}}, {p + "experts.0.w2.weight", {4, 3}},
+                       {p + "experts.1.w1.weight", {3, 4}}, {p + "experts.1.w3.weight", {3, 4}},
+                       {p + "experts.1.w2.weight", {4, 3}}};
+  const FileTensors file = block_tensors_in_file(dir.path().string(), p);
+  EXPECT_EQ(file.shapes, hand);
+  const std::vector<NamedTensor> values = name_layer_values(b.names, b.parameters());
+  EXPECT_EQ(shapes_of(values), hand);
+  // Expert 1's up_proj is rows 3..5 of its gate_up: row 0 of w3 starts at float 3 * 4.
+  const auto* gate_up = b.moe->parameters()[3];
+  ASSERT_EQ(gate_up->name, "experts.1.gate_up_proj");
+  EXPECT_EQ(gate_up->value[3 * 4], file.values.at(p + "experts.1.w3.weight")[0]);
+}
+
+// Every architecture in both expert layouts: naming the parameters of a layer
+// loaded from a random checkpoint gives exactly the tensors the file holds
+// (names, shapes and values; the selection bias is not a parameter), and the
+// gradients come out of the same slices.
+TEST(MoeCheckpoint, NamingLayerParametersGivesExactlyTheCheckpointTensors) {
+  for (const Architecture arch :
+       {Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe, Architecture::kDeepseekV3}) {
+    for (const bool fused : {false, true}) {
+      SCOPED_TRACE(std::string(architecture_name(arch)) + (fused ? " fused" : " per-expert"));
+      TempDir dir;
+      RandomMoeSpec spec;
+      spec.arch = arch, spec.fused = fused;
+      spec.hidden = 16, spec.inter = 12, spec.experts = 8, spec.shared_inter = 20;
+      write_random_moe_checkpoint(spec, dir.path().string());
+      LoadedBlock b = load_first_moe_block(dir.path().string());
+      EXPECT_EQ(b.names.layout, fused ? ExpertLayout::kFused : ExpertLayout::kPerExpert);
+      FileTensors file = block_tensors_in_file(dir.path().string(), b.names.prefix);
+      ASSERT_FALSE(file.shapes.empty());
+      if (arch == Architecture::kDeepseekV3) {
+        ASSERT_EQ(file.shapes.erase(b.names.selection_bias), 1u);
+        file.values.erase(b.names.selection_bias);
+      }
+      if (arch == Architecture::kQwen2Moe || arch == Architecture::kDeepseekV3) {
+        EXPECT_EQ(file.shapes.count(b.names.shared_down_proj), 1u);
+      }
+      if (arch == Architecture::kQwen2Moe) {
+        EXPECT_EQ(file.shapes.count(b.names.shared_expert_gate), 1u);
+      }
+
+      const std::vector<NamedTensor> values = name_layer_values(b.names, b.parameters());
+      EXPECT_EQ(shapes_of(values), file.shapes);
+      for (const NamedTensor& t : values) EXPECT_EQ(t.data, file.values[t.name]) << t.name;
+
+      // Gradients = 2 * values (exact), so each must land where its value came from.
+      for (auto* p : b.moe->parameters())
+        for (std::size_t i = 0; i < p->grad.size(); ++i) p->grad[i] = 2.0f * p->value[i];
+      const std::vector<NamedTensor> grads = name_layer_gradients(b.names, b.parameters());
+      EXPECT_EQ(shapes_of(grads), file.shapes);
+      for (const NamedTensor& t : grads) {
+        std::vector<float> twice = file.values[t.name];
+        for (float& x : twice) x *= 2.0f;
+        EXPECT_EQ(t.data, twice) << t.name;
+      }
+    }
+  }
+}
+
+TEST(MoeCheckpoint, NamingRefusesMissingOrUnknownParameters) {
+  TempDir dir;
+  RandomMoeSpec spec;
+  spec.arch = Architecture::kQwen2Moe;
+  spec.hidden = 8, spec.inter = 6, spec.experts = 4, spec.layers = 1, spec.shared_inter = 10;
+  write_random_moe_checkpoint(spec, dir.path().string());
+  const LoadedBlock b = load_first_moe_block(dir.path().string());
+  std::vector<const switchyard::Parameter*> params = b.parameters();
+  const switchyard::Parameter* last = params.back();
+  ASSERT_EQ(last->name, "experts.3.down_proj");
+  params.pop_back();
+  expect_error([&] { name_layer_gradients(b.names, params); }, {"experts.3.down_proj", "missing"}, "missing");
+  const switchyard::Parameter stray("experts.9.down_proj", last->shape, last->value, false);
+  params.push_back(last);
+  params.push_back(&stray);
+  expect_error([&] { name_layer_gradients(b.names, params); }, {"experts.9.down_proj"}, "unknown");
+  const switchyard::Parameter wrong("experts.3.down_proj", {2, 2}, std::vector<float>(4), false);
+  params.pop_back();
+  params.back() = &wrong;
+  expect_error([&] { name_layer_gradients(b.names, params); }, {"experts.3.down_proj", "[2, 2]"}, "shape");
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "switchyard/formats/moe_checkpoint.hpp"
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include "switchyard/runtime/error.hpp"
 
@@ -53,17 +55,141 @@ MoeTensorNames moe_tensor_names(const Checkpoint& ckpt, const ModelConfig& confi
     n.shared_down_proj = shared + "down_proj.weight";
     if (config.shared_expert_gated) n.shared_expert_gate = n.prefix + "shared_expert_gate.weight";
   }
+  n.hidden_size = config.hidden_size;
+  n.expert_intermediate_size = config.expert_intermediate_size;
+  n.num_experts = config.num_experts;
+  n.shared_intermediate_size = config.shared_intermediate_size;
   return n;
+}
+
+std::vector<std::int64_t> operator_shape(const MoeTensorNames& n, MoeParam param) {
+  const std::int64_t H = n.hidden_size, I = n.expert_intermediate_size, Is = n.shared_intermediate_size;
+  switch (param) {
+    case MoeParam::kRouter: return {n.num_experts, H};
+    case MoeParam::kSelectionBias: return {n.num_experts};
+    case MoeParam::kSharedGateUp: return {2 * Is, H};
+    case MoeParam::kSharedDown: return {H, Is};
+    case MoeParam::kSharedGate: return {1, H};
+    case MoeParam::kExpertGateUp: return {2 * I, H};
+    case MoeParam::kExpertDown: return {H, I};
+  }
+  throw Error(ErrorCode::kInternal, "operator_shape: unknown MoeParam");
+}
+
+std::string layer_parameter_name(MoeParam param, std::int64_t expert) {
+  // NOTE: these spell MoeLayer's own names (moe_layer.cpp, GatedMlp); the
+  // layer exports no constants for them.
+  switch (param) {
+    case MoeParam::kRouter: return "gate.weight";
+    case MoeParam::kSelectionBias: return "";
+    case MoeParam::kSharedGateUp: return "shared.gate_up_proj";
+    case MoeParam::kSharedDown: return "shared.down_proj";
+    case MoeParam::kSharedGate: return "shared_expert_gate.weight";
+    case MoeParam::kExpertGateUp: return "experts." + std::to_string(expert) + ".gate_up_proj";
+    case MoeParam::kExpertDown: return "experts." + std::to_string(expert) + ".down_proj";
+  }
+  throw Error(ErrorCode::kInternal, "layer_parameter_name: unknown MoeParam");
+}
+
+std::vector<MoeTensor> moe_tensors(const MoeTensorNames& n) {
+  const std::int64_t H = n.hidden_size, I = n.expert_intermediate_size, E = n.num_experts;
+  const std::int64_t Is = n.shared_intermediate_size;
+  std::vector<MoeTensor> t;
+  t.push_back({.name = n.router, .shape = {E, H}, .param = MoeParam::kRouter, .num_rows = E});
+  if (!n.selection_bias.empty())
+    t.push_back({.name = n.selection_bias, .shape = {E}, .param = MoeParam::kSelectionBias, .num_rows = 1});
+  if (n.layout == ExpertLayout::kFused) {
+    t.push_back({.name = n.fused_gate_up,
+                 .shape = {E, 2 * I, H},
+                 .param = MoeParam::kExpertGateUp,
+                 .num_experts = E,
+                 .num_rows = 2 * I});
+    t.push_back(
+        {.name = n.fused_down, .shape = {E, H, I}, .param = MoeParam::kExpertDown, .num_experts = E, .num_rows = H});
+  } else {
+    for (std::int64_t e = 0; e < E; ++e) {
+      t.push_back(
+          {.name = n.expert_gate(e), .shape = {I, H}, .param = MoeParam::kExpertGateUp, .expert = e, .num_rows = I});
+      t.push_back({.name = n.expert_up(e),
+                   .shape = {I, H},
+                   .param = MoeParam::kExpertGateUp,
+                   .expert = e,
+                   .first_row = I,
+                   .num_rows = I});
+      t.push_back(
+          {.name = n.expert_down(e), .shape = {H, I}, .param = MoeParam::kExpertDown, .expert = e, .num_rows = H});
+    }
+  }
+  if (Is > 0) {
+    t.push_back({.name = n.shared_gate_proj, .shape = {Is, H}, .param = MoeParam::kSharedGateUp, .num_rows = Is});
+    t.push_back({.name = n.shared_up_proj,
+                 .shape = {Is, H},
+                 .param = MoeParam::kSharedGateUp,
+                 .first_row = Is,
+                 .num_rows = Is});
+    t.push_back({.name = n.shared_down_proj, .shape = {H, Is}, .param = MoeParam::kSharedDown, .num_rows = H});
+    if (!n.shared_expert_gate.empty())
+      t.push_back({.name = n.shared_expert_gate, .shape = {1, H}, .param = MoeParam::kSharedGate, .num_rows = 1});
+  }
+  return t;
 }
 
 namespace {
 
-MlpWeights read_mlp(Checkpoint& ckpt, const std::string& gate, const std::string& up, const std::string& down,
-                    std::int64_t H, std::int64_t I) {
-  MlpWeights w{.hidden = H, .inter = I, .gate_up = ckpt.read_f32(gate, {I, H}), .down = ckpt.read_f32(down, {H, I})};
-  auto u = ckpt.read_f32(up, {I, H});
-  w.gate_up.insert(w.gate_up.end(), u.begin(), u.end());
-  return w;
+bool is_expert(MoeParam p) { return p == MoeParam::kExpertGateUp || p == MoeParam::kExpertDown; }
+
+// Floats in one expert's share of `t`, and where they start in the operator tensor.
+std::int64_t slice_floats(const MoeTensor& t) { return t.num_rows * t.shape.back(); }
+std::int64_t slice_offset(const MoeTensor& t) { return t.first_row * t.shape.back(); }
+
+// The MoeWeights field that holds `param` (of local expert `local`).
+std::vector<float>& field(MoeWeights& w, MoeParam param, std::int64_t local) {
+  switch (param) {
+    case MoeParam::kRouter: return w.router;
+    case MoeParam::kSelectionBias: return w.selection_bias;
+    case MoeParam::kSharedGateUp: return w.shared.gate_up;
+    case MoeParam::kSharedDown: return w.shared.down;
+    case MoeParam::kSharedGate: return w.shared_gate;
+    case MoeParam::kExpertGateUp: return w.experts[static_cast<std::size_t>(local)].gate_up;
+    case MoeParam::kExpertDown: return w.experts[static_cast<std::size_t>(local)].down;
+  }
+  throw Error(ErrorCode::kInternal, "MoeWeights field: unknown MoeParam");
+}
+
+enum class Part { kValue, kGrad };
+
+std::vector<NamedTensor> name_layer_tensors(const MoeTensorNames& names, const std::vector<const Parameter*>& params,
+                                            Part part) {
+  std::map<std::string, const Parameter*> by_name;
+  for (const Parameter* p : params)
+    check(by_name.emplace(p->name, p).second, ErrorCode::kInvalidArgument,
+          "layer parameter " + p->name + " is given twice");
+  std::set<std::string> used;
+  std::vector<NamedTensor> out;
+  for (const MoeTensor& t : moe_tensors(names)) {
+    if (t.param == MoeParam::kSelectionBias) continue;  // not trained by gradient
+    NamedTensor nt{t.name, t.shape, {}};
+    nt.data.reserve(static_cast<std::size_t>(numel_of(t.shape)));
+    const std::vector<std::int64_t> want = operator_shape(names, t.param);
+    for (std::int64_t e = t.expert; e < t.expert + t.num_experts; ++e) {
+      const std::string pname = layer_parameter_name(t.param, e);
+      const auto it = by_name.find(pname);
+      check_arg(it != by_name.end(), "layer parameter " + pname + " (for checkpoint tensor " + t.name + ") is missing");
+      const Parameter& p = *it->second;
+      const std::vector<float>& src = part == Part::kGrad ? p.grad : p.value;
+      check_arg(p.shape == want && static_cast<std::int64_t>(src.size()) == numel_of(want),
+                "layer parameter " + pname + " has shape " + shape_string(p.shape) + " and " +
+                    std::to_string(src.size()) + " values; checkpoint tensor " + t.name + " needs " +
+                    shape_string(want));
+      const auto first = src.begin() + slice_offset(t);
+      nt.data.insert(nt.data.end(), first, first + slice_floats(t));
+      used.insert(pname);
+    }
+    out.push_back(std::move(nt));
+  }
+  for (const auto& [pname, p] : by_name)
+    check_arg(used.count(pname) != 0, "layer parameter " + pname + " has no tensor in the checkpoint layout");
+  return out;
 }
 
 }  // namespace
@@ -71,35 +197,48 @@ MlpWeights read_mlp(Checkpoint& ckpt, const std::string& gate, const std::string
 MoeWeights load_moe_weights(Checkpoint& ckpt, const ModelConfig& config, std::int64_t layer, std::int64_t first,
                             std::int64_t count) {
   check_moe_layer(config, layer);
-  const std::int64_t H = config.hidden_size, I = config.expert_intermediate_size, E = config.num_experts;
   const MoeTensorNames n = moe_tensor_names(ckpt, config, layer);
   MoeWeights w;
-  w.router = ckpt.read_f32(n.router, {E, H});
-  if (!n.selection_bias.empty()) w.selection_bias = ckpt.read_f32(n.selection_bias, {E});
   w.first_expert = first;
-  if (n.layout == ExpertLayout::kFused) {
-    // NOTE: only this rank's slices of the fused tensors are converted, so the
-    // other experts' pages are never touched.
-    auto gate_up = ckpt.read_f32_slices(n.fused_gate_up, {E, 2 * I, H}, first, count);
-    auto down = ckpt.read_f32_slices(n.fused_down, {E, H, I}, first, count);
-    for (std::int64_t e = 0; e < count; ++e) {
-      MlpWeights m;
-      m.hidden = H;
-      m.inter = I;
-      m.gate_up.assign(gate_up.begin() + e * 2 * I * H, gate_up.begin() + (e + 1) * 2 * I * H);
-      m.down.assign(down.begin() + e * H * I, down.begin() + (e + 1) * H * I);
-      w.experts.push_back(std::move(m));
+  const auto sized = [&](MoeParam p) {
+    return std::vector<float>(static_cast<std::size_t>(numel_of(operator_shape(n, p))));
+  };
+  for (std::int64_t e = 0; e < count; ++e)
+    w.experts.push_back({.hidden = n.hidden_size,
+                         .inter = n.expert_intermediate_size,
+                         .gate_up = sized(MoeParam::kExpertGateUp),
+                         .down = sized(MoeParam::kExpertDown)});
+  for (const MoeTensor& t : moe_tensors(n)) {
+    // Experts of this tensor that this rank holds: [lo, hi).
+    std::int64_t lo = t.expert, hi = t.expert + t.num_experts;
+    if (is_expert(t.param)) {
+      lo = std::max(lo, first);
+      hi = std::min(hi, first + count);
+      if (lo >= hi) continue;
+    } else {
+      std::vector<float>& f = field(w, t.param, 0);
+      if (f.empty()) f = sized(t.param);
     }
-  } else {
-    for (std::int64_t e = first; e < first + count; ++e)
-      w.experts.push_back(read_mlp(ckpt, n.expert_gate(e), n.expert_up(e), n.expert_down(e), H, I));
+    // NOTE: of a fused tensor only this rank's slices are converted, so the
+    // other experts' pages are never touched.
+    const std::vector<float> data = t.num_experts > 1 ? ckpt.read_f32_slices(t.name, t.shape, lo - t.expert, hi - lo)
+                                                      : ckpt.read_f32(t.name, t.shape);
+    for (std::int64_t e = lo; e < hi; ++e) {
+      const auto src = data.begin() + (e - lo) * slice_floats(t);
+      std::copy(src, src + slice_floats(t), field(w, t.param, e - first).begin() + slice_offset(t));
+    }
   }
-  if (config.shared_intermediate_size > 0) {
-    w.shared =
-        read_mlp(ckpt, n.shared_gate_proj, n.shared_up_proj, n.shared_down_proj, H, config.shared_intermediate_size);
-    if (!n.shared_expert_gate.empty()) w.shared_gate = ckpt.read_f32(n.shared_expert_gate, {1, H});
-  }
+  if (n.shared_intermediate_size > 0) w.shared.hidden = n.hidden_size, w.shared.inter = n.shared_intermediate_size;
   return w;
+}
+
+std::vector<NamedTensor> name_layer_gradients(const MoeTensorNames& names,
+                                              const std::vector<const Parameter*>& params) {
+  return name_layer_tensors(names, params, Part::kGrad);
+}
+
+std::vector<NamedTensor> name_layer_values(const MoeTensorNames& names, const std::vector<const Parameter*>& params) {
+  return name_layer_tensors(names, params, Part::kValue);
 }
 
 }  // namespace switchyard::formats
