@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     // NOTE: an error outside an agreed step may leave other ranks inside a
     // collective; only an abort is sure to end them.
-    launch::print_error(e.what());
+    launch::report_error(e);
     comm.abort(1);
   }
   MPI_Finalize();

@@ -1,13 +1,12 @@
 #include "step_schedule.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "cli_runner.hpp"
 #include "switchyard/comm/gather.hpp"
+#include "switchyard/kernels/threads.hpp"
 #include "switchyard/runtime/atomic_file.hpp"
 #include "switchyard/runtime/error.hpp"
 
@@ -71,9 +70,9 @@ StepRunner::StepRunner(const ScheduleOptions& options, comm::Communicator& comm,
   // Library threads: the rank's threads (OMP_NUM_THREADS, else all cores)
   // are split among the compute workers, so GEMMs running side by side on
   // different workers never oversubscribe the cores.
-  const int threads_per_worker = std::max(1, omp_get_max_threads() / options.workers);
+  const int threads_per_worker = std::max(1, kernels::num_threads() / options.workers);
   executor_ = std::make_unique<Executor>(static_cast<std::size_t>(options.workers), [threads_per_worker](std::size_t) {
-    omp_set_num_threads(threads_per_worker);
+    kernels::set_num_threads(threads_per_worker);
   });
   if (!options.trace.empty()) {
     comm.barrier();  // NOTE: every rank's trace clock starts here, so the tracks line up

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <new>
 #include <queue>
 #include <utility>
 
@@ -129,12 +130,17 @@ void TaskGraph::dump_dot(std::ostream& out) const {
 
 namespace {
 
-// A switchyard::Error unchanged; anything else as Error(kInternal) naming the task.
+// A switchyard::Error unchanged; std::bad_alloc as Error(kOutOfMemory) and
+// anything else as Error(kInternal), both naming the task.
 [[noreturn]] void rethrow_task_failure(std::exception_ptr failure, const std::string& name) {
   try {
     std::rethrow_exception(failure);
   } catch (const Error&) {
     throw;
+  } catch (const std::bad_alloc&) {
+    // NOTE: an allocation failing is not a broken invariant: as its own code
+    // it is agreed across ranks and reported like any other error.
+    throw Error(ErrorCode::kOutOfMemory, "task '" + name + "' failed: out of memory");
   } catch (const std::exception& e) {
     throw Error(ErrorCode::kInternal, "task '" + name + "' failed: " + e.what());
   } catch (...) {

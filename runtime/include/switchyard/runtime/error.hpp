@@ -1,5 +1,6 @@
 #pragma once
 // The one exception type of Switchyard and the helpers that raise it.
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -10,6 +11,7 @@ enum class ErrorCode {
   kIo,               // the operating system refused a read, write or map
   kMpi,              // an MPI call failed
   kDnnl,             // a oneDNN call failed
+  kOutOfMemory,      // an allocation failed (std::bad_alloc)
   kInternal,         // a broken invariant inside Switchyard
 };
 
@@ -17,13 +19,28 @@ enum class ErrorCode {
 const char* error_code_name(ErrorCode code);
 
 /// Every failure Switchyard reports. `what()` is one line meant for the user.
+///
+/// An Error with code kInternal is a bug in Switchyard, so it also records
+/// the call stack at its construction (stack_trace()) for the top-level
+/// handler to print below the message; every other code records none.
+/// Copying is cheap and never throws (the recorded stack is shared).
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  Error(ErrorCode code, const std::string& message);
   ErrorCode code() const { return code_; }
 
+  /// The call stack where this error was constructed, one frame a line
+  /// (" 0# function in binary", innermost first, "at file:line" where the
+  /// binary has debug information), or "" for a code other than kInternal.
+  /// Names are resolved on this call, from the running binary's symbol
+  /// table: call it when printing, not on a hot path. Thread-safe.
+  std::string stack_trace() const;
+
  private:
+  struct StackFrames;  // defined in error.cpp, so this header needs no Boost
+
   ErrorCode code_;
+  std::shared_ptr<const StackFrames> frames_;  // null unless kInternal
 };
 
 /// Throws `Error(code, message)` unless `ok`.
