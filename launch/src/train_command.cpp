@@ -98,15 +98,14 @@ void print_specialisation(const train::EvalResult& r, const train::TextCorpus& c
   }
 }
 
-}  // namespace
+using Clock = std::chrono::steady_clock;
 
-void run_train(const TrainOptions& o, comm::Communicator& comm) {
-  using Clock = std::chrono::steady_clock;
-  const auto t_start = Clock::now();
-  const bool lead = comm.rank() == 0;
-  const bool talk = lead && !o.quiet;
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Reads --config with the command line's overrides and builds the trainer;
+// rank 0 opens --json. Collective.
+std::unique_ptr<train::Trainer> make_trainer(const TrainOptions& o, comm::Communicator& comm, JsonLog& log) {
   std::unique_ptr<train::Trainer> trainer;
-  JsonLog log;
   collective_step(comm, [&] {
     check_arg(o.save_every == 0 || !o.save.empty(), "--save-every needs --save DIR");
     check_schedule_options(o.schedule);
@@ -116,7 +115,7 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
       config.optimizer.total_steps = o.steps;
     }
     if (!o.dtype.empty()) config.dtype = o.dtype;
-    if (lead && !o.json.empty()) log.open(o.json);
+    if (comm.rank() == 0 && !o.json.empty()) log.open(o.json);
     // NOTE: the corpus directory is checked here, where the configuration's
     // field name and the hint about the default corpus belong.
     check_arg(std::filesystem::is_directory(config.data_dir),
@@ -125,123 +124,186 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
                   "fortunes)");
     trainer = std::make_unique<train::Trainer>(config, comm);
   });
+  return trainer;
+}
+
+// One run of `switchyard train` once the trainer is built: the header, the
+// training loop with its progress, evaluations and checkpoints, and the end.
+// Rank 0 prints (unless --quiet) and writes the JSON lines.
+class TrainRun {
+ public:
+  TrainRun(const TrainOptions& o, comm::Communicator& comm, train::Trainer& trainer, StepRunner& runner, JsonLog& log)
+      : o_(o),
+        comm_(comm),
+        trainer_(trainer),
+        runner_(runner),
+        log_(log),
+        c_(trainer.config()),
+        lead_(comm.rank() == 0),
+        talk_(lead_ && !o.quiet),
+        last_(o.stop_after > 0 ? std::min(o.stop_after, c_.steps) : c_.steps),
+        baselines_(train::ngram_baselines(trainer.corpus())) {}
+
+  void print_header() const;
+  // Trains up to --stop-after or the last step. Collective.
+  void train();
+  // Writes --trace/--dot, saves, evaluates on held-out text and prints the
+  // final line. Collective.
+  void finish(Clock::time_point t_start);
+
+ private:
+  void log_progress(const train::StepReport& rep);
+  void evaluate(std::int64_t step);
+  void save();
+
+  const TrainOptions& o_;
+  comm::Communicator& comm_;
+  train::Trainer& trainer_;
+  StepRunner& runner_;
+  JsonLog& log_;
+  const train::TrainConfig& c_;
+  const bool lead_, talk_;
+  const std::int64_t last_;
+  const train::NgramBaselines baselines_;
+  std::int64_t first_ = 0;  // the step training started from
+  Clock::time_point t_train_;
+  double train_s_ = 0.0;
+  // The steps since the last progress line.
+  Clock::time_point t_window_;
+  std::int64_t window_tokens_ = 0, window_steps_ = 0;
+  double window_loss_ = 0.0, last_train_loss_ = NAN;
+};
+
+void TrainRun::print_header() const {
+  if (!talk_) return;
+  const train::TextCorpus& corpus = trainer_.corpus();
+  std::printf(
+      "switchyard train: %s, %s router, %lld ranks, %lld experts (top-%lld), %lld blocks, hidden %lld, "
+      "ffn %lld, context %lld\n",
+      o_.config.c_str(), formats::architecture_name(c_.model.arch), static_cast<long long>(comm_.size()),
+      static_cast<long long>(c_.model.num_experts), static_cast<long long>(c_.model.top_k),
+      static_cast<long long>(c_.model.num_layers), static_cast<long long>(c_.model.hidden_size),
+      static_cast<long long>(c_.model.expert_intermediate_size), static_cast<long long>(c_.context));
+  std::printf(
+      "  corpus %s: %zu files, %lld characters (%lld held out), vocabulary %lld; baselines on held-out "
+      "text: unigram %.4f, bigram %.4f nats/char\n",
+      corpus.dir.c_str(), corpus.files.size(), static_cast<long long>(corpus.size()),
+      static_cast<long long>(corpus.size() - corpus.val_begin), static_cast<long long>(corpus.vocab_size()),
+      baselines_.unigram, baselines_.bigram);
+  if (trainer_.step() > 0)
+    std::printf("  resumed from %s at step %lld\n", o_.resume.c_str(), (long long)trainer_.step());
+  std::fflush(stdout);
+}
+
+void TrainRun::train() {
+  first_ = trainer_.step();
+  t_train_ = Clock::now();
+  t_window_ = t_train_;
+  while (trainer_.step() < last_) {
+    runner_.restart_trace();  // --trace shows the last training step
+    const train::StepReport rep = trainer_.train_step();
+    window_tokens_ += rep.tokens;
+    window_loss_ += rep.loss;
+    ++window_steps_;
+    const std::int64_t s = rep.step;
+    if (s % c_.log_interval == 0 || s == last_) log_progress(rep);
+    if (c_.eval_interval > 0 && s % c_.eval_interval == 0 && s != last_) evaluate(s);
+    if (o_.save_every > 0 && s % o_.save_every == 0 && s != last_) save();
+  }
+  train_s_ = seconds(Clock::now() - t_train_);
+}
+
+void TrainRun::log_progress(const train::StepReport& rep) {
+  const std::int64_t s = rep.step;
+  const auto now = Clock::now();
+  const double dt = seconds(now - t_window_);
+  const double elapsed = seconds(now - t_train_);
+  const double eta = elapsed / static_cast<double>(s - first_) * static_cast<double>(last_ - s);
+  const double tps = dt > 0 ? static_cast<double>(window_tokens_) / dt : 0.0;
+  last_train_loss_ = window_loss_ / static_cast<double>(window_steps_);
+  if (talk_) {
+    std::printf("step %6lld/%lld  loss %.4f  aux %.4f  lr %.2e  |g| %.3f  %8.0f tok/s  load max/mean %.2f  eta %s\n",
+                static_cast<long long>(s), static_cast<long long>(c_.steps), rep.loss, rep.aux_loss, rep.lr,
+                rep.grad_norm, tps, max_of(rep.load_imbalance), duration(eta).c_str());
+    std::fflush(stdout);
+  }
+  if (lead_)
+    log_.write({{"event", "step"},
+                {"step", s},
+                {"loss", rep.loss},
+                {"loss_window", last_train_loss_},
+                {"aux_loss", rep.aux_loss},
+                {"lr", rep.lr},
+                {"grad_norm", rep.grad_norm},
+                {"tokens_per_s", tps},
+                {"load_max_over_mean", rep.load_imbalance},
+                {"expert_load", rep.expert_load},
+                {"elapsed_s", elapsed},
+                {"eta_s", eta}});
+  t_window_ = now;
+  window_tokens_ = window_steps_ = 0;
+  window_loss_ = 0.0;
+}
+
+void TrainRun::evaluate(std::int64_t step) {
+  const train::EvalResult ev = trainer_.evaluate(c_.eval_tokens, false);
+  if (talk_) {
+    std::printf("eval  step %lld: val_loss %.4f on %lld held-out characters\n", static_cast<long long>(step), ev.loss,
+                static_cast<long long>(ev.tokens));
+    std::fflush(stdout);
+  }
+  if (lead_) log_.write({{"event", "eval"}, {"step", step}, {"val_loss", ev.loss}, {"val_tokens", ev.tokens}});
+}
+
+void TrainRun::save() {
+  collective_step(comm_, [&] { with_flag("--save", [&] { trainer_.save(o_.save); }); });
+  if (talk_) std::printf("saved %s at step %lld\n", o_.save.c_str(), static_cast<long long>(trainer_.step()));
+}
+
+void TrainRun::finish(Clock::time_point t_start) {
+  collective_step(comm_, [&] { runner_.write_outputs(comm_, trainer_.model().moe(0), true); });
+  if (!o_.save.empty()) save();
+
+  const train::EvalResult ev = trainer_.evaluate(c_.final_eval_tokens, true);
+  const double wall = seconds(Clock::now() - t_start);
+  if (!lead_) return;
+  const std::int64_t trained = trainer_.step() - first_;
+  json final_line = {
+      {"event", "final"},
+      {"step", trainer_.step()},
+      {"val_loss", ev.loss},
+      {"unigram_val_loss", baselines_.unigram},
+      {"bigram_val_loss", baselines_.bigram},
+      {"val_tokens", ev.tokens},
+      {"train_loss", last_train_loss_},
+      {"ranks", comm_.size()},
+      {"tokens_per_s", train_s_ > 0 ? static_cast<double>(trained * c_.batch_tokens * comm_.size()) / train_s_ : 0.0},
+      {"train_s", train_s_},
+      {"wall_s", wall},
+      {"experts", experts_json(ev, trainer_.corpus())}};
+  log_.write(final_line);
+  if (!o_.quiet) print_specialisation(ev, trainer_.corpus());
+  final_line.erase("experts");
+  std::printf("%s\n", final_line.dump().c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+void run_train(const TrainOptions& o, comm::Communicator& comm) {
+  const auto t_start = Clock::now();
+  JsonLog log;
+  std::unique_ptr<train::Trainer> trainer = make_trainer(o, comm, log);
   std::unique_ptr<StepRunner> runner;
   collective_step(comm, [&] {
     runner = std::make_unique<StepRunner>(o.schedule, comm, trainer->config().batch_tokens);
     trainer->model().set_schedule(runner->schedule());
   });
   if (!o.resume.empty()) collective_step(comm, [&] { with_flag("--resume", [&] { trainer->resume(o.resume); }); });
-
-  const train::TrainConfig& c = trainer->config();
-  const train::TextCorpus& corpus = trainer->corpus();
-  const std::int64_t last = o.stop_after > 0 ? std::min(o.stop_after, c.steps) : c.steps;
-  const auto baselines = train::ngram_baselines(corpus);
-  if (talk) {
-    std::printf(
-        "switchyard train: %s, %s router, %lld ranks, %lld experts (top-%lld), %lld blocks, hidden %lld, "
-        "ffn %lld, context %lld\n",
-        o.config.c_str(), formats::architecture_name(c.model.arch), static_cast<long long>(comm.size()),
-        static_cast<long long>(c.model.num_experts), static_cast<long long>(c.model.top_k),
-        static_cast<long long>(c.model.num_layers), static_cast<long long>(c.model.hidden_size),
-        static_cast<long long>(c.model.expert_intermediate_size), static_cast<long long>(c.context));
-    std::printf(
-        "  corpus %s: %zu files, %lld characters (%lld held out), vocabulary %lld; baselines on held-out "
-        "text: unigram %.4f, bigram %.4f nats/char\n",
-        corpus.dir.c_str(), corpus.files.size(), static_cast<long long>(corpus.size()),
-        static_cast<long long>(corpus.size() - corpus.val_begin), static_cast<long long>(corpus.vocab_size()),
-        baselines.unigram, baselines.bigram);
-    if (trainer->step() > 0)
-      std::printf("  resumed from %s at step %lld\n", o.resume.c_str(), (long long)trainer->step());
-    std::fflush(stdout);
-  }
-
-  // Training loop.
-  const std::int64_t first = trainer->step();
-  const auto t_train = Clock::now();
-  auto t_window = t_train;
-  std::int64_t window_tokens = 0, window_steps = 0;
-  double window_loss = 0.0, last_train_loss = NAN;
-  while (trainer->step() < last) {
-    runner->restart_trace();  // --trace shows the last training step
-    const train::StepReport rep = trainer->train_step();
-    window_tokens += rep.tokens;
-    window_loss += rep.loss;
-    ++window_steps;
-    const std::int64_t s = rep.step;
-    if (s % c.log_interval == 0 || s == last) {
-      const auto now = Clock::now();
-      const double dt = std::chrono::duration<double>(now - t_window).count();
-      const double elapsed = std::chrono::duration<double>(now - t_train).count();
-      const double eta = elapsed / static_cast<double>(s - first) * static_cast<double>(last - s);
-      const double tps = dt > 0 ? static_cast<double>(window_tokens) / dt : 0.0;
-      last_train_loss = window_loss / static_cast<double>(window_steps);
-      if (talk) {
-        std::printf(
-            "step %6lld/%lld  loss %.4f  aux %.4f  lr %.2e  |g| %.3f  %8.0f tok/s  load max/mean %.2f  eta %s\n",
-            static_cast<long long>(s), static_cast<long long>(c.steps), rep.loss, rep.aux_loss, rep.lr, rep.grad_norm,
-            tps, max_of(rep.load_imbalance), duration(eta).c_str());
-        std::fflush(stdout);
-      }
-      if (lead)
-        log.write({{"event", "step"},
-                   {"step", s},
-                   {"loss", rep.loss},
-                   {"loss_window", last_train_loss},
-                   {"aux_loss", rep.aux_loss},
-                   {"lr", rep.lr},
-                   {"grad_norm", rep.grad_norm},
-                   {"tokens_per_s", tps},
-                   {"load_max_over_mean", rep.load_imbalance},
-                   {"expert_load", rep.expert_load},
-                   {"elapsed_s", elapsed},
-                   {"eta_s", eta}});
-      t_window = now;
-      window_tokens = window_steps = 0;
-      window_loss = 0.0;
-    }
-    if (c.eval_interval > 0 && s % c.eval_interval == 0 && s != last) {
-      const train::EvalResult ev = trainer->evaluate(c.eval_tokens, false);
-      if (talk) {
-        std::printf("eval  step %lld: val_loss %.4f on %lld held-out characters\n", static_cast<long long>(s), ev.loss,
-                    static_cast<long long>(ev.tokens));
-        std::fflush(stdout);
-      }
-      if (lead) log.write({{"event", "eval"}, {"step", s}, {"val_loss", ev.loss}, {"val_tokens", ev.tokens}});
-    }
-    if (o.save_every > 0 && s % o.save_every == 0 && s != last) {
-      collective_step(comm, [&] { with_flag("--save", [&] { trainer->save(o.save); }); });
-      if (talk) std::printf("saved %s at step %lld\n", o.save.c_str(), static_cast<long long>(s));
-    }
-  }
-  const double train_s = std::chrono::duration<double>(Clock::now() - t_train).count();
-  collective_step(comm, [&] { runner->write_outputs(comm, trainer->model().moe(0), true); });
-  if (!o.save.empty()) {
-    collective_step(comm, [&] { with_flag("--save", [&] { trainer->save(o.save); }); });
-    if (talk) std::printf("saved %s at step %lld\n", o.save.c_str(), static_cast<long long>(trainer->step()));
-  }
-
-  const train::EvalResult ev = trainer->evaluate(c.final_eval_tokens, true);
-  const double wall = std::chrono::duration<double>(Clock::now() - t_start).count();
-  if (!lead) return;
-  const std::int64_t trained = trainer->step() - first;
-  json final_line = {
-      {"event", "final"},
-      {"step", trainer->step()},
-      {"val_loss", ev.loss},
-      {"unigram_val_loss", baselines.unigram},
-      {"bigram_val_loss", baselines.bigram},
-      {"val_tokens", ev.tokens},
-      {"train_loss", last_train_loss},
-      {"ranks", comm.size()},
-      {"tokens_per_s", train_s > 0 ? static_cast<double>(trained * c.batch_tokens * comm.size()) / train_s : 0.0},
-      {"train_s", train_s},
-      {"wall_s", wall},
-      {"experts", experts_json(ev, corpus)}};
-  log.write(final_line);
-  if (!o.quiet) print_specialisation(ev, corpus);
-  final_line.erase("experts");
-  std::printf("%s\n", final_line.dump().c_str());
-  std::fflush(stdout);
+  TrainRun run(o, comm, *trainer, *runner, log);
+  run.print_header();
+  run.train();
+  run.finish(t_start);
 }
 
 }  // namespace switchyard::launch

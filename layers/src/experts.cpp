@@ -58,8 +58,29 @@ void GatedMlp::backward_weights(const float* x, std::int64_t rows, const float* 
   const std::int64_t H = hidden_, I = inter_;
   std::vector<float>& h = h_scratch(rows * I);
   kernels::gated_activation(act_, saved, rows, I, h.data());
-  kernels::gemm(true, false, H, I, rows, 1.0f, grad_y, H, h.data(), I, 1.0f, down_->grad.data(), I);
-  kernels::gemm(true, false, 2 * I, H, rows, 1.0f, grad_saved, 2 * I, x, H, 1.0f, gate_up_->grad.data(), H);
+  // dL/dW_down += dL/dyᵀ · h, dL/dW_gate_up += dL/d(gate, up)ᵀ · x
+  kernels::gemm({.trans_a = true,
+                 .m = H,
+                 .n = I,
+                 .k = rows,
+                 .a = grad_y,
+                 .lda = H,
+                 .b = h.data(),
+                 .ldb = I,
+                 .beta = 1.0f,
+                 .c = down_->grad.data(),
+                 .ldc = I});
+  kernels::gemm({.trans_a = true,
+                 .m = 2 * I,
+                 .n = H,
+                 .k = rows,
+                 .a = grad_saved,
+                 .lda = 2 * I,
+                 .b = x,
+                 .ldb = H,
+                 .beta = 1.0f,
+                 .c = gate_up_->grad.data(),
+                 .ldc = H});
 }
 
 void GatedMlp::backward(const float* x, std::int64_t rows, const float* saved, const float* grad_y, float* grad_x,

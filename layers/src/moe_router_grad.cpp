@@ -82,8 +82,27 @@ void MoeLayer::router_and_shared_grads() {
   const float* x = c.x;
   const float* grad_y = step_.grad_y;
   float* grad_x = step_.grad_x;
-  kernels::gemm(true, false, E, H, T, 1.0f, grad_logits_.data(), E, x, H, 1.0f, router_weight_.grad.data(), H);
-  kernels::gemm(false, false, T, H, E, 1.0f, grad_logits_.data(), E, router_weight_.value.data(), H, 1.0f, grad_x, H);
+  kernels::gemm({.trans_a = true,
+                 .m = E,
+                 .n = H,
+                 .k = T,
+                 .a = grad_logits_.data(),
+                 .lda = E,
+                 .b = x,
+                 .ldb = H,
+                 .beta = 1.0f,
+                 .c = router_weight_.grad.data(),
+                 .ldc = H});
+  kernels::gemm({.m = T,
+                 .n = H,
+                 .k = E,
+                 .a = grad_logits_.data(),
+                 .lda = E,
+                 .b = router_weight_.value.data(),
+                 .ldb = H,
+                 .beta = 1.0f,
+                 .c = grad_x,
+                 .ldc = H});
   if (!shared_) return;
   // Shared experts: y += scale_t * S(x_t), scale_t = sigmoid(x_t · g) or 1.
   grad_shared_.resize(static_cast<std::size_t>(T * H));

@@ -95,76 +95,76 @@ bool ModelConfig::is_moe_layer(std::int64_t layer) const {
   return false;
 }
 
-ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
-  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  check_arg(!j.is_discarded(), source + ": not valid JSON");
-  check_arg(j.is_object(), source + ": expected a JSON object");
-  Fields f(j, source);
-  check_arg(j.contains("model_type"), source +
-                                          ": missing field 'model_type' (expected one of mixtral, qwen2_moe, "
-                                          "qwen3_moe, deepseek_v3)");
-  const std::string type = f.string("model_type", "");
-  ModelConfig c;
-  // Defaults below are those of each architecture's transformers config class.
-  if (type == "mixtral") {
-    c.arch = Architecture::kMixtral;
-    c.hidden_size = f.integer("hidden_size", 4096);
-    c.expert_intermediate_size = f.integer("intermediate_size", 14336);
-    c.num_experts = f.integer_or_alias("num_local_experts", "num_experts", 8);
-    c.top_k = f.integer("num_experts_per_tok", 2);
-    c.num_layers = f.integer("num_hidden_layers", 32);
-    c.norm_topk_prob = true;
-  } else if (type == "qwen2_moe" || type == "qwen3_moe") {
-    const bool qwen2 = type == "qwen2_moe";
-    c.arch = qwen2 ? Architecture::kQwen2Moe : Architecture::kQwen3Moe;
-    c.hidden_size = f.integer("hidden_size", 2048);
-    c.expert_intermediate_size = f.integer("moe_intermediate_size", qwen2 ? 1408 : 768);
-    c.num_experts = qwen2 ? f.integer("num_experts", 60) : f.integer_or_alias("num_experts", "num_local_experts", 128);
-    c.top_k = f.integer("num_experts_per_tok", qwen2 ? 4 : 8);
-    c.num_layers = f.integer("num_hidden_layers", 24);
-    c.norm_topk_prob = f.boolean("norm_topk_prob", false);
-    c.decoder_sparse_step = f.integer("decoder_sparse_step", 1);
-    f.positive("decoder_sparse_step", c.decoder_sparse_step);
-    c.mlp_only_layers = f.integers("mlp_only_layers");
-    if (qwen2) {
-      c.shared_intermediate_size = f.integer("shared_expert_intermediate_size", 5632);
-      c.shared_expert_gated = true;
-    }
-  } else if (type == "deepseek_v3") {
-    c.arch = Architecture::kDeepseekV3;
-    c.hidden_size = f.integer("hidden_size", 7168);
-    c.expert_intermediate_size = f.integer("moe_intermediate_size", 2048);
-    c.num_experts = f.integer_or_alias("n_routed_experts", "num_local_experts", 256);
-    c.top_k = f.integer("num_experts_per_tok", 8);
-    c.num_layers = f.integer("num_hidden_layers", 61);
-    c.norm_topk_prob = f.boolean("norm_topk_prob", true);
-    c.score = ScoreFunction::kSigmoid;
-    c.has_selection_bias = true;
-    c.n_group = f.integer("n_group", 8);
-    c.topk_group = f.integer("topk_group", 4);
-    c.routed_scaling_factor = f.number("routed_scaling_factor", 2.5);
-    c.first_k_dense_replace = f.integer("first_k_dense_replace", 3);
-    c.shared_intermediate_size = c.expert_intermediate_size * f.integer("n_shared_experts", 1);
-  } else {
-    throw Error(ErrorCode::kInvalidArgument, source + ": field 'model_type' is '" + type +
-                                                 "'; expected one of mixtral, qwen2_moe, qwen3_moe, deepseek_v3");
+namespace {
+
+// Defaults in the read_* functions are those of each architecture's
+// transformers config class.
+void read_mixtral(const Fields& f, ModelConfig* c) {
+  c->arch = Architecture::kMixtral;
+  c->hidden_size = f.integer("hidden_size", 4096);
+  c->expert_intermediate_size = f.integer("intermediate_size", 14336);
+  c->num_experts = f.integer_or_alias("num_local_experts", "num_experts", 8);
+  c->top_k = f.integer("num_experts_per_tok", 2);
+  c->num_layers = f.integer("num_hidden_layers", 32);
+  c->norm_topk_prob = true;
+}
+
+void read_qwen_moe(const Fields& f, bool qwen2, ModelConfig* c) {
+  c->arch = qwen2 ? Architecture::kQwen2Moe : Architecture::kQwen3Moe;
+  c->hidden_size = f.integer("hidden_size", 2048);
+  c->expert_intermediate_size = f.integer("moe_intermediate_size", qwen2 ? 1408 : 768);
+  c->num_experts = qwen2 ? f.integer("num_experts", 60) : f.integer_or_alias("num_experts", "num_local_experts", 128);
+  c->top_k = f.integer("num_experts_per_tok", qwen2 ? 4 : 8);
+  c->num_layers = f.integer("num_hidden_layers", 24);
+  c->norm_topk_prob = f.boolean("norm_topk_prob", false);
+  c->decoder_sparse_step = f.integer("decoder_sparse_step", 1);
+  f.positive("decoder_sparse_step", c->decoder_sparse_step);
+  c->mlp_only_layers = f.integers("mlp_only_layers");
+  if (qwen2) {
+    c->shared_intermediate_size = f.integer("shared_expert_intermediate_size", 5632);
+    c->shared_expert_gated = true;
   }
-  c.hidden_act = f.string("hidden_act", "silu");
+}
+
+void read_deepseek_v3(const Fields& f, ModelConfig* c) {
+  c->arch = Architecture::kDeepseekV3;
+  c->hidden_size = f.integer("hidden_size", 7168);
+  c->expert_intermediate_size = f.integer("moe_intermediate_size", 2048);
+  c->num_experts = f.integer_or_alias("n_routed_experts", "num_local_experts", 256);
+  c->top_k = f.integer("num_experts_per_tok", 8);
+  c->num_layers = f.integer("num_hidden_layers", 61);
+  c->norm_topk_prob = f.boolean("norm_topk_prob", true);
+  c->score = ScoreFunction::kSigmoid;
+  c->has_selection_bias = true;
+  c->n_group = f.integer("n_group", 8);
+  c->topk_group = f.integer("topk_group", 4);
+  c->routed_scaling_factor = f.number("routed_scaling_factor", 2.5);
+  c->first_k_dense_replace = f.integer("first_k_dense_replace", 3);
+  c->shared_intermediate_size = c->expert_intermediate_size * f.integer("n_shared_experts", 1);
+}
+
+// The fields every architecture shares: the activation, and the sizes read by
+// the architecture's reader.
+void read_common_fields(const Fields& f, const std::string& source, ModelConfig* c) {
+  c->hidden_act = f.string("hidden_act", "silu");
   check_arg(
-      parse_activation(c.hidden_act, &c.activation),
-      f.where("hidden_act") + " is '" + c.hidden_act + "'; expected silu, gelu, gelu_new, gelu_pytorch_tanh or relu");
-  f.positive("hidden_size", c.hidden_size);
-  f.positive("num_hidden_layers", c.num_layers);
-  check_arg(c.num_experts > 0,
-            source + ": the number of experts must be positive, got " + std::to_string(c.num_experts));
-  check_arg(c.expert_intermediate_size > 0, source + ": the expert intermediate size must be positive");
-  check_arg(c.top_k > 0 && c.top_k <= c.num_experts, f.where("num_experts_per_tok") + " must be in [1, " +
-                                                         std::to_string(c.num_experts) + "], got " +
-                                                         std::to_string(c.top_k));
-  check_arg(c.shared_intermediate_size >= 0, source + ": the shared expert size must not be negative");
-  // NOTE: the routing rules (group-limited routing among them) are checked
-  // once, by RouterConfig::validate; its message names the router's fields,
-  // so the file and the config.json fields with their values go in front.
+      parse_activation(c->hidden_act, &c->activation),
+      f.where("hidden_act") + " is '" + c->hidden_act + "'; expected silu, gelu, gelu_new, gelu_pytorch_tanh or relu");
+  f.positive("hidden_size", c->hidden_size);
+  f.positive("num_hidden_layers", c->num_layers);
+  check_arg(c->num_experts > 0,
+            source + ": the number of experts must be positive, got " + std::to_string(c->num_experts));
+  check_arg(c->expert_intermediate_size > 0, source + ": the expert intermediate size must be positive");
+  check_arg(c->top_k > 0 && c->top_k <= c->num_experts, f.where("num_experts_per_tok") + " must be in [1, " +
+                                                            std::to_string(c->num_experts) + "], got " +
+                                                            std::to_string(c->top_k));
+  check_arg(c->shared_intermediate_size >= 0, source + ": the shared expert size must not be negative");
+}
+
+// NOTE: the routing rules (group-limited routing among them) are checked
+// once, by RouterConfig::validate; its message names the router's fields,
+// so the file and the config.json fields with their values go in front.
+void check_routing_fields(const ModelConfig& c, const std::string& source) {
   try {
     router_config(c);
   } catch (const Error& e) {
@@ -176,6 +176,32 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                                    : "num_experts_per_tok " + std::to_string(c.top_k);
     throw Error(e.code(), source + ": " + fields + ": " + e.what());
   }
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
+  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  check_arg(!j.is_discarded(), source + ": not valid JSON");
+  check_arg(j.is_object(), source + ": expected a JSON object");
+  Fields f(j, source);
+  check_arg(j.contains("model_type"), source +
+                                          ": missing field 'model_type' (expected one of mixtral, qwen2_moe, "
+                                          "qwen3_moe, deepseek_v3)");
+  const std::string type = f.string("model_type", "");
+  ModelConfig c;
+  if (type == "mixtral") {
+    read_mixtral(f, &c);
+  } else if (type == "qwen2_moe" || type == "qwen3_moe") {
+    read_qwen_moe(f, type == "qwen2_moe", &c);
+  } else if (type == "deepseek_v3") {
+    read_deepseek_v3(f, &c);
+  } else {
+    throw Error(ErrorCode::kInvalidArgument, source + ": field 'model_type' is '" + type +
+                                                 "'; expected one of mixtral, qwen2_moe, qwen3_moe, deepseek_v3");
+  }
+  read_common_fields(f, source, &c);
+  check_routing_fields(c, source);
   return c;
 }
 

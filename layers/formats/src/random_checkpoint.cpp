@@ -86,85 +86,95 @@ struct Named {
   std::vector<float> data;
 };
 
-}  // namespace
+// The checkpoint's tensors in file order, every random one drawn from one
+// sequence of seeds and rounded to the file's dtype.
+class TensorDraw {
+ public:
+  TensorDraw(std::uint64_t seed, formats::DType dtype) : seed_(seed), dtype_(dtype) {}
 
-std::vector<MoeLayerArrays> write_random_moe_checkpoint(const RandomMoeSpec& s, const std::string& dir) {
-  fs::create_directories(dir);
-  const json cfg_json = config_json(s);
-  const auto cfg = formats::parse_model_config(cfg_json.dump(), "random config");
-  const std::int64_t H = s.hidden, I = s.inter, E = s.experts;
-  std::uint64_t seed = s.seed * 1000003u;
-  std::vector<Named> tensors;
-  auto add = [&](std::string name, std::vector<std::int64_t> shape, float scale) -> std::vector<float>& {
-    std::int64_t n = formats::numel_of(shape);
-    auto v = random_matrix(1, n, ++seed, scale);
-    round_to(s.dtype, &v);
+  // Draws a [rows, cols] matrix that is not (yet) in the file.
+  std::vector<float> draw(std::int64_t rows, std::int64_t cols, float scale) {
+    auto v = random_matrix(rows, cols, ++seed_, scale);
+    round_to(dtype_, &v);
+    return v;
+  }
+  // Draws a tensor into the file; returns its values.
+  std::vector<float>& add(std::string name, std::vector<std::int64_t> shape, float scale) {
+    std::vector<float> v = draw(1, formats::numel_of(shape), scale);
     tensors.push_back({std::move(name), std::move(shape), std::move(v)});
     return tensors.back().data;
-  };
-  add("model.embed_tokens.weight", {64, H}, s.scale);
-  std::vector<MoeLayerArrays> out(static_cast<std::size_t>(s.layers));
-  for (std::int64_t l = 0; l < s.layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    add(p + "input_layernorm.weight", {H}, 1.0f);
-    add(p + "self_attn.q_proj.weight", {H, H}, s.scale);
-    if (!cfg.is_moe_layer(l)) {
-      add(p + "mlp.gate_proj.weight", {I, H}, s.scale);
-      continue;
-    }
-    MoeLayerArrays& a = out[l];
-    const bool mixtral = s.arch == Architecture::kMixtral;
-    const std::string m = p + (mixtral && !s.fused ? "block_sparse_moe." : "mlp.");
-    a.router = add(m + "gate.weight", {E, H}, s.scale * 4);
-    if (s.arch == Architecture::kDeepseekV3) a.bias = add(m + "gate.e_score_correction_bias", {E}, 0.05f);
-    for (std::int64_t e = 0; e < E; ++e) {
-      a.gate.push_back(random_matrix(I, H, ++seed, s.scale));
-      a.up.push_back(random_matrix(I, H, ++seed, s.scale));
-      a.down.push_back(random_matrix(H, I, ++seed, s.scale));
-      round_to(s.dtype, &a.gate.back());
-      round_to(s.dtype, &a.up.back());
-      round_to(s.dtype, &a.down.back());
-    }
-    if (s.fused) {
-      std::vector<float> gate_up, down;
-      for (std::int64_t e = 0; e < E; ++e) {
-        gate_up.insert(gate_up.end(), a.gate[e].begin(), a.gate[e].end());
-        gate_up.insert(gate_up.end(), a.up[e].begin(), a.up[e].end());
-        down.insert(down.end(), a.down[e].begin(), a.down[e].end());
-      }
-      tensors.push_back({m + "experts.gate_up_proj", {E, 2 * I, H}, std::move(gate_up)});
-      tensors.push_back({m + "experts.down_proj", {E, H, I}, std::move(down)});
-    } else {
-      const char* g = mixtral ? "w1" : "gate_proj";
-      const char* u = mixtral ? "w3" : "up_proj";
-      const char* d = mixtral ? "w2" : "down_proj";
-      for (std::int64_t e = 0; e < E; ++e) {
-        const std::string x = m + "experts." + std::to_string(e) + ".";
-        tensors.push_back({x + g + ".weight", {I, H}, a.gate[e]});
-        tensors.push_back({x + u + ".weight", {I, H}, a.up[e]});
-        tensors.push_back({x + d + ".weight", {H, I}, a.down[e]});
-      }
-    }
-    const std::int64_t Is = cfg.shared_intermediate_size;
-    if (Is > 0) {
-      const std::string sh = m + (s.arch == Architecture::kDeepseekV3 ? "shared_experts." : "shared_expert.");
-      a.shared_gate = add(sh + "gate_proj.weight", {Is, H}, s.scale);
-      a.shared_up = add(sh + "up_proj.weight", {Is, H}, s.scale);
-      a.shared_down = add(sh + "down_proj.weight", {H, Is}, s.scale);
-      if (cfg.shared_expert_gated) a.shared_expert_gate = add(m + "shared_expert_gate.weight", {1, H}, s.scale * 4);
-    }
   }
-  add("model.norm.weight", {H}, 1.0f);
 
-  // Split into shards of consecutive tensors; an index maps names to files.
-  const int n = std::max(1, s.shards);
+  std::vector<Named> tensors;
+
+ private:
+  std::uint64_t seed_;
+  formats::DType dtype_;
+};
+
+// Adds the expert tensors of one MoE layer (prefix `m`), fused or one
+// tensor per expert and projection, from the arrays in `a`.
+void add_expert_tensors(const RandomMoeSpec& s, const std::string& m, const MoeLayerArrays& a, TensorDraw* t) {
+  const std::int64_t H = s.hidden, I = s.inter, E = s.experts;
+  if (s.fused) {
+    std::vector<float> gate_up, down;
+    for (std::int64_t e = 0; e < E; ++e) {
+      gate_up.insert(gate_up.end(), a.gate[e].begin(), a.gate[e].end());
+      gate_up.insert(gate_up.end(), a.up[e].begin(), a.up[e].end());
+      down.insert(down.end(), a.down[e].begin(), a.down[e].end());
+    }
+    t->tensors.push_back({m + "experts.gate_up_proj", {E, 2 * I, H}, std::move(gate_up)});
+    t->tensors.push_back({m + "experts.down_proj", {E, H, I}, std::move(down)});
+    return;
+  }
+  const bool mixtral = s.arch == Architecture::kMixtral;
+  const char* g = mixtral ? "w1" : "gate_proj";
+  const char* u = mixtral ? "w3" : "up_proj";
+  const char* d = mixtral ? "w2" : "down_proj";
+  for (std::int64_t e = 0; e < E; ++e) {
+    const std::string x = m + "experts." + std::to_string(e) + ".";
+    t->tensors.push_back({x + g + ".weight", {I, H}, a.gate[e]});
+    t->tensors.push_back({x + u + ".weight", {I, H}, a.up[e]});
+    t->tensors.push_back({x + d + ".weight", {H, I}, a.down[e]});
+  }
+}
+
+// Draws the tensors of MoE layer `p` (its name prefix) into `t`; returns them.
+MoeLayerArrays add_moe_layer(const RandomMoeSpec& s, const ModelConfig& cfg, const std::string& p, TensorDraw* t) {
+  const std::int64_t H = s.hidden, I = s.inter, E = s.experts;
+  MoeLayerArrays a;
+  const bool mixtral = s.arch == Architecture::kMixtral;
+  const std::string m = p + (mixtral && !s.fused ? "block_sparse_moe." : "mlp.");
+  a.router = t->add(m + "gate.weight", {E, H}, s.scale * 4);
+  if (s.arch == Architecture::kDeepseekV3) a.bias = t->add(m + "gate.e_score_correction_bias", {E}, 0.05f);
+  for (std::int64_t e = 0; e < E; ++e) {
+    a.gate.push_back(t->draw(I, H, s.scale));
+    a.up.push_back(t->draw(I, H, s.scale));
+    a.down.push_back(t->draw(H, I, s.scale));
+  }
+  add_expert_tensors(s, m, a, t);
+  const std::int64_t Is = cfg.shared_intermediate_size;
+  if (Is > 0) {
+    const std::string sh = m + (s.arch == Architecture::kDeepseekV3 ? "shared_experts." : "shared_expert.");
+    a.shared_gate = t->add(sh + "gate_proj.weight", {Is, H}, s.scale);
+    a.shared_up = t->add(sh + "up_proj.weight", {Is, H}, s.scale);
+    a.shared_down = t->add(sh + "down_proj.weight", {H, Is}, s.scale);
+    if (cfg.shared_expert_gated) a.shared_expert_gate = t->add(m + "shared_expert_gate.weight", {1, H}, s.scale * 4);
+  }
+  return a;
+}
+
+// Writes `tensors` into `num_shards` safetensors files of consecutive
+// tensors, with an index that maps names to files when there are several.
+void write_shards(const std::string& dir, const std::vector<Named>& tensors, int num_shards, formats::DType dtype) {
+  const int n = num_shards;
   json weight_map = json::object();
   for (int k = 0; k < n; ++k) {
     const std::string file =
         n == 1 ? "model.safetensors" : "model-" + std::to_string(k + 1) + "-of-" + std::to_string(n) + ".safetensors";
     std::vector<formats::TensorToWrite> part;
     for (std::size_t i = k * tensors.size() / n; i < (k + 1) * tensors.size() / n; ++i) {
-      part.push_back({tensors[i].name, tensors[i].shape, tensors[i].data.data(), s.dtype});
+      part.push_back({tensors[i].name, tensors[i].shape, tensors[i].data.data(), dtype});
       weight_map[tensors[i].name] = file;
     }
     formats::write_safetensors((fs::path(dir) / file).string(), part, {{"format", "pt"}});
@@ -173,6 +183,29 @@ std::vector<MoeLayerArrays> write_random_moe_checkpoint(const RandomMoeSpec& s, 
     const std::string index = json{{"metadata", {{"total_size", 0}}}, {"weight_map", weight_map}}.dump(2);
     write_file_atomically((fs::path(dir) / "model.safetensors.index.json").string(), index.data(), index.size());
   }
+}
+
+}  // namespace
+
+std::vector<MoeLayerArrays> write_random_moe_checkpoint(const RandomMoeSpec& s, const std::string& dir) {
+  fs::create_directories(dir);
+  const json cfg_json = config_json(s);
+  const auto cfg = formats::parse_model_config(cfg_json.dump(), "random config");
+  const std::int64_t H = s.hidden, I = s.inter;
+  TensorDraw t(s.seed * 1000003u, s.dtype);
+  t.add("model.embed_tokens.weight", {64, H}, s.scale);
+  std::vector<MoeLayerArrays> out(static_cast<std::size_t>(s.layers));
+  for (std::int64_t l = 0; l < s.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    t.add(p + "input_layernorm.weight", {H}, 1.0f);
+    t.add(p + "self_attn.q_proj.weight", {H, H}, s.scale);
+    if (cfg.is_moe_layer(l))
+      out[l] = add_moe_layer(s, cfg, p, &t);
+    else
+      t.add(p + "mlp.gate_proj.weight", {I, H}, s.scale);
+  }
+  t.add("model.norm.weight", {H}, 1.0f);
+  write_shards(dir, t.tensors, std::max(1, s.shards), s.dtype);
   const std::string text = cfg_json.dump(2);
   write_file_atomically((fs::path(dir) / "config.json").string(), text.data(), text.size());
   return out;

@@ -12,17 +12,28 @@ void linear_forward(const float* x, std::int64_t T, std::int64_t K, const float*
   if (T == 0) return;
   if (b)
     for (std::int64_t t = 0; t < T; ++t) std::copy(b, b + N, y + t * N);
-  kernels::gemm(false, true, T, N, K, 1.0f, x, K, w, K, b ? 1.0f : 0.0f, y, N);
+  kernels::gemm({.trans_b = true,
+                 .m = T,
+                 .n = N,
+                 .k = K,
+                 .a = x,
+                 .lda = K,
+                 .b = w,
+                 .ldb = K,
+                 .beta = b ? 1.0f : 0.0f,
+                 .c = y,
+                 .ldc = N});
 }
 
 void linear_backward(const float* x, std::int64_t T, std::int64_t K, const float* w, std::int64_t N, const float* dy,
                      float* dw, float* db, float* dx) {
   if (T == 0) return;
-  kernels::gemm(true, false, N, K, T, 1.0f, dy, N, x, K, 1.0f, dw, K);
+  kernels::gemm(
+      {.trans_a = true, .m = N, .n = K, .k = T, .a = dy, .lda = N, .b = x, .ldb = K, .beta = 1.0f, .c = dw, .ldc = K});
   if (db)
     for (std::int64_t t = 0; t < T; ++t)
       for (std::int64_t n = 0; n < N; ++n) db[n] += dy[t * N + n];
-  if (dx) kernels::gemm(false, false, T, K, N, 1.0f, dy, N, w, K, 0.0f, dx, K);
+  if (dx) kernels::gemm({.m = T, .n = K, .k = N, .a = dy, .lda = N, .b = w, .ldb = K, .beta = 0.0f, .c = dx, .ldc = K});
 }
 
 void rmsnorm_forward(const float* x, std::int64_t T, std::int64_t H, const float* g, double eps, float* y,

@@ -82,6 +82,54 @@ void check_replaceable(const std::string& dir) {
   }
 }
 
+// Every rank's expert tensor names (gathered to rank 0) and rank 0's
+// replicated ones, mapped to the files that hold them.
+json weight_map_of(CharLm& model, Optimizer& opt, const comm::GatheredBytes& expert_names, int num_ranks) {
+  json weight_map = json::object();
+  for (const auto& t : tensors_of(model, opt, true)) weight_map[t.name] = kReplicatedFile;
+  for (int r = 0; r < num_ranks; ++r) {
+    std::istringstream in{std::string(expert_names.part(r))};
+    for (std::string name; std::getline(in, name);) {
+      check(!weight_map.contains(name), ErrorCode::kInternal, "checkpoint: tensor name '" + name + "' is not unique");
+      weight_map[name] = expert_file(r, num_ranks);
+    }
+  }
+  return weight_map;
+}
+
+// Replaces `base` by the finished checkpoint `tmp` in one step where the file
+// system can (`dir` as the caller named it, for messages).
+void publish(const std::string& tmp, const std::string& base, const std::string& dir, std::int64_t pid) {
+  if (!fs::exists(base)) {
+    fs::rename(tmp, base);
+  } else if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, base.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(tmp);  // now the previous checkpoint
+  } else {
+    // NOTE: file systems without RENAME_EXCHANGE get two renames; a kill
+    // between them leaves the previous checkpoint whole in `old`.
+    check(errno == EINVAL || errno == ENOSYS, ErrorCode::kIo,
+          "checkpoint directory " + dir + ": cannot swap in the new checkpoint (" + std::strerror(errno) + ")");
+    const std::string old = base + ".old-" + std::to_string(pid);
+    fs::rename(base, old);
+    fs::rename(tmp, base);
+    fs::remove_all(old);
+  }
+}
+
+// Rank 0 checks that `base` may be replaced and makes the empty directory
+// `tmp` beside it. Collective.
+void make_tmp_dir(comm::Communicator& comm, const std::string& dir, const std::string& base, const std::string& tmp) {
+  comm::run_agreed(comm, [&] {
+    if (comm.rank() != 0) return;
+    check_replaceable(base);
+    const fs::path parent = fs::absolute(base).parent_path();
+    check_arg(fs::is_directory(parent),
+              "checkpoint directory " + dir + ": parent directory " + parent.string() + " does not exist");
+    fs::remove_all(tmp);
+    fs::create_directory(tmp);
+  });
+}
+
 }  // namespace
 
 void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, CharLm& model, Optimizer& opt,
@@ -93,15 +141,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
   const std::string base = clean.size() > 1 && clean.back() == '/' ? clean.substr(0, clean.size() - 1) : clean;
   const std::string tmp = base + ".tmp-" + std::to_string(pid);
 
-  comm::run_agreed(comm, [&] {
-    if (me != 0) return;
-    check_replaceable(base);
-    const fs::path parent = fs::absolute(base).parent_path();
-    check_arg(fs::is_directory(parent),
-              "checkpoint directory " + dir + ": parent directory " + parent.string() + " does not exist");
-    fs::remove_all(tmp);
-    fs::create_directory(tmp);
-  });
+  make_tmp_dir(comm, dir, base, tmp);
   const auto cleanup = [&] {
     std::error_code ec;
     if (me == 0) fs::remove_all(tmp, ec);
@@ -131,16 +171,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
   try {
     comm::run_agreed(comm, [&] {
       if (me != 0) return;
-      json weight_map = json::object();
-      for (const auto& t : tensors_of(model, opt, true)) weight_map[t.name] = kReplicatedFile;
-      for (int r = 0; r < R; ++r) {
-        std::istringstream in{std::string(all.part(r))};
-        for (std::string name; std::getline(in, name);) {
-          check(!weight_map.contains(name), ErrorCode::kInternal,
-                "checkpoint: tensor name '" + name + "' is not unique");
-          weight_map[name] = expert_file(r, R);
-        }
-      }
+      const json weight_map = weight_map_of(model, opt, all, R);
       const json index = {{"metadata",
                            {{"format", kFormat},
                             {"step", state.step},
@@ -151,21 +182,7 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
                           {"weight_map", weight_map}};
       const std::string text = index.dump(2) + "\n";
       write_file_atomically((fs::path(tmp) / kIndex).string(), text.data(), text.size());
-      // Publish: swap the finished directory with the old one in one step.
-      if (!fs::exists(base)) {
-        fs::rename(tmp, base);
-      } else if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, base.c_str(), RENAME_EXCHANGE) == 0) {
-        fs::remove_all(tmp);  // now the previous checkpoint
-      } else {
-        // NOTE: file systems without RENAME_EXCHANGE get two renames; a kill
-        // between them leaves the previous checkpoint whole in `old`.
-        check(errno == EINVAL || errno == ENOSYS, ErrorCode::kIo,
-              "checkpoint directory " + dir + ": cannot swap in the new checkpoint (" + std::strerror(errno) + ")");
-        const std::string old = base + ".old-" + std::to_string(pid);
-        fs::rename(base, old);
-        fs::rename(tmp, base);
-        fs::remove_all(old);
-      }
+      publish(tmp, base, dir, pid);
     });
   } catch (...) {
     cleanup();

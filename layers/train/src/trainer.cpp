@@ -12,6 +12,63 @@ namespace {
 
 constexpr std::int64_t kEvalChunk = 2048;  // examples per forward during evaluation
 
+// Sizes of the routing counts of an evaluation: counts[(l * E + e) * V + v]
+// is how many slots of block l went to expert e for input character v.
+struct RouteCounts {
+  const std::vector<std::int64_t>& counts;
+  std::int64_t num_blocks, num_experts, vocab_size, top_k;
+};
+
+// Expert e of block l: its share of the block's routed slots and its
+// `top_inputs` most specialised input characters. `per_char` counts the
+// block's slots per character, `all` every slot of the block.
+ExpertSpecialisation specialisation_of(const RouteCounts& rc, std::int64_t l, std::int64_t e,
+                                       const std::vector<std::int64_t>& per_char, std::int64_t all, int top_inputs) {
+  const std::int64_t E = rc.num_experts, V = rc.vocab_size, K = rc.top_k;
+  ExpertSpecialisation s;
+  s.block = l;
+  s.expert = e;
+  const std::int64_t* row = rc.counts.data() + (l * E + e) * V;
+  std::vector<std::int32_t> order(static_cast<std::size_t>(V));
+  std::iota(order.begin(), order.end(), 0);
+  const std::int64_t mine = std::accumulate(row, row + V, std::int64_t{0});
+  s.token_share = all > 0 ? static_cast<double>(mine) / static_cast<double>(all) : 0.0;
+  // NOTE: ranked by the share of a character's slots this expert takes, not
+  // by raw count, which would list the common letters for every expert.
+  // Characters under 0.5% of the expert's slots are left out as noise.
+  const auto share = [&](std::int32_t v) {
+    return static_cast<double>(row[v]) / static_cast<double>(std::max<std::int64_t>(1, per_char[v]));
+  };
+  const std::int64_t support = std::max<std::int64_t>(1, mine / 200);
+  std::erase_if(order, [&](std::int32_t v) { return row[v] < support; });
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return share(a) > share(b); });
+  for (int i = 0; i < top_inputs && i < static_cast<int>(order.size()); ++i) {
+    const std::int32_t v = order[static_cast<std::size_t>(i)];
+    // per_char counts slots, top_k per token: scaled to tokens, so an
+    // expert serving every occurrence of a character shows 100%.
+    s.top_inputs.push_back(
+        {v, row[v], static_cast<double>(row[v] * K) / static_cast<double>(per_char[static_cast<std::size_t>(v)])});
+  }
+  return s;
+}
+
+// Every expert's specialisation, block by block, from the summed counts.
+std::vector<ExpertSpecialisation> specialisations(const RouteCounts& rc, int top_inputs) {
+  const std::int64_t L = rc.num_blocks, E = rc.num_experts, V = rc.vocab_size;
+  std::vector<ExpertSpecialisation> out;
+  for (std::int64_t l = 0; l < L; ++l) {
+    std::vector<std::int64_t> per_char(static_cast<std::size_t>(V), 0);
+    std::int64_t all = 0;
+    for (std::int64_t e = 0; e < E; ++e)
+      for (std::int64_t v = 0; v < V; ++v) {
+        per_char[static_cast<std::size_t>(v)] += rc.counts[static_cast<std::size_t>((l * E + e) * V + v)];
+        all += rc.counts[static_cast<std::size_t>((l * E + e) * V + v)];
+      }
+    for (std::int64_t e = 0; e < E; ++e) out.push_back(specialisation_of(rc, l, e, per_char, all, top_inputs));
+  }
+  return out;
+}
+
 }  // namespace
 
 Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm) : config_(config), comm_(comm) {
@@ -123,42 +180,8 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
   if (!specialisation) return out;
 
   comm_.allreduce_sum(counts.data(), counts.size());
-  for (std::int64_t l = 0; l < L; ++l) {
-    std::vector<std::int64_t> per_char(static_cast<std::size_t>(V), 0);
-    std::int64_t all = 0;
-    for (std::int64_t e = 0; e < E; ++e)
-      for (std::int64_t v = 0; v < V; ++v) {
-        per_char[static_cast<std::size_t>(v)] += counts[static_cast<std::size_t>((l * E + e) * V + v)];
-        all += counts[static_cast<std::size_t>((l * E + e) * V + v)];
-      }
-    for (std::int64_t e = 0; e < E; ++e) {
-      ExpertSpecialisation s;
-      s.block = l;
-      s.expert = e;
-      const std::int64_t* row = counts.data() + (l * E + e) * V;
-      std::vector<std::int32_t> order(static_cast<std::size_t>(V));
-      std::iota(order.begin(), order.end(), 0);
-      const std::int64_t mine = std::accumulate(row, row + V, std::int64_t{0});
-      s.token_share = all > 0 ? static_cast<double>(mine) / static_cast<double>(all) : 0.0;
-      // NOTE: ranked by the share of a character's slots this expert takes, not
-      // by raw count, which would list the common letters for every expert.
-      // Characters under 0.5% of the expert's slots are left out as noise.
-      const auto share = [&](std::int32_t v) {
-        return static_cast<double>(row[v]) / static_cast<double>(std::max<std::int64_t>(1, per_char[v]));
-      };
-      const std::int64_t support = std::max<std::int64_t>(1, mine / 200);
-      std::erase_if(order, [&](std::int32_t v) { return row[v] < support; });
-      std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return share(a) > share(b); });
-      for (int i = 0; i < top_inputs && i < static_cast<int>(order.size()); ++i) {
-        const std::int32_t v = order[static_cast<std::size_t>(i)];
-        // per_char counts slots, top_k per token: scaled to tokens, so an
-        // expert serving every occurrence of a character shows 100%.
-        s.top_inputs.push_back(
-            {v, row[v], static_cast<double>(row[v] * K) / static_cast<double>(per_char[static_cast<std::size_t>(v)])});
-      }
-      out.experts.push_back(std::move(s));
-    }
-  }
+  out.experts =
+      specialisations({.counts = counts, .num_blocks = L, .num_experts = E, .vocab_size = V, .top_k = K}, top_inputs);
   return out;
 }
 

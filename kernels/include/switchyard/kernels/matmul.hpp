@@ -42,10 +42,25 @@ class Linear {
   std::int64_t out_ = 0, in_ = 0;
 };
 
+/// The operands of gemm(), in BLAS order, for designated initializers:
+/// `gemm({.trans_a = true, .m = ..., .a = ..., .lda = ..., ...})`.
+struct GemmArgs {
+  bool trans_a = false;  // op(A) = Aᵀ: A is stored [k, m]
+  bool trans_b = false;  // op(B) = Bᵀ: B is stored [n, k]
+  std::int64_t m = 0, n = 0, k = 0;
+  float alpha = 1.0f;
+  const float* a = nullptr;
+  std::int64_t lda = 0;  // row stride of the stored A
+  const float* b = nullptr;
+  std::int64_t ldb = 0;  // row stride of the stored B
+  float beta = 0.0f;
+  float* c = nullptr;
+  std::int64_t ldc = 0;  // row stride of C
+};
+
 /// Row-major GEMM on oneDNN: C = alpha * op(A) · op(B) + beta * C, op(A) is
-/// [M, K], op(B) is [K, N]; `trans_*` reads the stored matrix transposed.
-/// Leading dimensions are row strides of the stored matrices. Blocking.
-void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* A,
-          std::int64_t lda, const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
+/// [m, k], op(B) is [k, n], C is [m, n]. With k == 0, C = beta * C (0 where
+/// beta is 0). Blocking. Throws Error(kDnnl).
+void gemm(const GemmArgs& args);
 
 }  // namespace switchyard::kernels
