@@ -1,4 +1,5 @@
 #include <cstdint>
+#include <new>
 #include <string>
 
 #include "switchyard/comm/communicator.hpp"
@@ -30,6 +31,9 @@ void run_agreed(Communicator& comm, const std::function<void()>& fn) {
   } catch (const Error& e) {
     message = e.what();
     code = static_cast<int>(e.code());
+  } catch (const std::bad_alloc&) {
+    message = error_code_name(ErrorCode::kOutOfMemory);
+    code = static_cast<int>(ErrorCode::kOutOfMemory);
   } catch (const std::exception& e) {
     message = e.what();
   }

@@ -15,8 +15,8 @@
 namespace switchyard::comm {
 namespace {
 
-std::vector<int> to_int(const std::int64_t* v, int n, const char* what) {
-  std::vector<int> out(n);
+// Into `out` ([n]): MPI's v-collectives take int counts and offsets.
+int* to_int(const std::int64_t* v, int n, const char* what, int* out) {
   for (int i = 0; i < n; ++i) {
     check(v[i] >= 0 && v[i] <= INT_MAX, ErrorCode::kInternal,
           std::string("MPI ") + what + " out of int range: " + std::to_string(v[i]));
@@ -101,6 +101,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm), owner_thread_(std
   load_settings();
   check_mpi(MPI_Comm_rank(comm_, &rank_));
   check_mpi(MPI_Comm_size(comm_, &size_));
+  int_args_.assign(static_cast<std::size_t>(4 * size_), 0);
   // Nodes: count the lowest rank of every shared-memory group.
   MPI_Comm node;
   check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
@@ -132,10 +133,13 @@ void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_count
                                 void* recv, const std::int64_t* recv_counts, const std::int64_t* recv_offsets,
                                 std::size_t row_bytes) {
   MPI_Datatype row = row_type(row_bytes);
-  auto sc = to_int(send_counts, size_, "count"), so = to_int(send_offsets, size_, "offset");
-  auto rc = to_int(recv_counts, size_, "count"), ro = to_int(recv_offsets, size_, "offset");
+  // NOTE: converted into buffers sized once, so an exchange allocates nothing.
+  int* sc = to_int(send_counts, size_, "count", int_args_.data());
+  int* so = to_int(send_offsets, size_, "offset", int_args_.data() + size_);
+  int* rc = to_int(recv_counts, size_, "count", int_args_.data() + 2 * size_);
+  int* ro = to_int(recv_offsets, size_, "offset", int_args_.data() + 3 * size_);
   if (std::this_thread::get_id() == owner_thread_) {
-    check_mpi(MPI_Alltoallv(send, sc.data(), so.data(), row, recv, rc.data(), ro.data(), row, comm_));
+    check_mpi(MPI_Alltoallv(send, sc, so, row, recv, rc, ro, row, comm_));
     return;
   }
   // NOTE: from another thread (a task graph's communication thread) the
@@ -149,7 +153,7 @@ void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_count
   SY_TRACE(kComm, "alltoallv from the communication thread: %zu-byte rows, polite wait up to %lld us", row_bytes,
            static_cast<long long>(max_sleep.count()));
   MPI_Request request;
-  check_mpi(MPI_Ialltoallv(send, sc.data(), so.data(), row, recv, rc.data(), ro.data(), row, comm_, &request));
+  check_mpi(MPI_Ialltoallv(send, sc, so, row, recv, rc, ro, row, comm_, &request));
   wait_politely(&request, max_sleep);
 }
 
@@ -176,13 +180,13 @@ void MpiCommunicator::allreduce_max(double* data, std::size_t count) {
 
 void MpiCommunicator::gatherv(const void* send, std::size_t send_bytes, void* recv, const std::int64_t* recv_bytes,
                               const std::int64_t* recv_offsets, int root) {
-  std::vector<int> rb(size_), ro(size_);
+  int* rb = int_args_.data();
+  int* ro = int_args_.data() + size_;
   if (rank_ == root) {
-    rb = to_int(recv_bytes, size_, "count");
-    ro = to_int(recv_offsets, size_, "offset");
+    to_int(recv_bytes, size_, "count", rb);
+    to_int(recv_offsets, size_, "offset", ro);
   }
-  check_mpi(
-      MPI_Gatherv(send, static_cast<int>(send_bytes), MPI_BYTE, recv, rb.data(), ro.data(), MPI_BYTE, root, comm_));
+  check_mpi(MPI_Gatherv(send, static_cast<int>(send_bytes), MPI_BYTE, recv, rb, ro, MPI_BYTE, root, comm_));
 }
 
 void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_)); }

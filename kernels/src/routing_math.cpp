@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
-#include <vector>
 
 namespace switchyard::kernels {
 
@@ -26,14 +24,21 @@ void sigmoid(float* x, std::int64_t n) {
 }
 
 void top_k(const float* values, std::int64_t n, std::int64_t k, std::int32_t* out_idx) {
-  // NOTE: n is the number of experts (tens to hundreds), so a partial sort of
-  // indices is cheap and its comparator makes the tie rule explicit.
-  std::vector<std::int32_t> idx(static_cast<std::size_t>(n));
-  std::iota(idx.begin(), idx.end(), 0);
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [values](std::int32_t a, std::int32_t b) {
-    return values[a] > values[b] || (values[a] == values[b] && a < b);
-  });
-  std::copy(idx.begin(), idx.begin() + k, out_idx);
+  // NOTE: an insertion into the k best so far: k is small (the experts a
+  // token picks), it allocates nothing, and because candidates arrive in
+  // index order, a value equal to one already kept goes behind it, which is
+  // the lower-index tie rule.
+  std::int64_t kept = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float v = values[i];
+    if (kept == k && !(v > values[out_idx[k - 1]])) continue;
+    std::int64_t pos = kept < k ? kept++ : k - 1;
+    while (pos > 0 && v > values[out_idx[pos - 1]]) {
+      out_idx[pos] = out_idx[pos - 1];
+      --pos;
+    }
+    out_idx[pos] = static_cast<std::int32_t>(i);
+  }
 }
 
 }  // namespace switchyard::kernels

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 
 #include "bench_baselines.hpp"
@@ -133,15 +134,13 @@ double sample_error(const BenchOptions& o, const formats::ModelConfig& config, c
   const std::int64_t H = o.hidden, samples = std::min<std::int64_t>(o.tokens, 4);
   double err = 0, scale = 1e-30;
   std::vector<double> out;
+  const std::vector<std::int32_t> experts = ctx.expert_idx();
+  const std::vector<float> weights = ctx.routing_weights();
   for (std::int64_t t = 0; t < samples; ++t) {
-    auto k = ctx.chunks.begin();
-    while (t >= k->begin + k->rows) ++k;
-    const std::int64_t slot = (t - k->begin) * o.top_k;
     std::vector<double> ref(static_cast<std::size_t>(H), 0.0);
-    for (std::int64_t j = 0; j < o.top_k; ++j) {
-      const auto e = k->routing.expert_idx[slot + j];
-      mlp_ref(mlp(o.seed, static_cast<std::uint64_t>(e), H, o.ffn), &x[t * H], config.activation, &out);
-      for (std::int64_t h = 0; h < H; ++h) ref[h] += k->routing.weights[slot + j] * out[h];
+    for (std::int64_t j = t * o.top_k; j < (t + 1) * o.top_k; ++j) {
+      mlp_ref(mlp(o.seed, static_cast<std::uint64_t>(experts[j]), H, o.ffn), &x[t * H], config.activation, &out);
+      for (std::int64_t h = 0; h < H; ++h) ref[h] += weights[j] * out[h];
     }
     if (config.shared_intermediate_size > 0) {
       mlp_ref(mlp(o.seed, kSharedId, H, config.shared_intermediate_size), &x[t * H], config.activation, &out);
@@ -206,6 +205,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   };
   auto timed_run = [&](bool overlap, bool traced) {
     const layers::StepSchedule schedule = runner->schedule(overlap);
+    layer->initialize(comm, {o.tokens, schedule.chunks, backward, schedule.wire_bf16}, &ctx);
     std::vector<double> steps;
     std::map<std::string, std::vector<double>> phases;
     Run run;
@@ -215,8 +215,17 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
       double t[1];
       comm.barrier();
       const auto t0 = std::chrono::steady_clock::now();
-      layer->forward(comm, x.data(), o.tokens, y.data(), &stats, &timer, &ctx, schedule);
-      if (backward) layer->backward(comm, ctx, y.data(), dx.data(), &timer, schedule);
+      layer->run(comm, {.x = x.data(),
+                        .num_tokens = o.tokens,
+                        .y = y.data(),
+                        .context = &ctx,
+                        .stats = &stats,
+                        .timer = &timer,
+                        .schedule = schedule});
+      if (backward)
+        layer->run(
+            comm, layers::MoeBackwardArguments{
+                      .context = &ctx, .grad_y = y.data(), .grad_x = dx.data(), .timer = &timer, .schedule = schedule});
       t[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       comm.allreduce_max(t, 1);
       std::vector<double> ph;
@@ -245,30 +254,24 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
 
   // Expert GEMM rate on the slowest rank: this rank's rows x 6 H I flops.
   // The whole step's exchange counts and expert rows, summed over chunks.
-  layers::DispatchPlan p;
-  p.send_counts.assign(static_cast<std::size_t>(R), 0);
-  p.recv_counts.assign(static_cast<std::size_t>(R), 0);
-  std::vector<std::int64_t> expert_rows;
-  for (const auto& k : ctx.chunks) {
-    for (int r = 0; r < R; ++r) {
-      p.send_counts[r] += k.plan.send_counts[r];
-      p.recv_counts[r] += k.plan.recv_counts[r];
-    }
-    expert_rows.resize(k.plan.local_expert_counts.size(), 0);
-    for (std::size_t j = 0; j < expert_rows.size(); ++j) expert_rows[j] += k.plan.local_expert_counts[j];
-  }
-  p.send_offsets.assign(static_cast<std::size_t>(R), 0);
-  p.recv_offsets.assign(static_cast<std::size_t>(R), 0);
-  for (int r = 1; r < R; ++r) {
-    p.send_offsets[r] = p.send_offsets[r - 1] + p.send_counts[r - 1];
-    p.recv_offsets[r] = p.recv_offsets[r - 1] + p.recv_counts[r - 1];
-  }
-  std::int64_t rows = 0, num_send = 0, num_recv = 0;
-  for (auto c : expert_rows) rows += c;
-  for (int r = 0; r < R; ++r) {
-    num_send += p.send_counts[r];
-    num_recv += p.recv_counts[r];
-  }
+  // Rows per peer as the offsets an alltoallv of whole rows takes.
+  struct Exchange {
+    std::vector<std::int64_t> send_counts, send_offsets, recv_counts, recv_offsets;
+  } p;
+  const layers::StepTraffic traffic = ctx.traffic();
+  p.send_counts = traffic.send_rows;
+  p.recv_counts = traffic.recv_rows;
+  const auto offsets = [](const std::vector<std::int64_t>& counts) {
+    std::vector<std::int64_t> out(counts.size(), 0);
+    std::exclusive_scan(counts.begin(), counts.end(), out.begin(), std::int64_t{0});
+    return out;
+  };
+  p.send_offsets = offsets(p.send_counts);
+  p.recv_offsets = offsets(p.recv_counts);
+  const std::int64_t rows =
+      std::accumulate(traffic.local_expert_rows.begin(), traffic.local_expert_rows.end(), std::int64_t{0});
+  const std::int64_t num_send = std::accumulate(p.send_counts.begin(), p.send_counts.end(), std::int64_t{0});
+  const std::int64_t num_recv = std::accumulate(p.recv_counts.begin(), p.recv_counts.end(), std::int64_t{0});
   double rate[1] = {-(static_cast<double>(rows) * 6.0 * H * o.ffn / phase_p50("experts") / 1e9)};
   comm.allreduce_max(rate, 1);
   const double gemm_gflops = -rate[0];
@@ -323,7 +326,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
 
   const double mem_bw = measure_memory_bandwidth_gbps(5);
   double touched = 0;
-  for (auto c : expert_rows)
+  for (auto c : traffic.local_expert_rows)
     if (c > 0) touched += static_cast<double>(3 * H * o.ffn) * (bf16 ? 2.0 : 4.0);
   std::vector<double> rss(static_cast<std::size_t>(R), 0.0);
   rss[static_cast<std::size_t>(me)] = max_rss_mib();

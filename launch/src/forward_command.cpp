@@ -134,9 +134,17 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   layers::ForwardStats stats;
   PhaseTimer timer;
   layers::MoeForwardContext ctx;
+  layers::MoeForwardContext* kept = grad_output ? &ctx : nullptr;
+  const layers::StepSchedule schedule = runner->schedule();
   collective_step(comm, [&] {
-    layer->forward(comm, input->data() + begin * H, rows, y.data(), &stats, &timer, grad_output ? &ctx : nullptr,
-                   runner->schedule());
+    layer->initialize(comm, {rows, schedule.chunks, kept != nullptr, schedule.wire_bf16}, kept);
+    layer->run(comm, {.x = input->data() + begin * H,
+                      .num_tokens = rows,
+                      .y = y.data(),
+                      .context = kept,
+                      .stats = &stats,
+                      .timer = &timer,
+                      .schedule = schedule});
   });
 
   // Rows to rank 0 in input order: the blocks are contiguous, in rank order.
@@ -147,7 +155,11 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   if (grad_output) {
     std::vector<float> dx(y.size());
     collective_step(comm, [&] {
-      layer->backward(comm, ctx, grad_output->data() + begin * H, dx.data(), &timer, runner->schedule());
+      layer->run(comm, layers::MoeBackwardArguments{.context = &ctx,
+                                                    .grad_y = grad_output->data() + begin * H,
+                                                    .grad_x = dx.data(),
+                                                    .timer = &timer,
+                                                    .schedule = schedule});
     });
     collective_step(comm, [&] { grads = collect_layer_gradients(comm, *layer, names); });
     grads.insert(grads.begin(), NamedTensor{"hidden_states", {T, H}, gather_rows(dx)});

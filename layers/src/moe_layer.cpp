@@ -5,9 +5,11 @@
 
 #include "router_grad.hpp"
 #include "step_graph.hpp"
+#include "step_state.hpp"
 #include "switchyard/kernels/permute.hpp"
 #include "switchyard/kernels/routing_math.hpp"
 #include "switchyard/runtime/error.hpp"
+#include "switchyard/runtime/log.hpp"
 
 namespace switchyard::layers {
 
@@ -16,6 +18,7 @@ MoeLayer::MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlac
     : config_(config),
       router_(config.router),
       placement_(placement),
+      rank_(rank),
       options_(options),
       selection_bias_(std::move(weights.selection_bias)),
       router_weight_("gate.weight", {config.num_experts, config.hidden_size}, std::move(weights.router), true) {
@@ -61,67 +64,106 @@ std::vector<Parameter*> MoeLayer::parameters() {
   return out;
 }
 
-std::vector<std::int32_t> MoeForwardContext::expert_idx() const {
-  std::vector<std::int32_t> out;
-  for (const MoeChunk& k : chunks) out.insert(out.end(), k.routing.expert_idx.begin(), k.routing.expert_idx.end());
-  return out;
+detail::MoeStepState& MoeLayer::state_of(MoeForwardContext* context) {
+  return *(context ? context : &inference_ctx_)->state_;
 }
 
-void MoeLayer::forward(comm::Communicator& comm, const float* x, std::int64_t num_tokens, float* y, ForwardStats* stats,
-                       PhaseTimer* timer, MoeForwardContext* ctx, const StepSchedule& schedule) {
-  check_arg(schedule.chunks >= 1, "schedule.chunks must be at least 1, got " + std::to_string(schedule.chunks));
-  check(!schedule.overlap || schedule.executor != nullptr, ErrorCode::kInternal, "overlap needs an executor");
-  const std::int64_t H = config_.hidden_size, E = config_.num_experts;
-  const int C = schedule.chunks;
-  MoeForwardContext& c = ctx ? *ctx : inference_ctx_;
-  c.x = x;
-  c.num_tokens = num_tokens;
-  c.chunks.resize(static_cast<std::size_t>(C));
-  // The first and last chunks are half the size of the others: nothing
-  // hides the first dispatch and the last combine, so they should be short,
-  // while the middle chunks keep the expert GEMMs large.
+// The first and last chunks are half the size of the others: nothing hides
+// the first dispatch and the last combine, so they should be short, while
+// the middle chunks keep the expert GEMMs large.
+void MoeLayer::split_into_chunks(detail::MoeStepState& c, std::int64_t num_tokens, int C) const {
   auto boundary = [&](int i) -> std::int64_t {
     if (C < 3) return num_tokens * i / C;
     const std::int64_t halves = i == 0 ? 0 : (i == C ? 2 * C - 2 : 2 * i - 1);
     return num_tokens * halves / (2 * C - 2);
   };
+  c.chunks.resize(static_cast<std::size_t>(C));
   for (int i = 0; i < C; ++i) {
-    MoeChunk& k = c.chunks[i];
+    detail::MoeChunk& k = c.chunks[i];
     k.begin = boundary(i);
     k.rows = boundary(i + 1) - k.begin;
     k.routed = false;
+    if (k.router_scratch.scores.empty()) k.router_scratch = RouterScratch(router_);
   }
-  c.logits.resize(static_cast<std::size_t>(num_tokens * E));
+}
+
+namespace {
+
+// Logs once per workspace that a call outgrew the shape it was sized for.
+void note_growth(detail::MoeStepState& c, std::int64_t num_tokens, int chunks, bool training) {
+  const MoeWorkspaceShape& s = c.shape;
+  if (c.warned_growth || (num_tokens <= s.max_tokens && chunks == s.chunks && (!training || s.training))) return;
+  c.warned_growth = true;
+  SY_WARN(kGraph,
+          "MoE call (%lld tokens, %d chunks%s) outgrows the workspace initialized for %lld tokens, %d chunks%s: "
+          "buffers grow during the step",
+          static_cast<long long>(num_tokens), chunks, training ? ", training" : "",
+          static_cast<long long>(s.max_tokens), s.chunks, s.training ? ", training" : "");
+}
+
+}  // namespace
+
+void MoeLayer::run(comm::Communicator& comm, const MoeForwardArguments& args) {
+  detail::MoeStepState& c = state_of(args.context);
+  check_arg(c.initialized, std::string(args.context ? "context" : "the layer's inference workspace") +
+                               " was not initialized: call initialize() before run()");
+  const ArgumentCheck verdict = can_implement(args);
+  // NOTE: bad arguments on one rank must not hang the others: that rank runs
+  // the step with no tokens and fails its first task, and the step's error
+  // agreement makes every rank throw the message.
+  const bool ok = verdict.ok();
+  const std::int64_t T = ok ? args.num_tokens : 0, H = config_.hidden_size, E = config_.num_experts;
+  StepSchedule schedule = args.schedule;
+  if (!ok) {
+    // NOTE: the same pieces in the same order as on the other ranks, as far
+    // as the bad arguments allow.
+    schedule.chunks = std::max(1, schedule.chunks);
+    schedule.overlap = schedule.overlap && schedule.executor != nullptr;
+  }
+  note_growth(c, T, schedule.chunks, args.context != nullptr);
+  c.x = ok ? args.x : nullptr;
+  c.num_tokens = T;
+  c.forwarded = true;
+  split_into_chunks(c, T, schedule.chunks);
+  c.logits.resize(static_cast<std::size_t>(T * E));
   if (shared_) {
-    c.shared_out.resize(static_cast<std::size_t>(num_tokens * H));
-    c.shared_saved.resize(static_cast<std::size_t>(num_tokens * shared_->saved_per_row()));
-    c.shared_scale.resize(static_cast<std::size_t>(num_tokens));
+    c.shared_out.resize(static_cast<std::size_t>(T * H));
+    c.shared_saved.resize(static_cast<std::size_t>(T * shared_->saved_per_row()));
+    c.shared_scale.resize(static_cast<std::size_t>(T));
   }
-  step_ = Step{&comm, &c, y, nullptr, nullptr, schedule.wire_bf16};
+  step_ = Step{&comm, &c, ok ? args.y : nullptr, nullptr, nullptr, schedule.wire_bf16, ok ? "" : verdict.message()};
   experts_->begin_step();
-  run_step(comm, step_graph(C, false), schedule, timer);
-  if (stats || ctx) global_stats(comm, c, stats);
+  run_step(comm, step_graph(schedule.chunks, false), schedule, args.timer);
+  if (args.stats || args.context) global_stats(comm, c, args.stats);
 }
 
-void MoeLayer::backward(comm::Communicator& comm, MoeForwardContext& c, const float* grad_y, float* grad_x,
-                        PhaseTimer* timer, const StepSchedule& schedule) {
+void MoeLayer::run(comm::Communicator& comm, const MoeBackwardArguments& args) {
+  const ArgumentCheck verdict = can_implement(args);
+  check_arg(args.context && args.context->state_->forwarded, verdict.message());
+  detail::MoeStepState& c = *args.context->state_;
+  const bool ok = verdict.ok();
   const int C = static_cast<int>(c.chunks.size());
-  check(C >= 1 && c.x != nullptr, ErrorCode::kInternal, "backward without a forward context");
   const std::int64_t T = c.num_tokens, E = config_.num_experts, K = config_.top_k;
-  grad_logits_.resize(static_cast<std::size_t>(T * E));
+  c.grad_logits.resize(static_cast<std::size_t>(T * E));
   std::int64_t most = 0;
-  for (const MoeChunk& k : c.chunks) most = std::max(most, k.rows);
-  if (static_cast<std::int64_t>(ones_.size()) < most * K) ones_.assign(static_cast<std::size_t>(most * K), 1.0f);
-  step_ = Step{&comm, &c, nullptr, grad_y, grad_x, schedule.wire_bf16};
-  run_step(comm, step_graph(C, true), schedule, timer);
+  for (const detail::MoeChunk& k : c.chunks) most = std::max(most, k.rows);
+  if (static_cast<std::int64_t>(c.ones.size()) < most * K) c.ones.assign(static_cast<std::size_t>(most * K), 1.0f);
+  StepSchedule schedule = args.schedule;
+  if (!ok) {
+    schedule.chunks = C;
+    schedule.overlap = schedule.overlap && schedule.executor != nullptr;
+  }
+  step_ = Step{&comm, &c, nullptr, args.grad_y, args.grad_x, schedule.wire_bf16, ok ? "" : verdict.message()};
+  run_step(comm, step_graph(C, true), schedule, args.timer);
 }
 
-void MoeLayer::global_stats(comm::Communicator& comm, MoeForwardContext& c, ForwardStats* stats) {
+void MoeLayer::global_stats(comm::Communicator& comm, detail::MoeStepState& c, ForwardStats* stats) {
   // Loads, token count, drops, and the auxiliary losses' sums (mean router
   // probability per expert, sum of squared logsumexp), over all ranks.
   const std::int64_t E = config_.num_experts, K = config_.top_k;
-  std::vector<std::int64_t> counts(static_cast<std::size_t>(E + 2), 0);
-  for (const MoeChunk& k : c.chunks) {
+  std::vector<std::int64_t>& counts = c.stat_counts;
+  counts.assign(static_cast<std::size_t>(E + 2), 0);
+  for (const detail::MoeChunk& k : c.chunks) {
     for (std::int64_t e = 0; e < E; ++e) counts[e] += k.routing.expert_counts[e];
     counts[E + 1] += k.plan.num_dropped;
   }
@@ -129,9 +171,12 @@ void MoeLayer::global_stats(comm::Communicator& comm, MoeForwardContext& c, Forw
   comm.allreduce_sum(counts.data(), counts.size());
   // sums: [0, E) mean-probability sums, [E, 2E) top-k counts of those
   // probabilities (f; for softmax routers the routing itself), 2E: sum lse².
-  std::vector<double> sums(static_cast<std::size_t>(2 * E + 1), 0.0);
-  std::vector<float> p(static_cast<std::size_t>(E));
-  std::vector<std::int32_t> top(static_cast<std::size_t>(K));
+  std::vector<double>& sums = c.stat_sums;
+  sums.assign(static_cast<std::size_t>(2 * E + 1), 0.0);
+  std::vector<float>& p = c.stat_probs;
+  std::vector<std::int32_t>& top = c.stat_top;
+  p.resize(static_cast<std::size_t>(E));
+  top.resize(static_cast<std::size_t>(K));
   for (std::int64_t i = 0; i < c.num_tokens; ++i) {
     detail::aux_probs(&c.logits[i * E], E, p.data());
     for (std::int64_t e = 0; e < E; ++e) sums[e] += p[e];

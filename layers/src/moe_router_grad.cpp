@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "router_grad.hpp"
+#include "step_state.hpp"
 #include "switchyard/kernels/matmul.hpp"
 #include "switchyard/kernels/routing_math.hpp"
 #include "switchyard/layers/moe_layer.hpp"
@@ -24,23 +25,24 @@ double logsumexp(const float* x, std::int64_t n) {
 }
 
 void router_logits_grad(const RouterConfig& router, const float* all_logits, const RoutingPlan& routing,
-                        const float* grad_w, const AuxLossGrad& aux, float* grad_logits) {
+                        const float* grad_w, const AuxLossGrad& aux, float* grad_logits, float* scratch) {
   const std::int64_t E = routing.num_experts, K = routing.top_k;
-  std::vector<float> score(static_cast<std::size_t>(E)), ds(static_cast<std::size_t>(E)),
-      p(static_cast<std::size_t>(E));
+  float* score = scratch;
+  float* ds = scratch + E;
+  float* p = scratch + 2 * E;
   const double inv_t = aux.global_tokens ? 1.0 / static_cast<double>(aux.global_tokens) : 0.0;
   const float scaling = router.scaling, eps = router.renormalize_epsilon;
   for (std::int64_t i = 0; i < routing.num_tokens; ++i) {
     const float* logits = all_logits + i * E;
     float* dl = grad_logits + i * E;
-    std::copy(logits, logits + E, score.begin());
+    std::copy(logits, logits + E, score);
     if (router.score == ScoreFunction::kSoftmax) {
-      kernels::softmax_rows(score.data(), 1, E);
+      kernels::softmax_rows(score, 1, E);
     } else {
-      kernels::sigmoid(score.data(), E);
+      kernels::sigmoid(score, E);
     }
     // w_j = c * s_j / (S + eps) when renormalised, else c * s_j.
-    std::fill(ds.begin(), ds.end(), 0.0f);
+    std::fill(ds, ds + E, 0.0f);
     const std::int32_t* idx = &routing.expert_idx[i * K];
     const float* w = &routing.weights[i * K];
     const float* dw = grad_w + i * K;
@@ -63,7 +65,7 @@ void router_logits_grad(const RouterConfig& router, const float* all_logits, con
     }
     if (aux.aux_loss_coef != 0.0 || aux.z_loss_coef != 0.0) {
       const std::vector<double>& f = *aux.load_fraction;
-      aux_probs(logits, E, p.data());
+      aux_probs(logits, E, p);
       // d(coef * E * sum_e f_e * mean_t p_te)/dp_te = coef * E * f_e / T.
       double dot = 0.0;
       for (std::int64_t e = 0; e < E; ++e) dot += p[e] * f[e];
@@ -77,7 +79,7 @@ void router_logits_grad(const RouterConfig& router, const float* all_logits, con
 }  // namespace detail
 
 void MoeLayer::router_and_shared_grads() {
-  const MoeForwardContext& c = *step_.ctx;
+  detail::MoeStepState& c = *step_.ctx;
   const std::int64_t H = config_.hidden_size, E = config_.num_experts, T = c.num_tokens;
   const float* x = c.x;
   const float* grad_y = step_.grad_y;
@@ -86,7 +88,7 @@ void MoeLayer::router_and_shared_grads() {
                  .m = E,
                  .n = H,
                  .k = T,
-                 .a = grad_logits_.data(),
+                 .a = c.grad_logits.data(),
                  .lda = E,
                  .b = x,
                  .ldb = H,
@@ -96,7 +98,7 @@ void MoeLayer::router_and_shared_grads() {
   kernels::gemm({.m = T,
                  .n = H,
                  .k = E,
-                 .a = grad_logits_.data(),
+                 .a = c.grad_logits.data(),
                  .lda = E,
                  .b = router_weight_.value.data(),
                  .ldb = H,
@@ -105,13 +107,13 @@ void MoeLayer::router_and_shared_grads() {
                  .ldc = H});
   if (!shared_) return;
   // Shared experts: y += scale_t * S(x_t), scale_t = sigmoid(x_t · g) or 1.
-  grad_shared_.resize(static_cast<std::size_t>(T * H));
+  c.grad_shared.resize(static_cast<std::size_t>(T * H));
   const bool gated = !shared_gate_.value.empty();
   for (std::int64_t i = 0; i < T; ++i) {
     const float scale = c.shared_scale[i];
     float dscale = 0.0f;
     for (std::int64_t h = 0; h < H; ++h) {
-      grad_shared_[i * H + h] = scale * grad_y[i * H + h];
+      c.grad_shared[i * H + h] = scale * grad_y[i * H + h];
       dscale += grad_y[i * H + h] * c.shared_out[i * H + h];
     }
     if (gated) {
@@ -122,7 +124,7 @@ void MoeLayer::router_and_shared_grads() {
       }
     }
   }
-  shared_->backward(x, T, c.shared_saved.data(), grad_shared_.data(), grad_x, true, &shared_scratch_);
+  shared_->backward(x, T, c.shared_saved.data(), c.grad_shared.data(), grad_x, true, &c.shared_scratch);
 }
 
 }  // namespace switchyard::layers

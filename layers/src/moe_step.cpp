@@ -4,10 +4,12 @@
 // graphs are built once per chunk count and reused; their tasks work on the
 // context of the step that runs them (step_).
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "router_grad.hpp"
 #include "step_graph.hpp"
+#include "step_state.hpp"
 #include "switchyard/kernels/packed_linear.hpp"
 #include "switchyard/kernels/permute.hpp"
 #include "switchyard/layers/moe_layer.hpp"
@@ -50,6 +52,9 @@ void MoeLayer::run_step(comm::Communicator& comm, StepGraph& g, const StepSchedu
   } catch (const Error& e) {
     error = e.what();
     code = static_cast<int>(e.code());
+  } catch (const std::bad_alloc&) {
+    error = error_code_name(ErrorCode::kOutOfMemory);
+    code = static_cast<int>(ErrorCode::kOutOfMemory);
   }
   // NOTE: a failed task still let the step's exchanges run (Executor::run),
   // so every rank gets here and agrees; then all throw the same error.
@@ -60,27 +65,31 @@ void MoeLayer::run_step(comm::Communicator& comm, StepGraph& g, const StepSchedu
 
 // ---- forward pieces ----------------------------------------------------------
 
-void MoeLayer::route_chunk(MoeChunk& k) {
+void MoeLayer::route_chunk(detail::MoeChunk& k) {
+  check_arg(step_.failure.empty(), step_.failure);
   const std::int64_t H = config_.hidden_size, E = config_.num_experts;
-  MoeForwardContext& c = *step_.ctx;
+  detail::MoeStepState& c = *step_.ctx;
   float* logits = c.logits.data() + k.begin * E;
   router_linear_->run(c.x + k.begin * H, k.rows, logits);
-  route(router_, logits, selection_bias_.empty() ? nullptr : selection_bias_.data(), k.rows, &k.routing);
+  route(router_, logits, selection_bias_.empty() ? nullptr : selection_bias_.data(), k.rows, &k.routing,
+        &k.router_scratch);
   k.routed = true;
 }
 
-void MoeLayer::plan_chunk(MoeChunk& k) {
+void MoeLayer::plan_chunk(detail::MoeChunk& k) {
   if (!k.routed) {
     // An earlier task failed: plan nothing, so the exchange peers expect still happens.
-    k.routing = RoutingPlan{};
+    k.routing.num_tokens = 0;
     k.routing.num_experts = config_.num_experts;
     k.routing.top_k = config_.top_k;
+    k.routing.expert_idx.clear();
+    k.routing.weights.clear();
     k.routing.expert_counts.assign(static_cast<std::size_t>(config_.num_experts), 0);
   }
-  k.plan = plan_dispatch(k.routing, placement_, options_.capacity, *step_.comm);
+  plan_dispatch(k.routing, placement_, options_.capacity, *step_.comm, &k.plan);
 }
 
-void MoeLayer::permute_chunk(MoeChunk& k) {
+void MoeLayer::permute_chunk(detail::MoeChunk& k) {
   const std::int64_t H = config_.hidden_size;
   k.send.resize(static_cast<std::size_t>(k.plan.num_send() * H));
   kernels::gather_rows(step_.ctx->x + k.begin * H, k.plan.send_token.data(), k.plan.num_send(), H, k.send.data());
@@ -91,7 +100,7 @@ namespace {
 // One alltoallv of whole rows along `plan`, forward (to the experts) or
 // back; with `wire` given, the rows travel as bf16 through its buffers.
 std::size_t exchange(comm::Communicator& comm, const DispatchPlan& plan, bool to_experts, std::int64_t H,
-                     std::vector<float>& from, std::vector<float>& to, MoeChunk* wire) {
+                     std::vector<float>& from, std::vector<float>& to, detail::MoeChunk* wire) {
   const std::int64_t out_rows = to_experts ? plan.num_send() : plan.num_recv();
   const std::int64_t in_rows = to_experts ? plan.num_recv() : plan.num_send();
   // NOTE: sizes are set here too, so that after a failed compute task the
@@ -117,13 +126,13 @@ std::size_t exchange(comm::Communicator& comm, const DispatchPlan& plan, bool to
 
 }  // namespace
 
-MoeChunk* MoeLayer::wire(MoeChunk& k) const { return step_.wire_bf16 ? &k : nullptr; }
+detail::MoeChunk* MoeLayer::wire(detail::MoeChunk& k) const { return step_.wire_bf16 ? &k : nullptr; }
 
-std::size_t MoeLayer::dispatch_chunk(MoeChunk& k) {
+std::size_t MoeLayer::dispatch_chunk(detail::MoeChunk& k) {
   return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv, wire(k));
 }
 
-void MoeLayer::experts_chunk(MoeChunk& k) {
+void MoeLayer::experts_chunk(detail::MoeChunk& k) {
   const std::int64_t H = config_.hidden_size, n = k.plan.num_recv();
   k.expert_in.resize(static_cast<std::size_t>(n * H));
   k.expert_out.resize(static_cast<std::size_t>(n * H));
@@ -133,13 +142,13 @@ void MoeLayer::experts_chunk(MoeChunk& k) {
   kernels::gather_rows(k.expert_out.data(), k.plan.recv_to_grouped.data(), n, H, k.recv.data());
 }
 
-std::size_t MoeLayer::combine_chunk(MoeChunk& k) {
+std::size_t MoeLayer::combine_chunk(detail::MoeChunk& k) {
   return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.combined, wire(k));
 }
 
-void MoeLayer::unpermute_chunk(MoeChunk& k) {
+void MoeLayer::unpermute_chunk(detail::MoeChunk& k) {
   const std::int64_t H = config_.hidden_size, K = config_.top_k;
-  MoeForwardContext& c = *step_.ctx;
+  detail::MoeStepState& c = *step_.ctx;
   float* y = step_.y + k.begin * H;
   std::fill(y, y + k.rows * H, 0.0f);
   kernels::unpermute_weighted_sum(k.combined.data(), k.plan.slot_row.data(), k.routing.weights.data(), k.rows, K, H, y);
@@ -154,7 +163,7 @@ void MoeLayer::unpermute_chunk(MoeChunk& k) {
 // dispatch and chunk c - 1's combine. Compute tasks are also taken in id order.
 void MoeLayer::build_forward(StepGraph& g, int C) {
   std::vector<Task> route(C), plan(C), permute(C), dispatch(C), experts(C), combine(C), unpermute(C);
-  auto chunk = [this](int c) -> MoeChunk& { return step_.ctx->chunks[c]; };
+  auto chunk = [this](int c) -> detail::MoeChunk& { return step_.ctx->chunks[c]; };
   auto add_dispatch = [&](int c) {
     if (c < C) dispatch[c] = g.add_comm("dispatch", c, [=, this] { return dispatch_chunk(chunk(c)); });
   };
@@ -187,11 +196,12 @@ void MoeLayer::build_forward(StepGraph& g, int C) {
 
 // ---- backward pieces ---------------------------------------------------------
 
-void MoeLayer::unpermute_grad_chunk(MoeChunk& k) {
+void MoeLayer::unpermute_grad_chunk(detail::MoeChunk& k) {
   // Combine backward: each kept slot's expert output gets w * dy, and the
   // routing weight gets dy · (expert output); then the router's per-token part.
+  check_arg(step_.failure.empty(), step_.failure);
   const std::int64_t H = config_.hidden_size, K = config_.top_k, E = config_.num_experts;
-  MoeForwardContext& c = *step_.ctx;
+  detail::MoeStepState& c = *step_.ctx;
   k.send.resize(static_cast<std::size_t>(k.plan.num_send() * H));
   k.grad_w.assign(static_cast<std::size_t>(k.rows * K), 0.0f);
   for (std::int64_t s = 0; s < k.rows * K; ++s) {
@@ -208,17 +218,18 @@ void MoeLayer::unpermute_grad_chunk(MoeChunk& k) {
     k.grad_w[s] = dot;
   }
   const detail::AuxLossGrad aux{options_.aux_loss_coef, options_.z_loss_coef, &c.load_fraction, c.global_tokens};
+  k.token_scratch.resize(static_cast<std::size_t>(3 * E));
   detail::router_logits_grad(router_, c.logits.data() + k.begin * E, k.routing, k.grad_w.data(), aux,
-                             grad_logits_.data() + k.begin * E);
+                             c.grad_logits.data() + k.begin * E, k.token_scratch.data());
 }
 
-std::size_t MoeLayer::combine_grad_chunk(MoeChunk& k) {
+std::size_t MoeLayer::combine_grad_chunk(detail::MoeChunk& k) {
   // The forward's exchanges with roles swapped: gradients travel to the
   // experts along the dispatch route and come back along the combine route.
   return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv, wire(k));
 }
 
-void MoeLayer::experts_grad_chunk(MoeChunk& k) {
+void MoeLayer::experts_grad_chunk(detail::MoeChunk& k) {
   const std::int64_t H = config_.hidden_size, n = k.plan.num_recv();
   k.expert_out.resize(static_cast<std::size_t>(n * H));
   k.grad_in.resize(static_cast<std::size_t>(n * H));
@@ -229,20 +240,21 @@ void MoeLayer::experts_grad_chunk(MoeChunk& k) {
   kernels::gather_rows(k.grad_in.data(), k.plan.recv_to_grouped.data(), n, H, k.recv.data());
 }
 
-std::size_t MoeLayer::dispatch_grad_chunk(MoeChunk& k) {
+std::size_t MoeLayer::dispatch_grad_chunk(detail::MoeChunk& k) {
   return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.send, wire(k));
 }
 
-void MoeLayer::permute_grad_chunk(MoeChunk& k) {
+void MoeLayer::permute_grad_chunk(detail::MoeChunk& k) {
   const std::int64_t H = config_.hidden_size, K = config_.top_k;
   float* grad_x = step_.grad_x + k.begin * H;
   std::fill(grad_x, grad_x + k.rows * H, 0.0f);
-  kernels::unpermute_weighted_sum(k.send.data(), k.plan.slot_row.data(), ones_.data(), k.rows, K, H, grad_x);
+  kernels::unpermute_weighted_sum(k.send.data(), k.plan.slot_row.data(), step_.ctx->ones.data(), k.rows, K, H, grad_x);
 }
 
 void MoeLayer::expert_weight_grads() {
-  std::vector<MoeChunk>& chunks = step_.ctx->chunks;
-  const MoeChunk& first = chunks.front();
+  detail::MoeStepState& st = *step_.ctx;
+  std::vector<detail::MoeChunk>& chunks = st.chunks;
+  const detail::MoeChunk& first = chunks.front();
   if (chunks.size() == 1) {
     experts_->backward_weights(first.expert_in.data(), first.plan.local_expert_counts.data(), first.saved.data(),
                                first.expert_out.data(), first.grad_saved.data());
@@ -254,21 +266,24 @@ void MoeLayer::expert_weight_grads() {
   const std::int64_t H = config_.hidden_size, S = experts_->saved_per_row(), G = experts_->grad_saved_per_row();
   const std::int64_t L = static_cast<std::int64_t>(first.plan.local_expert_counts.size());
   const std::int64_t R = static_cast<std::int64_t>(first.plan.recv_counts.size());
-  std::vector<std::int64_t> counts(static_cast<std::size_t>(L), 0);
+  const auto C = static_cast<std::int64_t>(chunks.size());
+  std::vector<std::int64_t>& counts = st.canon_counts;
+  counts.assign(static_cast<std::size_t>(L), 0);
   std::int64_t n = 0;
-  for (const MoeChunk& k : chunks)
+  for (const detail::MoeChunk& k : chunks)
     for (std::int64_t j = 0; j < L; ++j) counts[j] += k.plan.local_expert_counts[j];
   for (auto v : counts) n += v;
-  canon_in_.resize(static_cast<std::size_t>(n * H));
-  canon_grad_out_.resize(static_cast<std::size_t>(n * H));
-  canon_saved_.resize(static_cast<std::size_t>(n * S));
-  canon_grad_saved_.resize(static_cast<std::size_t>(n * G));
-  // next[c][j]: the next row of chunk c's group j to take.
-  std::vector<std::vector<std::int64_t>> next(chunks.size());
-  for (std::size_t c = 0; c < chunks.size(); ++c) {
+  st.canon_in.resize(static_cast<std::size_t>(n * H));
+  st.canon_grad_out.resize(static_cast<std::size_t>(n * H));
+  st.canon_saved.resize(static_cast<std::size_t>(n * S));
+  st.canon_grad_saved.resize(static_cast<std::size_t>(n * G));
+  // next[c * L + j]: the next row of chunk c's group j to take.
+  std::vector<std::int64_t>& next = st.canon_next;
+  next.resize(static_cast<std::size_t>(C * L));
+  for (std::int64_t c = 0; c < C; ++c) {
     std::int64_t start = 0;
     for (std::int64_t j = 0; j < L; ++j) {
-      next[c].push_back(start);
+      next[c * L + j] = start;
       start += chunks[c].plan.local_expert_counts[j];
     }
   }
@@ -281,25 +296,25 @@ void MoeLayer::expert_weight_grads() {
   std::int64_t row = 0;
   for (std::int64_t j = 0; j < L; ++j)
     for (std::int64_t s = 0; s < R; ++s)
-      for (std::size_t c = 0; c < chunks.size(); ++c) {
-        const MoeChunk& k = chunks[c];
-        const std::int64_t rows = k.plan.recv_table[s * L + j], from = next[c][j];
-        copy(canon_in_, row, k.expert_in, from, rows, H);
-        copy(canon_grad_out_, row, k.expert_out, from, rows, H);
-        copy(canon_saved_, row, k.saved, from, rows, S);
-        copy(canon_grad_saved_, row, k.grad_saved, from, rows, G);
-        next[c][j] += rows;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const detail::MoeChunk& k = chunks[c];
+        const std::int64_t rows = k.plan.recv_table[s * L + j], from = next[c * L + j];
+        copy(st.canon_in, row, k.expert_in, from, rows, H);
+        copy(st.canon_grad_out, row, k.expert_out, from, rows, H);
+        copy(st.canon_saved, row, k.saved, from, rows, S);
+        copy(st.canon_grad_saved, row, k.grad_saved, from, rows, G);
+        next[c * L + j] += rows;
         row += rows;
       }
-  experts_->backward_weights(canon_in_.data(), counts.data(), canon_saved_.data(), canon_grad_out_.data(),
-                             canon_grad_saved_.data());
+  experts_->backward_weights(st.canon_in.data(), counts.data(), st.canon_saved.data(), st.canon_grad_out.data(),
+                             st.canon_grad_saved.data());
 }
 
 // The forward's order with roles swapped: gradients go to the experts
 // (combine_grad) two chunks ahead of coming back (dispatch_grad).
 void MoeLayer::build_backward(StepGraph& g, int C) {
   std::vector<Task> unpermute(C), combine(C), experts(C), dispatch(C), permute(C);
-  auto chunk = [this](int c) -> MoeChunk& { return step_.ctx->chunks[c]; };
+  auto chunk = [this](int c) -> detail::MoeChunk& { return step_.ctx->chunks[c]; };
   auto add_combine = [&](int c) {
     if (c < C) combine[c] = g.add_comm("combine_grad", c, [=, this] { return combine_grad_chunk(chunk(c)); });
   };

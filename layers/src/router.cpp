@@ -41,8 +41,42 @@ void MoeConfig::validate() const {
   router.validate();
 }
 
+void RoutingPlan::reserve(std::int64_t max_tokens, std::int64_t k, std::int64_t experts) {
+  expert_idx.reserve(static_cast<std::size_t>(max_tokens * k));
+  weights.reserve(static_cast<std::size_t>(max_tokens * k));
+  expert_counts.reserve(static_cast<std::size_t>(experts));
+}
+
+RouterScratch::RouterScratch(const RouterConfig& config)
+    : scores(static_cast<std::size_t>(config.num_experts)),
+      choice(static_cast<std::size_t>(config.num_experts)),
+      group_scores(static_cast<std::size_t>(config.n_group)),
+      group_top(2),
+      groups(static_cast<std::size_t>(config.topk_group)),
+      keep(static_cast<std::size_t>(config.n_group)) {}
+
+namespace {
+
+// DeepSeek-V3's group limit: a group's score is the sum of its two best
+// choice scores; experts outside the best `topk_group` groups get -inf.
+void limit_to_groups(const RouterConfig& config, RouterScratch& s) {
+  const std::int64_t group_size = config.num_experts / config.n_group;
+  float* choice = s.choice.data();
+  for (std::int64_t g = 0; g < config.n_group; ++g) {
+    kernels::top_k(choice + g * group_size, group_size, 2, s.group_top.data());
+    s.group_scores[g] = choice[g * group_size + s.group_top[0]] + choice[g * group_size + s.group_top[1]];
+  }
+  kernels::top_k(s.group_scores.data(), config.n_group, config.topk_group, s.groups.data());
+  std::fill(s.keep.begin(), s.keep.end(), 0);
+  for (auto g : s.groups) s.keep[g] = 1;
+  for (std::int64_t e = 0; e < config.num_experts; ++e)
+    if (!s.keep[e / group_size]) choice[e] = -std::numeric_limits<float>::infinity();
+}
+
+}  // namespace
+
 void route(const RouterConfig& config, const float* logits, const float* selection_bias, std::int64_t num_tokens,
-           RoutingPlan* plan) {
+           RoutingPlan* plan, RouterScratch* scratch) {
   const std::int64_t E = config.num_experts, K = config.top_k;
   plan->num_tokens = num_tokens;
   plan->top_k = K;
@@ -50,35 +84,20 @@ void route(const RouterConfig& config, const float* logits, const float* selecti
   plan->expert_idx.resize(static_cast<std::size_t>(num_tokens * K));
   plan->weights.resize(static_cast<std::size_t>(num_tokens * K));
   plan->expert_counts.assign(static_cast<std::size_t>(E), 0);
-
-  std::vector<float> scores(static_cast<std::size_t>(E)), choice(static_cast<std::size_t>(E));
-  const std::int64_t group_size = E / config.n_group;
-  std::vector<float> group_scores(static_cast<std::size_t>(config.n_group));
-  std::vector<std::int32_t> top2(2), groups(static_cast<std::size_t>(config.topk_group));
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
+  float* scores = scratch->scores.data();
+  float* choice = scratch->choice.data();
   for (std::int64_t t = 0; t < num_tokens; ++t) {
-    std::copy(logits + t * E, logits + (t + 1) * E, scores.begin());
+    std::copy(logits + t * E, logits + (t + 1) * E, scores);
     if (config.score == ScoreFunction::kSoftmax) {
-      kernels::softmax_rows(scores.data(), 1, E);
+      kernels::softmax_rows(scores, 1, E);
     } else {
-      kernels::sigmoid(scores.data(), E);
+      kernels::sigmoid(scores, E);
     }
     for (std::int64_t e = 0; e < E; ++e) choice[e] = scores[e] + (selection_bias ? selection_bias[e] : 0.0f);
-    if (config.n_group > 1) {
-      for (std::int64_t g = 0; g < config.n_group; ++g) {
-        kernels::top_k(choice.data() + g * group_size, group_size, 2, top2.data());
-        group_scores[g] = choice[g * group_size + top2[0]] + choice[g * group_size + top2[1]];
-      }
-      kernels::top_k(group_scores.data(), config.n_group, config.topk_group, groups.data());
-      std::vector<bool> keep(static_cast<std::size_t>(config.n_group), false);
-      for (auto g : groups) keep[g] = true;
-      for (std::int64_t e = 0; e < E; ++e)
-        if (!keep[e / group_size]) choice[e] = kNegInf;
-    }
+    if (config.n_group > 1) limit_to_groups(config, *scratch);
     std::int32_t* idx = plan->expert_idx.data() + t * K;
     float* w = plan->weights.data() + t * K;
-    kernels::top_k(choice.data(), E, K, idx);
+    kernels::top_k(choice, E, K, idx);
     float sum = 0.0f;
     for (std::int64_t j = 0; j < K; ++j) {
       w[j] = scores[idx[j]];
@@ -91,6 +110,12 @@ void route(const RouterConfig& config, const float* logits, const float* selecti
       ++plan->expert_counts[idx[j]];
     }
   }
+}
+
+void route(const RouterConfig& config, const float* logits, const float* selection_bias, std::int64_t num_tokens,
+           RoutingPlan* plan) {
+  RouterScratch scratch(config);
+  route(config, logits, selection_bias, num_tokens, plan, &scratch);
 }
 
 }  // namespace switchyard::layers

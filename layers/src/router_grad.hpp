@@ -22,8 +22,8 @@ struct AuxLossGrad {
 };
 
 /// dL/dlogits ([rows, E]) of `rows` tokens from dL/d(routing weight)
-/// (`grad_w`, [rows, K]), given their logits and routing.
+/// (`grad_w`, [rows, K]), given their logits and routing. `scratch`: [3 * E].
 void router_logits_grad(const RouterConfig& router, const float* logits, const RoutingPlan& routing,
-                        const float* grad_w, const AuxLossGrad& aux, float* grad_logits);
+                        const float* grad_w, const AuxLossGrad& aux, float* grad_logits, float* scratch);
 
 }  // namespace switchyard::layers::detail

@@ -84,8 +84,9 @@ TEST_P(Bf16MoeLayer, OutputAndGradientsMatchFloat64) {
   std::vector<float> y(rows * H), dx(rows * H);
   layers::ForwardStats stats;
   layers::MoeForwardContext ctx;
-  moe.forward(comm, x.data() + begin * H, rows, y.data(), &stats, nullptr, &ctx);
-  moe.backward(comm, ctx, g.data() + begin * H, dx.data());
+  moe.initialize(comm, {.max_tokens = rows, .training = true}, &ctx);
+  moe.run(comm, {.x = x.data() + begin * H, .num_tokens = rows, .y = y.data(), .context = &ctx, .stats = &stats});
+  moe.run(comm, layers::MoeBackwardArguments{.context = &ctx, .grad_y = g.data() + begin * H, .grad_x = dx.data()});
   auto params = moe.parameters();
   for (auto* p : params)
     if (p->replicated) comm.allreduce_sum(p->grad.data(), p->grad.size());

@@ -63,7 +63,8 @@ TEST_P(MoeDistributed, MatchesDenseReference) {
   const std::int64_t begin = blocks.first(me), rows = blocks.count(me);
   std::vector<float> y(rows * H);
   layers::ForwardStats stats;
-  layer.forward(comm, x.data() + begin * H, rows, y.data(), &stats);
+  layer.initialize(comm, {.max_tokens = rows});
+  layer.run(comm, {.x = x.data() + begin * H, .num_tokens = rows, .y = y.data(), .stats = &stats});
 
   std::vector<int> counts(R), displs(R);
   for (int r = 0; r < R; ++r) {

@@ -83,8 +83,9 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   std::vector<float> y(rows * H), dx(rows * H);
   layers::ForwardStats stats;
   layers::MoeForwardContext ctx;
-  moe.forward(comm, x.data() + begin * H, rows, y.data(), &stats, nullptr, &ctx);
-  moe.backward(comm, ctx, g.data() + begin * H, dx.data());
+  moe.initialize(comm, {.max_tokens = rows, .training = true}, &ctx);
+  moe.run(comm, {.x = x.data() + begin * H, .num_tokens = rows, .y = y.data(), .context = &ctx, .stats = &stats});
+  moe.run(comm, layers::MoeBackwardArguments{.context = &ctx, .grad_y = g.data() + begin * H, .grad_x = dx.data()});
 
   auto params = moe.parameters();
   for (auto* p : params)
@@ -177,9 +178,10 @@ TEST(SelectionBias, UpdateBalancesSkewedLoad) {
   auto x = formats::random_matrix(64, s.hidden, 3 + me, 0.3f);
   for (std::int64_t t = 0; t < 64; ++t) x[t * s.hidden] += 3.0f;
   std::vector<float> y(x.size());
+  moe.initialize(comm, {.max_tokens = 64});
   auto imbalance = [&] {
     layers::ForwardStats st;
-    moe.forward(comm, x.data(), 64, y.data(), &st);
+    moe.run(comm, {.x = x.data(), .num_tokens = 64, .y = y.data(), .stats = &st});
     const auto mx = *std::max_element(st.expert_load.begin(), st.expert_load.end());
     const double mean = std::accumulate(st.expert_load.begin(), st.expert_load.end(), 0.0) / st.expert_load.size();
     moe.update_selection_bias(st, 0.01);

@@ -103,9 +103,14 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
       for (auto* p : layer.parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
       layers::ForwardStats stats;
       layers::MoeForwardContext ctx;
-      layer.forward(comm, x.data(), T, r.y.data(), &stats, nullptr, training ? &ctx : nullptr, schedule);
+      layers::MoeForwardContext* kept = training ? &ctx : nullptr;
+      layer.initialize(comm, {T, schedule.chunks, training, schedule.wire_bf16}, kept);
+      layer.run(
+          comm,
+          {.x = x.data(), .num_tokens = T, .y = r.y.data(), .context = kept, .stats = &stats, .schedule = schedule});
       if (training) {
-        layer.backward(comm, ctx, g.data(), r.dx.data(), nullptr, schedule);
+        layer.run(comm, layers::MoeBackwardArguments{
+                            .context = &ctx, .grad_y = g.data(), .grad_x = r.dx.data(), .schedule = schedule});
         for (auto* p : layer.parameters()) r.grads.push_back(p->grad);
       }
       r.load = stats.expert_load;
@@ -135,6 +140,55 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
               ASSERT_EQ(std::memcmp(got.grads[i].data(), want.grads[i].data(), want.grads[i].size() * sizeof(float)), 0)
                   << layer.parameters()[i]->name << " gradient, " << where;
           }
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  std::filesystem::remove_all(mine);
+}
+
+// Arguments that are wrong on one rank only (a null output) must not hang
+// the others: every rank throws can_implement's message, naming the argument.
+TEST(ScheduleFailure, BadArgumentsOnOneRankFailEveryRank) {
+  comm::MpiCommunicator comm(MPI_COMM_WORLD);
+  const int R = comm.size(), me = comm.rank();
+  const std::string dir = test_support::shared_temp_dir(me);
+  ASSERT_FALSE(dir.empty());
+  const std::string mine = dir + "/badarg" + std::to_string(me);
+  const auto s = spec(Architecture::kMixtral, 78);
+  formats::write_random_moe_checkpoint(s, mine);
+  const auto config = formats::load_model_config(mine);
+  formats::Checkpoint ckpt(mine);
+  layers::ExpertPlacement placement(config.num_experts, R);
+  layers::MoeLayer layer(
+      formats::moe_config(config),
+      formats::load_moe_weights(ckpt, config, s.layers - 1, placement.first_expert(me), placement.num_local(me)),
+      placement, me);
+  const std::int64_t T = 24, H = s.hidden;
+  const auto x = formats::random_matrix(T, H, 600 + me);
+  std::vector<float> y(T * H), dx(T * H);
+  Executor executor(2);
+  for (bool overlap : {false, true}) {
+    const layers::StepSchedule schedule{.chunks = 2, .overlap = overlap, .executor = &executor};
+    layers::MoeForwardContext ctx;
+    layer.initialize(comm, {.max_tokens = T, .chunks = 2, .training = true}, &ctx);
+    float* out = me == 0 ? nullptr : y.data();
+    EXPECT_EQ(layer.can_implement(layers::MoeForwardArguments{.x = x.data(), .num_tokens = T, .y = out}).ok(), me != 0);
+    try {
+      layer.run(comm, {.x = x.data(), .num_tokens = T, .y = out, .context = &ctx, .schedule = schedule});
+      FAIL() << "forward did not throw on rank " << me;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("y: is null for 24 tokens"), std::string::npos) << e.what();
+    }
+    // Then a good forward, and a backward whose gradient is null on rank 0.
+    layer.run(comm, {.x = x.data(), .num_tokens = T, .y = y.data(), .context = &ctx, .schedule = schedule});
+    try {
+      layer.run(
+          comm,
+          layers::MoeBackwardArguments{
+              .context = &ctx, .grad_y = me == 0 ? nullptr : x.data(), .grad_x = dx.data(), .schedule = schedule});
+      FAIL() << "backward did not throw on rank " << me;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("grad_y: is null"), std::string::npos) << e.what();
     }
   }
   MPI_Barrier(MPI_COMM_WORLD);
@@ -172,15 +226,18 @@ TEST(ScheduleFailure, FailingTaskOnOneRankStopsTheStepOnEveryRank) {
     for (bool overlap : {false, true}) {
       const layers::StepSchedule schedule{.chunks = chunks, .overlap = overlap, .executor = &executor};
       layers::MoeForwardContext ctx;
-      layer.forward(comm, x.data(), T, y.data(), nullptr, nullptr, &ctx, schedule);
+      layer.initialize(comm, {.max_tokens = T, .chunks = chunks, .training = true}, &ctx);
+      layer.run(comm, {.x = x.data(), .num_tokens = T, .y = y.data(), .context = &ctx, .schedule = schedule});
       try {
-        layer.backward(comm, ctx, x.data(), dx.data(), nullptr, schedule);
+        layer.run(comm, layers::MoeBackwardArguments{
+                            .context = &ctx, .grad_y = x.data(), .grad_x = dx.data(), .schedule = schedule});
         FAIL() << "backward did not throw on rank " << me;
       } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("inference only"), std::string::npos) << e.what();
       }
       // The communicator still works: the step after the failure runs.
-      layer.forward(comm, x.data(), T, y.data(), nullptr, nullptr, nullptr, schedule);
+      layer.initialize(comm, {.max_tokens = T, .chunks = chunks});
+      layer.run(comm, {.x = x.data(), .num_tokens = T, .y = y.data(), .schedule = schedule});
     }
   MPI_Barrier(MPI_COMM_WORLD);
   std::filesystem::remove_all(mine);

@@ -14,6 +14,7 @@
 
 #include "../support/config_json.hpp"
 #include "switchyard/formats/model_config.hpp"
+#include "switchyard/kernels/routing_math.hpp"
 #include "switchyard/layers/dispatch.hpp"
 #include "switchyard/layers/router.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -704,6 +705,30 @@ TEST(ExpertPlacement, MoreRanksThanExpertsThrows) {
     ADD_FAILURE() << "accepted 8 ranks for 3 experts";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// top_k against the definition: indices stably sorted by value, largest
+// first (so ties keep index order), the first k kept. Values are drawn from
+// a handful of levels, -inf included, so ties are the common case.
+TEST(TopK, MatchesAStableSortWithTiesAndMinusInfinity) {
+  std::mt19937 rng(12);
+  const float levels[] = {-std::numeric_limits<float>::infinity(), -1.0f, 0.0f, 0.25f, 3.0f};
+  for (int trial = 0; trial < 500; ++trial) {
+    const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % 40), k = 1 + static_cast<std::int64_t>(rng() % n);
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = levels[rng() % 5];
+    std::vector<std::int32_t> want(static_cast<std::size_t>(n));
+    std::iota(want.begin(), want.end(), 0);
+    std::stable_sort(want.begin(), want.end(), [&](std::int32_t a, std::int32_t b) { return v[a] > v[b]; });
+    want.resize(static_cast<std::size_t>(k));
+    std::vector<std::int32_t> got(static_cast<std::size_t>(k), -1);
+    switchyard::kernels::top_k(v.data(), n, k, got.data());
+    ASSERT_EQ(got, want) << "trial " << trial << ", n " << n << ", k " << k;
   }
 }
 

@@ -121,7 +121,16 @@ double CharLm::forward(comm::Communicator& comm, const std::int32_t* contexts, c
     ab.inv_rms.resize(static_cast<std::size_t>(T));
     detail::rmsnorm_forward(ab.h_in.data(), T, H, blocks_[l].norm.value.data(), config_.rms_eps, ab.u.data(),
                             ab.inv_rms.data());
-    blocks_[l].moe->forward(comm, ab.u.data(), T, m.data(), &result->stats[l], nullptr, &ab.ctx, schedule_);
+    layers::MoeLayer& moe = *blocks_[l].moe;
+    moe.initialize(comm,
+                   {.max_tokens = T, .chunks = schedule_.chunks, .training = true, .wire_bf16 = schedule_.wire_bf16},
+                   &ab.ctx);
+    moe.run(comm, {.x = ab.u.data(),
+                   .num_tokens = T,
+                   .y = m.data(),
+                   .context = &ab.ctx,
+                   .stats = &result->stats[l],
+                   .schedule = schedule_});
     for (std::size_t i = 0; i < m.size(); ++i) a->h[i] += m[i];
   }
   a->h_final = a->h;
@@ -154,7 +163,8 @@ BatchResult CharLm::forward_backward(comm::Communicator& comm, const std::int32_
   std::vector<float> dnorm_in(static_cast<std::size_t>(T * H));
   for (std::size_t l = blocks_.size(); l-- > 0;) {
     auto& ab = a.blocks[l];
-    blocks_[l].moe->backward(comm, ab.ctx, dh.data(), du.data(), nullptr, schedule_);
+    blocks_[l].moe->run(comm, layers::MoeBackwardArguments{
+                                  .context = &ab.ctx, .grad_y = dh.data(), .grad_x = du.data(), .schedule = schedule_});
     detail::rmsnorm_backward(ab.h_in.data(), T, H, blocks_[l].norm.value.data(), ab.inv_rms.data(), du.data(),
                              dh.data(), blocks_[l].norm.grad.data());
   }

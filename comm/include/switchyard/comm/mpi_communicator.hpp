@@ -57,6 +57,7 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   int num_nodes_ = 1;
+  std::vector<int> int_args_;    // [4 * size] counts and offsets as int, for MPI
   std::vector<char> same_node_;  // [size] 1 where the rank shares this node
 };
 

@@ -54,10 +54,26 @@ struct DispatchPlan {
 
   std::int64_t num_send() const { return static_cast<std::int64_t>(send_token.size()); }
   std::int64_t num_recv() const { return static_cast<std::int64_t>(recv_to_grouped.size()); }
+
+  /// Sizes every vector for up to `max_tokens` tokens of this rank and
+  /// `max_recv` received rows, so planning into this plan allocates nothing.
+  void reserve(std::int64_t max_tokens, std::int64_t max_recv, const ExpertPlacement& placement, int rank,
+               std::int64_t top_k);
+
+  // plan_dispatch()'s working space, kept with the plan so it is sized once.
+  struct Scratch {
+    std::vector<char> kept;                               // [T * top_k]
+    std::vector<std::int64_t> per_expert, expert_cursor;  // [E]
+    std::vector<std::int64_t> send_table, recv_table;     // [R * max_local]
+    std::vector<std::int64_t> grouped_cursor, used;       // [num_local], [E]
+  } scratch;
 };
 
-/// Plans the exchange for `routing`. Collective (exchanges per-expert counts).
-/// Rows to one rank are ordered by expert, then token, then choice.
+/// Plans the exchange for `routing` into `plan`, reusing its vectors.
+/// Collective (exchanges per-expert counts). Rows to one rank are ordered by
+/// expert, then token, then choice.
+void plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement, const CapacityPolicy& capacity,
+                   comm::Communicator& comm, DispatchPlan* plan);
 DispatchPlan plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement, const CapacityPolicy& capacity,
                            comm::Communicator& comm);
 

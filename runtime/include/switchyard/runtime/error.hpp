@@ -51,4 +51,11 @@ inline void check(bool ok, ErrorCode code, const std::string& message) {
 /// Shorthand for the most common case: invalid user input.
 inline void check_arg(bool ok, const std::string& message) { check(ok, ErrorCode::kInvalidArgument, message); }
 
+/// The same for a literal message: no string is built unless the check
+/// fails, so checks on a step's hot path allocate nothing.
+inline void check(bool ok, ErrorCode code, const char* message) {
+  if (!ok) throw Error(code, message);
+}
+inline void check_arg(bool ok, const char* message) { check(ok, ErrorCode::kInvalidArgument, message); }
+
 }  // namespace switchyard

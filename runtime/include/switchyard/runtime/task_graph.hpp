@@ -179,8 +179,8 @@ class Executor {
   /// with the smallest id. Validates first (Error(kInvalidArgument) on a
   /// cycle). If a task (or an observer) throws, the running tasks finish and
   /// run() rethrows the first failure on the calling thread: a
-  /// switchyard::Error unchanged, any other exception as Error(kInternal)
-  /// naming the task. After a compute task failed, later compute tasks are
+  /// switchyard::Error unchanged, std::bad_alloc as Error(kOutOfMemory), any
+  /// other exception as Error(kInternal) naming the task. After a compute task failed, later compute tasks are
   /// skipped but communication tasks still run in their order, so peers in
   /// the same collective exchanges are not left waiting; after a
   /// communication task failed nothing else starts. The executor stays

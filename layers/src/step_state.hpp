@@ -1,0 +1,64 @@
+#pragma once
+// Private: what a MoeForwardContext holds. The step's buffers live here and
+// are sized by MoeLayer::initialize, so a step that fits its shape only
+// resizes them within their capacity.
+#include <cstdint>
+#include <vector>
+
+#include "switchyard/layers/dispatch.hpp"
+#include "switchyard/layers/moe_arguments.hpp"
+#include "switchyard/layers/router.hpp"
+
+namespace switchyard::layers::detail {
+
+/// What one token chunk of a step keeps, from its forward tasks to its
+/// backward tasks.
+struct MoeChunk {
+  std::int64_t begin = 0, rows = 0;  // this rank's tokens [begin, begin + rows)
+  bool routed = false;               // route ran this step (not after an earlier failure)
+  RoutingPlan routing;
+  DispatchPlan plan;
+  RouterScratch router_scratch;                  // route()'s per-token space
+  std::vector<float> token_scratch;              // [3 * E] the router backward's per-token space
+  std::vector<float> send;                       // [num_send, H] rows in send order; in backward dL/d(expert output)
+  std::vector<float> recv;                       // [num_recv, H] rows as received / as sent back
+  std::vector<float> expert_in;                  // [num_recv, H] grouped by local expert
+  std::vector<float> expert_out;                 // [num_recv, H] grouped; in backward dL/d(expert output)
+  std::vector<float> saved;                      // [num_recv, saved_per_row] expert activations
+  std::vector<float> combined;                   // [num_send, H] expert outputs back in send order
+  std::vector<float> grad_in;                    // [num_recv, H] grouped dL/d(expert input)
+  std::vector<float> grad_saved;                 // [num_recv, grad_saved_per_row]
+  std::vector<float> grad_w;                     // [rows * K] dL/d(routing weight)
+  std::vector<std::uint16_t> wire_out, wire_in;  // bf16 rows on the wire (StepSchedule::wire_bf16)
+};
+
+/// The forward's results the backward needs, and the step's whole workspace.
+struct MoeStepState {
+  const float* x = nullptr;
+  std::int64_t num_tokens = 0;
+  std::int64_t global_tokens = 0;
+  std::vector<MoeChunk> chunks;       // the step's token chunks, in token order
+  std::vector<float> logits;          // [T, E]
+  std::vector<float> shared_saved;    // [T, saved_per_row] shared-expert activations
+  std::vector<float> shared_out;      // [T, H] shared expert output before gating
+  std::vector<float> shared_scale;    // [T] sigmoid gate (Qwen2-MoE)
+  std::vector<double> load_fraction;  // [E] f_e over all ranks (aux loss)
+  // Global statistics' space: counts [E + 2], sums [2E + 1], probabilities [E], top-k [K].
+  std::vector<std::int64_t> stat_counts;
+  std::vector<double> stat_sums;
+  std::vector<float> stat_probs;
+  std::vector<std::int32_t> stat_top;
+  // Backward: dL/dlogits [T, E], ones for the dispatch gradient's sum, the
+  // shared expert's gradient and scratch, and the expert rows in the
+  // one-chunk order (several chunks only) with each chunk's group cursors.
+  std::vector<float> grad_logits, ones, grad_shared, shared_scratch;
+  std::vector<float> canon_in, canon_saved, canon_grad_out, canon_grad_saved;
+  std::vector<std::int64_t> canon_counts, canon_next;  // [L], [C * L]
+
+  bool forwarded = false;  // a forward ran on this state (a backward may follow)
+  bool initialized = false;
+  MoeWorkspaceShape shape;  // what initialize sized it for
+  bool warned_growth = false;
+};
+
+}  // namespace switchyard::layers::detail
