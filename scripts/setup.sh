@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Switchyard needs on Debian 12. Run as root (or with sudo); no terminal needed.
-#   scripts/setup.sh           build and run: compiler, CMake, Open MPI, oneDNN, JSON and CLI headers, Boost.Stacktrace
+#   scripts/setup.sh           build and run: compiler, CMake, Open MPI, oneDNN, JSON and CLI headers, Boost.Stacktrace,
+#                              hwloc
 #   scripts/setup.sh --test    also what the test suite needs: GoogleTest, clang-format, iproute2 (emulated
 #                              cluster), fortunes (training corpus), and the Python reference environment
 #                              (CPU-only torch, transformers, safetensors, numpy, pytest, matplotlib) in
@@ -13,8 +14,10 @@ cd "$(dirname "$0")/.."
 
 # ocl-icd-opencl-dev: Debian's dnnl-config.cmake calls find_package(OpenCL) (libdnnl-dev only recommends it).
 # libboost-stacktrace1.81-dev: the stack trace below an internal error (runtime/src/error.cpp).
+# libhwloc-dev, pkg-config: each rank's cores and NUMA node (comm/src/topology_probe.cpp), found through pkg-config.
 run_packages=(g++ make cmake openmpi-bin libopenmpi-dev libdnnl-dev ocl-icd-opencl-dev
-              nlohmann-json3-dev libboost-json1.81-dev libboost-stacktrace1.81-dev libcli11-dev)
+              nlohmann-json3-dev libboost-json1.81-dev libboost-stacktrace1.81-dev libcli11-dev
+              libhwloc-dev pkg-config)
 test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv)
 bench_packages=(pkg-config libopenblas-dev libblis-dev)
 
