@@ -154,136 +154,164 @@ double sample_error(const BenchOptions& o, const formats::ModelConfig& config, c
   return err / scale;
 }
 
-}  // namespace
+kernels::WeightType weight_type(const BenchOptions& o) {
+  return o.dtype == "bf16" ? kernels::WeightType::kBF16 : kernels::WeightType::kF32;
+}
 
-void run_bench(const BenchOptions& o, comm::Communicator& comm) {
-  const int R = comm.size(), me = comm.rank();
+// The layer under test with this rank's experts, and the buffers of one step.
+struct BenchStep {
   formats::ModelConfig config;
   std::unique_ptr<layers::MoeLayer> layer;
-  std::vector<float> x;
-  const bool bf16 = o.dtype == "bf16", backward = o.pass == "fwd_bwd";
+  std::vector<float> x, y, dx;
+  layers::MoeForwardContext ctx;
+  layers::ForwardStats stats;
+};
+
+// Builds the layer from the synthetic weights and this rank's inputs.
+// Collective.
+void set_up_layer(const BenchOptions& o, comm::Communicator& comm, BenchStep* s) {
+  const int R = comm.size(), me = comm.rank();
   collective_step(comm, [&] {
     check_schedule_options(o.schedule);
     check_arg(o.top_k <= o.experts,
               "--top-k " + std::to_string(o.top_k) + " exceeds --experts " + std::to_string(o.experts));
-    config = bench_config(o);
-    config.shared_expert_gated = false;
+    s->config = bench_config(o);
+    s->config.shared_expert_gated = false;
     layers::ExpertPlacement placement(o.experts, R);
     layers::MoeWeights w;
     w.router = router_weights(o);
-    if (config.has_selection_bias) w.selection_bias.assign(static_cast<std::size_t>(o.experts), 0.0f);
+    if (s->config.has_selection_bias) w.selection_bias.assign(static_cast<std::size_t>(o.experts), 0.0f);
     w.first_expert = placement.first_expert(me);
     for (std::int64_t e = w.first_expert; e < w.first_expert + placement.num_local(me); ++e) {
       w.experts.push_back(mlp(o.seed, static_cast<std::uint64_t>(e), o.hidden, o.ffn));
       if (e == o.corrupt_expert)
         for (auto& v : w.experts.back().down) v *= 1.5f;
     }
-    if (config.shared_intermediate_size > 0)
-      w.shared = mlp(o.seed, kSharedId, o.hidden, config.shared_intermediate_size);
-    layer = std::make_unique<layers::MoeLayer>(
-        formats::moe_config(config), std::move(w), placement, me,
-        layers::MoeLayerOptions{
-            .experts = {.inference_only = !backward,
-                        .weight_type = bf16 ? kernels::WeightType::kBF16 : kernels::WeightType::kF32}});
-    x = inputs(o, me);
+    if (s->config.shared_intermediate_size > 0)
+      w.shared = mlp(o.seed, kSharedId, o.hidden, s->config.shared_intermediate_size);
+    s->layer = std::make_unique<layers::MoeLayer>(
+        formats::moe_config(s->config), std::move(w), placement, me,
+        layers::MoeLayerOptions{.experts = {.inference_only = o.pass != "fwd_bwd", .weight_type = weight_type(o)}});
+    s->x = inputs(o, me);
   });
+}
 
-  std::unique_ptr<StepRunner> runner;
-  collective_step(comm, [&] { runner = std::make_unique<StepRunner>(o.schedule, comm, o.tokens); });
+// One timed run of the layer: step times and per-phase busy times (p50 of
+// the slowest rank), with the given overlap.
+struct Run {
+  Percentiles step;
+  std::map<std::string, double> phase_p50;
+  std::vector<std::string> phase_order;
+  double phase(const std::string& name) const { return phase_p50.count(name) ? phase_p50.at(name) : 0.0; }
+};
 
-  const std::int64_t H = o.hidden;
-  std::vector<float> y(x.size()), dx(x.size());
-  layers::MoeForwardContext ctx;
-  layers::ForwardStats stats;
-  // One timed run of the layer: step times and per-phase busy times (p50 of
-  // the slowest rank), with the given overlap.
-  struct Run {
-    Percentiles step;
-    std::map<std::string, double> phase_p50;
-    std::vector<std::string> phase_order;
-    double phase(const std::string& name) const { return phase_p50.count(name) ? phase_p50.at(name) : 0.0; }
-  };
-  auto timed_run = [&](bool overlap, bool traced) {
-    const layers::StepSchedule schedule = runner->schedule(overlap);
-    layer->initialize(comm, {o.tokens, schedule.chunks, backward, schedule.wire_bf16}, &ctx);
-    std::vector<double> steps;
-    std::map<std::string, std::vector<double>> phases;
-    Run run;
-    for (int it = 0; it < o.warmup + o.iters; ++it) {
-      if (traced && it == o.warmup + o.iters - 1) runner->restart_trace();  // trace the last step only
-      PhaseTimer timer;
-      double t[1];
-      comm.barrier();
-      const auto t0 = std::chrono::steady_clock::now();
-      layer->run(comm, {.x = x.data(),
+Run timed_run(const BenchOptions& o, comm::Communicator& comm, StepRunner& runner, BenchStep& s, bool overlap,
+              bool traced) {
+  const bool backward = o.pass == "fwd_bwd";
+  const layers::StepSchedule schedule = runner.schedule(overlap);
+  s.layer->initialize(comm, {o.tokens, schedule.chunks, backward, schedule.wire_bf16}, &s.ctx);
+  std::vector<double> steps;
+  std::map<std::string, std::vector<double>> phases;
+  Run run;
+  for (int it = 0; it < o.warmup + o.iters; ++it) {
+    if (traced && it == o.warmup + o.iters - 1) runner.restart_trace();  // trace the last step only
+    PhaseTimer timer;
+    double t[1];
+    comm.barrier();
+    const auto t0 = std::chrono::steady_clock::now();
+    s.layer->run(comm, {.x = s.x.data(),
                         .num_tokens = o.tokens,
-                        .y = y.data(),
-                        .context = &ctx,
-                        .stats = &stats,
+                        .y = s.y.data(),
+                        .context = &s.ctx,
+                        .stats = &s.stats,
                         .timer = &timer,
                         .schedule = schedule});
-      if (backward)
-        layer->run(
-            comm, layers::MoeBackwardArguments{
-                      .context = &ctx, .grad_y = y.data(), .grad_x = dx.data(), .timer = &timer, .schedule = schedule});
-      t[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      comm.allreduce_max(t, 1);
-      std::vector<double> ph;
-      for (auto& e : timer.entries()) ph.push_back(e.seconds);
-      comm.allreduce_max(ph.data(), ph.size());
-      if (it < o.warmup) continue;
-      steps.push_back(t[0]);
-      for (std::size_t i = 0; i < ph.size(); ++i) {
-        const auto& name = timer.entries()[i].phase;
-        if (!phases.count(name)) run.phase_order.push_back(name);
-        phases[name].push_back(ph[i]);
-      }
+    if (backward)
+      s.layer->run(
+          comm,
+          layers::MoeBackwardArguments{
+              .context = &s.ctx, .grad_y = s.y.data(), .grad_x = s.dx.data(), .timer = &timer, .schedule = schedule});
+    t[0] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    comm.allreduce_max(t, 1);
+    std::vector<double> ph;
+    for (auto& e : timer.entries()) ph.push_back(e.seconds);
+    comm.allreduce_max(ph.data(), ph.size());
+    if (it < o.warmup) continue;
+    steps.push_back(t[0]);
+    for (std::size_t i = 0; i < ph.size(); ++i) {
+      const auto& name = timer.entries()[i].phase;
+      if (!phases.count(name)) run.phase_order.push_back(name);
+      phases[name].push_back(ph[i]);
     }
-    run.step = percentiles(steps);
-    for (auto& [name, v] : phases) run.phase_p50[name] = percentiles(v).p50;
-    return run;
-  };
+  }
+  run.step = percentiles(steps);
+  for (auto& [name, v] : phases) run.phase_p50[name] = percentiles(v).p50;
+  return run;
+}
+
+// What a bench run reports, every value agreed over the ranks.
+struct BenchResults {
   // The same graph in sequence is the baseline, and its phases are clean
   // busy times (no task shares the core with another).
-  Run sequence, overlapped;
-  sequence = timed_run(false, !runner->overlap());
-  if (runner->overlap()) overlapped = timed_run(true, true);
-  const Run& main_run = runner->overlap() ? overlapped : sequence;
-  const auto step = main_run.step;
-  auto phase_p50 = [&](const std::string& name) { return sequence.phase(name); };
+  Run sequence, overlapped;  // overlapped: with overlap on only
+  Percentiles step;          // of the run the options ask for
+  double gemm_gflops = 0, gemm_peak_gflops = 0;
+  double exchange_gbps = 0, alltoallv_gbps = 0, exchange_in_step_gbps = 0;
+  double t_comm = 0, t_compute = 0;  // seconds
+  double mem_bw_gbps = 0, expert_bytes_touched = 0, max_rss_mb = 0, max_rel_error = 0;
+  std::vector<double> max_rss_mb_per_rank;
+  bool correct = false;
 
-  // Expert GEMM rate on the slowest rank: this rank's rows x 6 H I flops.
-  // The whole step's exchange counts and expert rows, summed over chunks.
-  // Rows per peer as the offsets an alltoallv of whole rows takes.
-  struct Exchange {
-    std::vector<std::int64_t> send_counts, send_offsets, recv_counts, recv_offsets;
-  } p;
-  const layers::StepTraffic traffic = ctx.traffic();
-  p.send_counts = traffic.send_rows;
-  p.recv_counts = traffic.recv_rows;
+  double phase_p50(const std::string& name) const { return sequence.phase(name); }
+  // (t_comm + t_compute - t_step) / min(t_comm, t_compute): 1 when the exchange
+  // hides completely behind the experts, 0 when nothing overlaps.
+  double overlap_efficiency() const { return (t_comm + t_compute - step.p50) / std::min(t_comm, t_compute); }
+  double floor_ratio() const { return step.p50 / std::max(t_comm, t_compute); }
+};
+
+// Expert GEMM rate on the slowest rank: this rank's rows x 6 H I flops,
+// beside one large GEMM of the same weight type. Collective.
+void measure_gemm(const BenchOptions& o, comm::Communicator& comm, const layers::StepTraffic& traffic,
+                  BenchResults* r) {
+  const std::int64_t rows =
+      std::accumulate(traffic.local_expert_rows.begin(), traffic.local_expert_rows.end(), std::int64_t{0});
+  double rate[1] = {-(static_cast<double>(rows) * 6.0 * o.hidden * o.ffn / r->phase_p50("experts") / 1e9)};
+  comm.allreduce_max(rate, 1);
+  r->gemm_gflops = -rate[0];
+  r->gemm_peak_gflops = measure_gemm_peak_gflops(4096, o.hidden, o.ffn, weight_type(o), 5);
+}
+
+// The whole step's exchange counts, summed over chunks: rows per peer, with
+// the offsets an alltoallv of whole rows takes.
+struct Exchange {
+  std::vector<std::int64_t> send_counts, send_offsets, recv_counts, recv_offsets;
+};
+
+Exchange exchange_of(const layers::StepTraffic& traffic) {
   const auto offsets = [](const std::vector<std::int64_t>& counts) {
     std::vector<std::int64_t> out(counts.size(), 0);
     std::exclusive_scan(counts.begin(), counts.end(), out.begin(), std::int64_t{0});
     return out;
   };
+  Exchange p;
+  p.send_counts = traffic.send_rows;
+  p.recv_counts = traffic.recv_rows;
   p.send_offsets = offsets(p.send_counts);
   p.recv_offsets = offsets(p.recv_counts);
-  const std::int64_t rows =
-      std::accumulate(traffic.local_expert_rows.begin(), traffic.local_expert_rows.end(), std::int64_t{0});
+  return p;
+}
+
+// Exchange: the layer's own dispatch + combine (through the Communicator,
+// with the plan's row counts) timed alone, beside a plain MPI_Alltoallv of
+// the same byte counts; and as seen inside the step, where it also absorbs
+// the ranks' skew in arriving (route, experts). Collective.
+void measure_exchange(const BenchOptions& o, comm::Communicator& comm, const Exchange& p, BenchResults* r) {
+  const std::int64_t H = o.hidden;
   const std::int64_t num_send = std::accumulate(p.send_counts.begin(), p.send_counts.end(), std::int64_t{0});
   const std::int64_t num_recv = std::accumulate(p.recv_counts.begin(), p.recv_counts.end(), std::int64_t{0});
-  double rate[1] = {-(static_cast<double>(rows) * 6.0 * H * o.ffn / phase_p50("experts") / 1e9)};
-  comm.allreduce_max(rate, 1);
-  const double gemm_gflops = -rate[0];
-  const double gemm_peak =
-      measure_gemm_peak_gflops(4096, H, o.ffn, bf16 ? kernels::WeightType::kBF16 : kernels::WeightType::kF32, 5);
-
-  // Exchange: the layer's own dispatch + combine (through the Communicator,
-  // with the plan's row counts) timed alone, beside a plain MPI_Alltoallv of
-  // the same byte counts; and as seen inside the step, where it also absorbs
-  // the ranks' skew in arriving (route, experts).
   double bytes = 0;
-  for (int r = 0; r < R; ++r) bytes += static_cast<double>(p.send_counts[r] + p.recv_counts[r]);
+  for (int peer = 0; peer < comm.size(); ++peer)
+    bytes += static_cast<double>(p.send_counts[peer] + p.recv_counts[peer]);
   // Rows as the step sends them: float32, or bf16 with --wire bf16.
   const std::size_t row_bytes = H * (o.schedule.wire == "bf16" ? sizeof(std::uint16_t) : sizeof(float));
   bytes *= static_cast<double>(row_bytes);
@@ -309,39 +337,49 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
     return percentiles(times).p50;
   };
   const double exchange_s = timed_exchange(true) + timed_exchange(false);
-  const double in_step_s = phase_p50("dispatch") + phase_p50("combine");
+  const double in_step_s = r->phase_p50("dispatch") + r->phase_p50("combine");
   // The step's exchanges alone (the backward repeats them with roles
   // swapped) and its expert compute alone: the floors overlap works against.
-  const double t_comm = exchange_s * (backward ? 2.0 : 1.0);
-  const double t_compute = phase_p50("experts") + phase_p50("experts_grad") + phase_p50("expert_weights_grad");
+  r->t_comm = exchange_s * (o.pass == "fwd_bwd" ? 2.0 : 1.0);
+  r->t_compute = r->phase_p50("experts") + r->phase_p50("experts_grad") + r->phase_p50("expert_weights_grad");
   const double plain_s = measure_alltoallv_seconds(comm, p.send_counts, p.recv_counts, row_bytes, o.iters) +
                          measure_alltoallv_seconds(comm, p.recv_counts, p.send_counts, row_bytes, o.iters);
   double gbps[3] = {-(bytes / exchange_s / 1e9), -(bytes / plain_s / 1e9), -(bytes / in_step_s / 1e9)};
   comm.allreduce_max(gbps, 3);
+  r->exchange_gbps = -gbps[0];
+  r->alltoallv_gbps = -gbps[1];
+  r->exchange_in_step_gbps = -gbps[2];
+}
 
-  // (t_comm + t_compute - t_step) / min(t_comm, t_compute): 1 when the exchange
-  // hides completely behind the experts, 0 when nothing overlaps.
-  const double overlap_on_s = runner->overlap() ? overlapped.step.p50 : 0.0, overlap_off_s = sequence.step.p50;
-  const double overlap_efficiency = (t_comm + t_compute - step.p50) / std::min(t_comm, t_compute);
-
-  const double mem_bw = measure_memory_bandwidth_gbps(5);
+// Memory: the streaming-read rate, the expert weights the step touched and
+// every rank's peak RSS; and the correctness column. Collective.
+void measure_memory_and_error(const BenchOptions& o, comm::Communicator& comm, const BenchStep& s,
+                              const layers::StepTraffic& traffic, BenchResults* r) {
+  const int R = comm.size(), me = comm.rank();
+  const bool bf16 = o.dtype == "bf16";
+  r->mem_bw_gbps = measure_memory_bandwidth_gbps(5);
   double touched = 0;
   for (auto c : traffic.local_expert_rows)
-    if (c > 0) touched += static_cast<double>(3 * H * o.ffn) * (bf16 ? 2.0 : 4.0);
+    if (c > 0) touched += static_cast<double>(3 * o.hidden * o.ffn) * (bf16 ? 2.0 : 4.0);
   std::vector<double> rss(static_cast<std::size_t>(R), 0.0);
   rss[static_cast<std::size_t>(me)] = max_rss_mib();
   comm.allreduce_sum(rss.data(), rss.size());  // every rank's own peak, in rank order
-  double maxima[3] = {touched, rss[static_cast<std::size_t>(me)], sample_error(o, config, x, y, ctx)};
+  double maxima[3] = {touched, rss[static_cast<std::size_t>(me)], sample_error(o, s.config, s.x, s.y, s.ctx)};
   comm.allreduce_max(maxima, 3);
   const double tolerance = bf16 || o.schedule.wire == "bf16" ? 3e-2 : 1e-4;  // bf16 rounding of operands or rows
-  const bool correct = maxima[2] <= tolerance;
+  r->expert_bytes_touched = maxima[0];
+  r->max_rss_mb = maxima[1];
+  r->max_rel_error = maxima[2];
+  r->max_rss_mb_per_rank = rss;
+  r->correct = maxima[2] <= tolerance;
+}
 
-  collective_step(comm, [&] { runner->write_outputs(comm, *layer, backward); });
-  if (me != 0) return;
+json result_line(const BenchOptions& o, int R, const StepRunner& runner, const BenchResults& r) {
+  const Percentiles& step = r.step;
   json phase_ms = json::object();
-  for (auto& name : sequence.phase_order) phase_ms[name] = phase_p50(name) * 1e3;
+  for (auto& name : r.sequence.phase_order) phase_ms[name] = r.phase_p50(name) * 1e3;
   json line = {{"ranks", R},
-               {"hidden", H},
+               {"hidden", o.hidden},
                {"ffn", o.ffn},
                {"experts", o.experts},
                {"top_k", o.top_k},
@@ -356,46 +394,78 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
                {"step_ms_p90", step.p90 * 1e3},
                {"tokens_per_s", static_cast<double>(o.tokens * R) / step.p50},
                {"phase_ms", phase_ms},
-               {"gemm_gflops", gemm_gflops},
-               {"gemm_peak_gflops", gemm_peak},
-               {"exchange_gbps", -gbps[0]},
-               {"alltoallv_gbps", -gbps[1]},
-               {"exchange_in_step_gbps", -gbps[2]},
-               {"t_comm_ms", t_comm * 1e3},
-               {"t_compute_ms", t_compute * 1e3},
-               {"floor_ratio", step.p50 / std::max(t_comm, t_compute)},
-               {"chunks", runner->chunks()},
-               {"overlap", runner->overlap()},
+               {"gemm_gflops", r.gemm_gflops},
+               {"gemm_peak_gflops", r.gemm_peak_gflops},
+               {"exchange_gbps", r.exchange_gbps},
+               {"alltoallv_gbps", r.alltoallv_gbps},
+               {"exchange_in_step_gbps", r.exchange_in_step_gbps},
+               {"t_comm_ms", r.t_comm * 1e3},
+               {"t_compute_ms", r.t_compute * 1e3},
+               {"floor_ratio", r.floor_ratio()},
+               {"chunks", runner.chunks()},
+               {"overlap", runner.overlap()},
                {"workers", o.schedule.workers},
                {"wire", o.schedule.wire},
-               {"step_ms_p50_overlap_off", overlap_off_s * 1e3},
-               {"overlap_efficiency", runner->overlap() ? json(overlap_efficiency) : json(nullptr)},
-               {"mem_bw_gbps", mem_bw},
-               {"expert_bytes_touched", maxima[0]},
-               {"mem_floor_ms", maxima[0] / (mem_bw * 1e9) * 1e3},
-               {"max_rss_mb", maxima[1]},
-               {"max_rss_mb_per_rank", rss},
-               {"max_rel_error", maxima[2]},
-               {"correct", correct}};
+               {"step_ms_p50_overlap_off", r.sequence.step.p50 * 1e3},
+               {"overlap_efficiency", runner.overlap() ? json(r.overlap_efficiency()) : json(nullptr)},
+               {"mem_bw_gbps", r.mem_bw_gbps},
+               {"expert_bytes_touched", r.expert_bytes_touched},
+               {"mem_floor_ms", r.expert_bytes_touched / (r.mem_bw_gbps * 1e9) * 1e3},
+               {"max_rss_mb", r.max_rss_mb},
+               {"max_rss_mb_per_rank", r.max_rss_mb_per_rank},
+               {"max_rel_error", r.max_rel_error},
+               {"correct", r.correct}};
+  const double overlap_on_s = runner.overlap() ? r.overlapped.step.p50 : 0.0;
+  if (overlap_on_s > 0) line["step_ms_p50_overlap_on"] = overlap_on_s * 1e3;
+  return line;
+}
+
+void print_results(const BenchOptions& o, int R, const StepRunner& runner, const BenchResults& r) {
+  const Percentiles& step = r.step;
   std::printf("%-8s %-5s %-7s %6s %8s | %9s %9s %9s | %9s %9s | %9s %9s | %8s %7s\n", "ranks", "dtype", "pass",
               "tokens", "experts", "step p50", "p10", "p90", "gemm GF/s", "peak", "xchg GB/s", "a2av", "tok/s",
               "correct");
   std::printf("%-8d %-5s %-7s %6lld %8lld | %7.2fms %7.2fms %7.2fms | %9.1f %9.1f | %9.2f %9.2f | %8.0f %7s\n", R,
               o.dtype.c_str(), o.pass.c_str(), static_cast<long long>(o.tokens), static_cast<long long>(o.experts),
-              step.p50 * 1e3, step.p10 * 1e3, step.p90 * 1e3, gemm_gflops, gemm_peak, -gbps[0], -gbps[1],
-              static_cast<double>(o.tokens * R) / step.p50, correct ? "yes" : "NO");
+              step.p50 * 1e3, step.p10 * 1e3, step.p90 * 1e3, r.gemm_gflops, r.gemm_peak_gflops, r.exchange_gbps,
+              r.alltoallv_gbps, static_cast<double>(o.tokens * R) / step.p50, r.correct ? "yes" : "NO");
   std::printf("phases (ms, p50 of slowest rank):");
-  for (auto& name : sequence.phase_order) std::printf(" %s %.3f", name.c_str(), phase_p50(name) * 1e3);
+  for (auto& name : r.sequence.phase_order) std::printf(" %s %.3f", name.c_str(), r.phase_p50(name) * 1e3);
   std::printf("\nmemory: %.1f GB/s streaming read; expert weights touched %.1f MB -> floor %.3f ms; max RSS %.0f MB\n",
-              mem_bw, maxima[0] / 1e6, maxima[0] / (mem_bw * 1e9) * 1e3, maxima[1]);
-  if (overlap_on_s > 0) line["step_ms_p50_overlap_on"] = overlap_on_s * 1e3;
-  const std::string efficiency = runner->overlap() ? std::to_string(overlap_efficiency).substr(0, 5) : "n/a";
+              r.mem_bw_gbps, r.expert_bytes_touched / 1e6, r.expert_bytes_touched / (r.mem_bw_gbps * 1e9) * 1e3,
+              r.max_rss_mb);
+  const std::string efficiency = runner.overlap() ? std::to_string(r.overlap_efficiency()).substr(0, 5) : "n/a";
   std::printf(
       "schedule: %d chunk%s, overlap %s, %d worker%s: step %.2f ms (same graph in sequence %.2f ms); t_comm %.2f ms, "
       "t_compute %.2f ms, overlap efficiency %s, step / max(floors) %.2f\n",
-      runner->chunks(), runner->chunks() == 1 ? "" : "s", runner->overlap() ? "on" : "off", o.schedule.workers,
-      o.schedule.workers == 1 ? "" : "s", step.p50 * 1e3, overlap_off_s * 1e3, t_comm * 1e3, t_compute * 1e3,
-      efficiency.c_str(), step.p50 / std::max(t_comm, t_compute));
+      runner.chunks(), runner.chunks() == 1 ? "" : "s", runner.overlap() ? "on" : "off", o.schedule.workers,
+      o.schedule.workers == 1 ? "" : "s", step.p50 * 1e3, r.sequence.step.p50 * 1e3, r.t_comm * 1e3, r.t_compute * 1e3,
+      efficiency.c_str(), r.floor_ratio());
+}
+
+}  // namespace
+
+void run_bench(const BenchOptions& o, comm::Communicator& comm) {
+  BenchStep s;
+  set_up_layer(o, comm, &s);
+  std::unique_ptr<StepRunner> runner;
+  collective_step(comm, [&] { runner = std::make_unique<StepRunner>(o.schedule, comm, o.tokens); });
+  s.y.resize(s.x.size());
+  s.dx.resize(s.x.size());
+
+  BenchResults r;
+  r.sequence = timed_run(o, comm, *runner, s, false, !runner->overlap());
+  if (runner->overlap()) r.overlapped = timed_run(o, comm, *runner, s, true, true);
+  r.step = (runner->overlap() ? r.overlapped : r.sequence).step;
+  const layers::StepTraffic traffic = s.ctx.traffic();
+  measure_gemm(o, comm, traffic, &r);
+  measure_exchange(o, comm, exchange_of(traffic), &r);
+  measure_memory_and_error(o, comm, s, traffic, &r);
+
+  collective_step(comm, [&] { runner->write_outputs(comm, *s.layer, o.pass == "fwd_bwd"); });
+  if (comm.rank() != 0) return;
+  const json line = result_line(o, comm.size(), *runner, r);
+  print_results(o, comm.size(), *runner, r);
   if (!o.json.empty()) {
     std::ofstream out(o.json, std::ios::app);
     out << line.dump() << "\n";

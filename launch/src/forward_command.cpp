@@ -77,45 +77,61 @@ void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, 
   std::printf("  wrote %s\n", o.output.c_str());
 }
 
-}  // namespace
-
-void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
-  const int R = comm.size(), me = comm.rank();
-  PhaseTimer load_timer;
+// What the checks before any work produce: the model's configuration, where
+// its experts live, the input, and dL/dy when the backward runs too.
+struct ForwardInputs {
   formats::ModelConfig config;
   std::unique_ptr<layers::ExpertPlacement> placement;
   std::unique_ptr<NpyMatrix> input, grad_output;
+};
+
+// Checks the flags, the layer and the shapes of the inputs before any work
+// or output starts. Collective.
+ForwardInputs read_inputs(const ForwardOptions& o, comm::Communicator& comm) {
+  ForwardInputs in;
   collective_step(comm, [&] {
     check_arg(o.grad_output.empty() == o.grads.empty(), "--grad-output and --grads go together: give both or neither");
     check_schedule_options(o.schedule);
-    config = formats::load_model_config(o.model_dir);
-    with_flag("--layer", [&] { formats::check_moe_layer(config, o.layer); });
-    placement = std::make_unique<layers::ExpertPlacement>(config.num_experts, R);
+    in.config = formats::load_model_config(o.model_dir);
+    with_flag("--layer", [&] { formats::check_moe_layer(in.config, o.layer); });
+    in.placement = std::make_unique<layers::ExpertPlacement>(in.config.num_experts, comm.size());
     check_output_dir("--output", o.output);
-    input = std::make_unique<NpyMatrix>(o.input);
-    check_arg(input->cols() == config.hidden_size,
-              o.input + ": expected shape [tokens, " + std::to_string(config.hidden_size) + "] (hidden_size), got [" +
-                  std::to_string(input->rows()) + ", " + std::to_string(input->cols()) + "]");
+    in.input = std::make_unique<NpyMatrix>(o.input);
+    const NpyMatrix& input = *in.input;
+    check_arg(input.cols() == in.config.hidden_size,
+              o.input + ": expected shape [tokens, " + std::to_string(in.config.hidden_size) +
+                  "] (hidden_size), got [" + std::to_string(input.rows()) + ", " + std::to_string(input.cols()) + "]");
     if (!o.grads.empty()) {
       check_output_dir("--grads", o.grads);
-      grad_output = std::make_unique<NpyMatrix>(o.grad_output);
-      check_arg(grad_output->rows() == input->rows() && grad_output->cols() == input->cols(),
-                o.grad_output + ": expected shape [" + std::to_string(input->rows()) + ", " +
-                    std::to_string(input->cols()) + "] (the input's), got [" + std::to_string(grad_output->rows()) +
-                    ", " + std::to_string(grad_output->cols()) + "]");
+      in.grad_output = std::make_unique<NpyMatrix>(o.grad_output);
+      const NpyMatrix& grad_output = *in.grad_output;
+      check_arg(grad_output.rows() == input.rows() && grad_output.cols() == input.cols(),
+                o.grad_output + ": expected shape [" + std::to_string(input.rows()) + ", " +
+                    std::to_string(input.cols()) + "] (the input's), got [" + std::to_string(grad_output.rows()) +
+                    ", " + std::to_string(grad_output.cols()) + "]");
     }
   });
+  return in;
+}
 
+// The checkpoint stays open as long as the layer built from it.
+struct LoadedLayer {
   std::unique_ptr<formats::Checkpoint> ckpt;
   std::unique_ptr<layers::MoeLayer> layer;
   formats::MoeTensorNames names;
+};
+
+// Loads this rank's experts of the layer. Collective.
+LoadedLayer load_layer(const ForwardOptions& o, const ForwardInputs& in, comm::Communicator& comm) {
+  LoadedLayer l;
+  const int me = comm.rank();
   collective_step(comm, [&] {
-    ckpt = std::make_unique<formats::Checkpoint>(o.model_dir);
-    names = formats::moe_tensor_names(*ckpt, config, o.layer);
-    auto weights =
-        formats::load_moe_weights(*ckpt, config, o.layer, placement->first_expert(me), placement->num_local(me));
-    layer = std::make_unique<layers::MoeLayer>(
-        formats::moe_config(config), std::move(weights), *placement, me,
+    l.ckpt = std::make_unique<formats::Checkpoint>(o.model_dir);
+    l.names = formats::moe_tensor_names(*l.ckpt, in.config, o.layer);
+    auto weights = formats::load_moe_weights(*l.ckpt, in.config, o.layer, in.placement->first_expert(me),
+                                             in.placement->num_local(me));
+    l.layer = std::make_unique<layers::MoeLayer>(
+        formats::moe_config(in.config), std::move(weights), *in.placement, me,
         layers::MoeLayerOptions{
             .capacity = {o.capacity_factor},
             .experts = {.inference_only = o.grads.empty(),
@@ -123,9 +139,52 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
             .aux_loss_coef = o.aux_loss_coef,
             .z_loss_coef = o.z_loss_coef});
   });
+  return l;
+}
+
+// Rank 0 writes --grads (when given) and --output. Collective.
+void write_results(const ForwardOptions& o, const std::vector<NamedTensor>& grads, const std::vector<float>& y,
+                   std::int64_t T, std::int64_t H, comm::Communicator& comm) {
+  collective_step(comm, [&] {
+    if (comm.rank() != 0) return;
+    if (!grads.empty()) {
+      std::vector<formats::TensorToWrite> views;
+      for (auto& g : grads) views.push_back({g.name, g.shape, g.data.data()});
+      formats::write_safetensors(o.grads, views, {{"format", "pt"}});
+    }
+    try {
+      write_npy(o.output, y.data(), T, H);
+    } catch (...) {
+      if (!grads.empty()) fs::remove(o.grads);  // both outputs or neither
+      throw;
+    }
+  });
+}
+
+// The load phase, then the step's phases, each as the slowest rank's time.
+// Collective.
+std::vector<PhaseTimer::Entry> slowest_phases(comm::Communicator& comm, const PhaseTimer& load_timer,
+                                              const PhaseTimer& timer) {
+  std::vector<PhaseTimer::Entry> phases = load_timer.entries();
+  phases.insert(phases.end(), timer.entries().begin(), timer.entries().end());
+  std::vector<double> seconds;
+  for (auto& p : phases) seconds.push_back(p.seconds);
+  comm.allreduce_max(seconds.data(), seconds.size());
+  for (std::size_t i = 0; i < phases.size(); ++i) phases[i].seconds = seconds[i];
+  return phases;
+}
+
+}  // namespace
+
+void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
+  const int R = comm.size(), me = comm.rank();
+  PhaseTimer load_timer;
+  const ForwardInputs in = read_inputs(o, comm);
+  const LoadedLayer loaded = load_layer(o, in, comm);
+  layers::MoeLayer& layer = *loaded.layer;
   load_timer.mark("load");
 
-  const std::int64_t T = input->rows(), H = config.hidden_size;
+  const std::int64_t T = in.input->rows(), H = in.config.hidden_size;
   const BlockPartition row_blocks(T, R);  // each rank runs a contiguous block of the input rows
   const std::int64_t begin = row_blocks.first(me), rows = row_blocks.count(me);
   std::unique_ptr<StepRunner> runner;
@@ -134,17 +193,17 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   layers::ForwardStats stats;
   PhaseTimer timer;
   layers::MoeForwardContext ctx;
-  layers::MoeForwardContext* kept = grad_output ? &ctx : nullptr;
+  layers::MoeForwardContext* kept = in.grad_output ? &ctx : nullptr;
   const layers::StepSchedule schedule = runner->schedule();
   collective_step(comm, [&] {
-    layer->initialize(comm, {rows, schedule.chunks, kept != nullptr, schedule.wire_bf16}, kept);
-    layer->run(comm, {.x = input->data() + begin * H,
-                      .num_tokens = rows,
-                      .y = y.data(),
-                      .context = kept,
-                      .stats = &stats,
-                      .timer = &timer,
-                      .schedule = schedule});
+    layer.initialize(comm, {rows, schedule.chunks, kept != nullptr, schedule.wire_bf16}, kept);
+    layer.run(comm, {.x = in.input->data() + begin * H,
+                     .num_tokens = rows,
+                     .y = y.data(),
+                     .context = kept,
+                     .stats = &stats,
+                     .timer = &timer,
+                     .schedule = schedule});
   });
 
   // Rows to rank 0 in input order: the blocks are contiguous, in rank order.
@@ -152,42 +211,24 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   const std::vector<float> all = gather_rows(y);
 
   std::vector<NamedTensor> grads;
-  if (grad_output) {
+  if (in.grad_output) {
     std::vector<float> dx(y.size());
     collective_step(comm, [&] {
-      layer->run(comm, layers::MoeBackwardArguments{.context = &ctx,
-                                                    .grad_y = grad_output->data() + begin * H,
-                                                    .grad_x = dx.data(),
-                                                    .timer = &timer,
-                                                    .schedule = schedule});
+      layer.run(comm, layers::MoeBackwardArguments{.context = &ctx,
+                                                   .grad_y = in.grad_output->data() + begin * H,
+                                                   .grad_x = dx.data(),
+                                                   .timer = &timer,
+                                                   .schedule = schedule});
     });
-    collective_step(comm, [&] { grads = collect_layer_gradients(comm, *layer, names); });
+    collective_step(comm, [&] { grads = collect_layer_gradients(comm, layer, loaded.names); });
     grads.insert(grads.begin(), NamedTensor{"hidden_states", {T, H}, gather_rows(dx)});
   }
-  collective_step(comm, [&] { runner->write_outputs(comm, *layer, grad_output != nullptr); });
-  collective_step(comm, [&] {
-    if (me != 0) return;
-    if (!grads.empty()) {
-      std::vector<formats::TensorToWrite> views;
-      for (auto& g : grads) views.push_back({g.name, g.shape, g.data.data()});
-      formats::write_safetensors(o.grads, views, {{"format", "pt"}});
-    }
-    try {
-      write_npy(o.output, all.data(), T, H);
-    } catch (...) {
-      if (!grads.empty()) fs::remove(o.grads);  // both outputs or neither
-      throw;
-    }
-  });
+  collective_step(comm, [&] { runner->write_outputs(comm, layer, in.grad_output != nullptr); });
+  write_results(o, grads, all, T, H, comm);
   timer.mark("write");
 
-  std::vector<PhaseTimer::Entry> phases = load_timer.entries();
-  phases.insert(phases.end(), timer.entries().begin(), timer.entries().end());
-  std::vector<double> seconds;
-  for (auto& p : phases) seconds.push_back(p.seconds);
-  comm.allreduce_max(seconds.data(), seconds.size());
-  for (std::size_t i = 0; i < phases.size(); ++i) phases[i].seconds = seconds[i];
-  if (me == 0 && !o.quiet) print_summary(o, config, names, *placement, stats, phases);
+  const std::vector<PhaseTimer::Entry> phases = slowest_phases(comm, load_timer, timer);
+  if (me == 0 && !o.quiet) print_summary(o, in.config, loaded.names, *in.placement, stats, phases);
 }
 
 }  // namespace switchyard::launch

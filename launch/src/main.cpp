@@ -35,6 +35,77 @@ bool settings_valid_everywhere() {
   return first_failing == size;
 }
 
+// The subcommands and the options each one fills when it is parsed.
+struct CommandLine {
+  CLI::App app{"Switchyard: expert-parallel Mixture-of-Experts runtime"};
+  launch::ForwardOptions forward;
+  launch::InspectOptions inspect;
+  launch::BenchOptions bench;
+  launch::TrainOptions train;
+  CLI::App* forward_cmd = nullptr;
+  CLI::App* inspect_cmd = nullptr;
+  CLI::App* bench_cmd = nullptr;
+  CLI::App* train_cmd = nullptr;
+  CLI::App* env_cmd = nullptr;
+
+  CommandLine() {
+    app.require_subcommand(1);
+    forward_cmd = app.add_subcommand("forward", "Run one MoE layer of a checkpoint across ranks");
+    launch::add_forward_options(*forward_cmd, &forward);
+    inspect_cmd = app.add_subcommand("inspect", "Describe a checkpoint's MoE layers (no MPI needed)");
+    launch::add_inspect_options(*inspect_cmd, &inspect);
+    bench_cmd = app.add_subcommand("bench", "Time the MoE layer on synthetic data beside same-run limits");
+    launch::add_bench_options(*bench_cmd, &bench);
+    train_cmd = app.add_subcommand("train", "Train a small MoE character language model across ranks");
+    launch::add_train_options(*train_cmd, &train);
+    env_cmd = app.add_subcommand("env", "List every SWITCHYARD_* setting, its value and where it came from");
+  }
+};
+
+// Parses the command line on every rank and agrees on errors (collective):
+// true when --help was asked for.
+bool parse_command_line(comm::Communicator& comm, CLI::App& app, int argc, char** argv) {
+  bool help = false;
+  launch::collective_step(comm, [&] {
+    if (argc > 1 && argv[1][0] != '-') {
+      const std::string name = argv[1];
+      check_arg(name == "forward" || name == "inspect" || name == "train" || name == "bench" || name == "env",
+                "unknown subcommand '" + name + "'; expected forward, inspect, train, bench or env (see --help)");
+    }
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+      help = true;
+    } catch (const CLI::CallForAllHelp&) {
+      help = true;
+    } catch (const CLI::ParseError& e) {
+      throw std::runtime_error(std::string(e.what()) + " (see --help)");
+    }
+  });
+  return help;
+}
+
+// Rank 0 prints the help of the subcommand asked about, else of the program.
+void print_help(comm::Communicator& comm, const CLI::App& app) {
+  if (comm.rank() != 0) return;
+  const CLI::App* shown = app.get_subcommands().empty() ? &app : app.get_subcommands().front();
+  std::printf("%s", shown->help().c_str());
+}
+
+void run_subcommand(const CommandLine& cli, comm::Communicator& comm) {
+  if (cli.forward_cmd->parsed()) {
+    launch::run_forward(cli.forward, comm);
+  } else if (cli.inspect_cmd->parsed()) {
+    launch::run_inspect(cli.inspect, comm);
+  } else if (cli.bench_cmd->parsed()) {
+    launch::run_bench(cli.bench, comm);
+  } else if (cli.train_cmd->parsed()) {
+    launch::run_train(cli.train, comm);
+  } else if (cli.env_cmd->parsed()) {
+    launch::run_env(comm);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -52,54 +123,11 @@ int main(int argc, char** argv) {
   comm::MpiCommunicator comm(MPI_COMM_WORLD);
   int exit_code = 0;
   try {
-    CLI::App app{"Switchyard: expert-parallel Mixture-of-Experts runtime"};
-    app.require_subcommand(1);
-    launch::ForwardOptions forward;
-    launch::InspectOptions inspect;
-    auto* forward_cmd = app.add_subcommand("forward", "Run one MoE layer of a checkpoint across ranks");
-    launch::add_forward_options(*forward_cmd, &forward);
-    auto* inspect_cmd = app.add_subcommand("inspect", "Describe a checkpoint's MoE layers (no MPI needed)");
-    launch::add_inspect_options(*inspect_cmd, &inspect);
-    launch::BenchOptions bench;
-    auto* bench_cmd = app.add_subcommand("bench", "Time the MoE layer on synthetic data beside same-run limits");
-    launch::add_bench_options(*bench_cmd, &bench);
-    launch::TrainOptions train;
-    auto* train_cmd = app.add_subcommand("train", "Train a small MoE character language model across ranks");
-    launch::add_train_options(*train_cmd, &train);
-    auto* env_cmd = app.add_subcommand("env", "List every SWITCHYARD_* setting, its value and where it came from");
-
-    bool help = false;
-    launch::collective_step(comm, [&] {
-      if (argc > 1 && argv[1][0] != '-') {
-        const std::string name = argv[1];
-        check_arg(name == "forward" || name == "inspect" || name == "train" || name == "bench" || name == "env",
-                  "unknown subcommand '" + name + "'; expected forward, inspect, train, bench or env (see --help)");
-      }
-      try {
-        app.parse(argc, argv);
-      } catch (const CLI::CallForHelp&) {
-        help = true;
-      } catch (const CLI::CallForAllHelp&) {
-        help = true;
-      } catch (const CLI::ParseError& e) {
-        throw std::runtime_error(std::string(e.what()) + " (see --help)");
-      }
-    });
-    if (help) {
-      if (comm.rank() == 0) {
-        const CLI::App* shown = app.get_subcommands().empty() ? &app : app.get_subcommands().front();
-        std::printf("%s", shown->help().c_str());
-      }
-    } else if (forward_cmd->parsed()) {
-      launch::run_forward(forward, comm);
-    } else if (inspect_cmd->parsed()) {
-      launch::run_inspect(inspect, comm);
-    } else if (bench_cmd->parsed()) {
-      launch::run_bench(bench, comm);
-    } else if (train_cmd->parsed()) {
-      launch::run_train(train, comm);
-    } else if (env_cmd->parsed()) {
-      launch::run_env(comm);
+    CommandLine cli;
+    if (parse_command_line(comm, cli.app, argc, argv)) {
+      print_help(comm, cli.app);
+    } else {
+      run_subcommand(cli, comm);
     }
   } catch (const launch::AgreedExit& e) {
     exit_code = e.code;

@@ -153,8 +153,8 @@ BatchResult CharLm::forward_backward(comm::Communicator& comm, const std::int32_
 
   // Head: logits now hold dL/dlogits.
   std::vector<float> du(static_cast<std::size_t>(T * H)), dh(static_cast<std::size_t>(T * H), 0.0f);
-  detail::linear_backward(a.u_final.data(), T, H, head_.value.data(), V, a.logits.data(), head_.grad.data(),
-                          head_bias_.grad.data(), du.data());
+  detail::linear_backward(a.u_final.data(), T, H, head_.value.data(), V, a.logits.data(),
+                          {.dw = head_.grad.data(), .db = head_bias_.grad.data(), .dx = du.data()});
   detail::rmsnorm_backward(a.h_final.data(), T, H, final_norm_.value.data(), a.inv_rms_final.data(), du.data(),
                            dh.data(), final_norm_.grad.data());
 
@@ -172,8 +172,8 @@ BatchResult CharLm::forward_backward(comm::Communicator& comm, const std::int32_
   // Input projection and embeddings; rows are added in token order, so the
   // embedding gradient does not depend on anything but the batch.
   std::vector<float> dx0(static_cast<std::size_t>(T * CD));
-  detail::linear_backward(a.x0.data(), T, CD, in_proj_.value.data(), H, dh.data(), in_proj_.grad.data(),
-                          in_bias_.grad.data(), dx0.data());
+  detail::linear_backward(a.x0.data(), T, CD, in_proj_.value.data(), H, dh.data(),
+                          {.dw = in_proj_.grad.data(), .db = in_bias_.grad.data(), .dx = dx0.data()});
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t j = 0; j < C; ++j) {
       float* g = embed_.grad.data() + contexts[t * C + j] * D;

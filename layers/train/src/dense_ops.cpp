@@ -26,8 +26,9 @@ void linear_forward(const float* x, std::int64_t T, std::int64_t K, const float*
 }
 
 void linear_backward(const float* x, std::int64_t T, std::int64_t K, const float* w, std::int64_t N, const float* dy,
-                     float* dw, float* db, float* dx) {
+                     const LinearGrads& grads) {
   if (T == 0) return;
+  const auto [dw, db, dx] = grads;
   kernels::gemm(
       {.trans_a = true, .m = N, .n = K, .k = T, .a = dy, .lda = N, .b = x, .ldb = K, .beta = 1.0f, .c = dw, .ldc = K});
   if (db)

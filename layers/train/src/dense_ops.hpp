@@ -9,10 +9,18 @@ namespace switchyard::train::detail {
 void linear_forward(const float* x, std::int64_t T, std::int64_t K, const float* w, const float* b, std::int64_t N,
                     float* y);
 
-/// Given dy[T, N]: dW += dyᵀ · x, db += column sums of dy (db may be null),
-/// and dx = dy · W when dx is not null (overwritten).
+/// Where linear_backward writes: dW[N, K] (accumulated), db[N] (accumulated;
+/// may be null) and dx[T, K] (overwritten; may be null).
+struct LinearGrads {
+  float* dw = nullptr;
+  float* db = nullptr;
+  float* dx = nullptr;
+};
+
+/// Given dy[T, N]: dW += dyᵀ · x, db += column sums of dy (when db is not
+/// null), and dx = dy · W (when dx is not null).
 void linear_backward(const float* x, std::int64_t T, std::int64_t K, const float* w, std::int64_t N, const float* dy,
-                     float* dw, float* db, float* dx);
+                     const LinearGrads& grads);
 
 /// y = x / sqrt(mean(x²) + eps) * g per row of width H; keeps 1/rms per row.
 void rmsnorm_forward(const float* x, std::int64_t T, std::int64_t H, const float* g, double eps, float* y,
