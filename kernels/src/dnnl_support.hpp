@@ -55,19 +55,13 @@ inline bool bf16_matmul_native() {
   return native;
 }
 
-/// Whether oneDNN's matmul gives every row the same result whatever the row
-/// count of the call. True for the AVX-512 (brgemm) kernels, which the tests
-/// check; the AVX2 kernels use other code for one row and for row tails, so
-/// there every matmul runs in blocks of kFixedRows rows (the tail padded),
-/// through one primitive of that row count (docs/task-graph.md).
-inline bool rows_independent_of_batch() {
-  static const bool independent = [] {
-    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
-    const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
-    return (isa & avx512) == avx512;
-  }();
-  return independent;
-}
+// oneDNN's matmul kernels compute a row with other code depending on the
+// row count of the call (AVX2: one row and row tails; AVX-512 brgemm, seen
+// on an AMX Xeon: blocking chosen by shape), so a row's bits would depend on
+// its batch. Every matmul therefore runs in blocks of kFixedRows rows, the
+// tail padded, through one primitive of that row count: a row then gets the
+// same bits in any batch, which the step's bitwise schedule independence
+// rests on (docs/task-graph.md; tests/unit/test_matmul_rows.cpp checks it).
 // NOTE: a multiple of every row-block height of the AVX2 kernels (6, 8, 16, ...): with
 // 128, the last two rows of a block (128 = 21·6 + 2) take the tail path.
 constexpr std::int64_t kFixedRows = 96;
@@ -81,13 +75,11 @@ inline unsigned char* thread_buffer(int slot, std::size_t bytes) {
 }
 
 /// Runs `run(x, n, y, mul)` on `rows` dense rows (`x_row` and `y_row` bytes
-/// each; `mul`, if given, `mul_width` floats per row): in one call where
-/// rows_independent_of_batch(), else in blocks of kFixedRows rows, the last
-/// one padded through this thread's buffers 0-2.
+/// each; `mul`, if given, `mul_width` floats per row) in blocks of
+/// kFixedRows rows, the last one padded through this thread's buffers 0-2.
 template <typename Run>
 void run_in_row_blocks(std::int64_t rows, const void* x, std::size_t x_row, void* y, std::size_t y_row,
                        const float* mul, std::int64_t mul_width, Run&& run) {
-  if (rows_independent_of_batch()) return run(x, rows, y, mul);
   constexpr std::int64_t B = kFixedRows;
   const auto* xc = static_cast<const unsigned char*>(x);
   auto* yc = static_cast<unsigned char*>(y);

@@ -63,9 +63,8 @@ void Linear::run(const float* x, std::int64_t rows, float* y, std::int64_t ldx, 
   if (rows == 0) return;
   if (ldx == 0) ldx = in_;
   if (ldy == 0) ldy = out_;
-  if (detail::rows_independent_of_batch()) return execute(x, rows, y, ldx, ldy, accumulate);
   // Blocks of kFixedRows dense rows through one primitive, the tail padded
-  // (detail::rows_independent_of_batch says why).
+  // (detail::kFixedRows says why).
   constexpr std::int64_t B = detail::kFixedRows;
   for (std::int64_t first = 0; first < rows; first += B) {
     const std::int64_t n = std::min(B, rows - first);

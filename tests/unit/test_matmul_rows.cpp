@@ -1,7 +1,7 @@
 // Every matmul here gives a row the same bits whatever batch it arrives in
 // (its position, the batch's size, strides, accumulation): the step's bitwise
 // schedule independence rests on it (docs/task-graph.md). Checked on this
-// machine's kernels, whichever they are (AVX-512 brgemm, or AVX2 in fixed
+// machine's kernels, whichever they are (AVX2 or AVX-512, all run in fixed
 // row blocks), with batches past the fixed block size and its tails.
 #include <gtest/gtest.h>
 
