@@ -60,7 +60,7 @@ void MoeLayer::run_step(comm::Communicator& comm, StepGraph& g, const StepSchedu
   // so every rank gets here and agrees; then all throw the same error.
   comm::agree_on_errors(comm, error, code);
   if (!timer) return;
-  for (std::size_t id = 0; id < g.phase.size(); ++id) timer->add(g.phase[id], g.seconds[id]);
+  for (std::size_t id = 0; id < g.phase.size(); ++id) timer->add(g.phase[id], g.graph.seconds(id));
 }
 
 // ---- forward pieces ----------------------------------------------------------

@@ -1,7 +1,7 @@
 #pragma once
-// Private: a step's task graph with the phase of each task and its time in
-// the last run (for PhaseTimer), shared by moe_layer.cpp and moe_step.cpp.
-#include <chrono>
+// Private: a step's task graph with the phase of each task (for PhaseTimer,
+// which sums the graph's own task times by phase), shared by moe_layer.cpp
+// and moe_step.cpp.
 #include <functional>
 #include <string>
 #include <vector>
@@ -14,10 +14,9 @@ namespace switchyard::layers {
 struct MoeLayer::StepGraph {
   TaskGraph graph;
   std::vector<std::string> phase;  // per task id: what kind of piece it is
-  std::vector<double> seconds;     // per task id: its time in the last run
 
-  // Adds a task named "<phase>[<chunk>]" (or "<phase>") that records its own
-  // time; communication tasks return their payload bytes for traces.
+  // Adds a task named "<phase>[<chunk>]" (or "<phase>"); communication tasks
+  // return their payload bytes for traces.
   Task add(const std::string& what, int chunk, std::function<void()> fn) {
     return add_task(what, chunk, TaskKind::kCompute, [fn = std::move(fn)] {
       fn();
@@ -32,14 +31,11 @@ struct MoeLayer::StepGraph {
   Task add_task(const std::string& what, int chunk, TaskKind kind, std::function<std::size_t()> fn) {
     const std::size_t id = graph.size();
     phase.push_back(what);
-    seconds.push_back(0.0);
     std::string name = chunk < 0 ? what : what + "[" + std::to_string(chunk) + "]";
     return graph.emplace(
         std::move(name),
         [this, id, fn = std::move(fn)] {
-          const auto start = std::chrono::steady_clock::now();
           const std::size_t bytes = fn();
-          seconds[id] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
           if (bytes) graph.set_bytes(id, bytes);
         },
         kind);

@@ -1,6 +1,7 @@
 #include "switchyard/runtime/task_graph.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <new>
 #include <queue>
@@ -42,6 +43,11 @@ Task TaskGraph::emplace(std::string name, std::function<void()> fn, TaskKind kin
 void TaskGraph::set_bytes(std::size_t id, std::size_t bytes) {
   check_arg(id < nodes_.size(), "task id " + std::to_string(id) + " out of range");
   nodes_[id].info.bytes = bytes;
+}
+
+double TaskGraph::seconds(std::size_t id) const {
+  check_arg(id < nodes_.size(), "task id " + std::to_string(id) + " out of range");
+  return nodes_[id].seconds;
 }
 
 Task TaskGraph::task(std::size_t id) {
@@ -216,17 +222,18 @@ void Executor::comm_loop() {
   }
 }
 
-std::exception_ptr TaskGraph::run_observed(const Node& node,
-                                           const std::vector<std::shared_ptr<TaskObserver>>& observers,
+std::exception_ptr TaskGraph::run_observed(Node& node, const std::vector<std::shared_ptr<TaskObserver>>& observers,
                                            std::size_t worker_id) {
   std::exception_ptr failure;
   try {
     for (const auto& o : observers) o->on_entry(worker_id, node.info);
+    const auto start = std::chrono::steady_clock::now();
     try {
       node.fn();
     } catch (...) {
       failure = std::current_exception();
     }
+    node.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (const auto& o : observers) o->on_exit(worker_id, node.info);
   } catch (...) {
     if (!failure) failure = std::current_exception();
@@ -290,6 +297,7 @@ void Executor::run(TaskGraph& graph) {
     ready_.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
       pending_[i] = graph.nodes_[i].in_degree;
+      graph.nodes_[i].seconds = 0.0;
       // NOTE: pushed in increasing id order, the list is already a min-heap.
       if (pending_[i] == 0 && graph.nodes_[i].info.kind == TaskKind::kCompute) ready_.push_back(i);
     }
@@ -319,8 +327,9 @@ void run_in_sequence(TaskGraph& graph, const std::vector<std::shared_ptr<TaskObs
   std::size_t error_task = 0;
   bool halted = false;
   for (std::size_t t : graph.order_) {
-    const TaskGraph::Node& node = graph.nodes_[t];
+    TaskGraph::Node& node = graph.nodes_[t];
     const bool comm = node.info.kind == TaskKind::kComm;
+    node.seconds = 0.0;
     if (halted || (error && !comm)) continue;  // the failure rules of Executor::run
     const std::exception_ptr failure = TaskGraph::run_observed(node, observers, comm ? comm_worker_id : 0);
     if (!failure) continue;

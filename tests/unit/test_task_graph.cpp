@@ -236,6 +236,34 @@ TEST(TaskGraph, FailingTaskSkipsComputeKeepsCommAndRunRethrowsIt) {
   EXPECT_EQ(runs.load(), 3);
 }
 
+// The graph times each task's function itself (PhaseTimer sums these): a
+// task that sleeps reports at least its sleep, a skipped one 0, both from
+// the executor and from run_in_sequence.
+TEST(TaskGraph, RecordsEachTasksTimeInTheLastRun) {
+  using namespace std::chrono_literals;
+  Executor executor(2);
+  bool fail = false;
+  TaskGraph g;
+  Task slow = g.emplace("slow", [&] {
+    std::this_thread::sleep_for(30ms);
+    if (fail) throw Error(ErrorCode::kIo, "disk full");
+  });
+  Task after = g.emplace("after", [] { std::this_thread::sleep_for(20ms); });
+  slow.precede(after);
+  for (int sequential = 0; sequential < 2; ++sequential) {
+    fail = false;
+    sequential ? executor.run_in_sequence(g) : executor.run(g);
+    EXPECT_GE(g.seconds(slow.info().id), 0.030);
+    EXPECT_LT(g.seconds(slow.info().id), 10.0);
+    EXPECT_GE(g.seconds(after.info().id), 0.020);
+    fail = true;
+    EXPECT_THROW(sequential ? executor.run_in_sequence(g) : executor.run(g), Error);
+    EXPECT_GE(g.seconds(slow.info().id), 0.030);  // a failed task still reports its time
+    EXPECT_EQ(g.seconds(after.info().id), 0.0);   // a skipped one reports none
+  }
+  EXPECT_THROW(g.seconds(2), Error);
+}
+
 TEST(TaskGraph, FailingCommTaskHaltsEverything) {
   Executor executor(2);
   std::atomic<int> later{0};

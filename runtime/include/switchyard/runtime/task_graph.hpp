@@ -91,6 +91,10 @@ class TaskGraph {
   /// inside that task while it runs (observers read it after it returns),
   /// for payloads only known then. Throws Error(kInvalidArgument) on a bad id.
   void set_bytes(std::size_t id, std::size_t bytes);
+  /// Wall time in seconds of task `id`'s function in the last run of the
+  /// graph (0 if that run skipped it after a failure, or before any run).
+  /// Read it between runs. Throws Error(kInvalidArgument) on a bad id.
+  double seconds(std::size_t id) const;
   /// The task with id `id` (0 <= id < size(), else Error(kInvalidArgument)).
   Task task(std::size_t id);
 
@@ -120,9 +124,11 @@ class TaskGraph {
     std::function<void()> fn;
     std::vector<std::size_t> successors;
     std::size_t in_degree = 0;
+    double seconds = 0.0;  // its function's wall time in the last run
   };
-  // Runs one task between its observers' calls; returns what it (or an observer) threw.
-  static std::exception_ptr run_observed(const Node& node, const std::vector<std::shared_ptr<TaskObserver>>& observers,
+  // Runs one task between its observers' calls and records its time; returns
+  // what it (or an observer) threw.
+  static std::exception_ptr run_observed(Node& node, const std::vector<std::shared_ptr<TaskObserver>>& observers,
                                          std::size_t worker_id);
 
   std::vector<Node> nodes_;
