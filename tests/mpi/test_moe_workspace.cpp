@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../support/mpi_support.hpp"
+#include "../support/rank_layer.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
 #include "switchyard/formats/checkpoint.hpp"
 #include "switchyard/formats/moe_checkpoint.hpp"
@@ -148,16 +149,9 @@ TEST(MoeWorkspace, CallsLargerThanTheWorkspaceGrowItAndStayCorrect) {
   const int R = comm.size(), me = comm.rank();
   const std::string dir = test_support::shared_temp_dir(me);
   ASSERT_FALSE(dir.empty());
-  const std::string mine = dir + "/grow" + std::to_string(me);
   const auto s = spec(Architecture::kQwen2Moe);
-  formats::write_random_moe_checkpoint(s, mine);
-  const auto config = formats::load_model_config(mine);
-  formats::Checkpoint ckpt(mine);
-  layers::ExpertPlacement placement(config.num_experts, R);
-  layers::MoeLayer layer(
-      formats::moe_config(config),
-      formats::load_moe_weights(ckpt, config, s.layers - 1, placement.first_expert(me), placement.num_local(me)),
-      placement, me);
+  test_support::RankLayer set_up(dir + "/grow" + std::to_string(me), s, R, me);
+  layers::MoeLayer& layer = set_up.layer;
   const std::int64_t T = 40, H = s.hidden;
   const auto x = formats::random_matrix(T, H, 800 + me);
   std::vector<float> small(T * H), sized(T * H);
@@ -170,18 +164,14 @@ TEST(MoeWorkspace, CallsLargerThanTheWorkspaceGrowItAndStayCorrect) {
   layer.run(comm, {.x = x.data(), .num_tokens = T, .y = sized.data(), .context = &b});
   EXPECT_EQ(std::memcmp(small.data(), sized.data(), small.size() * sizeof(float)), 0);
   // And a run before initialize() is refused, naming what is missing.
-  layers::MoeLayer fresh(
-      formats::moe_config(config),
-      formats::load_moe_weights(ckpt, config, s.layers - 1, placement.first_expert(me), placement.num_local(me)),
-      placement, me);
+  test_support::RankLayer fresh(dir + "/fresh" + std::to_string(me), s, R, me);
   try {
-    fresh.run(comm, {.x = x.data(), .num_tokens = T, .y = sized.data()});
+    fresh.layer.run(comm, {.x = x.data(), .num_tokens = T, .y = sized.data()});
     FAIL() << "run before initialize did not throw";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("initialize()"), std::string::npos) << e.what();
   }
   MPI_Barrier(MPI_COMM_WORLD);
-  std::filesystem::remove_all(mine);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../support/mpi_support.hpp"
+#include "../support/rank_layer.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
 #include "switchyard/formats/checkpoint.hpp"
 #include "switchyard/formats/moe_checkpoint.hpp"
@@ -153,16 +154,9 @@ TEST(ScheduleFailure, BadArgumentsOnOneRankFailEveryRank) {
   const int R = comm.size(), me = comm.rank();
   const std::string dir = test_support::shared_temp_dir(me);
   ASSERT_FALSE(dir.empty());
-  const std::string mine = dir + "/badarg" + std::to_string(me);
   const auto s = spec(Architecture::kMixtral, 78);
-  formats::write_random_moe_checkpoint(s, mine);
-  const auto config = formats::load_model_config(mine);
-  formats::Checkpoint ckpt(mine);
-  layers::ExpertPlacement placement(config.num_experts, R);
-  layers::MoeLayer layer(
-      formats::moe_config(config),
-      formats::load_moe_weights(ckpt, config, s.layers - 1, placement.first_expert(me), placement.num_local(me)),
-      placement, me);
+  test_support::RankLayer set_up(dir + "/badarg" + std::to_string(me), s, R, me);
+  layers::MoeLayer& layer = set_up.layer;
   const std::int64_t T = 24, H = s.hidden;
   const auto x = formats::random_matrix(T, H, 600 + me);
   std::vector<float> y(T * H), dx(T * H);
@@ -192,7 +186,6 @@ TEST(ScheduleFailure, BadArgumentsOnOneRankFailEveryRank) {
     }
   }
   MPI_Barrier(MPI_COMM_WORLD);
-  std::filesystem::remove_all(mine);
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, ScheduleIndependence,
@@ -208,16 +201,10 @@ TEST(ScheduleFailure, FailingTaskOnOneRankStopsTheStepOnEveryRank) {
   const int R = comm.size(), me = comm.rank();
   const std::string dir = test_support::shared_temp_dir(me);
   ASSERT_FALSE(dir.empty());
-  const std::string mine = dir + "/fail" + std::to_string(me);
   const auto s = spec(Architecture::kQwen2Moe, 77);
-  formats::write_random_moe_checkpoint(s, mine);
-  const auto config = formats::load_model_config(mine);
-  formats::Checkpoint ckpt(mine);
-  layers::ExpertPlacement placement(config.num_experts, R);
-  layers::MoeLayer layer(
-      formats::moe_config(config),
-      formats::load_moe_weights(ckpt, config, s.layers - 1, placement.first_expert(me), placement.num_local(me)),
-      placement, me, layers::MoeLayerOptions{.experts = {.inference_only = me == R - 1}});
+  test_support::RankLayer set_up(dir + "/fail" + std::to_string(me), s, R, me,
+                                 layers::MoeLayerOptions{.experts = {.inference_only = me == R - 1}});
+  layers::MoeLayer& layer = set_up.layer;
   const std::int64_t T = 40, H = s.hidden;
   const auto x = formats::random_matrix(T, H, 500 + me);
   std::vector<float> y(T * H), dx(T * H);
@@ -240,7 +227,6 @@ TEST(ScheduleFailure, FailingTaskOnOneRankStopsTheStepOnEveryRank) {
       layer.run(comm, {.x = x.data(), .num_tokens = T, .y = y.data(), .schedule = schedule});
     }
   MPI_Barrier(MPI_COMM_WORLD);
-  std::filesystem::remove_all(mine);
 }
 
 }  // namespace
