@@ -12,6 +12,57 @@
 
 namespace switchyard::layers {
 
+namespace {
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+// Experts per node, from expert_node: ids must be 0..num_nodes-1, each used.
+std::vector<std::int64_t> node_sizes(const RouterConfig& c) {
+  check_arg(static_cast<std::int64_t>(c.expert_node.size()) == c.num_experts,
+            "router: expert_node must hold num_experts (" + str(c.num_experts) + ") node ids, got " +
+                str(static_cast<std::int64_t>(c.expert_node.size())));
+  std::vector<std::int64_t> sizes;
+  for (std::int64_t e = 0; e < c.num_experts; ++e) {
+    const std::int32_t n = c.expert_node[e];
+    check_arg(n >= 0, "router: expert_node[" + str(e) + "] must not be negative, got " + str(n));
+    if (n >= static_cast<std::int32_t>(sizes.size())) sizes.resize(static_cast<std::size_t>(n) + 1, 0);
+    ++sizes[n];
+  }
+  for (std::size_t n = 0; n < sizes.size(); ++n)
+    check_arg(sizes[n] > 0, "router: expert_node names no expert on node " + str(static_cast<std::int64_t>(n)) +
+                                " of 0.." + str(static_cast<std::int64_t>(sizes.size()) - 1));
+  return sizes;
+}
+
+// The node limit's invariants: with groups, each group on one node; enough
+// experts in any max_nodes selected nodes for top_k.
+void validate_node_limit(const RouterConfig& c) {
+  std::vector<std::int64_t> sizes = node_sizes(c);
+  const auto num_nodes = static_cast<std::int64_t>(sizes.size());
+  check_arg(c.max_nodes >= 1 && c.max_nodes <= num_nodes,
+            "router: max_nodes must be in [1, " + str(num_nodes) + "] (the nodes), got " + str(c.max_nodes));
+  std::sort(sizes.begin(), sizes.end());
+  check_arg(c.node_score_experts >= 1 && c.node_score_experts <= sizes.front(),
+            "router: node_score_experts must be in [1, " + str(sizes.front()) +
+                "] (the experts of the smallest node), got " + str(c.node_score_experts));
+  std::int64_t reachable = 0;
+  for (std::int64_t n = 0; n < c.max_nodes; ++n) reachable += sizes[n];
+  if (c.n_group > 1) {
+    const std::int64_t group_size = c.num_experts / c.n_group;
+    for (std::int64_t e = 0; e < c.num_experts; ++e)
+      check_arg(c.expert_node[e] == c.expert_node[e - e % group_size],
+                "router: group " + str(e / group_size) + " spans nodes " + str(c.expert_node[e - e % group_size]) +
+                    " and " + str(c.expert_node[e]) + "; with n_group > 1 each group must lie on one node");
+    check_arg(c.node_score_experts <= group_size, "router: node_score_experts " + str(c.node_score_experts) +
+                                                      " exceeds the " + str(group_size) + " experts of a group");
+    reachable = group_size * std::min(c.max_nodes, c.topk_group);
+  }
+  check_arg(c.top_k <= reachable, "router: top_k " + str(c.top_k) + " exceeds the " + str(reachable) +
+                                      " experts that max_nodes " + str(c.max_nodes) + " nodes surely hold");
+}
+
+}  // namespace
+
 void RouterConfig::validate() const {
   check_arg(num_experts > 0, "router: num_experts must be positive, got " + std::to_string(num_experts));
   check_arg(top_k > 0 && top_k <= num_experts,
@@ -29,6 +80,14 @@ void RouterConfig::validate() const {
                                                                std::to_string(topk_group * (num_experts / n_group)) +
                                                                " experts of the topk_group " +
                                                                std::to_string(topk_group) + " selected groups");
+  check_arg(max_nodes >= 0, "router: max_nodes must not be negative, got " + str(max_nodes));
+  if (max_nodes > 0) validate_node_limit(*this);
+  check_arg(selection_penalty.empty() || static_cast<std::int64_t>(selection_penalty.size()) == num_experts,
+            "router: selection_penalty must be empty or hold num_experts (" + str(num_experts) + ") values, got " +
+                str(static_cast<std::int64_t>(selection_penalty.size())));
+  for (std::size_t e = 0; e < selection_penalty.size(); ++e)
+    check_arg(std::isfinite(selection_penalty[e]),
+              "router: selection_penalty[" + str(static_cast<std::int64_t>(e)) + "] must be finite");
 }
 
 void MoeConfig::validate() const {
@@ -47,30 +106,90 @@ void RoutingPlan::reserve(std::int64_t max_tokens, std::int64_t k, std::int64_t 
   expert_counts.reserve(static_cast<std::size_t>(experts));
 }
 
+namespace {
+
+// The limit that keeps `limit` of the groups `group_of` names (0..G-1).
+GroupLimit make_group_limit(std::vector<std::int32_t> group_of, std::int64_t limit, std::int64_t score_experts) {
+  GroupLimit g;
+  const auto E = static_cast<std::int64_t>(group_of.size());
+  const std::int32_t num_groups = E ? *std::max_element(group_of.begin(), group_of.end()) + 1 : 0;
+  g.begin.assign(static_cast<std::size_t>(num_groups) + 1, 0);
+  for (auto n : group_of) ++g.begin[n + 1];
+  for (std::int32_t n = 0; n < num_groups; ++n) g.begin[n + 1] += g.begin[n];
+  g.members.resize(static_cast<std::size_t>(E));
+  std::vector<std::int32_t> next(g.begin.begin(), g.begin.end() - 1);
+  for (std::int32_t e = 0; e < E; ++e) g.members[next[group_of[e]]++] = e;
+  g.group_of = std::move(group_of);
+  g.limit = limit;
+  g.score_experts = score_experts;
+  return g;
+}
+
+// Grows `v` to at least `n` elements.
+template <class T>
+void at_least(std::vector<T>& v, std::int64_t n) {
+  if (static_cast<std::int64_t>(v.size()) < n) v.resize(static_cast<std::size_t>(n));
+}
+
+}  // namespace
+
 RouterScratch::RouterScratch(const RouterConfig& config)
-    : scores(static_cast<std::size_t>(config.num_experts)),
-      choice(static_cast<std::size_t>(config.num_experts)),
-      group_scores(static_cast<std::size_t>(config.n_group)),
-      group_top(2),
-      groups(static_cast<std::size_t>(config.topk_group)),
-      keep(static_cast<std::size_t>(config.n_group)) {}
+    : scores(static_cast<std::size_t>(config.num_experts)), choice(static_cast<std::size_t>(config.num_experts)) {
+  if (config.n_group > 1) {
+    std::vector<std::int32_t> group_of(static_cast<std::size_t>(config.num_experts));
+    for (std::int64_t e = 0; e < config.num_experts; ++e)
+      group_of[e] = static_cast<std::int32_t>(e / (config.num_experts / config.n_group));
+    group_limit = make_group_limit(std::move(group_of), config.topk_group, 2);
+  }
+  if (config.max_nodes > 0)
+    node_limit = make_group_limit(config.expert_node, config.max_nodes, config.node_score_experts);
+  for (const GroupLimit* g : {&group_limit, &node_limit}) {
+    if (g->limit == 0) continue;
+    at_least(group_scores, g->num_groups());
+    at_least(keep, g->num_groups());
+    at_least(group_top, g->score_experts);
+    at_least(groups, g->limit);
+    for (std::int64_t n = 0; n < g->num_groups(); ++n) at_least(group_values, g->begin[n + 1] - g->begin[n]);
+  }
+}
 
 namespace {
 
-// DeepSeek-V3's group limit: a group's score is the sum of its two best
-// choice scores; experts outside the best `topk_group` groups get -inf.
-void limit_to_groups(const RouterConfig& config, RouterScratch& s) {
-  const std::int64_t group_size = config.num_experts / config.n_group;
+// Excludes, with -inf, the experts outside the `g.limit` groups whose best
+// `g.score_experts` choice scores sum highest (DeepSeek-V3's group limit with
+// its top-2 sum, and the node limit).
+void limit_to_groups(const GroupLimit& g, RouterScratch& s) {
   float* choice = s.choice.data();
-  for (std::int64_t g = 0; g < config.n_group; ++g) {
-    kernels::top_k(choice + g * group_size, group_size, 2, s.group_top.data());
-    s.group_scores[g] = choice[g * group_size + s.group_top[0]] + choice[g * group_size + s.group_top[1]];
+  const std::int64_t G = g.num_groups();
+  for (std::int64_t n = 0; n < G; ++n) {
+    const std::int64_t first = g.begin[n], size = g.begin[n + 1] - first;
+    for (std::int64_t i = 0; i < size; ++i) s.group_values[i] = choice[g.members[first + i]];
+    kernels::top_k(s.group_values.data(), size, g.score_experts, s.group_top.data());
+    float sum = s.group_values[s.group_top[0]];
+    for (std::int64_t j = 1; j < g.score_experts; ++j) sum += s.group_values[s.group_top[j]];
+    s.group_scores[n] = sum;
   }
-  kernels::top_k(s.group_scores.data(), config.n_group, config.topk_group, s.groups.data());
-  std::fill(s.keep.begin(), s.keep.end(), 0);
-  for (auto g : s.groups) s.keep[g] = 1;
-  for (std::int64_t e = 0; e < config.num_experts; ++e)
-    if (!s.keep[e / group_size]) choice[e] = -std::numeric_limits<float>::infinity();
+  kernels::top_k(s.group_scores.data(), G, g.limit, s.groups.data());
+  std::fill(s.keep.begin(), s.keep.begin() + G, 0);
+  for (std::int64_t j = 0; j < g.limit; ++j) s.keep[s.groups[j]] = 1;
+  for (std::size_t e = 0; e < g.group_of.size(); ++e)
+    if (!s.keep[g.group_of[e]]) choice[e] = -std::numeric_limits<float>::infinity();
+}
+
+// Weights of token row `idx`: the unbiased, unpenalised scores, renormalised
+// and scaled.
+void weigh(const RouterConfig& config, const float* scores, const std::int32_t* idx, float* w) {
+  const std::int64_t K = config.top_k;
+  float sum = 0.0f;
+  for (std::int64_t j = 0; j < K; ++j) {
+    w[j] = scores[idx[j]];
+    sum += w[j];
+  }
+  for (std::int64_t j = 0; j < K; ++j) {
+    // NOTE: divide, then scale, in the order the reference implementations use.
+    if (config.renormalize) w[j] /= sum + config.renormalize_epsilon;
+    w[j] *= config.scaling;
+  }
 }
 
 }  // namespace
@@ -86,6 +205,7 @@ void route(const RouterConfig& config, const float* logits, const float* selecti
   plan->expert_counts.assign(static_cast<std::size_t>(E), 0);
   float* scores = scratch->scores.data();
   float* choice = scratch->choice.data();
+  const float* penalty = config.selection_penalty.empty() ? nullptr : config.selection_penalty.data();
   for (std::int64_t t = 0; t < num_tokens; ++t) {
     std::copy(logits + t * E, logits + (t + 1) * E, scores);
     if (config.score == ScoreFunction::kSoftmax) {
@@ -94,21 +214,14 @@ void route(const RouterConfig& config, const float* logits, const float* selecti
       kernels::sigmoid(scores, E);
     }
     for (std::int64_t e = 0; e < E; ++e) choice[e] = scores[e] + (selection_bias ? selection_bias[e] : 0.0f);
-    if (config.n_group > 1) limit_to_groups(config, *scratch);
+    if (penalty)
+      for (std::int64_t e = 0; e < E; ++e) choice[e] -= penalty[e];
+    if (scratch->group_limit.limit > 0) limit_to_groups(scratch->group_limit, *scratch);
+    if (scratch->node_limit.limit > 0) limit_to_groups(scratch->node_limit, *scratch);
     std::int32_t* idx = plan->expert_idx.data() + t * K;
-    float* w = plan->weights.data() + t * K;
     kernels::top_k(choice, E, K, idx);
-    float sum = 0.0f;
-    for (std::int64_t j = 0; j < K; ++j) {
-      w[j] = scores[idx[j]];
-      sum += w[j];
-    }
-    for (std::int64_t j = 0; j < K; ++j) {
-      // NOTE: divide, then scale, in the order the reference implementations use.
-      if (config.renormalize) w[j] /= sum + config.renormalize_epsilon;
-      w[j] *= config.scaling;
-      ++plan->expert_counts[idx[j]];
-    }
+    weigh(config, scores, idx, plan->weights.data() + t * K);
+    for (std::int64_t j = 0; j < K; ++j) ++plan->expert_counts[idx[j]];
   }
 }
 

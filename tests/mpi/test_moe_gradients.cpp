@@ -1,6 +1,7 @@
 // Every gradient of the distributed MoE layer against central finite
 // differences of the float64 reference layer (support/moe_reference.hpp), for
-// every architecture, at any rank count, with and without auxiliary losses.
+// every architecture, at any rank count, with and without auxiliary losses,
+// node-limited and cost-aware routing.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -30,15 +31,61 @@ struct GradCase {
   std::string name;
   formats::RandomMoeSpec spec;
   double aux_coef = 0.0, z_coef = 0.0;
+  std::vector<int> expert_node{};  // node-limited routing: each expert's node
+  int max_nodes = 0, node_score_experts = 2;
+  double lambda = 0.0;  // cost-aware routing: penalty scale
 };
 
 void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
 
 constexpr std::int64_t kTokens = 7;
 
+// A made-up link penalty that differs between ranks and experts.
+std::vector<float> rank_penalty(const GradCase& c, int rank) {
+  std::vector<float> p(static_cast<std::size_t>(c.spec.experts));
+  for (std::size_t e = 0; e < p.size(); ++e)
+    p[e] = static_cast<float>(c.lambda * static_cast<double>((e + rank) % 3) / 2);
+  return p;
+}
+
+// The case's routing options for the layer on `rank`.
+layers::MoeConfig with_topology_routing(const GradCase& c, layers::MoeConfig config, int rank) {
+  config.router.expert_node.assign(c.expert_node.begin(), c.expert_node.end());
+  config.router.max_nodes = c.max_nodes;
+  config.router.node_score_experts = c.node_score_experts;
+  if (c.lambda != 0.0) config.router.selection_penalty = rank_penalty(c, rank);
+  config.validate();
+  return config;
+}
+
+// The same for the reference, whose tokens come from every rank.
+test_support::RefTopologyRouting ref_topology_routing(const GradCase& c, int num_ranks) {
+  test_support::RefTopologyRouting t{
+      .expert_node = c.expert_node, .max_nodes = c.max_nodes, .node_score_experts = c.node_score_experts};
+  if (c.lambda != 0.0) {
+    const BlockPartition tokens(kTokens, num_ranks);
+    for (std::int64_t i = 0; i < kTokens; ++i) {
+      const auto p = rank_penalty(c, tokens.owner(i));
+      t.penalty.emplace_back(p.begin(), p.end());
+    }
+  }
+  return t;
+}
+
+// The tokens whose experts the routing options change.
+int tokens_rerouted(const GradCase& c, const RefParams& ref, const Vec& x,
+                    const test_support::RefTopologyRouting& topo) {
+  int changed = 0;
+  for (std::int64_t t = 0; t < kTokens; ++t)
+    changed += test_support::ref_route(c.spec, ref, &x[t * c.spec.hidden]).experts !=
+               test_support::ref_route(c.spec, ref, &x[t * c.spec.hidden], topo, t).experts;
+  return changed;
+}
+
 // L = sum(g ⊙ y) + aux_coef * aux + z_coef * z, in float64.
-double ref_loss(const GradCase& c, const RefParams& p, const Vec& x, const Vec& g) {
-  const auto out = test_support::ref_forward(c.spec, p, x, kTokens);
+double ref_loss(const GradCase& c, const RefParams& p, const Vec& x, const Vec& g,
+                const test_support::RefTopologyRouting& topo) {
+  const auto out = test_support::ref_forward(c.spec, p, x, kTokens, 0.0, 1, topo);
   double l = 0;
   for (std::size_t i = 0; i < g.size(); ++i) l += g[i] * out.y[i];
   return l + c.aux_coef * out.aux_loss + c.z_coef * out.z_loss;
@@ -72,7 +119,7 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   layers::ExpertPlacement placement(config.num_experts, R);
   layers::MoeLayerOptions options{.aux_loss_coef = c.aux_coef, .z_loss_coef = c.z_coef};
   layers::MoeLayer moe(
-      formats::moe_config(config),
+      with_topology_routing(c, formats::moe_config(config), me),
       formats::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me)), placement,
       me, options);
 
@@ -94,8 +141,12 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   // The reference gradient, by finite differences of the float64 layer.
   RefParams ref = test_support::ref_params(arrays[layer]);
   Vec xd = test_support::to_double(x), gd = test_support::to_double(g);
-  auto loss = [&] { return ref_loss(c, ref, xd, gd); };
-  const auto ref_out = test_support::ref_forward(c.spec, ref, xd, T);
+  const test_support::RefTopologyRouting topo = ref_topology_routing(c, R);
+  auto loss = [&] { return ref_loss(c, ref, xd, gd, topo); };
+  const auto ref_out = test_support::ref_forward(c.spec, ref, xd, T, 0.0, 1, topo);
+  if (c.max_nodes > 0 || c.lambda != 0.0) {
+    EXPECT_GT(tokens_rerouted(c, ref, xd, topo), 0) << "the routing options change no token's experts: vacuous";
+  }
   EXPECT_NEAR(stats.aux_loss, ref_out.aux_loss, 1e-5 * std::abs(ref_out.aux_loss));
   EXPECT_NEAR(stats.z_loss, ref_out.z_loss, 1e-5 * std::abs(ref_out.z_loss));
 
@@ -135,6 +186,40 @@ formats::RandomMoeSpec small(Architecture arch, std::uint64_t seed) {
   return s;
 }
 
+// Node-limited and cost-aware routing, with softmax and sigmoid routers,
+// renormalised or not, with groups, bias and auxiliary losses.
+std::vector<GradCase> with_topology_cases(std::vector<GradCase> out) {
+  GradCase mixtral{"mixtral_max_nodes_1", small(Architecture::kMixtral, 70)};
+  mixtral.expert_node = {0, 1, 0, 1};
+  mixtral.max_nodes = 1;
+  out.push_back(mixtral);
+  GradCase qwen2{"qwen2_moe_max_nodes_1_best_expert", small(Architecture::kQwen2Moe, 71)};
+  qwen2.expert_node = {1, 0, 0, 1};
+  qwen2.max_nodes = 1;
+  qwen2.node_score_experts = 1;
+  out.push_back(qwen2);
+  // A seed whose 7 tokens reach all 8 experts, so no expert's gradient is trivially zero.
+  GradCase deepseek{"deepseek_v3_max_nodes_1_groups", small(Architecture::kDeepseekV3, 100)};
+  deepseek.spec.experts = 8;
+  deepseek.spec.n_group = 4;
+  deepseek.spec.topk_group = 2;
+  deepseek.expert_node = {0, 0, 1, 1, 0, 0, 1, 1};
+  deepseek.max_nodes = 1;
+  out.push_back(deepseek);
+  GradCase mixtral_cost{"mixtral_link_penalty", small(Architecture::kMixtral, 73)};
+  mixtral_cost.lambda = 0.3;
+  out.push_back(mixtral_cost);
+  GradCase deepseek_cost{"deepseek_v3_link_penalty", small(Architecture::kDeepseekV3, 74)};
+  deepseek_cost.lambda = 0.3;
+  out.push_back(deepseek_cost);
+  GradCase both{"qwen3_moe_max_nodes_link_penalty_aux_z_loss", small(Architecture::kQwen3Moe, 75), 0.3, 0.05};
+  both.expert_node = {0, 1, 0, 1};
+  both.max_nodes = 1;
+  both.lambda = 0.2;
+  out.push_back(both);
+  return out;
+}
+
 std::vector<GradCase> grad_cases() {
   std::vector<GradCase> out;
   const std::pair<Architecture, const char*> archs[] = {{Architecture::kMixtral, "mixtral"},
@@ -150,7 +235,7 @@ std::vector<GradCase> grad_cases() {
   gelu.spec.hidden_act = "gelu";
   gelu.spec.top_k = 3;
   out.push_back(gelu);
-  return out;
+  return with_topology_cases(out);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllArchitectures, MoeGradients, ::testing::ValuesIn(grad_cases()),

@@ -85,6 +85,34 @@ TEST(MoeWorkspace, RouteAndPlanIntoReservedPlansAllocateNothing) {
   EXPECT_EQ(kept, T * router.top_k);  // dropless: every slot planned
 }
 
+// The same with node-limited and cost-aware routing on top of the groups.
+TEST(MoeWorkspace, NodeLimitedCostAwareRoutingAllocatesNothing) {
+  const int me = comm::MpiCommunicator(MPI_COMM_WORLD).rank();
+  layers::RouterConfig router{.score = layers::ScoreFunction::kSigmoid,
+                              .num_experts = 8,
+                              .top_k = 3,
+                              .n_group = 4,
+                              .topk_group = 2,
+                              .scaling = 2.5f};
+  router.expert_node = {0, 0, 1, 1, 2, 2, 3, 3};
+  router.max_nodes = 2;
+  router.selection_penalty = {0.0f, 0.1f, 0.2f, 0.1f, 0.3f, 0.3f, 0.0f, 0.2f};
+  router.validate();
+  const std::int64_t T = 50;
+  std::vector<float> logits(T * 8), bias(8, 0.01f);
+  for (std::size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>((i * 37 + me * 11) % 17) / 8.0f;
+  layers::RoutingPlan routing;
+  routing.reserve(T, router.top_k, router.num_experts);
+  layers::RouterScratch scratch(router);
+  for (int pass = 0; pass < 2; ++pass) {
+    g_allocations = 0;
+    g_counting = true;
+    layers::route(router, logits.data(), bias.data(), T, &routing, &scratch);
+    g_counting = false;
+    EXPECT_EQ(g_allocations.load(), 0) << "pass " << pass;
+  }
+}
+
 // Skewed tokens send (almost) every slot to the same few experts, the worst
 // case the workspace is sized for: no buffer of the step reallocates, for
 // any schedule, with and without capacity, training and inference.

@@ -78,13 +78,54 @@ inline std::vector<int> ref_largest(const Vec& v, int k) {
   return idx;
 }
 
+/// Node-limited and cost-aware selection (docs/topology.md): empty or zero
+/// fields change nothing.
+struct RefTopologyRouting {
+  std::vector<int> expert_node{};  // [E]
+  int max_nodes = 0;               // 0: no node limit
+  int node_score_experts = 2;      // s: a node scores as the sum of its best s
+  std::vector<Vec> penalty{};      // [T][E] subtracted from token t's selection values; empty: none
+};
+
+// Excludes (-inf) the experts outside the `limit` groups whose best `s`
+// values sum highest, ties to the lower group.
+inline void ref_limit_groups(const std::vector<int>& group_of, int limit, int s, Vec* values) {
+  const int G = *std::max_element(group_of.begin(), group_of.end()) + 1;
+  Vec score(G);
+  for (int g = 0; g < G; ++g) {
+    Vec members;
+    for (std::size_t e = 0; e < group_of.size(); ++e)
+      if (group_of[e] == g) members.push_back((*values)[e]);
+    std::sort(members.begin(), members.end(), std::greater<double>());
+    for (int j = 0; j < s; ++j) score[g] += members[j];
+  }
+  std::vector<int> order(G);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return score[a] > score[b]; });
+  std::vector<bool> kept(G, false);
+  for (int j = 0; j < limit; ++j) kept[order[j]] = true;
+  for (std::size_t e = 0; e < group_of.size(); ++e)
+    if (!kept[group_of[e]]) (*values)[e] = -INFINITY;
+}
+
+// The penalty and node limit on one token's selection values.
+inline void ref_topology_select(const RefTopologyRouting& topo, std::int64_t token, Vec* values) {
+  if (!topo.penalty.empty())
+    for (std::size_t e = 0; e < values->size(); ++e) (*values)[e] -= topo.penalty[token][e];
+}
+
+inline void ref_node_limit(const RefTopologyRouting& topo, Vec* values) {
+  if (topo.max_nodes > 0) ref_limit_groups(topo.expert_node, topo.max_nodes, topo.node_score_experts, values);
+}
+
 struct RefChoice {
   std::vector<int> experts;
   Vec weights;
   Vec logits;
 };
 
-inline RefChoice ref_route(const formats::RandomMoeSpec& s, const RefParams& a, const double* x) {
+inline RefChoice ref_route(const formats::RandomMoeSpec& s, const RefParams& a, const double* x,
+                           const RefTopologyRouting& topo = {}, std::int64_t token = 0) {
   const std::int64_t H = s.hidden, E = s.experts;
   RefChoice ch;
   ch.logits.assign(E, 0.0);
@@ -97,6 +138,7 @@ inline RefChoice ref_route(const formats::RandomMoeSpec& s, const RefParams& a, 
       score[e] = 1.0 / (1.0 + std::exp(-logits[e]));
       biased[e] = score[e] + a.bias[e];
     }
+    ref_topology_select(topo, token, &biased);
     const std::int64_t per = E / s.n_group;
     Vec group(s.n_group);
     for (std::int64_t g = 0; g < s.n_group; ++g) {
@@ -107,6 +149,7 @@ inline RefChoice ref_route(const formats::RandomMoeSpec& s, const RefParams& a, 
     Vec masked(E, -INFINITY);
     for (int g : ref_largest(group, static_cast<int>(s.topk_group)))
       for (std::int64_t e = g * per; e < (g + 1) * per; ++e) masked[e] = biased[e];
+    ref_node_limit(topo, &masked);
     ch.experts = ref_largest(masked, static_cast<int>(s.top_k));
     double sum = 0;
     for (int e : ch.experts) sum += score[e];
@@ -119,7 +162,10 @@ inline RefChoice ref_route(const formats::RandomMoeSpec& s, const RefParams& a, 
   double z = 0;
   for (std::int64_t e = 0; e < E; ++e) z += (p[e] = std::exp(logits[e] - mx));
   for (auto& v : p) v /= z;
-  ch.experts = ref_largest(p, static_cast<int>(s.top_k));
+  Vec select = p;
+  ref_topology_select(topo, token, &select);
+  ref_node_limit(topo, &select);
+  ch.experts = ref_largest(select, static_cast<int>(s.top_k));
   const bool renorm = s.arch == Architecture::kMixtral || s.norm_topk_prob;
   double sum = 0;
   for (int e : ch.experts) sum += p[e];
@@ -144,10 +190,10 @@ struct RefOutput {
 /// tokens admits at most ceil(cf * T_r * k / E) slots per expert, first choices
 /// first, then in token order.
 inline RefOutput ref_forward(const formats::RandomMoeSpec& s, const RefParams& a, const Vec& x, std::int64_t T,
-                             double capacity_factor = 0.0, int ranks = 1) {
+                             double capacity_factor = 0.0, int ranks = 1, const RefTopologyRouting& topo = {}) {
   const std::int64_t H = s.hidden, K = s.top_k, E = s.experts;
   std::vector<RefChoice> choices;
-  for (std::int64_t t = 0; t < T; ++t) choices.push_back(ref_route(s, a, &x[t * H]));
+  for (std::int64_t t = 0; t < T; ++t) choices.push_back(ref_route(s, a, &x[t * H], topo, t));
   RefOutput out;
   std::vector<std::vector<bool>> kept(T, std::vector<bool>(K, true));
   if (capacity_factor > 0) {

@@ -19,6 +19,18 @@ struct RouterConfig {
   std::int64_t n_group = 1;          // group-limited top-k (1: no groups)
   std::int64_t topk_group = 1;
   float scaling = 1.0f;  // routed_scaling_factor
+  // Node-limited routing (docs/topology.md): each token's experts come from
+  // at most `max_nodes` nodes, the nodes whose best `node_score_experts`
+  // selection scores sum highest. Applied after the group limit, whose groups
+  // must then each lie on one node. max_nodes = 0: no node limit.
+  std::vector<std::int32_t> expert_node{};  // [num_experts] the node holding each expert (expert_nodes())
+  std::int64_t max_nodes = 0;
+  std::int64_t node_score_experts = 2;  // s; 1: a node scores as its best expert
+  // Cost-aware routing: subtracted from each expert's selection score (after
+  // the selection bias), never from its weight. [num_experts] or empty. It
+  // prices links from one rank, so it differs between ranks
+  // (link_penalty()).
+  std::vector<float> selection_penalty{};
 
   /// Throws Error(kInvalidArgument) naming the offending field.
   void validate() const;
@@ -39,11 +51,28 @@ struct RoutingPlan {
   void reserve(std::int64_t max_tokens, std::int64_t top_k, std::int64_t num_experts);
 };
 
-/// route()'s per-token working space, sized once for a router.
+/// One limit on the groups a token's experts may come from: DeepSeek-V3's
+/// expert groups or the nodes of node-limited routing. A group scores as the
+/// sum of its best `score_experts` selection scores; experts outside the best
+/// `limit` groups (ties toward the lower group index) are excluded.
+struct GroupLimit {
+  std::vector<std::int32_t> group_of;  // [E]
+  std::vector<std::int32_t> members;   // [E] experts by group, ascending within one
+  std::vector<std::int32_t> begin;     // [num_groups + 1] each group's first place in members
+  std::int64_t limit = 0;              // 0: this limit is off
+  std::int64_t score_experts = 0;
+
+  std::int64_t num_groups() const { return static_cast<std::int64_t>(begin.size()) - 1; }
+};
+
+/// route()'s per-token working space, sized once for a router, and the
+/// router's group and node limits in the form route() applies them.
 struct RouterScratch {
-  std::vector<float> scores, choice, group_scores;  // [E], [E], [n_group]
-  std::vector<std::int32_t> group_top, groups;      // [2], [topk_group]
-  std::vector<char> keep;                           // [n_group]
+  std::vector<float> scores, choice, group_scores;  // [E], [E], [most groups]
+  std::vector<std::int32_t> group_top, groups;      // [most score_experts], [most limit]
+  std::vector<char> keep;                           // [most groups]
+  std::vector<float> group_values;                  // [largest group]
+  GroupLimit group_limit, node_limit;               // n_group/topk_group; expert_node/max_nodes
 
   RouterScratch() = default;
   explicit RouterScratch(const RouterConfig& config);
@@ -51,9 +80,10 @@ struct RouterScratch {
 
 /// Routes `num_tokens` rows of `logits` ([num_tokens, num_experts]).
 /// `selection_bias` ([num_experts] or nullptr) is added to the scores for
-/// selection only (DeepSeek-V3's e_score_correction_bias). Experts of groups
-/// that are not selected are excluded with -inf, as DeepSeek's reference does.
-/// Ties are broken toward the lower expert (and group) index.
+/// selection only (DeepSeek-V3's e_score_correction_bias), and
+/// `config.selection_penalty` subtracted. Experts of groups (then nodes) that
+/// are not selected are excluded with -inf, as DeepSeek's reference does.
+/// Ties are broken toward the lower expert (group, node) index.
 /// Allocates nothing when `plan` is reserved for `num_tokens` and `scratch`
 /// was made for `config`; the overload without scratch makes its own.
 void route(const RouterConfig& config, const float* logits, const float* selection_bias, std::int64_t num_tokens,
