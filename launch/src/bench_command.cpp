@@ -8,12 +8,14 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "bench_baselines.hpp"
 #include "cli_runner.hpp"
 #include "commands.hpp"
 #include "switchyard/formats/model_config.hpp"
+#include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
 
@@ -35,6 +37,7 @@ void add_bench_options(CLI::App& sub, BenchOptions* o) {
   sub.add_option("--seed", o->seed, "Seed of the synthetic weights and inputs");
   sub.add_option("--json", o->json, "Append one JSON line per run to this file (rank 0)");
   add_schedule_options(sub, &o->schedule);
+  add_topology_options(sub, &o->topology);
   sub.add_option("--corrupt-expert", o->corrupt_expert,
                  "Scale this expert's weights after the reference is fixed (checks that `correct` can fail)");
 }
@@ -257,7 +260,10 @@ struct BenchResults {
   Percentiles step;          // of the run the options ask for
   double gemm_gflops = 0, gemm_peak_gflops = 0;
   double exchange_gbps = 0, alltoallv_gbps = 0, exchange_in_step_gbps = 0;
-  double t_comm = 0, t_compute = 0;  // seconds
+  double t_comm = 0, t_compute = 0;               // seconds
+  double exchange_s = 0, exchange_in_step_s = 0;  // the forward's dispatch + combine: alone, and in the step
+  std::optional<double> exchange_predicted_s;     // the topology's model of the same exchange
+  layers::LinkTraffic link;                       // the step's traffic per link class, all ranks
   double mem_bw_gbps = 0, expert_bytes_touched = 0, max_rss_mb = 0, max_rel_error = 0;
   std::vector<double> max_rss_mb_per_rank;
   bool correct = false;
@@ -338,6 +344,8 @@ void measure_exchange(const BenchOptions& o, comm::Communicator& comm, const Exc
   };
   const double exchange_s = timed_exchange(true) + timed_exchange(false);
   const double in_step_s = r->phase_p50("dispatch") + r->phase_p50("combine");
+  r->exchange_s = exchange_s;
+  r->exchange_in_step_s = in_step_s;
   // The step's exchanges alone (the backward repeats them with roles
   // swapped) and its expert compute alone: the floors overlap works against.
   r->t_comm = exchange_s * (o.pass == "fwd_bwd" ? 2.0 : 1.0);
@@ -372,6 +380,31 @@ void measure_memory_and_error(const BenchOptions& o, comm::Communicator& comm, c
   r->max_rel_error = maxima[2];
   r->max_rss_mb_per_rank = rss;
   r->correct = maxima[2] <= tolerance;
+}
+
+// The step's traffic per link class, and the topology's prediction of its
+// forward exchange (dispatch + combine, the combine the transposed matrix)
+// when every class that carries bytes has a cost. Collective.
+void measure_link_traffic(const BenchOptions& o, comm::Communicator& comm, const comm::Topology& topology,
+                          const layers::StepTraffic& traffic, BenchResults* r) {
+  const std::int64_t row_bytes = layers::wire_row_bytes(o.hidden, o.schedule.wire == "bf16");
+  r->link = layers::job_link_traffic(comm, traffic, topology, row_bytes, o.pass == "fwd_bwd" ? 2 : 1);
+  const std::vector<std::int64_t> dispatch = layers::job_dispatch_bytes(comm, traffic, row_bytes);
+  const int R = comm.size();
+  for (int from = 0; from < R; ++from)
+    for (int to = 0; to < R; ++to)
+      if (dispatch[static_cast<std::size_t>(from) * R + to] > 0 && !topology.cost(comm::link_class(topology, from, to)))
+        return;
+  r->exchange_predicted_s = comm::predict_all_to_all_seconds(topology, dispatch) +
+                            comm::predict_all_to_all_seconds(topology, layers::transpose_bytes(dispatch, R));
+}
+
+// The exchange against its prediction and the traffic per link class.
+void add_exchange_fields(json& line, const comm::Topology& topology, const BenchResults& r) {
+  line["exchange_ms"] = r.exchange_s * 1e3;
+  line["exchange_in_step_ms"] = r.exchange_in_step_s * 1e3;
+  line["exchange_predicted_ms"] = r.exchange_predicted_s ? json(*r.exchange_predicted_s * 1e3) : json(nullptr);
+  add_link_traffic_fields(line, topology, r.link);
 }
 
 json result_line(const BenchOptions& o, int R, const StepRunner& runner, const BenchResults& r) {
@@ -441,11 +474,17 @@ void print_results(const BenchOptions& o, int R, const StepRunner& runner, const
       runner.chunks(), runner.chunks() == 1 ? "" : "s", runner.overlap() ? "on" : "off", o.schedule.workers,
       o.schedule.workers == 1 ? "" : "s", step.p50 * 1e3, r.sequence.step.p50 * 1e3, r.t_comm * 1e3, r.t_compute * 1e3,
       efficiency.c_str(), r.floor_ratio());
+  std::printf("%s\n", link_traffic_summary(r.link).c_str());
+  const std::string predicted =
+      r.exchange_predicted_s ? std::to_string(*r.exchange_predicted_s * 1e3).substr(0, 6) + " ms" : "n/a";
+  std::printf("exchange (forward dispatch + combine): %.3f ms alone, %.3f ms in the step; predicted %s\n",
+              r.exchange_s * 1e3, r.exchange_in_step_s * 1e3, predicted.c_str());
 }
 
 }  // namespace
 
 void run_bench(const BenchOptions& o, comm::Communicator& comm) {
+  const comm::Topology topology = resolve_topology(o.topology, comm, true);
   BenchStep s;
   set_up_layer(o, comm, &s);
   std::unique_ptr<StepRunner> runner;
@@ -461,10 +500,12 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   measure_gemm(o, comm, traffic, &r);
   measure_exchange(o, comm, exchange_of(traffic), &r);
   measure_memory_and_error(o, comm, s, traffic, &r);
+  measure_link_traffic(o, comm, topology, traffic, &r);
 
   collective_step(comm, [&] { runner->write_outputs(comm, *s.layer, o.pass == "fwd_bwd"); });
   if (comm.rank() != 0) return;
-  const json line = result_line(o, comm.size(), *runner, r);
+  json line = result_line(o, comm.size(), *runner, r);
+  add_exchange_fields(line, topology, r);
   print_results(o, comm.size(), *runner, r);
   if (!o.json.empty()) {
     std::ofstream out(o.json, std::ios::app);

@@ -5,6 +5,7 @@
 
 #include "step_schedule.hpp"
 #include "switchyard/comm/communicator.hpp"
+#include "topology_options.hpp"
 
 namespace switchyard::launch {
 
@@ -20,7 +21,9 @@ struct ForwardOptions {
   double z_loss_coef = 0.0;
   std::string dtype = "f32";  // expert weights: f32 | bf16 (inference only)
   bool quiet = false;
+  std::string json;  // append one JSON line (rank 0)
   ScheduleOptions schedule;
+  TopologyOptions topology;
 };
 
 struct InspectOptions {
@@ -38,6 +41,7 @@ struct TrainOptions {
   std::string dtype;  // overrides the configuration's model.dtype when set
   bool quiet = false;
   ScheduleOptions schedule;
+  TopologyOptions topology;
 };
 
 struct BenchOptions {
@@ -47,12 +51,20 @@ struct BenchOptions {
   std::uint64_t seed = 1;
   std::int64_t corrupt_expert = -1;
   ScheduleOptions schedule;  // with overlap on, the same graph in sequence is timed beside it
+  TopologyOptions topology;
+};
+
+struct TopoOptions {
+  TopologyOptions topology;
+  bool json = false;      // print the topology file instead of the table
+  bool no_probe = false;  // no link costs
 };
 
 void add_forward_options(CLI::App& sub, ForwardOptions* opts);
 void add_bench_options(CLI::App& sub, BenchOptions* opts);
 void add_inspect_options(CLI::App& sub, InspectOptions* opts);
 void add_train_options(CLI::App& sub, TrainOptions* opts);
+void add_topo_options(CLI::App& sub, TopoOptions* opts);
 
 /// `switchyard forward`: collective over `comm`.
 void run_forward(const ForwardOptions& opts, comm::Communicator& comm);
@@ -65,5 +77,8 @@ void run_train(const TrainOptions& opts, comm::Communicator& comm);
 /// `switchyard env`: every SWITCHYARD_* setting with its value, where it came
 /// from and its doc, one per line (rank 0 prints). Collective.
 void run_env(comm::Communicator& comm);
+/// `switchyard topo`: the job's topology (rank 0 prints the table, or with
+/// --json the topology file). Collective.
+void run_topo(const TopoOptions& opts, comm::Communicator& comm);
 
 }  // namespace switchyard::launch

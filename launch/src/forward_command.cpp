@@ -1,7 +1,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "layer_grads.hpp"
 #include "switchyard/comm/gather.hpp"
 #include "switchyard/formats/checkpoint.hpp"
+#include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/layers/moe_layer.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/npy.hpp"
@@ -41,14 +44,17 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
          "float32 master weights with --grads)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_flag("--quiet", o->quiet, "Print no summary");
+  sub.add_option("--json", o->json,
+                 "Append one JSON line to this file (rank 0): tokens, phases and the traffic per link class");
   add_schedule_options(sub, &o->schedule);
+  add_topology_options(sub, &o->topology);
 }
 
 namespace {
 
 void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, const formats::MoeTensorNames& names,
                    const layers::ExpertPlacement& placement, const layers::ForwardStats& stats,
-                   const std::vector<PhaseTimer::Entry>& phases) {
+                   const std::vector<PhaseTimer::Entry>& phases, const layers::LinkTraffic& traffic) {
   std::printf(
       "switchyard forward: %s layer %lld (%s layout), %d rank%s, %lld tokens, hidden %lld, top-%lld of %lld experts\n",
       formats::architecture_name(config.arch), static_cast<long long>(o.layer),
@@ -74,6 +80,7 @@ void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, 
     sum += p.seconds;
   }
   std::printf("  | total %.3f\n", sum * 1e3);
+  std::printf("  %s\n", link_traffic_summary(traffic).c_str());
   std::printf("  wrote %s\n", o.output.c_str());
 }
 
@@ -92,6 +99,7 @@ ForwardInputs read_inputs(const ForwardOptions& o, comm::Communicator& comm) {
   collective_step(comm, [&] {
     check_arg(o.grad_output.empty() == o.grads.empty(), "--grad-output and --grads go together: give both or neither");
     check_schedule_options(o.schedule);
+    check_output_dir("--json", o.json);
     in.config = formats::load_model_config(o.model_dir);
     with_flag("--layer", [&] { formats::check_moe_layer(in.config, o.layer); });
     in.placement = std::make_unique<layers::ExpertPlacement>(in.config.num_experts, comm.size());
@@ -174,10 +182,34 @@ std::vector<PhaseTimer::Entry> slowest_phases(comm::Communicator& comm, const Ph
   return phases;
 }
 
+// Rank 0 appends the --json line. Collective (the error is agreed).
+void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const layers::ForwardStats& stats,
+                     const std::vector<PhaseTimer::Entry>& phases, const comm::Topology& topology,
+                     const layers::LinkTraffic& traffic) {
+  collective_step(comm, [&] {
+    if (comm.rank() != 0 || o.json.empty()) return;
+    nlohmann::ordered_json phase_ms = nlohmann::ordered_json::object();
+    for (const auto& p : phases) phase_ms[p.phase] = p.seconds * 1e3;
+    nlohmann::ordered_json line = {{"ranks", comm.size()},
+                                   {"tokens", stats.num_tokens},
+                                   {"dropped", stats.num_dropped},
+                                   {"expert_load", stats.expert_load},
+                                   {"passes", o.grads.empty() ? 1 : 2},
+                                   {"wire", o.schedule.wire},
+                                   {"phase_ms", phase_ms}};
+    add_link_traffic_fields(line, topology, traffic);
+    std::ofstream out(o.json, std::ios::app);
+    out << line.dump() << "\n";
+    check(out.good(), ErrorCode::kIo, o.json + ": cannot append the JSON line");
+  });
+}
+
 }  // namespace
 
 void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   const int R = comm.size(), me = comm.rank();
+  // Nodes only: forward reports traffic per link class, and prices nothing.
+  const comm::Topology topology = resolve_topology(o.topology, comm, false);
   PhaseTimer load_timer;
   const ForwardInputs in = read_inputs(o, comm);
   const LoadedLayer loaded = load_layer(o, in, comm);
@@ -228,7 +260,10 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   timer.mark("write");
 
   const std::vector<PhaseTimer::Entry> phases = slowest_phases(comm, load_timer, timer);
-  if (me == 0 && !o.quiet) print_summary(o, in.config, loaded.names, *in.placement, stats, phases);
+  const layers::LinkTraffic traffic = layers::job_link_traffic(
+      comm, layer.traffic(kept), topology, layers::wire_row_bytes(H, schedule.wire_bf16), in.grad_output ? 2 : 1);
+  write_json_line(o, comm, stats, phases, topology, traffic);
+  if (me == 0 && !o.quiet) print_summary(o, in.config, loaded.names, *in.placement, stats, phases, traffic);
 }
 
 }  // namespace switchyard::launch

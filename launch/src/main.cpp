@@ -42,11 +42,13 @@ struct CommandLine {
   launch::InspectOptions inspect;
   launch::BenchOptions bench;
   launch::TrainOptions train;
+  launch::TopoOptions topo;
   CLI::App* forward_cmd = nullptr;
   CLI::App* inspect_cmd = nullptr;
   CLI::App* bench_cmd = nullptr;
   CLI::App* train_cmd = nullptr;
   CLI::App* env_cmd = nullptr;
+  CLI::App* topo_cmd = nullptr;
 
   CommandLine() {
     app.require_subcommand(1);
@@ -58,6 +60,8 @@ struct CommandLine {
     launch::add_bench_options(*bench_cmd, &bench);
     train_cmd = app.add_subcommand("train", "Train a small MoE character language model across ranks");
     launch::add_train_options(*train_cmd, &train);
+    topo_cmd = app.add_subcommand("topo", "Show the nodes, each rank's cores and the measured cost of each link class");
+    launch::add_topo_options(*topo_cmd, &topo);
     env_cmd = app.add_subcommand("env", "List every SWITCHYARD_* setting, its value and where it came from");
   }
 };
@@ -69,8 +73,9 @@ bool parse_command_line(comm::Communicator& comm, CLI::App& app, int argc, char*
   launch::collective_step(comm, [&] {
     if (argc > 1 && argv[1][0] != '-') {
       const std::string name = argv[1];
-      check_arg(name == "forward" || name == "inspect" || name == "train" || name == "bench" || name == "env",
-                "unknown subcommand '" + name + "'; expected forward, inspect, train, bench or env (see --help)");
+      check_arg(name == "forward" || name == "inspect" || name == "train" || name == "bench" || name == "env" ||
+                    name == "topo",
+                "unknown subcommand '" + name + "'; expected forward, inspect, train, bench, topo or env (see --help)");
     }
     try {
       app.parse(argc, argv);
@@ -101,6 +106,8 @@ void run_subcommand(const CommandLine& cli, comm::Communicator& comm) {
     launch::run_bench(cli.bench, comm);
   } else if (cli.train_cmd->parsed()) {
     launch::run_train(cli.train, comm);
+  } else if (cli.topo_cmd->parsed()) {
+    launch::run_topo(cli.topo, comm);
   } else if (cli.env_cmd->parsed()) {
     launch::run_env(comm);
   }

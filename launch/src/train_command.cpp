@@ -12,6 +12,7 @@
 
 #include "cli_runner.hpp"
 #include "commands.hpp"
+#include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/train/trainer.hpp"
 
@@ -38,6 +39,7 @@ void add_train_options(CLI::App& sub, TrainOptions* o) {
       ->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_flag("--quiet", o->quiet, "Print only the final line");
   add_schedule_options(sub, &o->schedule);
+  add_topology_options(sub, &o->topology);
 }
 
 namespace {
@@ -132,12 +134,14 @@ std::unique_ptr<train::Trainer> make_trainer(const TrainOptions& o, comm::Commun
 // Rank 0 prints (unless --quiet) and writes the JSON lines.
 class TrainRun {
  public:
-  TrainRun(const TrainOptions& o, comm::Communicator& comm, train::Trainer& trainer, StepRunner& runner, JsonLog& log)
+  TrainRun(const TrainOptions& o, comm::Communicator& comm, train::Trainer& trainer, StepRunner& runner, JsonLog& log,
+           const comm::Topology& topology)
       : o_(o),
         comm_(comm),
         trainer_(trainer),
         runner_(runner),
         log_(log),
+        topology_(topology),
         c_(trainer.config()),
         lead_(comm.rank() == 0),
         talk_(lead_ && !o.quiet),
@@ -153,6 +157,7 @@ class TrainRun {
 
  private:
   void log_progress(const train::StepReport& rep);
+  layers::LinkTraffic link_traffic(const train::StepReport& rep);
   void evaluate(std::int64_t step);
   void save();
 
@@ -161,6 +166,7 @@ class TrainRun {
   train::Trainer& trainer_;
   StepRunner& runner_;
   JsonLog& log_;
+  const comm::Topology& topology_;
   const train::TrainConfig& c_;
   const bool lead_, talk_;
   const std::int64_t last_;
@@ -213,8 +219,23 @@ void TrainRun::train() {
   train_s_ = seconds(Clock::now() - t_train_);
 }
 
+// The step's traffic per link class, every block's forward and backward
+// exchanges, all ranks. Collective.
+layers::LinkTraffic TrainRun::link_traffic(const train::StepReport& rep) {
+  const std::int64_t row_bytes = layers::wire_row_bytes(c_.model.hidden_size, runner_.schedule().wire_bf16);
+  layers::StepTraffic all{.send_rows = std::vector<std::int64_t>(static_cast<std::size_t>(comm_.size()), 0),
+                          .recv_rows = std::vector<std::int64_t>(static_cast<std::size_t>(comm_.size()), 0)};
+  for (const layers::StepTraffic& block : rep.traffic)
+    for (std::size_t r = 0; r < all.send_rows.size(); ++r) {
+      all.send_rows[r] += block.send_rows[r];
+      all.recv_rows[r] += block.recv_rows[r];
+    }
+  return layers::job_link_traffic(comm_, all, topology_, row_bytes, 2);
+}
+
 void TrainRun::log_progress(const train::StepReport& rep) {
   const std::int64_t s = rep.step;
+  const layers::LinkTraffic traffic = link_traffic(rep);
   const auto now = Clock::now();
   const double dt = seconds(now - t_window_);
   const double elapsed = seconds(now - t_train_);
@@ -227,19 +248,22 @@ void TrainRun::log_progress(const train::StepReport& rep) {
                 rep.grad_norm, tps, max_of(rep.load_imbalance), duration(eta).c_str());
     std::fflush(stdout);
   }
-  if (lead_)
-    log_.write({{"event", "step"},
-                {"step", s},
-                {"loss", rep.loss},
-                {"loss_window", last_train_loss_},
-                {"aux_loss", rep.aux_loss},
-                {"lr", rep.lr},
-                {"grad_norm", rep.grad_norm},
-                {"tokens_per_s", tps},
-                {"load_max_over_mean", rep.load_imbalance},
-                {"expert_load", rep.expert_load},
-                {"elapsed_s", elapsed},
-                {"eta_s", eta}});
+  if (lead_) {
+    json line = {{"event", "step"},
+                 {"step", s},
+                 {"loss", rep.loss},
+                 {"loss_window", last_train_loss_},
+                 {"aux_loss", rep.aux_loss},
+                 {"lr", rep.lr},
+                 {"grad_norm", rep.grad_norm},
+                 {"tokens_per_s", tps},
+                 {"load_max_over_mean", rep.load_imbalance},
+                 {"expert_load", rep.expert_load},
+                 {"elapsed_s", elapsed},
+                 {"eta_s", eta}};
+    add_link_traffic_fields(line, topology_, traffic);
+    log_.write(line);
+  }
   t_window_ = now;
   window_tokens_ = window_steps_ = 0;
   window_loss_ = 0.0;
@@ -292,6 +316,8 @@ void TrainRun::finish(Clock::time_point t_start) {
 
 void run_train(const TrainOptions& o, comm::Communicator& comm) {
   const auto t_start = Clock::now();
+  // Nodes only: train reports traffic per link class, and prices nothing.
+  const comm::Topology topology = resolve_topology(o.topology, comm, false);
   JsonLog log;
   std::unique_ptr<train::Trainer> trainer = make_trainer(o, comm, log);
   std::unique_ptr<StepRunner> runner;
@@ -300,7 +326,7 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
     trainer->model().set_schedule(runner->schedule());
   });
   if (!o.resume.empty()) collective_step(comm, [&] { with_flag("--resume", [&] { trainer->resume(o.resume); }); });
-  TrainRun run(o, comm, *trainer, *runner, log);
+  TrainRun run(o, comm, *trainer, *runner, log, topology);
   run.print_header();
   run.train();
   run.finish(t_start);

@@ -43,6 +43,10 @@ StepTraffic MoeForwardContext::traffic() const {
   return t;
 }
 
+StepTraffic MoeLayer::traffic(const MoeForwardContext* context) const {
+  return (context ? *context : inference_ctx_).traffic();
+}
+
 namespace {
 
 // The most rows any chunk of a call with up to `tokens` tokens can have

@@ -113,6 +113,7 @@ double CharLm::forward(comm::Communicator& comm, const std::int32_t* contexts, c
 
   a->blocks.resize(blocks_.size());
   result->stats.assign(blocks_.size(), layers::ForwardStats{});
+  result->traffic.clear();
   std::vector<float> m(static_cast<std::size_t>(T * H));
   for (std::size_t l = 0; l < blocks_.size(); ++l) {
     auto& ab = a->blocks[l];
@@ -131,6 +132,7 @@ double CharLm::forward(comm::Communicator& comm, const std::int32_t* contexts, c
                    .context = &ab.ctx,
                    .stats = &result->stats[l],
                    .schedule = schedule_});
+    result->traffic.push_back(ab.ctx.traffic());
     for (std::size_t i = 0; i < m.size(); ++i) a->h[i] += m[i];
   }
   a->h_final = a->h;

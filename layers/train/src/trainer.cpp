@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <utility>
 
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/partition.hpp"
@@ -134,6 +135,7 @@ StepReport Trainer::train_step() {
   rep.step = step_;
   rep.loss = loss / static_cast<double>(global);
   rep.tokens = global;
+  rep.traffic = std::move(r.traffic);
   return rep;
 }
 

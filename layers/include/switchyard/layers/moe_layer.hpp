@@ -96,6 +96,10 @@ class MoeLayer {
   /// this rank's experts (not replicated). Pointers stay valid for the
   /// layer's lifetime; values may be updated in place between steps.
   std::vector<Parameter*> parameters();
+  /// The last forward's exchanges and expert rows on this rank: those of
+  /// `context`, or of the layer's own inference workspace when null. Not
+  /// collective.
+  StepTraffic traffic(const MoeForwardContext* context = nullptr) const;
   std::vector<float>& selection_bias() { return selection_bias_; }
   const MoeConfig& config() const { return config_; }
   const ExpertPlacement& placement() const { return placement_; }

@@ -34,8 +34,9 @@ struct NamedParameter {
 
 /// What one batch saw: this rank's summed loss and every block's global stats.
 struct BatchResult {
-  double loss_sum = 0.0;                    // sum of this rank's cross-entropies, nats
-  std::vector<layers::ForwardStats> stats;  // one per block, summed over ranks
+  double loss_sum = 0.0;                     // sum of this rank's cross-entropies, nats
+  std::vector<layers::ForwardStats> stats;   // one per block, summed over ranks
+  std::vector<layers::StepTraffic> traffic;  // one per block: this rank's exchanges
   // Per block, when asked for: each local token's chosen experts ([T * top_k]).
   std::vector<std::vector<std::int32_t>> expert_idx;
 };

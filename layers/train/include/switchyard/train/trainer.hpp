@@ -26,6 +26,7 @@ struct StepReport {
   std::int64_t tokens = 0;                             // all ranks
   std::vector<double> load_imbalance;                  // per block: max / mean expert load
   std::vector<std::vector<std::int64_t>> expert_load;  // per block, per expert
+  std::vector<layers::StepTraffic> traffic;            // per block: this rank's exchanges (forward)
 };
 
 /// How experts divide the held-out text.

@@ -1,0 +1,223 @@
+"""`switchyard topo` and the traffic per link class of forward, bench and train.
+
+Run:
+    SWITCHYARD_BIN=build/launch/switchyard MAKE_RANDOM_MOE=build/examples/make_random_moe \
+        python -m pytest -q tests/python/test_topo_cli.py
+
+Covers: `topo --json` on 4 ranks in virtual nodes of 2 (nodes, costs per
+class); the JSON read back through `--topology FILE` printing the identical
+JSON; the table; bad topology files and flags ending every rank with one
+line naming the file, without a hang; forward's token copies per link class
+against counts derived here from the router weights of the checkpoint;
+bench's and train's counts adding up, and nothing crossing nodes when one
+node holds every rank.
+"""
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BIN = os.environ.get("SWITCHYARD_BIN")
+if not BIN:
+    pytest.skip("SWITCHYARD_BIN is not set", allow_module_level=True)
+MPIEXEC = shlex.split(os.environ.get("MPIEXEC", "mpirun"))
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
+TIMEOUT = 120
+ERR = "switchyard: error:"
+CLASSES = ("self", "same_node", "other_node")
+
+
+def run(command, *args, nproc=4, check=True):
+    argv = [*MPIEXEC, "-np", str(nproc), "--oversubscribe", BIN, command, *map(str, args)]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=ENV)
+    if check:
+        assert p.returncode == 0, f"{argv}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
+    return p
+
+
+def assert_bad(p, *names):
+    """Non-zero exit, exactly one error line naming every one of `names`."""
+    assert p.returncode != 0, p.stdout
+    lines = [line for line in p.stderr.splitlines() if line.startswith(ERR)]
+    assert len(lines) == 1, p.stderr
+    for name in names:
+        assert str(name) in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def topo_json():
+    return run("topo", "--json", "--ranks-per-node", 2).stdout
+
+
+def test_topo_json_has_virtual_nodes_and_costs(topo_json):
+    t = json.loads(topo_json)
+    assert t["format"] == "switchyard-topology" and t["version"] == 1
+    assert [r["rank"] for r in t["ranks"]] == [0, 1, 2, 3]
+    assert [r["node"] for r in t["ranks"]] == [0, 0, 1, 1]
+    assert set(t["links"]) == set(CLASSES)
+    for name in CLASSES:
+        cost = t["links"][name]
+        assert cost["latency_s"] >= 0 and cost["bandwidth_bytes_per_s"] > 0, name
+        assert len(cost["probe"]) == 3, name
+
+
+def test_topology_file_round_trips_through_the_cli(tmp_path, topo_json):
+    path = tmp_path / "t.json"
+    path.write_text(topo_json)
+    again = run("topo", "--json", "--topology", path).stdout
+    assert again == topo_json
+    table = run("topo", "--topology", path).stdout
+    assert "4 ranks on 2 nodes (file " + str(path) in table
+    assert "node 0: ranks 0-1" in table and "node 1: ranks 2-3" in table
+    for name in CLASSES:
+        assert name in table
+
+
+def test_table_without_probe(tmp_path):
+    table = run("topo", "--no-probe", "--ranks-per-node", 3).stdout
+    assert "4 ranks on 2 nodes (virtual nodes of 3 ranks)" in table
+    assert "node 0: ranks 0-2" in table and "node 1: ranks 3\n" in table
+    assert table.count("no cost") == 3, table
+
+
+def test_bad_topology_files_end_every_rank_with_one_line(tmp_path, topo_json):
+    path = tmp_path / "four.json"
+    path.write_text(topo_json)
+    line = assert_bad(run("topo", "--topology", path, nproc=2, check=False), path)
+    assert "4 ranks" in line and "2" in line
+    broken = tmp_path / "broken.json"
+    broken.write_text(topo_json[: len(topo_json) // 2])
+    assert_bad(run("topo", "--topology", broken, check=False), broken, "not valid JSON")
+    bad_field = tmp_path / "bad_field.json"
+    t = json.loads(topo_json)
+    t["ranks"][1]["node"] = 5
+    bad_field.write_text(json.dumps(t))
+    assert_bad(run("forward", "--model", tmp_path, "--layer", 1, "--input", "x.npy", "--output", "y.npy",
+                   "--topology", bad_field, check=False), bad_field, "ranks[1].node")
+    assert_bad(run("topo", "--topology", tmp_path / "missing.json", check=False), "missing.json")
+    assert_bad(run("topo", "--topology", path, "--ranks-per-node", 2, check=False), "--ranks-per-node")
+    assert_bad(run("bench", "--ranks-per-node", 0, check=False), "--ranks-per-node")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    maker = os.environ.get("MAKE_RANDOM_MOE")
+    if not maker:
+        pytest.skip("MAKE_RANDOM_MOE is not set")
+    d = tmp_path_factory.mktemp("model") / "m"
+    subprocess.run([maker, "--out", str(d), "--arch", "mixtral", "--hidden", "64", "--ffn", "96", "--experts", "8",
+                    "--top-k", "2", "--tokens", "90"], check=True, capture_output=True, timeout=60)
+    return d
+
+
+def expected_copies(model, ranks, ranks_per_node, layer=1, top_k=2):
+    """Token copies per link class, derived from the router weights: Mixtral
+    picks the top-k logits x · Wgᵀ; rank r holds a contiguous block of the
+    tokens and of the experts (the first `n mod ranks` blocks one larger)."""
+    from safetensors.numpy import load_file
+
+    name = f"model.layers.{layer}.block_sparse_moe.gate.weight"
+    gate = next(t[name] for f in sorted(model.glob("*.safetensors")) if name in (t := load_file(f)))
+    x = np.load(model / "x.npy").astype(np.float64)
+    logits = x @ gate.astype(np.float64).T
+    top = np.argsort(-logits, axis=1)[:, :top_k]
+
+    def owners(n):
+        base, extra = divmod(n, ranks)
+        return np.repeat(np.arange(ranks), [base + (r < extra) for r in range(ranks)])
+
+    src = np.repeat(owners(len(x))[:, None], top_k, axis=1)
+    dst = owners(gate.shape[0])[top]
+    node = lambda r: r // ranks_per_node  # noqa: E731
+    return {"self": int((src == dst).sum()),
+            "same_node": int(((src != dst) & (node(src) == node(dst))).sum()),
+            "other_node": int((node(src) != node(dst)).sum())}
+
+
+@pytest.mark.parametrize("ranks_per_node", [1, 2, 4])
+def test_forward_counts_match_the_routing(tmp_path, model, ranks_per_node):
+    out = tmp_path / "f.jsonl"
+    run("forward", "--model", model, "--layer", 1, "--input", model / "x.npy", "--output", tmp_path / "y.npy",
+        "--ranks-per-node", ranks_per_node, "--json", out, "--quiet")
+    line = json.loads(out.read_text())
+    assert line["nodes"] == 4 // ranks_per_node and line["ranks"] == 4
+    want = expected_copies(model, 4, ranks_per_node)
+    assert line["link_copies"] == want
+    assert sum(want.values()) == 90 * 2
+    # Forward: every copy travels out in the dispatch and back in the combine, float32 rows of 64.
+    assert line["link_bytes"] == {k: 2 * v * 64 * 4 for k, v in want.items()}
+    if ranks_per_node == 4:
+        assert line["link_copies"]["other_node"] == 0 and line["link_bytes"]["other_node"] == 0
+
+
+def test_forward_with_backward_and_bf16_wire_counts_bytes(tmp_path, model):
+    out = tmp_path / "f.jsonl"
+    gy = tmp_path / "gy.npy"
+    np.save(gy, np.ones((90, 64), dtype=np.float32))
+    run("forward", "--model", model, "--layer", 1, "--input", model / "x.npy", "--output", tmp_path / "y.npy",
+        "--grad-output", gy, "--grads", tmp_path / "g.safetensors", "--wire", "bf16", "--ranks-per-node", 2,
+        "--json", out, "--quiet")
+    line = json.loads(out.read_text())
+    want = expected_copies(model, 4, 2)
+    assert line["link_copies"] == want and line["passes"] == 2
+    assert line["link_bytes"] == {k: 4 * v * 64 * 2 for k, v in want.items()}
+
+
+def bench(tmp_path, *args, nproc=4):
+    out = tmp_path / "bench.jsonl"
+    p = run("bench", "--hidden", 32, "--ffn", 48, "--experts", 8, "--top-k", 2, "--tokens", 40, "--iters", 2,
+            "--warmup", 1, "--json", out, *args, nproc=nproc)
+    return json.loads(out.read_text().splitlines()[-1]), p.stdout
+
+
+@pytest.mark.parametrize("ranks_per_node", [2, 4])
+def test_bench_reports_traffic_and_predicted_exchange(tmp_path, ranks_per_node):
+    line, table = bench(tmp_path, "--ranks-per-node", ranks_per_node)
+    copies, bytes_ = line["link_copies"], line["link_bytes"]
+    assert line["nodes"] == 4 // ranks_per_node
+    assert sum(copies.values()) == 4 * 40 * 2
+    assert bytes_ == {k: 2 * v * 32 * 4 for k, v in copies.items()}
+    assert (copies["other_node"] == 0) == (ranks_per_node == 4)
+    assert line["exchange_predicted_ms"] > 0 and line["exchange_ms"] > 0 and line["exchange_in_step_ms"] > 0
+    assert "token copies:" in table and "predicted" in table
+
+
+def test_bench_without_costs_predicts_nothing(tmp_path):
+    topo = tmp_path / "t.json"
+    topo.write_text(run("topo", "--json", "--no-probe", "--ranks-per-node", 1, nproc=2).stdout)
+    line, table = bench(tmp_path, "--topology", topo, "--pass", "fwd_bwd", nproc=2)
+    assert line["exchange_predicted_ms"] is None and "predicted n/a" in table
+    assert sum(line["link_copies"].values()) == 2 * 40 * 2 and line["link_copies"]["same_node"] == 0
+    assert line["link_bytes"] == {k: 4 * v * 32 * 4 for k, v in line["link_copies"].items()}
+
+
+def test_train_step_lines_report_traffic(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    words = "the cat sat on a mat and dog ran to big red house in rain sun".split()
+    (corpus / "words").write_text(" ".join(words[(i * 7) % 16] for i in range(12000)))
+    cfg = {
+        "data": {"dir": str(corpus), "min_bytes": 1000},
+        "model": {"arch": "mixtral", "hidden": 32, "ffn": 32, "experts": 4, "top_k": 2, "layers": 2,
+                  "context": 8, "embed": 8},
+        "optimizer": {"type": "adamw", "lr": 0.01},
+        "batch_tokens": 64, "steps": 4, "seed": 3, "log_interval": 2, "eval_interval": 0, "eval_tokens": 500,
+    }
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    for ranks_per_node, crossing in ((1, True), (2, False)):
+        log = tmp_path / f"log{ranks_per_node}.jsonl"
+        run("train", "--config", tmp_path / "c.json", "--json", log, "--quiet", "--ranks-per-node", ranks_per_node,
+            nproc=2)
+        steps = [json.loads(s) for s in log.read_text().splitlines() if '"event":"step"' in s]
+        assert [s["step"] for s in steps] == [2, 4]
+        for s in steps:
+            copies = s["link_copies"]
+            assert sum(copies.values()) == 2 * 64 * 2 * 2  # ranks x tokens x top-k x blocks
+            assert (copies["other_node"] > 0) == crossing and (copies["same_node"] > 0) != crossing
+            # Forward and backward: each copy crosses its link four times.
+            assert s["link_bytes"] == {k: 4 * v * 32 * 4 for k, v in copies.items()}
