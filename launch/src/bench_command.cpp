@@ -212,7 +212,9 @@ Run timed_run(const BenchOptions& o, comm::Communicator& comm, StepRunner& runne
               bool traced) {
   const bool backward = o.pass == "fwd_bwd";
   const layers::StepSchedule schedule = runner.schedule(overlap);
-  s.layer->initialize(comm, {o.tokens, schedule.chunks, backward, schedule.wire_bf16}, &s.ctx);
+  // NOTE: every forward keeps its context (the error check reads its routing),
+  // so the workspace is sized for training even when no backward runs.
+  s.layer->initialize(comm, {o.tokens, schedule.chunks, true, schedule.wire_bf16}, &s.ctx);
   std::vector<double> steps;
   std::map<std::string, std::vector<double>> phases;
   Run run;
