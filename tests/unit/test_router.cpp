@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../support/config_json.hpp"
+#include "../support/random_values.hpp"
 #include "switchyard/formats/model_config.hpp"
 #include "switchyard/kernels/routing_math.hpp"
 #include "switchyard/layers/dispatch.hpp"
@@ -182,13 +183,7 @@ int route_and_compare(const RouterConfig& cfg, const RefSpec& spec, const std::v
   return ambiguous;
 }
 
-std::vector<float> uniform(std::size_t n, float lo, float hi, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using switchyard::test_support::uniform;
 
 // The logit whose sigmoid is p.
 float logit_of(double p) { return static_cast<float>(std::log(p / (1.0 - p))); }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../support/config_json.hpp"
+#include "../support/random_values.hpp"
 #include "switchyard/comm/topology.hpp"
 #include "switchyard/formats/model_config.hpp"
 #include "switchyard/kernels/routing_math.hpp"
@@ -126,13 +127,7 @@ RoutingPlan expect_matches_reference(const RouterConfig& c, const std::vector<fl
   return plan;
 }
 
-std::vector<float> uniform(std::size_t n, float lo, float hi, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using switchyard::test_support::uniform;
 
 // Every ordering of `pattern`, one token per ordering.
 std::vector<float> all_orderings(std::vector<float> pattern) {
