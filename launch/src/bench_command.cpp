@@ -38,6 +38,7 @@ void add_bench_options(CLI::App& sub, BenchOptions* o) {
   sub.add_option("--json", o->json, "Append one JSON line per run to this file (rank 0)");
   add_schedule_options(sub, &o->schedule);
   add_topology_options(sub, &o->topology);
+  add_routing_options(sub, &o->topology_routing);
   sub.add_option("--corrupt-expert", o->corrupt_expert,
                  "Scale this expert's weights after the reference is fixed (checks that `correct` can fail)");
 }
@@ -170,9 +171,9 @@ struct BenchStep {
   layers::ForwardStats stats;
 };
 
-// Builds the layer from the synthetic weights and this rank's inputs.
-// Collective.
-void set_up_layer(const BenchOptions& o, comm::Communicator& comm, BenchStep* s) {
+// Builds the layer from the synthetic weights and this rank's inputs, routed
+// as the routing flags ask on `topology`. Collective.
+void set_up_layer(const BenchOptions& o, comm::Communicator& comm, const comm::Topology& topology, BenchStep* s) {
   const int R = comm.size(), me = comm.rank();
   collective_step(comm, [&] {
     check_schedule_options(o.schedule);
@@ -181,6 +182,9 @@ void set_up_layer(const BenchOptions& o, comm::Communicator& comm, BenchStep* s)
     s->config = bench_config(o);
     s->config.shared_expert_gated = false;
     layers::ExpertPlacement placement(o.experts, R);
+    layers::MoeConfig moe = formats::moe_config(s->config);
+    apply_routing_flags(o.topology_routing.over(), placement, topology, o.topology, me,
+                        layers::wire_row_bytes(o.hidden, o.schedule.wire == "bf16"), &moe.router);
     layers::MoeWeights w;
     w.router = router_weights(o);
     if (s->config.has_selection_bias) w.selection_bias.assign(static_cast<std::size_t>(o.experts), 0.0f);
@@ -193,7 +197,7 @@ void set_up_layer(const BenchOptions& o, comm::Communicator& comm, BenchStep* s)
     if (s->config.shared_intermediate_size > 0)
       w.shared = mlp(o.seed, kSharedId, o.hidden, s->config.shared_intermediate_size);
     s->layer = std::make_unique<layers::MoeLayer>(
-        formats::moe_config(s->config), std::move(w), placement, me,
+        moe, std::move(w), placement, me,
         layers::MoeLayerOptions{.experts = {.inference_only = o.pass != "fwd_bwd", .weight_type = weight_type(o)}});
     s->x = inputs(o, me);
   });
@@ -401,12 +405,14 @@ void measure_link_traffic(const BenchOptions& o, comm::Communicator& comm, const
                             comm::predict_all_to_all_seconds(topology, layers::transpose_bytes(dispatch, R));
 }
 
-// The exchange against its prediction and the traffic per link class.
-void add_exchange_fields(json& line, const comm::Topology& topology, const BenchResults& r) {
+// The exchange against its prediction, the traffic per link class and the
+// routing that made it.
+void add_exchange_fields(json& line, const BenchOptions& o, const comm::Topology& topology, const BenchResults& r) {
   line["exchange_ms"] = r.exchange_s * 1e3;
   line["exchange_in_step_ms"] = r.exchange_in_step_s * 1e3;
   line["exchange_predicted_ms"] = r.exchange_predicted_s ? json(*r.exchange_predicted_s * 1e3) : json(nullptr);
   add_link_traffic_fields(line, topology, r.link);
+  add_routing_fields(line, o.topology_routing.over());
 }
 
 json result_line(const BenchOptions& o, int R, const StepRunner& runner, const BenchResults& r) {
@@ -476,6 +482,7 @@ void print_results(const BenchOptions& o, int R, const StepRunner& runner, const
       runner.chunks(), runner.chunks() == 1 ? "" : "s", runner.overlap() ? "on" : "off", o.schedule.workers,
       o.schedule.workers == 1 ? "" : "s", step.p50 * 1e3, r.sequence.step.p50 * 1e3, r.t_comm * 1e3, r.t_compute * 1e3,
       efficiency.c_str(), r.floor_ratio());
+  std::printf("%s\n", routing_summary(o.topology_routing.over()).c_str());
   std::printf("%s\n", link_traffic_summary(r.link).c_str());
   const std::string predicted =
       r.exchange_predicted_s ? std::to_string(*r.exchange_predicted_s * 1e3).substr(0, 6) + " ms" : "n/a";
@@ -488,7 +495,7 @@ void print_results(const BenchOptions& o, int R, const StepRunner& runner, const
 void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   const comm::Topology topology = resolve_topology(o.topology, comm, true);
   BenchStep s;
-  set_up_layer(o, comm, &s);
+  set_up_layer(o, comm, topology, &s);
   std::unique_ptr<StepRunner> runner;
   collective_step(comm, [&] { runner = std::make_unique<StepRunner>(o.schedule, comm, o.tokens); });
   s.y.resize(s.x.size());
@@ -507,7 +514,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   collective_step(comm, [&] { runner->write_outputs(comm, *s.layer, o.pass == "fwd_bwd"); });
   if (comm.rank() != 0) return;
   json line = result_line(o, comm.size(), *runner, r);
-  add_exchange_fields(line, topology, r);
+  add_exchange_fields(line, o, topology, r);
   print_results(o, comm.size(), *runner, r);
   if (!o.json.empty()) {
     std::ofstream out(o.json, std::ios::app);

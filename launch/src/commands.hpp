@@ -24,6 +24,7 @@ struct ForwardOptions {
   std::string json;  // append one JSON line (rank 0)
   ScheduleOptions schedule;
   TopologyOptions topology;
+  RoutingOptions topology_routing;
 };
 
 struct InspectOptions {
@@ -42,6 +43,7 @@ struct TrainOptions {
   bool quiet = false;
   ScheduleOptions schedule;
   TopologyOptions topology;
+  RoutingOptions topology_routing;
 };
 
 struct BenchOptions {
@@ -52,6 +54,7 @@ struct BenchOptions {
   std::int64_t corrupt_expert = -1;
   ScheduleOptions schedule;  // with overlap on, the same graph in sequence is timed beside it
   TopologyOptions topology;
+  RoutingOptions topology_routing;
 };
 
 struct TopoOptions {

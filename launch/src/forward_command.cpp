@@ -48,6 +48,7 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
                  "Append one JSON line to this file (rank 0): tokens, phases and the traffic per link class");
   add_schedule_options(sub, &o->schedule);
   add_topology_options(sub, &o->topology);
+  add_routing_options(sub, &o->topology_routing);
 }
 
 namespace {
@@ -80,6 +81,7 @@ void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, 
     sum += p.seconds;
   }
   std::printf("  | total %.3f\n", sum * 1e3);
+  std::printf("  %s\n", routing_summary(o.topology_routing.over()).c_str());
   std::printf("  %s\n", link_traffic_summary(traffic).c_str());
   std::printf("  wrote %s\n", o.output.c_str());
 }
@@ -129,17 +131,22 @@ struct LoadedLayer {
   formats::MoeTensorNames names;
 };
 
-// Loads this rank's experts of the layer. Collective.
-LoadedLayer load_layer(const ForwardOptions& o, const ForwardInputs& in, comm::Communicator& comm) {
+// Loads this rank's experts of the layer, routed as the routing flags ask on
+// `topology`. Collective.
+LoadedLayer load_layer(const ForwardOptions& o, const ForwardInputs& in, const comm::Topology& topology,
+                       comm::Communicator& comm) {
   LoadedLayer l;
   const int me = comm.rank();
   collective_step(comm, [&] {
     l.ckpt = std::make_unique<formats::Checkpoint>(o.model_dir);
     l.names = formats::moe_tensor_names(*l.ckpt, in.config, o.layer);
+    layers::MoeConfig moe = formats::moe_config(in.config);
+    const std::int64_t row_bytes = layers::wire_row_bytes(in.config.hidden_size, o.schedule.wire == "bf16");
+    apply_routing_flags(o.topology_routing.over(), *in.placement, topology, o.topology, me, row_bytes, &moe.router);
     auto weights = formats::load_moe_weights(*l.ckpt, in.config, o.layer, in.placement->first_expert(me),
                                              in.placement->num_local(me));
     l.layer = std::make_unique<layers::MoeLayer>(
-        formats::moe_config(in.config), std::move(weights), *in.placement, me,
+        moe, std::move(weights), *in.placement, me,
         layers::MoeLayerOptions{
             .capacity = {o.capacity_factor},
             .experts = {.inference_only = o.grads.empty(),
@@ -198,6 +205,7 @@ void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const la
                                    {"wire", o.schedule.wire},
                                    {"phase_ms", phase_ms}};
     add_link_traffic_fields(line, topology, traffic);
+    add_routing_fields(line, o.topology_routing.over());
     std::ofstream out(o.json, std::ios::app);
     out << line.dump() << "\n";
     check(out.good(), ErrorCode::kIo, o.json + ": cannot append the JSON line");
@@ -208,11 +216,12 @@ void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const la
 
 void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   const int R = comm.size(), me = comm.rank();
-  // Nodes only: forward reports traffic per link class, and prices nothing.
-  const comm::Topology topology = resolve_topology(o.topology, comm, false);
+  // The link costs only for cost-aware routing: otherwise forward reports
+  // traffic per link class, and prices nothing.
+  const comm::Topology topology = resolve_topology(o.topology, comm, o.topology_routing.over().link_penalty > 0);
   PhaseTimer load_timer;
   const ForwardInputs in = read_inputs(o, comm);
-  const LoadedLayer loaded = load_layer(o, in, comm);
+  const LoadedLayer loaded = load_layer(o, in, topology, comm);
   layers::MoeLayer& layer = *loaded.layer;
   load_timer.mark("load");
 

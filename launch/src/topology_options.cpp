@@ -1,5 +1,6 @@
 #include "topology_options.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -89,6 +90,94 @@ std::string bytes_text(std::int64_t bytes) {
 }
 
 }  // namespace
+
+layers::TopologyRouting RoutingOptions::over(layers::TopologyRouting base) const {
+  if (max_nodes) base.max_nodes = *max_nodes;
+  if (node_score_experts) base.node_score_experts = *node_score_experts;
+  if (link_penalty) base.link_penalty = *link_penalty;
+  return base;
+}
+
+namespace {
+
+// A value of at least `min`, named `what` in the message ("expected an
+// integer >= 0, got -1"): CLI11's NonNegativeNumber names its range up to the
+// largest double.
+CLI::Validator at_least(double min, const std::string& what) {
+  return CLI::Validator(
+      [min, what](std::string& text) -> std::string {
+        double v = 0;
+        if (CLI::detail::lexical_cast(text, v) && std::isfinite(v) && v >= min) return {};
+        return "expected " + what + ", got " + text;
+      },
+      "");
+}
+
+}  // namespace
+
+void add_routing_options(CLI::App& sub, RoutingOptions* o) {
+  sub.add_option_function<std::int64_t>(
+         "--max-nodes", [o](const std::int64_t& v) { o->max_nodes = v; },
+         "Node-limited routing: each token's experts come from at most M nodes, those whose best "
+         "--node-score-experts scores are highest; 0 (default): no limit")
+      ->type_name("M")
+      ->check(at_least(0, "an integer >= 0"));
+  sub.add_option_function<std::int64_t>(
+         "--node-score-experts", [o](const std::int64_t& v) { o->node_score_experts = v; },
+         "With --max-nodes: a node scores as the sum of its best S expert scores (default 2)")
+      ->type_name("S")
+      ->check(at_least(1, "an integer >= 1"));
+  sub.add_option_function<double>(
+         "--link-penalty", [o](const double& v) { o->link_penalty = v; },
+         "Cost-aware routing: an expert's selection score loses L x the modelled cost of reaching its rank over "
+         "that of the dearest link (needs link costs: measured, or from --topology FILE); 0 (default): none")
+      ->type_name("L")
+      ->check(at_least(0, "a finite number >= 0"));
+}
+
+namespace {
+
+bool mentions(const std::string& text, const char* word) { return text.find(word) != std::string::npos; }
+
+}  // namespace
+
+void with_routing_labels(const RoutingLabels& labels, const std::string& topology_source,
+                         const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kInvalidArgument) throw;
+    const std::string message = e.what();
+    if (message.starts_with("link penalty:") || mentions(message, "selection_penalty")) {
+      const std::string where = mentions(message, "no cost") ? " (topology: " + topology_source + ")" : "";
+      throw Error(e.code(), labels.link_penalty + ": " + message + where);
+    }
+    if (mentions(message, "max_nodes") || mentions(message, "spans nodes"))
+      throw Error(e.code(), labels.max_nodes + ": " + message);
+    if (mentions(message, "node_score_experts")) throw Error(e.code(), labels.node_score_experts + ": " + message);
+    throw;
+  }
+}
+
+void apply_routing_flags(const layers::TopologyRouting& routing, const layers::ExpertPlacement& placement,
+                         const comm::Topology& topology, const TopologyOptions& source, int rank,
+                         std::int64_t row_bytes, layers::RouterConfig* router) {
+  with_routing_labels({}, topology_source(source),
+                      [&] { layers::apply_topology_routing(routing, placement, topology, rank, row_bytes, router); });
+}
+
+std::string routing_summary(const layers::TopologyRouting& r) {
+  char buf[192];
+  if (r.max_nodes > 0)
+    std::snprintf(buf, sizeof(buf),
+                  "routing: each token's experts on at most %lld node%s (a node scores as its best %lld expert%s); "
+                  "link penalty %g",
+                  static_cast<long long>(r.max_nodes), r.max_nodes == 1 ? "" : "s",
+                  static_cast<long long>(r.node_score_experts), r.node_score_experts == 1 ? "" : "s", r.link_penalty);
+  else
+    std::snprintf(buf, sizeof(buf), "routing: no node limit; link penalty %g", r.link_penalty);
+  return buf;
+}
 
 std::string link_traffic_summary(const layers::LinkTraffic& t) {
   using comm::LinkClass;

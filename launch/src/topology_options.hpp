@@ -1,14 +1,19 @@
 #pragma once
 // The command-line side of the topology, shared by every command that runs
 // ranks: --topology auto|FILE and --ranks-per-node N, resolved once per run
-// into a comm::Topology (docs/topology.md), and the traffic per link class
-// that forward, bench and train report.
+// into a comm::Topology (docs/topology.md); the topology-aware routing flags
+// of forward, bench and train; and the traffic per link class they report.
 #include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "switchyard/comm/communicator.hpp"
 #include "switchyard/comm/topology.hpp"
+#include "switchyard/layers/dispatch.hpp"
 #include "switchyard/layers/link_traffic.hpp"
+#include "switchyard/layers/topology_routing.hpp"
 
 namespace switchyard::launch {
 
@@ -30,6 +35,59 @@ std::string topology_source(const TopologyOptions& o);
 /// discovered (comm::discover_topology; virtual nodes with
 /// --ranks-per-node), with link costs measured by the probe when `probe`.
 comm::Topology resolve_topology(const TopologyOptions& o, comm::Communicator& comm, bool probe);
+
+/// --max-nodes, --node-score-experts and --link-penalty as given; a flag
+/// not given is empty (train then keeps its configuration file's value).
+struct RoutingOptions {
+  std::optional<std::int64_t> max_nodes, node_score_experts;
+  std::optional<double> link_penalty;
+
+  /// `base` (the defaults, or a configuration file's routing) with every
+  /// given flag over it.
+  layers::TopologyRouting over(layers::TopologyRouting base = {}) const;
+};
+
+/// Adds --max-nodes (>= 0), --node-score-experts (>= 1) and --link-penalty
+/// (>= 0) to `sub`.
+void add_routing_options(CLI::App& sub, RoutingOptions* o);
+
+/// Where each field of a layers::TopologyRouting was set, for messages: its
+/// flag by default, or a configuration file's field.
+struct RoutingLabels {
+  std::string max_nodes = "--max-nodes";
+  std::string node_score_experts = "--node-score-experts";
+  std::string link_penalty = "--link-penalty";
+};
+
+/// Runs `fn`; an Error(kInvalidArgument) whose message is about a field of
+/// topology-aware routing (max_nodes, node_score_experts, the link penalty)
+/// comes back with that field's label in front ("--max-nodes: router:
+/// max_nodes must be in [1, 2] ..."), as with_flag does for one flag. A
+/// missing link cost also names `topology_source` (topology_source()).
+void with_routing_labels(const RoutingLabels& labels, const std::string& topology_source,
+                         const std::function<void()>& fn);
+
+/// layers::apply_topology_routing for this rank with the labels of the
+/// flags: sets `router` (of a layer whose experts are placed as `placement`
+/// and whose rows are `row_bytes` on the wire) and validates it. Not
+/// collective; call it inside an agreed step.
+void apply_routing_flags(const layers::TopologyRouting& routing, const layers::ExpertPlacement& placement,
+                         const comm::Topology& topology, const TopologyOptions& source, int rank,
+                         std::int64_t row_bytes, layers::RouterConfig* router);
+
+/// The routing a command used as JSON fields of its line: "max_nodes",
+/// "node_score_experts" and "link_penalty".
+template <class Json>
+void add_routing_fields(Json& line, const layers::TopologyRouting& routing) {
+  line["max_nodes"] = routing.max_nodes;
+  line["node_score_experts"] = routing.node_score_experts;
+  line["link_penalty"] = routing.link_penalty;
+}
+
+/// One line for a printed summary: "routing: each token's experts on at
+/// most M nodes (a node scores as its best S experts); link penalty L", or
+/// "no node limit" when max_nodes is 0.
+std::string routing_summary(const layers::TopologyRouting& routing);
 
 /// Token copies and bytes per link class as JSON fields of a command's line:
 /// "nodes", "link_copies" and "link_bytes" (objects keyed by class name).

@@ -40,6 +40,7 @@ void add_train_options(CLI::App& sub, TrainOptions* o) {
   sub.add_flag("--quiet", o->quiet, "Print only the final line");
   add_schedule_options(sub, &o->schedule);
   add_topology_options(sub, &o->topology);
+  add_routing_options(sub, &o->topology_routing);
 }
 
 namespace {
@@ -104,19 +105,20 @@ using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// Reads --config with the command line's overrides and builds the trainer;
-// rank 0 opens --json. Collective.
-std::unique_ptr<train::Trainer> make_trainer(const TrainOptions& o, comm::Communicator& comm, JsonLog& log) {
-  std::unique_ptr<train::Trainer> trainer;
+// Reads --config with the command line's overrides; rank 0 opens --json.
+// Collective.
+train::TrainConfig read_config(const TrainOptions& o, comm::Communicator& comm, JsonLog& log) {
+  train::TrainConfig config;
   collective_step(comm, [&] {
     check_arg(o.save_every == 0 || !o.save.empty(), "--save-every needs --save DIR");
     check_schedule_options(o.schedule);
-    train::TrainConfig config = train::load_train_config(o.config);
+    config = train::load_train_config(o.config);
     if (o.steps > 0) {
       config.steps = o.steps;
       config.optimizer.total_steps = o.steps;
     }
     if (!o.dtype.empty()) config.dtype = o.dtype;
+    config.routing = o.topology_routing.over(config.routing);
     if (comm.rank() == 0 && !o.json.empty()) log.open(o.json);
     // NOTE: the corpus directory is checked here, where the configuration's
     // field name and the hint about the default corpus belong.
@@ -124,7 +126,31 @@ std::unique_ptr<train::Trainer> make_trainer(const TrainOptions& o, comm::Commun
               "data.dir " + config.data_dir +
                   ": not a directory (the default corpus ships with the Debian package 'fortunes': apt-get install "
                   "fortunes)");
-    trainer = std::make_unique<train::Trainer>(config, comm);
+  });
+  return config;
+}
+
+// Where each routing field was set: its flag, or the configuration file's
+// field when the flag was not given.
+RoutingLabels routing_labels(const TrainOptions& o) {
+  RoutingLabels labels;
+  const auto field = [&](const std::string& key) { return o.config + ": field 'routing." + key + "'"; };
+  if (!o.topology_routing.max_nodes) labels.max_nodes = field("max_nodes");
+  if (!o.topology_routing.node_score_experts) labels.node_score_experts = field("node_score_experts");
+  if (!o.topology_routing.link_penalty) labels.link_penalty = field("link_penalty");
+  return labels;
+}
+
+// Builds the trainer, every block routed as `config.routing` asks on
+// `topology`. Collective.
+std::unique_ptr<train::Trainer> make_trainer(const TrainOptions& o, const train::TrainConfig& config,
+                                             const comm::Topology& topology, comm::Communicator& comm) {
+  std::unique_ptr<train::Trainer> trainer;
+  collective_step(comm, [&] {
+    with_routing_labels(routing_labels(o), topology_source(o.topology), [&] {
+      trainer = std::make_unique<train::Trainer>(
+          config, comm, train::TrainTopology{.topology = topology, .wire_bf16 = o.schedule.wire == "bf16"});
+    });
   });
   return trainer;
 }
@@ -196,6 +222,7 @@ void TrainRun::print_header() const {
       corpus.dir.c_str(), corpus.files.size(), static_cast<long long>(corpus.size()),
       static_cast<long long>(corpus.size() - corpus.val_begin), static_cast<long long>(corpus.vocab_size()),
       baselines_.unigram, baselines_.bigram);
+  std::printf("  %s\n", routing_summary(c_.routing).c_str());
   if (trainer_.step() > 0)
     std::printf("  resumed from %s at step %lld\n", o_.resume.c_str(), (long long)trainer_.step());
   std::fflush(stdout);
@@ -262,6 +289,7 @@ void TrainRun::log_progress(const train::StepReport& rep) {
                  {"elapsed_s", elapsed},
                  {"eta_s", eta}};
     add_link_traffic_fields(line, topology_, traffic);
+    add_routing_fields(line, c_.routing);
     log_.write(line);
   }
   t_window_ = now;
@@ -305,6 +333,7 @@ void TrainRun::finish(Clock::time_point t_start) {
       {"train_s", train_s_},
       {"wall_s", wall},
       {"experts", experts_json(ev, trainer_.corpus())}};
+  add_routing_fields(final_line, c_.routing);
   log_.write(final_line);
   if (!o_.quiet) print_specialisation(ev, trainer_.corpus());
   final_line.erase("experts");
@@ -316,10 +345,12 @@ void TrainRun::finish(Clock::time_point t_start) {
 
 void run_train(const TrainOptions& o, comm::Communicator& comm) {
   const auto t_start = Clock::now();
-  // Nodes only: train reports traffic per link class, and prices nothing.
-  const comm::Topology topology = resolve_topology(o.topology, comm, false);
   JsonLog log;
-  std::unique_ptr<train::Trainer> trainer = make_trainer(o, comm, log);
+  const train::TrainConfig config = read_config(o, comm, log);
+  // The link costs only for cost-aware routing: otherwise train reports
+  // traffic per link class, and prices nothing.
+  const comm::Topology topology = resolve_topology(o.topology, comm, config.routing.link_penalty > 0);
+  std::unique_ptr<train::Trainer> trainer = make_trainer(o, config, topology, comm);
   std::unique_ptr<StepRunner> runner;
   collective_step(comm, [&] {
     runner = std::make_unique<StepRunner>(o.schedule, comm, trainer->config().batch_tokens);

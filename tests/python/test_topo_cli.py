@@ -10,7 +10,12 @@ JSON; the table; bad topology files and flags ending every rank with one
 line naming the file, without a hang; forward's token copies per link class
 against counts derived here from the router weights of the checkpoint;
 bench's and train's counts adding up, and nothing crossing nodes when one
-node holds every rank.
+node holds every rank. Topology-aware routing through the flags: forward
+with --max-nodes against the node-limited routing derived here from its
+definition (every token's experts on at most M nodes); --link-penalty
+keeping copies off the dearest link; train with --max-nodes and the
+configuration's "routing"; the routing in every JSON line; bad values
+ending every rank with one line naming the flag (or the file and field).
 """
 import json
 import os
@@ -115,24 +120,43 @@ def model(tmp_path_factory):
     return d
 
 
-def expected_copies(model, ranks, ranks_per_node, layer=1, top_k=2):
-    """Token copies per link class, derived from the router weights: Mixtral
-    picks the top-k logits x · Wgᵀ; rank r holds a contiguous block of the
-    tokens and of the experts (the first `n mod ranks` blocks one larger)."""
+def owners(n, ranks):
+    """Rank r holds a contiguous block of n items (tokens or experts), the
+    first `n mod ranks` blocks one larger."""
+    base, extra = divmod(n, ranks)
+    return np.repeat(np.arange(ranks), [base + (r < extra) for r in range(ranks)])
+
+
+def routed_experts(model, ranks, ranks_per_node, layer=1, top_k=2, max_nodes=0, node_score_experts=2):
+    """Each token's experts, derived from the router weights: Mixtral's
+    scores are the softmax of the logits x · Wgᵀ, and it picks the top k.
+    With max_nodes = M, node-limited routing by its definition: a node scores
+    as the sum of its best `node_score_experts` scores, the M best nodes are
+    kept (ties to the lower node), and the top k come from their experts."""
     from safetensors.numpy import load_file
 
     name = f"model.layers.{layer}.block_sparse_moe.gate.weight"
     gate = next(t[name] for f in sorted(model.glob("*.safetensors")) if name in (t := load_file(f)))
     x = np.load(model / "x.npy").astype(np.float64)
     logits = x @ gate.astype(np.float64).T
-    top = np.argsort(-logits, axis=1)[:, :top_k]
+    scores = np.exp(logits - logits.max(axis=1, keepdims=True))
+    scores /= scores.sum(axis=1, keepdims=True)
+    expert_node = owners(gate.shape[0], ranks) // ranks_per_node
+    if max_nodes > 0:
+        nodes = expert_node.max() + 1
+        node_score = np.stack([np.sort(scores[:, expert_node == n], axis=1)[:, ::-1][:, :node_score_experts].sum(1)
+                               for n in range(nodes)], axis=1)
+        kept = np.argsort(-node_score, axis=1, kind="stable")[:, :max_nodes]
+        allowed = (expert_node[None, :, None] == kept[:, None, :]).any(axis=2)
+        scores = np.where(allowed, scores, -np.inf)
+    return np.argsort(-scores, axis=1, kind="stable")[:, :top_k], expert_node
 
-    def owners(n):
-        base, extra = divmod(n, ranks)
-        return np.repeat(np.arange(ranks), [base + (r < extra) for r in range(ranks)])
 
-    src = np.repeat(owners(len(x))[:, None], top_k, axis=1)
-    dst = owners(gate.shape[0])[top]
+def expected_copies(model, ranks, ranks_per_node, layer=1, top_k=2, **routing):
+    """Token copies per link class of the routing that routed_experts derives."""
+    top, expert_node = routed_experts(model, ranks, ranks_per_node, layer, top_k, **routing)
+    src = np.repeat(owners(len(top), ranks)[:, None], top_k, axis=1)
+    dst = owners(len(expert_node), ranks)[top]
     node = lambda r: r // ranks_per_node  # noqa: E731
     return {"self": int((src == dst).sum()),
             "same_node": int(((src != dst) & (node(src) == node(dst))).sum()),
@@ -221,3 +245,128 @@ def test_train_step_lines_report_traffic(tmp_path):
             assert (copies["other_node"] > 0) == crossing and (copies["same_node"] > 0) != crossing
             # Forward and backward: each copy crosses its link four times.
             assert s["link_bytes"] == {k: 4 * v * 32 * 4 for k, v in copies.items()}
+
+
+def forward_line(tmp_path, model, *args):
+    out = tmp_path / "f.jsonl"
+    out.unlink(missing_ok=True)
+    p = run("forward", "--model", model, "--layer", 1, "--input", model / "x.npy", "--output", tmp_path / "y.npy",
+            "--json", out, *args)
+    return json.loads(out.read_text()), p.stdout
+
+
+@pytest.mark.parametrize("max_nodes,node_score_experts", [(1, 2), (1, 1), (1, 4), (2, 2)])
+def test_forward_max_nodes_routes_as_node_limited_routing(tmp_path, model, max_nodes, node_score_experts):
+    line, summary = forward_line(tmp_path, model, "--ranks-per-node", 2, "--max-nodes", max_nodes,
+                                 "--node-score-experts", node_score_experts)
+    assert (line["max_nodes"], line["node_score_experts"], line["link_penalty"]) == (max_nodes, node_score_experts, 0)
+    routing = dict(max_nodes=max_nodes, node_score_experts=node_score_experts)
+    top, expert_node = routed_experts(model, 4, 2, **routing)
+    spans = np.array([len(set(expert_node[t])) for t in top])
+    assert spans.max() <= max_nodes
+    assert line["link_copies"] == expected_copies(model, 4, 2, **routing)
+    assert f"at most {max_nodes} node" in summary and f"best {node_score_experts} expert" in summary
+    if max_nodes == 1:
+        # The limit bites: unlimited routing sends some tokens to both nodes.
+        free, _ = routed_experts(model, 4, 2)
+        assert max(len(set(expert_node[t])) for t in free) == 2
+
+
+def test_forward_without_routing_flags_reports_the_defaults(tmp_path, model):
+    line, summary = forward_line(tmp_path, model, "--ranks-per-node", 2)
+    assert (line["max_nodes"], line["node_score_experts"], line["link_penalty"]) == (0, 2, 0)
+    assert line["link_copies"] == expected_copies(model, 4, 2)
+    assert "routing: no node limit; link penalty 0" in summary
+
+
+def test_link_penalty_keeps_copies_off_the_dearest_link(tmp_path, model, topo_json):
+    topo = tmp_path / "t.json"
+    topo.write_text(topo_json)
+    plain, _ = forward_line(tmp_path, model, "--topology", topo)
+    penalised, summary = forward_line(tmp_path, model, "--topology", topo, "--link-penalty", 10)
+    assert penalised["link_penalty"] == 10 and "link penalty 10" in summary
+    assert plain["link_copies"]["other_node"] > 0
+    assert penalised["link_copies"]["other_node"] < plain["link_copies"]["other_node"]
+    assert sum(penalised["link_copies"].values()) == sum(plain["link_copies"].values()) == 90 * 2
+    # Forward probes the link costs itself when it needs them. Virtual nodes
+    # on one host measure shared memory for both node classes, so which of
+    # them is dearer is noise; the rank's own experts are the cheapest.
+    measured, _ = forward_line(tmp_path, model, "--ranks-per-node", 2, "--link-penalty", 10)
+    assert measured["link_copies"]["self"] > plain["link_copies"]["self"]
+    bench_plain, _ = bench(tmp_path, "--topology", topo)
+    bench_penalised, table = bench(tmp_path, "--topology", topo, "--link-penalty", 10, "--max-nodes", 1)
+    assert (bench_penalised["max_nodes"], bench_penalised["link_penalty"]) == (1, 10)
+    assert bench_penalised["link_copies"]["other_node"] < bench_plain["link_copies"]["other_node"]
+    assert bench_penalised["correct"] and "routing: each token's experts on at most 1 node" in table
+
+
+def train_config(tmp_path, **extra):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir(exist_ok=True)
+    words = "the cat sat on a mat and dog ran to big red house in rain sun".split()
+    (corpus / "words").write_text(" ".join(words[(i * 7) % 16] for i in range(12000)))
+    cfg = {
+        "data": {"dir": str(corpus), "min_bytes": 1000},
+        "model": {"arch": "mixtral", "hidden": 32, "ffn": 32, "experts": 4, "top_k": 2, "layers": 2,
+                  "context": 8, "embed": 8},
+        "optimizer": {"type": "adamw", "lr": 0.01},
+        "batch_tokens": 64, "steps": 4, "seed": 3, "log_interval": 2, "eval_interval": 0, "eval_tokens": 500,
+        **extra,
+    }
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def train_lines(tmp_path, config, *args):
+    log = tmp_path / "log.jsonl"
+    p = run("train", "--config", config, "--json", log, "--ranks-per-node", 2, *args)
+    return [json.loads(s) for s in log.read_text().splitlines()], p.stdout
+
+
+def test_train_with_max_nodes_reports_its_routing(tmp_path):
+    lines, out = train_lines(tmp_path, train_config(tmp_path), "--max-nodes", 1, "--link-penalty", 0.5)
+    steps = [s for s in lines if s["event"] == "step"]
+    assert [s["step"] for s in steps] == [2, 4]
+    for s in lines:
+        if s["event"] in ("step", "final"):
+            assert (s["max_nodes"], s["node_score_experts"], s["link_penalty"]) == (1, 2, 0.5), s
+    for s in steps:
+        assert s["nodes"] == 2 and sum(s["link_copies"].values()) == 4 * 64 * 2 * 2
+        # One expert per rank, two per node, top-2 of one node: each token
+        # takes both experts of its node, so the two have the same load.
+        for load in s["expert_load"]:
+            assert load[0] == load[1] and load[2] == load[3] and sum(load) == 4 * 64 * 2, load
+    assert "routing: each token's experts on at most 1 node" in out
+    # The configuration's "routing", and a flag over it.
+    config = train_config(tmp_path, routing={"max_nodes": 3, "node_score_experts": 1})
+    lines, _ = train_lines(tmp_path, config, "--max-nodes", 2, "--quiet")
+    assert (lines[0]["max_nodes"], lines[0]["node_score_experts"], lines[0]["link_penalty"]) == (2, 1, 0)
+    line = assert_bad(run("train", "--config", config, "--ranks-per-node", 2, check=False), config,
+                      "routing.max_nodes", "[1, 2]", "got 3")
+    assert "--max-nodes" not in line
+    bad = train_config(tmp_path, routing={"max_nodes": -1})
+    assert_bad(run("train", "--config", bad, check=False), bad, "routing.max_nodes", "at least 0")
+    bad = train_config(tmp_path, routing={"link_penalty": 1, "hops": 2})
+    assert_bad(run("train", "--config", bad, check=False), bad, "routing.hops", "not a known field")
+
+
+def test_bad_routing_values_end_every_rank_with_one_line(tmp_path, model, topo_json):
+    forward = ["forward", "--model", model, "--layer", 1, "--input", model / "x.npy", "--output", tmp_path / "y.npy",
+               "--ranks-per-node", 2]
+    assert_bad(run(*forward, "--max-nodes", -1, check=False), "--max-nodes", "an integer >= 0", "-1")
+    assert_bad(run(*forward, "--max-nodes", 9, check=False), "--max-nodes", "[1, 2]", "got 9")
+    assert_bad(run(*forward, "--node-score-experts", 0, check=False), "--node-score-experts", ">= 1")
+    assert_bad(run(*forward, "--max-nodes", 1, "--node-score-experts", 5, check=False), "--node-score-experts",
+               "[1, 4]", "got 5")
+    assert_bad(run(*forward, "--link-penalty", -1, check=False), "--link-penalty", ">= 0", "-1")
+    assert_bad(run("bench", "--max-nodes", 9, "--ranks-per-node", 2, check=False), "--max-nodes", "got 9")
+    assert_bad(run("train", "--config", train_config(tmp_path), "--ranks-per-node", 2, "--max-nodes", 9,
+                   check=False), "--max-nodes", "got 9")
+    # Virtual nodes without link costs: nothing to price the links with.
+    no_costs = tmp_path / "no_costs.json"
+    no_costs.write_text(run("topo", "--json", "--no-probe", "--ranks-per-node", 2).stdout)
+    for command in (forward[:-2], ["bench"], ["train", "--config", train_config(tmp_path)]):
+        line = assert_bad(run(*command, "--topology", no_costs, "--link-penalty", 1, check=False), "--link-penalty",
+                          "no cost", no_costs)
+        assert "topology" in line

@@ -5,6 +5,7 @@
 
 #include "dense_ops.hpp"
 #include "seeded_rng.hpp"
+#include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/runtime/error.hpp"
 
 namespace switchyard::train {
@@ -58,6 +59,12 @@ CharLm::CharLm(const CharLmConfig& c, const layers::ExpertPlacement& placement, 
   head_ = Parameter("lm_head.weight", {V, H}, init_uniform(c.seed, "lm_head.weight", V * H, isd(H)), true);
   head_bias_ = Parameter("lm_head.bias", {V}, std::vector<float>(V, 0.0f), true);
 
+  // Every block routes alike: the same experts on the same ranks.
+  layers::MoeConfig moe = formats::moe_config(c.moe);
+  const int num_ranks = placement.num_ranks();
+  layers::apply_topology_routing(c.routing, placement,
+                                 c.topology ? *c.topology : comm::virtual_nodes(num_ranks, num_ranks), rank,
+                                 c.row_bytes > 0 ? c.row_bytes : layers::wire_row_bytes(H, false), &moe.router);
   blocks_.resize(static_cast<std::size_t>(L));
   for (std::int64_t l = 0; l < L; ++l) {
     const std::string p = "blocks." + std::to_string(l);
@@ -73,8 +80,7 @@ CharLm::CharLm(const CharLmConfig& c, const layers::ExpertPlacement& placement, 
       w.shared = init_mlp(c.seed, p + ".shared", H, c.moe.shared_intermediate_size);
       if (c.moe.shared_expert_gated) w.shared_gate = init_uniform(c.seed, p + ".shared_gate", H, 0.02);
     }
-    b.moe =
-        std::make_unique<layers::MoeLayer>(formats::moe_config(c.moe), std::move(w), placement, rank, c.moe_options);
+    b.moe = std::make_unique<layers::MoeLayer>(moe, std::move(w), placement, rank, c.moe_options);
   }
 
   for (Parameter* q : {&embed_, &in_proj_, &in_bias_}) params_.push_back({q->name, q});

@@ -135,6 +135,42 @@ json hf_model_json(Section& m, TrainConfig* c) {
   return j;
 }
 
+// "optimizer": its kind and hyperparameters (the schedule comes from
+// "schedule" and "steps").
+OptimizerConfig parse_optimizer(Section& opt) {
+  const std::string type = opt.string("type", "adamw");
+  check_arg(type == "adamw" || type == "sgd", opt.where("type") + " is '" + type + "'; expected adamw or sgd");
+  OptimizerConfig o;
+  o.kind = type == "adamw" ? OptimizerKind::kAdamW : OptimizerKind::kSgd;
+  o.lr = opt.number("lr", 1e-3, 0.0, 1e3, true);
+  if (opt.has("betas")) {
+    const json& b = opt.at("betas");
+    check_arg(b.is_array() && b.size() == 2 && b[0].is_number() && b[1].is_number(),
+              opt.where("betas") + " expected [beta1, beta2], got " + b.dump());
+    o.beta1 = b[0].get<double>();
+    o.beta2 = b[1].get<double>();
+    check_arg(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
+              opt.where("betas") + " must be in [0, 1), got " + b.dump());
+  }
+  o.eps = opt.number("eps", 1e-8, 0.0, 1.0, true);
+  o.weight_decay = opt.number("weight_decay", 0.0, 0.0, 1e3);
+  o.momentum = opt.number("momentum", 0.9, 0.0, 1.0);
+  check_arg(o.momentum < 1.0, opt.where("momentum") + " must be below 1");
+  opt.reject_unknown();
+  return o;
+}
+
+// "routing": checked here for range; whether it fits the nodes is checked
+// where the model meets the job's topology (layers::apply_topology_routing).
+layers::TopologyRouting parse_routing(Section& r) {
+  layers::TopologyRouting out;
+  out.max_nodes = r.integer("max_nodes", out.max_nodes, 0);
+  out.node_score_experts = r.integer("node_score_experts", out.node_score_experts, 1);
+  out.link_penalty = r.number("link_penalty", out.link_penalty, 0.0, 1e6);
+  r.reject_unknown();
+  return out;
+}
+
 }  // namespace
 
 TrainConfig parse_train_config(const std::string& json_text, const std::string& source) {
@@ -157,31 +193,17 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   c.model_json = root.at("model").dump();
 
   Section opt = top.section("optimizer");
-  const std::string type = opt.string("type", "adamw");
-  check_arg(type == "adamw" || type == "sgd", opt.where("type") + " is '" + type + "'; expected adamw or sgd");
   OptimizerConfig& o = c.optimizer;
-  o.kind = type == "adamw" ? OptimizerKind::kAdamW : OptimizerKind::kSgd;
-  o.lr = opt.number("lr", 1e-3, 0.0, 1e3, true);
-  if (opt.has("betas")) {
-    const json& b = opt.at("betas");
-    check_arg(b.is_array() && b.size() == 2 && b[0].is_number() && b[1].is_number(),
-              opt.where("betas") + " expected [beta1, beta2], got " + b.dump());
-    o.beta1 = b[0].get<double>();
-    o.beta2 = b[1].get<double>();
-    check_arg(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
-              opt.where("betas") + " must be in [0, 1), got " + b.dump());
-  }
-  o.eps = opt.number("eps", 1e-8, 0.0, 1.0, true);
-  o.weight_decay = opt.number("weight_decay", 0.0, 0.0, 1e3);
-  o.momentum = opt.number("momentum", 0.9, 0.0, 1.0);
-  check_arg(o.momentum < 1.0, opt.where("momentum") + " must be below 1");
-  opt.reject_unknown();
+  o = parse_optimizer(opt);
 
   Section sched = top.section("schedule");
   o.warmup_steps = sched.integer("warmup_steps", 0, 0);
   o.min_lr = sched.number("min_lr", 0.1 * o.lr, 0.0, 1e3);
   check_arg(o.min_lr <= o.lr, sched.where("min_lr") + " must not exceed optimizer.lr");
   sched.reject_unknown();
+
+  Section routing = top.section("routing");
+  c.routing = parse_routing(routing);
 
   c.grad_clip = top.number("grad_clip", c.grad_clip, 0.0, 1e9);
   c.batch_tokens = top.integer("batch_tokens", c.batch_tokens, 1);

@@ -4,6 +4,7 @@
 #include <numeric>
 #include <utility>
 
+#include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/partition.hpp"
 #include "switchyard/train/train_checkpoint.hpp"
@@ -72,7 +73,8 @@ std::vector<ExpertSpecialisation> specialisations(const RouteCounts& rc, int top
 
 }  // namespace
 
-Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm) : config_(config), comm_(comm) {
+Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const TrainTopology& where)
+    : config_(config), comm_(comm) {
   const formats::ModelConfig& m = config_.model;
   check_arg(m.num_experts >= comm.size(),
             config_.source + ": field 'model.experts' (" + std::to_string(m.num_experts) +
@@ -92,7 +94,10 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm) : config_(
                                   .experts = {.weight_type = config_.dtype == "bf16" ? kernels::WeightType::kBF16
                                                                                      : kernels::WeightType::kF32},
                                   .aux_loss_coef = config_.aux_loss_coef,
-                                  .z_loss_coef = config_.z_loss_coef}};
+                                  .z_loss_coef = config_.z_loss_coef},
+                  .routing = config_.routing,
+                  .topology = where.topology,
+                  .row_bytes = layers::wire_row_bytes(m.hidden_size, where.wire_bf16)};
   model_ = std::make_unique<CharLm>(lm, *placement_, comm.rank());
   optimizer_ = std::make_unique<Optimizer>(config_.optimizer, model_->parameter_ptrs());
 }

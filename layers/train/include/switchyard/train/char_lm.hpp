@@ -5,12 +5,15 @@
 // vocabulary -> softmax cross-entropy on the next character.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "switchyard/comm/communicator.hpp"
+#include "switchyard/comm/topology.hpp"
 #include "switchyard/formats/model_config.hpp"
 #include "switchyard/layers/moe_layer.hpp"
+#include "switchyard/layers/topology_routing.hpp"
 #include "switchyard/runtime/parameter.hpp"
 
 namespace switchyard::train {
@@ -23,6 +26,12 @@ struct CharLmConfig {
   double rms_eps = 1e-6;
   std::uint64_t seed = 0;  // initial weights
   layers::MoeLayerOptions moe_options;
+  // Topology-aware routing of every block (layers::apply_topology_routing)
+  // on `topology`'s nodes and link costs, pricing rows of `row_bytes` on the
+  // wire. Without a topology every rank is on one node, with no link costs.
+  layers::TopologyRouting routing;
+  std::optional<comm::Topology> topology;
+  std::int64_t row_bytes = 0;  // 0: float32 rows of moe.hidden_size
 };
 
 /// A parameter with its checkpoint name (unique across the model and ranks:
@@ -45,7 +54,9 @@ class CharLm {
  public:
   /// Builds the model with seeded initial weights. Every weight is drawn from
   /// a stream keyed by (seed, tensor name, global expert index), so the model
-  /// is the same for any rank count. Not collective.
+  /// is the same for any rank count. Throws Error(kInvalidArgument) from
+  /// layers::apply_topology_routing when `config.routing` does not fit the
+  /// topology. Not collective.
   CharLm(const CharLmConfig& config, const layers::ExpertPlacement& placement, int rank);
   ~CharLm();
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "switchyard/formats/model_config.hpp"
+#include "switchyard/layers/topology_routing.hpp"
 #include "switchyard/train/optimizer.hpp"
 
 namespace switchyard::train {
@@ -41,6 +42,10 @@ struct TrainConfig {
   double aux_loss_coef = 0.0;
   double z_loss_coef = 0.0;
   double bias_update_speed = 0.0;  // DeepSeek-V3 auxiliary-loss-free balancing
+
+  // "routing": topology-aware routing of every block (docs/topology.md):
+  // max_nodes (0: no limit), node_score_experts, link_penalty.
+  layers::TopologyRouting routing;
 
   std::string text;  // the whole configuration, re-serialised
 };

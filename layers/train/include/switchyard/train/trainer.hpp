@@ -5,10 +5,12 @@
 // gradients stay with their owner.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "switchyard/comm/communicator.hpp"
+#include "switchyard/comm/topology.hpp"
 #include "switchyard/train/char_lm.hpp"
 #include "switchyard/train/optimizer.hpp"
 #include "switchyard/train/text_corpus.hpp"
@@ -47,12 +49,21 @@ struct EvalResult {
   std::vector<ExpertSpecialisation> experts;  // when asked for
 };
 
+/// The job as topology-aware routing (TrainConfig::routing) sees it.
+struct TrainTopology {
+  std::optional<comm::Topology> topology;  // none: every rank on one node, no link costs
+  bool wire_bf16 = false;                  // rows cross the links as bf16: the link penalty prices such rows
+};
+
 class Trainer {
  public:
-  /// Loads the corpus and builds the model (seeded) and optimizer. Throws
+  /// Loads the corpus and builds the model (seeded), every block routed as
+  /// `config.routing` on `where`, and the optimizer. Throws
   /// Error(kInvalidArgument) naming the field for a configuration that does
-  /// not fit the corpus or rank count. Not collective.
-  Trainer(const TrainConfig& config, comm::Communicator& comm);
+  /// not fit the corpus or rank count, and layers::apply_topology_routing's
+  /// error (naming max_nodes, node_score_experts or the link penalty) for
+  /// routing that does not fit the topology. Not collective.
+  Trainer(const TrainConfig& config, comm::Communicator& comm, const TrainTopology& where = {});
   ~Trainer();
 
   /// One optimizer step: sample, forward/backward, all-reduce, clip, update,
