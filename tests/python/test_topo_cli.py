@@ -280,17 +280,21 @@ def test_forward_without_routing_flags_reports_the_defaults(tmp_path, model):
 
 
 def test_link_penalty_keeps_copies_off_the_dearest_link(tmp_path, model, topo_json):
+    # Virtual nodes on one host measure shared memory for both node classes,
+    # so which of them is dearer is noise: the file gives other_node the cost
+    # of a network link (50 us, 100 MB/s), as a hand-written file may.
+    t = json.loads(topo_json)
+    t["links"]["other_node"] = {"latency_s": 50e-6, "bandwidth_bytes_per_s": 1e8, "probe": []}
     topo = tmp_path / "t.json"
-    topo.write_text(topo_json)
+    topo.write_text(json.dumps(t))
     plain, _ = forward_line(tmp_path, model, "--topology", topo)
     penalised, summary = forward_line(tmp_path, model, "--topology", topo, "--link-penalty", 10)
     assert penalised["link_penalty"] == 10 and "link penalty 10" in summary
     assert plain["link_copies"]["other_node"] > 0
     assert penalised["link_copies"]["other_node"] < plain["link_copies"]["other_node"]
     assert sum(penalised["link_copies"].values()) == sum(plain["link_copies"].values()) == 90 * 2
-    # Forward probes the link costs itself when it needs them. Virtual nodes
-    # on one host measure shared memory for both node classes, so which of
-    # them is dearer is noise; the rank's own experts are the cheapest.
+    # Forward probes the link costs itself when it needs them; whichever node
+    # class is dearer, the rank's own experts are the cheapest.
     measured, _ = forward_line(tmp_path, model, "--ranks-per-node", 2, "--link-penalty", 10)
     assert measured["link_copies"]["self"] > plain["link_copies"]["self"]
     bench_plain, _ = bench(tmp_path, "--topology", topo)

@@ -71,6 +71,23 @@ TEST(TrainConfig, DefaultsAndEveryRouterKind) {
   EXPECT_EQ(d.optimizer.total_steps, 7);
 }
 
+TEST(TrainConfig, RoutingSection) {
+  const TrainConfig plain = parse_train_config(config_with(""), "cfg.json");
+  EXPECT_EQ(plain.routing.max_nodes, 0);
+  EXPECT_EQ(plain.routing.node_score_experts, 2);
+  EXPECT_EQ(plain.routing.link_penalty, 0.0);
+  const TrainConfig c = parse_train_config(
+      config_with(R"("routing": {"max_nodes": 2, "node_score_experts": 1, "link_penalty": 0.5})"), "cfg.json");
+  EXPECT_EQ(c.routing.max_nodes, 2);
+  EXPECT_EQ(c.routing.node_score_experts, 1);
+  EXPECT_EQ(c.routing.link_penalty, 0.5);
+  expect_config_error(config_with(R"("routing": {"max_nodes": -1})"), {"cfg.json", "'routing.max_nodes'", "-1"});
+  expect_config_error(config_with(R"("routing": {"node_score_experts": 0})"),
+                      {"'routing.node_score_experts'", "at least 1"});
+  expect_config_error(config_with(R"("routing": {"link_penalty": -0.5})"), {"'routing.link_penalty'", "-0.5"});
+  expect_config_error(config_with(R"("routing": {"max_node": 1})"), {"'routing.max_node'", "not a known field"});
+}
+
 TEST(TrainConfig, ErrorsNameTheFileAndField) {
   expect_config_error("{not json", {"cfg.json", "not valid JSON"});
   expect_config_error("{}", {"cfg.json", "'model'", "required"});
