@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Quality against traffic: trains the small character LM (examples/train_small.json)
+# on 4 ranks in 4 virtual nodes (one rank per node), same steps and seed, with
+# unconstrained routing, node-limited routing (--max-nodes 1, 2, 3) and
+# cost-aware routing (--link-penalty at a few values of lambda), then tabulates
+# the inter-node bytes over training against the final validation loss and
+# draws the curve (bench/routing_quality.py).
+#
+#   bench/run_routing_quality.sh                 # the sweep of docs/topology.md
+#   STEPS=100 bench/run_routing_quality.sh       # a quick check
+#
+# Environment: SWITCHYARD (binary), OUT (logs, default results/routing_quality),
+# STEPS (1200), MAX_NODES ("1 2 3"), PENALTIES ("0.01 0.03 0.1 0.15 0.3"),
+# PLOT (docs/routing_quality.png; empty: no plot), FINAL_EVAL_TOKENS (65536).
+#
+# Every step is logged (log_interval 1) so that the step lines' link_bytes sum
+# to the whole run's traffic. The link penalty needs link costs: `topo --json`
+# probes them once, and the file then gets a network's cost for other_node
+# (5 us, 10 GB/s), since virtual nodes of one host talk through shared memory.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SWITCHYARD=${SWITCHYARD:-$ROOT/build/launch/switchyard}
+OUT=${OUT:-$ROOT/results/routing_quality}
+STEPS=${STEPS:-1200}
+MAX_NODES=${MAX_NODES:-"1 2 3"}
+PENALTIES=${PENALTIES:-"0.01 0.03 0.1 0.15 0.3"}
+PLOT=${PLOT-$ROOT/docs/routing_quality.png}
+FINAL_EVAL_TOKENS=${FINAL_EVAL_TOKENS:-65536}
+PYTHON=${PYTHON:-$( [ -x /opt/switchyard/venv/bin/python ] && echo /opt/switchyard/venv/bin/python || echo python3 )}
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN=(mpirun -np 4 --oversubscribe)
+mkdir -p "$OUT"
+
+"$PYTHON" - "$ROOT/examples/train_small.json" "$OUT/config.json" "$STEPS" "$FINAL_EVAL_TOKENS" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+steps = int(sys.argv[3])
+cfg.update(steps=steps, log_interval=1, eval_interval=0, final_eval_tokens=int(sys.argv[4]))
+cfg["schedule"]["warmup_steps"] = min(cfg["schedule"]["warmup_steps"], max(1, steps // 10))
+json.dump(cfg, open(sys.argv[2], "w"), indent=1)
+PY
+
+# Link costs: probed, then other_node priced as a network link.
+"${MPIRUN[@]}" "$SWITCHYARD" topo --json --ranks-per-node 1 > "$OUT/topology-probed.json"
+"$PYTHON" - "$OUT/topology-probed.json" "$OUT/topology.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["links"]["other_node"] = {"latency_s": 5e-6, "bandwidth_bytes_per_s": 10e9, "probe": []}
+json.dump(t, open(sys.argv[2], "w"), indent=1)
+PY
+
+run() {
+  local name=$1
+  shift
+  echo "+ ${MPIRUN[*]} $SWITCHYARD train --config $OUT/config.json --json $OUT/$name.jsonl $*"
+  rm -f "$OUT/$name.jsonl"
+  local t0=$SECONDS
+  "${MPIRUN[@]}" "$SWITCHYARD" train --config "$OUT/config.json" --json "$OUT/$name.jsonl" "$@" > "$OUT/$name.log"
+  echo "  $name: $((SECONDS - t0)) s"
+}
+
+run unconstrained --ranks-per-node 1
+for m in $MAX_NODES; do run "max_nodes_$m" --ranks-per-node 1 --max-nodes "$m"; done
+for l in $PENALTIES; do run "link_penalty_$l" --topology "$OUT/topology.json" --link-penalty "$l"; done
+
+"$PYTHON" "$ROOT/bench/routing_quality.py" "$OUT" ${PLOT:+--plot "$PLOT"}
