@@ -221,21 +221,10 @@ def test_bench_without_costs_predicts_nothing(tmp_path):
 
 
 def test_train_step_lines_report_traffic(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    words = "the cat sat on a mat and dog ran to big red house in rain sun".split()
-    (corpus / "words").write_text(" ".join(words[(i * 7) % 16] for i in range(12000)))
-    cfg = {
-        "data": {"dir": str(corpus), "min_bytes": 1000},
-        "model": {"arch": "mixtral", "hidden": 32, "ffn": 32, "experts": 4, "top_k": 2, "layers": 2,
-                  "context": 8, "embed": 8},
-        "optimizer": {"type": "adamw", "lr": 0.01},
-        "batch_tokens": 64, "steps": 4, "seed": 3, "log_interval": 2, "eval_interval": 0, "eval_tokens": 500,
-    }
-    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    config = train_config(tmp_path)
     for ranks_per_node, crossing in ((1, True), (2, False)):
         log = tmp_path / f"log{ranks_per_node}.jsonl"
-        run("train", "--config", tmp_path / "c.json", "--json", log, "--quiet", "--ranks-per-node", ranks_per_node,
+        run("train", "--config", config, "--json", log, "--quiet", "--ranks-per-node", ranks_per_node,
             nproc=2)
         steps = [json.loads(s) for s in log.read_text().splitlines() if '"event":"step"' in s]
         assert [s["step"] for s in steps] == [2, 4]
