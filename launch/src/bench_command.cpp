@@ -198,7 +198,8 @@ void set_up_layer(const BenchOptions& o, comm::Communicator& comm, const comm::T
       w.shared = mlp(o.seed, kSharedId, o.hidden, s->config.shared_intermediate_size);
     s->layer = std::make_unique<layers::MoeLayer>(
         moe, std::move(w), placement, me,
-        layers::MoeLayerOptions{.experts = {.inference_only = o.pass != "fwd_bwd", .weight_type = weight_type(o)}});
+        layers::MoeLayerOptions{.experts = {.inference_only = o.pass != "fwd_bwd", .weight_type = weight_type(o)},
+                                .topology_loss_coef = o.topology_routing.over().topology_loss});
     s->x = inputs(o, me);
   });
 }

@@ -82,7 +82,10 @@ void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, 
   }
   std::printf("  | total %.3f\n", sum * 1e3);
   std::printf("  %s\n", routing_summary(o.topology_routing.over()).c_str());
-  std::printf("  %s\n", link_traffic_summary(traffic).c_str());
+  std::printf("  gate mass kept: %.4f of the top-%lld scores'", stats.gate_mass_kept(),
+              static_cast<long long>(config.top_k));
+  if (o.topology_routing.over().topology_loss > 0) std::printf("; topology loss %.6f", stats.topology_loss);
+  std::printf("\n  %s\n", link_traffic_summary(traffic).c_str());
   std::printf("  wrote %s\n", o.output.c_str());
 }
 
@@ -152,7 +155,8 @@ LoadedLayer load_layer(const ForwardOptions& o, const ForwardInputs& in, const c
             .experts = {.inference_only = o.grads.empty(),
                         .weight_type = o.dtype == "bf16" ? kernels::WeightType::kBF16 : kernels::WeightType::kF32},
             .aux_loss_coef = o.aux_loss_coef,
-            .z_loss_coef = o.z_loss_coef});
+            .z_loss_coef = o.z_loss_coef,
+            .topology_loss_coef = o.topology_routing.over().topology_loss});
   });
   return l;
 }
@@ -201,6 +205,8 @@ void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const la
                                    {"tokens", stats.num_tokens},
                                    {"dropped", stats.num_dropped},
                                    {"expert_load", stats.expert_load},
+                                   {"gate_mass_kept", stats.gate_mass_kept()},
+                                   {"topology_loss", stats.topology_loss},
                                    {"passes", o.grads.empty() ? 1 : 2},
                                    {"wire", o.schedule.wire},
                                    {"phase_ms", phase_ms}};
@@ -218,7 +224,7 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   const int R = comm.size(), me = comm.rank();
   // The link costs only for cost-aware routing: otherwise forward reports
   // traffic per link class, and prices nothing.
-  const comm::Topology topology = resolve_topology(o.topology, comm, o.topology_routing.over().link_penalty > 0);
+  const comm::Topology topology = resolve_topology(o.topology, comm, needs_link_costs(o.topology_routing.over()));
   PhaseTimer load_timer;
   const ForwardInputs in = read_inputs(o, comm);
   const LoadedLayer loaded = load_layer(o, in, topology, comm);

@@ -95,6 +95,7 @@ layers::TopologyRouting RoutingOptions::over(layers::TopologyRouting base) const
   if (max_nodes) base.max_nodes = *max_nodes;
   if (node_score_experts) base.node_score_experts = *node_score_experts;
   if (link_penalty) base.link_penalty = *link_penalty;
+  if (topology_loss) base.topology_loss = *topology_loss;
   return base;
 }
 
@@ -133,6 +134,12 @@ void add_routing_options(CLI::App& sub, RoutingOptions* o) {
          "that of the dearest link (needs link costs: measured, or from --topology FILE); 0 (default): none")
       ->type_name("L")
       ->check(at_least(0, "a finite number >= 0"));
+  sub.add_option_function<double>(
+         "--topology-loss", [o](const double& v) { o->topology_loss = v; },
+         "Topology loss in the backward: adds C x the mean modelled link cost of the router's probabilities (as "
+         "--link-penalty prices links; needs link costs); 0 (default): none")
+      ->type_name("C")
+      ->check(at_least(0, "a finite number >= 0"));
 }
 
 namespace {
@@ -148,10 +155,11 @@ void with_routing_labels(const RoutingLabels& labels, const std::string& topolog
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kInvalidArgument) throw;
     const std::string message = e.what();
-    if (message.starts_with("link penalty:") || mentions(message, "selection_penalty")) {
-      const std::string where = mentions(message, "no cost") ? " (topology: " + topology_source + ")" : "";
+    const std::string where = mentions(message, "no cost") ? " (topology: " + topology_source + ")" : "";
+    if (message.starts_with("link penalty:") || mentions(message, "selection_penalty"))
       throw Error(e.code(), labels.link_penalty + ": " + message + where);
-    }
+    if (message.starts_with("topology loss:") || mentions(message, "link_cost"))
+      throw Error(e.code(), labels.topology_loss + ": " + message + where);
     if (mentions(message, "max_nodes") || mentions(message, "spans nodes"))
       throw Error(e.code(), labels.max_nodes + ": " + message);
     if (mentions(message, "node_score_experts")) throw Error(e.code(), labels.node_score_experts + ": " + message);
@@ -176,7 +184,12 @@ std::string routing_summary(const layers::TopologyRouting& r) {
                   static_cast<long long>(r.node_score_experts), r.node_score_experts == 1 ? "" : "s", r.link_penalty);
   else
     std::snprintf(buf, sizeof(buf), "routing: no node limit; link penalty %g", r.link_penalty);
-  return buf;
+  std::string out = buf;
+  if (r.topology_loss > 0) {
+    std::snprintf(buf, sizeof(buf), "; topology loss %g", r.topology_loss);
+    out += buf;
+  }
+  return out;
 }
 
 std::string link_traffic_summary(const layers::LinkTraffic& t) {

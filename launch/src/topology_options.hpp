@@ -36,19 +36,20 @@ std::string topology_source(const TopologyOptions& o);
 /// --ranks-per-node), with link costs measured by the probe when `probe`.
 comm::Topology resolve_topology(const TopologyOptions& o, comm::Communicator& comm, bool probe);
 
-/// --max-nodes, --node-score-experts and --link-penalty as given; a flag
+/// --max-nodes, --node-score-experts, --link-penalty and --topology-loss as
+/// given; a flag
 /// not given is empty (train then keeps its configuration file's value).
 struct RoutingOptions {
   std::optional<std::int64_t> max_nodes, node_score_experts;
-  std::optional<double> link_penalty;
+  std::optional<double> link_penalty, topology_loss;
 
   /// `base` (the defaults, or a configuration file's routing) with every
   /// given flag over it.
   layers::TopologyRouting over(layers::TopologyRouting base = {}) const;
 };
 
-/// Adds --max-nodes (>= 0), --node-score-experts (>= 1) and --link-penalty
-/// (>= 0) to `sub`.
+/// Adds --max-nodes (>= 0), --node-score-experts (>= 1), --link-penalty
+/// (>= 0) and --topology-loss (>= 0) to `sub`.
 void add_routing_options(CLI::App& sub, RoutingOptions* o);
 
 /// Where each field of a layers::TopologyRouting was set, for messages: its
@@ -57,6 +58,7 @@ struct RoutingLabels {
   std::string max_nodes = "--max-nodes";
   std::string node_score_experts = "--node-score-experts";
   std::string link_penalty = "--link-penalty";
+  std::string topology_loss = "--topology-loss";
 };
 
 /// Runs `fn`; an Error(kInvalidArgument) whose message is about a field of
@@ -76,12 +78,19 @@ void apply_routing_flags(const layers::TopologyRouting& routing, const layers::E
                          std::int64_t row_bytes, layers::RouterConfig* router);
 
 /// The routing a command used as JSON fields of its line: "max_nodes",
-/// "node_score_experts" and "link_penalty".
+/// "node_score_experts", "link_penalty" and "topology_loss_coef".
 template <class Json>
 void add_routing_fields(Json& line, const layers::TopologyRouting& routing) {
   line["max_nodes"] = routing.max_nodes;
   line["node_score_experts"] = routing.node_score_experts;
   line["link_penalty"] = routing.link_penalty;
+  line["topology_loss_coef"] = routing.topology_loss;
+}
+
+/// Whether `routing` prices links, so that the job's link costs must be
+/// measured or given (cost-aware routing or the topology loss).
+inline bool needs_link_costs(const layers::TopologyRouting& routing) {
+  return routing.link_penalty > 0 || routing.topology_loss > 0;
 }
 
 /// One line for a printed summary: "routing: each token's experts on at

@@ -138,6 +138,7 @@ RoutingLabels routing_labels(const TrainOptions& o) {
   if (!o.topology_routing.max_nodes) labels.max_nodes = field("max_nodes");
   if (!o.topology_routing.node_score_experts) labels.node_score_experts = field("node_score_experts");
   if (!o.topology_routing.link_penalty) labels.link_penalty = field("link_penalty");
+  if (!o.topology_routing.topology_loss) labels.topology_loss = field("topology_loss");
   return labels;
 }
 
@@ -281,6 +282,7 @@ void TrainRun::log_progress(const train::StepReport& rep) {
                  {"loss", rep.loss},
                  {"loss_window", last_train_loss_},
                  {"aux_loss", rep.aux_loss},
+                 {"topology_loss", rep.topology_loss},
                  {"lr", rep.lr},
                  {"grad_norm", rep.grad_norm},
                  {"tokens_per_s", tps},
@@ -304,7 +306,12 @@ void TrainRun::evaluate(std::int64_t step) {
                 static_cast<long long>(ev.tokens));
     std::fflush(stdout);
   }
-  if (lead_) log_.write({{"event", "eval"}, {"step", step}, {"val_loss", ev.loss}, {"val_tokens", ev.tokens}});
+  if (lead_)
+    log_.write({{"event", "eval"},
+                {"step", step},
+                {"val_loss", ev.loss},
+                {"val_tokens", ev.tokens},
+                {"gate_mass_kept", ev.gate_mass_kept}});
 }
 
 void TrainRun::save() {
@@ -324,6 +331,7 @@ void TrainRun::finish(Clock::time_point t_start) {
       {"event", "final"},
       {"step", trainer_.step()},
       {"val_loss", ev.loss},
+      {"gate_mass_kept", ev.gate_mass_kept},
       {"unigram_val_loss", baselines_.unigram},
       {"bigram_val_loss", baselines_.bigram},
       {"val_tokens", ev.tokens},
@@ -347,9 +355,9 @@ void run_train(const TrainOptions& o, comm::Communicator& comm) {
   const auto t_start = Clock::now();
   JsonLog log;
   const train::TrainConfig config = read_config(o, comm, log);
-  // The link costs only for cost-aware routing: otherwise train reports
+  // The link costs only when routing prices links: otherwise train reports
   // traffic per link class, and prices nothing.
-  const comm::Topology topology = resolve_topology(o.topology, comm, config.routing.link_penalty > 0);
+  const comm::Topology topology = resolve_topology(o.topology, comm, needs_link_costs(config.routing));
   std::unique_ptr<train::Trainer> trainer = make_trainer(o, config, topology, comm);
   std::unique_ptr<StepRunner> runner;
   collective_step(comm, [&] {

@@ -25,6 +25,10 @@ MoeLayer::MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlac
   check(static_cast<std::int64_t>(weights.experts.size()) == placement.num_local(rank) &&
             weights.first_expert == placement.first_expert(rank),
         ErrorCode::kInternal, "MoE weights do not match the expert placement");
+  check_arg(std::isfinite(options.topology_loss_coef) && options.topology_loss_coef >= 0.0,
+            "MoE layer: topology_loss_coef must be finite and >= 0, got " + std::to_string(options.topology_loss_coef));
+  check_arg(options.topology_loss_coef == 0.0 || !config.router.link_cost.empty(),
+            "MoE layer: topology_loss_coef needs the router's link_cost (the price of each expert from this rank)");
   router_linear_ =
       std::make_unique<kernels::Linear>(router_weight_.value.data(), config.num_experts, config.hidden_size);
   experts_ = make_expert_backend(options.experts, std::move(weights.experts), weights.first_expert, config.activation);
@@ -157,10 +161,54 @@ void MoeLayer::run(comm::Communicator& comm, const MoeBackwardArguments& args) {
   run_step(comm, step_graph(C, true), schedule, args.timer);
 }
 
-void MoeLayer::global_stats(comm::Communicator& comm, detail::MoeStepState& c, ForwardStats* stats) {
-  // Loads, token count, drops, and the auxiliary losses' sums (mean router
-  // probability per expert, sum of squared logsumexp), over all ranks.
+namespace {
+
+// Index of each per-token sum in MoeStepState::stat_sums after the 2E
+// per-expert ones.
+enum StatSum { kLseSquared, kTopologyLoss, kGateMass, kGateMassTopK, kNumStatSums };
+
+}  // namespace
+
+void MoeLayer::token_stat_sums(detail::MoeStepState& c) const {
+  // Per token: the aux losses' softmax probabilities p (their sum, and
+  // their top-k counts f: for softmax routers the routing itself), lse²,
+  // the link cost of p, and the router scores' chosen and top-k mass.
   const std::int64_t E = config_.num_experts, K = config_.top_k;
+  std::vector<double>& sums = c.stat_sums;
+  sums.assign(static_cast<std::size_t>(2 * E + kNumStatSums), 0.0);
+  double* tail = sums.data() + 2 * E;
+  std::vector<float>& p = c.stat_probs;
+  std::vector<float>& score = c.stat_scores;
+  std::vector<std::int32_t>& top = c.stat_top;
+  p.resize(static_cast<std::size_t>(E));
+  score.resize(static_cast<std::size_t>(E));
+  top.resize(static_cast<std::size_t>(K));
+  const bool softmax = router_.score == ScoreFunction::kSoftmax;
+  for (const detail::MoeChunk& k : c.chunks) {
+    for (std::int64_t i = k.begin; i < k.begin + k.rows; ++i) {
+      const float* logits = &c.logits[i * E];
+      detail::aux_probs(logits, E, p.data());
+      for (std::int64_t e = 0; e < E; ++e) sums[e] += p[e];
+      kernels::top_k(p.data(), E, K, top.data());
+      for (auto e : top) sums[E + e] += 1.0;
+      const double lse = detail::logsumexp(logits, E);
+      tail[kLseSquared] += lse * lse;
+      for (std::size_t e = 0; e < router_.link_cost.size(); ++e) tail[kTopologyLoss] += p[e] * router_.link_cost[e];
+      if (!softmax) {
+        std::copy(logits, logits + E, score.data());
+        kernels::sigmoid(score.data(), E);
+        kernels::top_k(score.data(), E, K, top.data());
+      }
+      const std::vector<float>& s = softmax ? p : score;
+      for (auto e : top) tail[kGateMassTopK] += s[e];
+      for (std::int64_t j = 0; j < K; ++j) tail[kGateMass] += s[k.routing.expert_idx[(i - k.begin) * K + j]];
+    }
+  }
+}
+
+void MoeLayer::global_stats(comm::Communicator& comm, detail::MoeStepState& c, ForwardStats* stats) {
+  // Loads, token count, drops, and the per-token sums, over all ranks.
+  const std::int64_t E = config_.num_experts;
   std::vector<std::int64_t>& counts = c.stat_counts;
   counts.assign(static_cast<std::size_t>(E + 2), 0);
   for (const detail::MoeChunk& k : c.chunks) {
@@ -169,37 +217,28 @@ void MoeLayer::global_stats(comm::Communicator& comm, detail::MoeStepState& c, F
   }
   counts[E] = c.num_tokens;
   comm.allreduce_sum(counts.data(), counts.size());
-  // sums: [0, E) mean-probability sums, [E, 2E) top-k counts of those
-  // probabilities (f; for softmax routers the routing itself), 2E: sum lse².
+  token_stat_sums(c);
   std::vector<double>& sums = c.stat_sums;
-  sums.assign(static_cast<std::size_t>(2 * E + 1), 0.0);
-  std::vector<float>& p = c.stat_probs;
-  std::vector<std::int32_t>& top = c.stat_top;
-  p.resize(static_cast<std::size_t>(E));
-  top.resize(static_cast<std::size_t>(K));
-  for (std::int64_t i = 0; i < c.num_tokens; ++i) {
-    detail::aux_probs(&c.logits[i * E], E, p.data());
-    for (std::int64_t e = 0; e < E; ++e) sums[e] += p[e];
-    kernels::top_k(p.data(), E, K, top.data());
-    for (auto e : top) sums[E + e] += 1.0;
-    const double lse = detail::logsumexp(&c.logits[i * E], E);
-    sums[2 * E] += lse * lse;
-  }
   comm.allreduce_sum(sums.data(), sums.size());
   const std::int64_t T = counts[E];
+  const double inv_t = T ? 1.0 / static_cast<double>(T) : 0.0;
   c.global_tokens = T;
   c.load_fraction.assign(static_cast<std::size_t>(E), 0.0);
   double aux = 0;
   for (std::int64_t e = 0; e < E; ++e) {
-    c.load_fraction[e] = T ? sums[E + e] / static_cast<double>(T) : 0.0;
-    aux += c.load_fraction[e] * (T ? sums[e] / static_cast<double>(T) : 0.0);
+    c.load_fraction[e] = sums[E + e] * inv_t;
+    aux += c.load_fraction[e] * sums[e] * inv_t;
   }
   if (!stats) return;
+  const double* tail = sums.data() + 2 * E;
   stats->num_tokens = T;
   stats->num_dropped = counts[E + 1];
   stats->expert_load.assign(counts.begin(), counts.begin() + E);
   stats->aux_loss = static_cast<double>(E) * aux;
-  stats->z_loss = T ? sums[2 * E] / static_cast<double>(T) : 0.0;
+  stats->z_loss = tail[kLseSquared] * inv_t;
+  stats->topology_loss = tail[kTopologyLoss] * inv_t;
+  stats->gate_mass = tail[kGateMass];
+  stats->gate_mass_top_k = tail[kGateMassTopK];
 }
 
 void MoeLayer::update_selection_bias(const ForwardStats& stats, double speed) {

@@ -24,6 +24,34 @@ double logsumexp(const float* x, std::int64_t n) {
   return mx + std::log(s);
 }
 
+namespace {
+
+// Adds the auxiliary losses' dL/dlogits of one token to `dl`. Each is
+// linear in the softmax probabilities p: d(sum_e a_e p_e)/dlogit_e =
+// p_e (a_e - sum_e' a_e' p_e').
+void add_aux_loss_grads(const AuxLossGrad& aux, const float* logits, std::int64_t E, double inv_t, float* p,
+                        float* dl) {
+  aux_probs(logits, E, p);
+  // Balancing: a_e = coef * E * f_e / T.
+  const std::vector<double>& f = *aux.load_fraction;
+  double dot_f = 0.0, dot_c = 0.0;
+  for (std::int64_t e = 0; e < E; ++e) dot_f += p[e] * f[e];
+  // Topology: a_e = coef * c_e / T.
+  const bool topo = aux.topology_loss_coef != 0.0;
+  if (topo)
+    for (std::int64_t e = 0; e < E; ++e) dot_c += p[e] * (*aux.link_cost)[e];
+  const double a = aux.aux_loss_coef * static_cast<double>(E) * inv_t;
+  const double t = aux.topology_loss_coef * inv_t;
+  // z-loss: d(coef * lse^2 / T)/dlogit_e = coef * 2 lse p_e / T.
+  const double z = aux.z_loss_coef * 2.0 * logsumexp(logits, E) * inv_t;
+  for (std::int64_t e = 0; e < E; ++e) {
+    const double c = topo ? t * ((*aux.link_cost)[e] - dot_c) : 0.0;
+    dl[e] += static_cast<float>(a * p[e] * (f[e] - dot_f) + c * p[e] + z * p[e]);
+  }
+}
+
+}  // namespace
+
 void router_logits_grad(const RouterConfig& router, const float* all_logits, const RoutingPlan& routing,
                         const float* grad_w, const AuxLossGrad& aux, float* grad_logits, float* scratch) {
   const std::int64_t E = routing.num_experts, K = routing.top_k;
@@ -63,16 +91,7 @@ void router_logits_grad(const RouterConfig& router, const float* all_logits, con
     } else {
       for (std::int64_t e = 0; e < E; ++e) dl[e] = ds[e] * score[e] * (1.0f - score[e]);
     }
-    if (aux.aux_loss_coef != 0.0 || aux.z_loss_coef != 0.0) {
-      const std::vector<double>& f = *aux.load_fraction;
-      aux_probs(logits, E, p);
-      // d(coef * E * sum_e f_e * mean_t p_te)/dp_te = coef * E * f_e / T.
-      double dot = 0.0;
-      for (std::int64_t e = 0; e < E; ++e) dot += p[e] * f[e];
-      const double a = aux.aux_loss_coef * static_cast<double>(E) * inv_t;
-      const double z = aux.z_loss_coef * 2.0 * logsumexp(logits, E) * inv_t;
-      for (std::int64_t e = 0; e < E; ++e) dl[e] += static_cast<float>(a * p[e] * (f[e] - dot) + z * p[e]);
-    }
+    if (aux.any()) add_aux_loss_grads(aux, logits, E, inv_t, p, dl);
   }
 }
 

@@ -217,7 +217,12 @@ void MoeLayer::unpermute_grad_chunk(detail::MoeChunk& k) {
     }
     k.grad_w[s] = dot;
   }
-  const detail::AuxLossGrad aux{options_.aux_loss_coef, options_.z_loss_coef, &c.load_fraction, c.global_tokens};
+  const detail::AuxLossGrad aux{.aux_loss_coef = options_.aux_loss_coef,
+                                .z_loss_coef = options_.z_loss_coef,
+                                .topology_loss_coef = options_.topology_loss_coef,
+                                .load_fraction = &c.load_fraction,
+                                .link_cost = &router_.link_cost,
+                                .global_tokens = c.global_tokens};
   k.token_scratch.resize(static_cast<std::size_t>(3 * E));
   detail::router_logits_grad(router_, c.logits.data() + k.begin * E, k.routing, k.grad_w.data(), aux,
                              c.grad_logits.data() + k.begin * E, k.token_scratch.data());

@@ -34,6 +34,18 @@ std::vector<std::int64_t> node_sizes(const RouterConfig& c) {
   return sizes;
 }
 
+// A per-expert vector: empty, or num_experts finite values (>= 0 when
+// `non_negative`).
+void check_per_expert(const std::vector<float>& v, std::int64_t num_experts, const char* name, bool non_negative) {
+  check_arg(v.empty() || static_cast<std::int64_t>(v.size()) == num_experts,
+            std::string("router: ") + name + " must be empty or hold num_experts (" + str(num_experts) +
+                ") values, got " + str(static_cast<std::int64_t>(v.size())));
+  for (std::size_t e = 0; e < v.size(); ++e)
+    check_arg(std::isfinite(v[e]) && (!non_negative || v[e] >= 0.0f),
+              std::string("router: ") + name + "[" + str(static_cast<std::int64_t>(e)) + "] must be finite" +
+                  (non_negative ? " and >= 0" : ""));
+}
+
 // The node limit's invariants: with groups, each group on one node; enough
 // experts in any max_nodes selected nodes for top_k.
 void validate_node_limit(const RouterConfig& c) {
@@ -82,12 +94,8 @@ void RouterConfig::validate() const {
                                                                std::to_string(topk_group) + " selected groups");
   check_arg(max_nodes >= 0, "router: max_nodes must not be negative, got " + str(max_nodes));
   if (max_nodes > 0) validate_node_limit(*this);
-  check_arg(selection_penalty.empty() || static_cast<std::int64_t>(selection_penalty.size()) == num_experts,
-            "router: selection_penalty must be empty or hold num_experts (" + str(num_experts) + ") values, got " +
-                str(static_cast<std::int64_t>(selection_penalty.size())));
-  for (std::size_t e = 0; e < selection_penalty.size(); ++e)
-    check_arg(std::isfinite(selection_penalty[e]),
-              "router: selection_penalty[" + str(static_cast<std::int64_t>(e)) + "] must be finite");
+  check_per_expert(selection_penalty, num_experts, "selection_penalty", false);
+  check_per_expert(link_cost, num_experts, "link_cost", true);
 }
 
 void MoeConfig::validate() const {

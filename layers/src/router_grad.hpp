@@ -16,9 +16,12 @@ double logsumexp(const float* x, std::int64_t n);
 
 /// What the auxiliary losses add to dL/dlogits (zero coefficients: nothing).
 struct AuxLossGrad {
-  double aux_loss_coef = 0.0, z_loss_coef = 0.0;
+  double aux_loss_coef = 0.0, z_loss_coef = 0.0, topology_loss_coef = 0.0;
   const std::vector<double>* load_fraction = nullptr;  // [E] f_e over all ranks
+  const std::vector<float>* link_cost = nullptr;       // [E] c_e from this rank (topology loss)
   std::int64_t global_tokens = 0;
+
+  bool any() const { return aux_loss_coef != 0.0 || z_loss_coef != 0.0 || topology_loss_coef != 0.0; }
 };
 
 /// dL/dlogits ([rows, E]) of `rows` tokens from dL/d(routing weight)

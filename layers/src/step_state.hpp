@@ -46,7 +46,7 @@ struct MoeStepState {
   // Global statistics' space: counts [E + 2], sums [2E + 1], probabilities [E], top-k [K].
   std::vector<std::int64_t> stat_counts;
   std::vector<double> stat_sums;
-  std::vector<float> stat_probs;
+  std::vector<float> stat_probs, stat_scores;
   std::vector<std::int32_t> stat_top;
   // Backward: dL/dlogits [T, E], ones for the dispatch gradient's sum, the
   // shared expert's gradient and scratch, and the expert rows in the

@@ -23,17 +23,20 @@ std::vector<std::int32_t> expert_nodes(const ExpertPlacement& placement, const c
   return expert_nodes(placement, node_of_rank);
 }
 
-std::vector<float> link_penalty(const ExpertPlacement& placement, const comm::Topology& topology, int rank,
-                                std::int64_t row_bytes, double lambda) {
+namespace {
+
+// link_penalty's prices, with `what` ("link penalty", "topology loss") at
+// the front of every message.
+std::vector<float> link_prices(const ExpertPlacement& placement, const comm::Topology& topology, int rank,
+                               std::int64_t row_bytes, double lambda, const std::string& what) {
   check_arg(std::isfinite(lambda) && lambda >= 0.0,
-            "link penalty: lambda must be finite and >= 0, got " + std::to_string(lambda));
-  check_arg(row_bytes >= 1, "link penalty: row_bytes must be positive, got " + std::to_string(row_bytes));
+            what + ": the scale must be finite and >= 0, got " + std::to_string(lambda));
+  check_arg(row_bytes >= 1, what + ": row_bytes must be positive, got " + std::to_string(row_bytes));
   check_arg(topology.num_ranks() == placement.num_ranks(),
-            "link penalty: the topology has " + std::to_string(topology.num_ranks()) + " ranks, the job " +
+            what + ": the topology has " + std::to_string(topology.num_ranks()) + " ranks, the job " +
                 std::to_string(placement.num_ranks()));
-  check_arg(
-      rank >= 0 && rank < placement.num_ranks(),
-      "link penalty: rank " + std::to_string(rank) + " is outside 0.." + std::to_string(placement.num_ranks() - 1));
+  check_arg(rank >= 0 && rank < placement.num_ranks(),
+            what + ": rank " + std::to_string(rank) + " is outside 0.." + std::to_string(placement.num_ranks() - 1));
   double dearest = 0.0;
   for (const auto& cost : topology.costs)
     if (cost) dearest = std::max(dearest, cost->seconds(row_bytes));
@@ -41,12 +44,18 @@ std::vector<float> link_penalty(const ExpertPlacement& placement, const comm::To
   for (std::int64_t e = 0; e < placement.num_experts(); ++e) {
     const comm::LinkClass link = comm::link_class(topology, rank, placement.owner(e));
     const auto& cost = topology.cost(link);
-    check_arg(cost.has_value(), std::string("link penalty: the topology has no cost for the ") +
-                                    comm::link_class_name(link) +
+    check_arg(cost.has_value(), what + ": the topology has no cost for the " + comm::link_class_name(link) +
                                     " link; give a topology file with link costs or measure them");
     out[e] = static_cast<float>(lambda * cost->seconds(row_bytes) / dearest);
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<float> link_penalty(const ExpertPlacement& placement, const comm::Topology& topology, int rank,
+                                std::int64_t row_bytes, double lambda) {
+  return link_prices(placement, topology, rank, row_bytes, lambda, "link penalty");
 }
 
 void apply_topology_routing(const TopologyRouting& want, const ExpertPlacement& placement,
@@ -58,6 +67,11 @@ void apply_topology_routing(const TopologyRouting& want, const ExpertPlacement& 
   }
   if (want.link_penalty != 0.0) {
     router->selection_penalty = link_penalty(placement, topology, rank, row_bytes, want.link_penalty);
+  }
+  if (want.topology_loss != 0.0) {
+    check_arg(std::isfinite(want.topology_loss) && want.topology_loss >= 0.0,
+              "topology loss: the coefficient must be finite and >= 0, got " + std::to_string(want.topology_loss));
+    router->link_cost = link_prices(placement, topology, rank, row_bytes, 1.0, "topology loss");
   }
   router->validate();
 }

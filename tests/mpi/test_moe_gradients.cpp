@@ -1,7 +1,7 @@
 // Every gradient of the distributed MoE layer against central finite
 // differences of the float64 reference layer (support/moe_reference.hpp), for
 // every architecture, at any rank count, with and without auxiliary losses,
-// node-limited and cost-aware routing.
+// node-limited and cost-aware routing and the topology loss.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -33,7 +33,8 @@ struct GradCase {
   double aux_coef = 0.0, z_coef = 0.0;
   std::vector<int> expert_node{};  // node-limited routing: each expert's node
   int max_nodes = 0, node_score_experts = 2;
-  double lambda = 0.0;  // cost-aware routing: penalty scale
+  double lambda = 0.0;     // cost-aware routing: penalty scale
+  double topo_coef = 0.0;  // the topology loss's coefficient
 };
 
 void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
@@ -48,12 +49,20 @@ std::vector<float> rank_penalty(const GradCase& c, int rank) {
   return p;
 }
 
+// A made-up link cost in [0, 1] that differs between ranks and experts.
+std::vector<float> rank_link_cost(const GradCase& c, int rank) {
+  std::vector<float> p(static_cast<std::size_t>(c.spec.experts));
+  for (std::size_t e = 0; e < p.size(); ++e) p[e] = static_cast<float>((e + 2 * rank) % 4) / 3.0f;
+  return p;
+}
+
 // The case's routing options for the layer on `rank`.
 layers::MoeConfig with_topology_routing(const GradCase& c, layers::MoeConfig config, int rank) {
   config.router.expert_node.assign(c.expert_node.begin(), c.expert_node.end());
   config.router.max_nodes = c.max_nodes;
   config.router.node_score_experts = c.node_score_experts;
   if (c.lambda != 0.0) config.router.selection_penalty = rank_penalty(c, rank);
+  if (c.topo_coef != 0.0) config.router.link_cost = rank_link_cost(c, rank);
   config.validate();
   return config;
 }
@@ -62,11 +71,15 @@ layers::MoeConfig with_topology_routing(const GradCase& c, layers::MoeConfig con
 test_support::RefTopologyRouting ref_topology_routing(const GradCase& c, int num_ranks) {
   test_support::RefTopologyRouting t{
       .expert_node = c.expert_node, .max_nodes = c.max_nodes, .node_score_experts = c.node_score_experts};
-  if (c.lambda != 0.0) {
-    const BlockPartition tokens(kTokens, num_ranks);
-    for (std::int64_t i = 0; i < kTokens; ++i) {
+  const BlockPartition tokens(kTokens, num_ranks);
+  for (std::int64_t i = 0; i < kTokens; ++i) {
+    if (c.lambda != 0.0) {
       const auto p = rank_penalty(c, tokens.owner(i));
       t.penalty.emplace_back(p.begin(), p.end());
+    }
+    if (c.topo_coef != 0.0) {
+      const auto cost = rank_link_cost(c, tokens.owner(i));
+      t.link_cost.emplace_back(cost.begin(), cost.end());
     }
   }
   return t;
@@ -82,13 +95,13 @@ int tokens_rerouted(const GradCase& c, const RefParams& ref, const Vec& x,
   return changed;
 }
 
-// L = sum(g ⊙ y) + aux_coef * aux + z_coef * z, in float64.
+// L = sum(g ⊙ y) + aux_coef * aux + z_coef * z + topo_coef * topology, in float64.
 double ref_loss(const GradCase& c, const RefParams& p, const Vec& x, const Vec& g,
                 const test_support::RefTopologyRouting& topo) {
   const auto out = test_support::ref_forward(c.spec, p, x, kTokens, 0.0, 1, topo);
   double l = 0;
   for (std::size_t i = 0; i < g.size(); ++i) l += g[i] * out.y[i];
-  return l + c.aux_coef * out.aux_loss + c.z_coef * out.z_loss;
+  return l + c.aux_coef * out.aux_loss + c.z_coef * out.z_loss + c.topo_coef * out.topology_loss;
 }
 
 // max |got - want| / max |want|, with a floor so an all-zero gradient fails loudly elsewhere.
@@ -117,7 +130,8 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   const auto config = formats::load_model_config(mine);
   formats::Checkpoint ckpt(mine);
   layers::ExpertPlacement placement(config.num_experts, R);
-  layers::MoeLayerOptions options{.aux_loss_coef = c.aux_coef, .z_loss_coef = c.z_coef};
+  layers::MoeLayerOptions options{
+      .aux_loss_coef = c.aux_coef, .z_loss_coef = c.z_coef, .topology_loss_coef = c.topo_coef};
   layers::MoeLayer moe(
       with_topology_routing(c, formats::moe_config(config), me),
       formats::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me)), placement,
@@ -149,6 +163,11 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   }
   EXPECT_NEAR(stats.aux_loss, ref_out.aux_loss, 1e-5 * std::abs(ref_out.aux_loss));
   EXPECT_NEAR(stats.z_loss, ref_out.z_loss, 1e-5 * std::abs(ref_out.z_loss));
+  EXPECT_NEAR(stats.topology_loss, ref_out.topology_loss, 1e-5 * std::abs(ref_out.topology_loss));
+  if (c.topo_coef != 0.0) EXPECT_GT(ref_out.topology_loss, 0.01) << "the topology loss is zero: vacuous";
+  EXPECT_NEAR(stats.gate_mass, ref_out.gate_mass, 1e-5 * ref_out.gate_mass);
+  EXPECT_NEAR(stats.gate_mass_top_k, ref_out.gate_mass_top_k, 1e-5 * ref_out.gate_mass_top_k);
+  if (c.max_nodes > 0 || c.lambda != 0.0) EXPECT_LT(stats.gate_mass_kept(), 1.0) << "no gate mass lost: vacuous";
 
   constexpr double kTol = 1e-5;  // observed: ~3e-7 (float32 compute vs float64 differences)
   const Vec grad_x = finite_diff(loss, &xd);
@@ -212,10 +231,17 @@ std::vector<GradCase> with_topology_cases(std::vector<GradCase> out) {
   GradCase deepseek_cost{"deepseek_v3_link_penalty", small(Architecture::kDeepseekV3, 74)};
   deepseek_cost.lambda = 0.3;
   out.push_back(deepseek_cost);
+  GradCase mixtral_topo{"mixtral_topology_loss", small(Architecture::kMixtral, 76)};
+  mixtral_topo.topo_coef = 0.7;
+  out.push_back(mixtral_topo);
+  GradCase deepseek_topo{"deepseek_v3_topology_loss_aux_z_loss", small(Architecture::kDeepseekV3, 78), 0.3, 0.05};
+  deepseek_topo.topo_coef = 0.7;
+  out.push_back(deepseek_topo);
   GradCase both{"qwen3_moe_max_nodes_link_penalty_aux_z_loss", small(Architecture::kQwen3Moe, 75), 0.3, 0.05};
   both.expert_node = {0, 1, 0, 1};
   both.max_nodes = 1;
   both.lambda = 0.2;
+  both.topo_coef = 0.4;
   out.push_back(both);
   return out;
 }

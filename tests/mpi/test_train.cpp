@@ -219,6 +219,48 @@ TEST_F(TrainTest, EveryRouterKindTrainsWithReplicasInSync) {
   }
 }
 
+// The topology loss in training. The router is replicated and sees only a
+// token's content, never its rank, so the loss can favour only experts that
+// are cheap from every rank on average: with all ranks but the last on node
+// 0, node 0's experts, and fewer token copies cross nodes. (On a symmetric
+// layout it moves nothing; docs/topology.md.)
+TEST_F(TrainTest, TopologyLossMovesTokensTowardCheapLinks) {
+  const int R = comm_->size(), me = comm_->rank();
+  if (R < 3) GTEST_SKIP() << "needs an uneven layout: at least 3 ranks";
+  std::vector<int> node_of_rank(static_cast<std::size_t>(R), 0);
+  node_of_rank.back() = 1;
+  comm::Topology topology = comm::virtual_nodes(R, R - 1);
+  topology.cost(comm::LinkClass::kSelf) = comm::LinkCost{.latency_s = 0.0, .bandwidth_bytes_per_s = 2e10};
+  topology.cost(comm::LinkClass::kSameNode) = comm::LinkCost{.latency_s = 1e-6, .bandwidth_bytes_per_s = 1e10};
+  topology.cost(comm::LinkClass::kOtherNode) = comm::LinkCost{.latency_s = 5e-6, .bandwidth_bytes_per_s = 1e9};
+  // The share of the job's dispatched rows that crossed nodes over the last
+  // 10 of 40 steps, and the last step's topology loss.
+  const auto run = [&](double coef) {
+    TrainConfig c = tiny("mixtral", R"(, "routing": {"topology_loss": )" + std::to_string(coef) + "}");
+    Trainer t(c, *comm_, {.topology = topology});
+    double across = 0, all = 0, loss = 0;
+    for (int step = 0; step < 40; ++step) {
+      const StepReport rep = t.train_step();
+      loss = rep.topology_loss;
+      if (step < 30) continue;
+      for (const auto& block : rep.traffic)
+        for (int r = 0; r < R; ++r) {
+          all += static_cast<double>(block.send_rows[r]);
+          if (node_of_rank[r] != node_of_rank[me]) across += static_cast<double>(block.send_rows[r]);
+        }
+    }
+    double sums[2] = {across, all};
+    comm_->allreduce_sum(sums, 2);
+    return std::pair{sums[0] / sums[1], loss};
+  };
+  const auto [plain_across, plain_loss] = run(0.0);
+  const auto [near_across, near_loss] = run(3.0);
+  EXPECT_EQ(plain_loss, 0.0) << "without the loss it is not computed";
+  EXPECT_GT(near_loss, 0.0);
+  EXPECT_LT(near_across, plain_across - 0.05)
+      << "across nodes: plain " << plain_across << ", with the loss " << near_across;
+}
+
 TEST_F(TrainTest, DenseGradientsMatchFiniteDifferences) {
   // Aux losses off: evaluate() reports the cross-entropy only.
   TrainConfig cfg = tiny("qwen2_moe", R"(, "aux_loss_coef": 0, "z_loss_coef": 0)");

@@ -85,6 +85,7 @@ struct RefTopologyRouting {
   int max_nodes = 0;               // 0: no node limit
   int node_score_experts = 2;      // s: a node scores as the sum of its best s
   std::vector<Vec> penalty{};      // [T][E] subtracted from token t's selection values; empty: none
+  std::vector<Vec> link_cost{};    // [T][E] the topology loss's price of each expert for token t; empty: none
 };
 
 // Excludes (-inf) the experts outside the `limit` groups whose best `s`
@@ -182,9 +183,26 @@ inline std::int64_t ref_shared_inter(const formats::RandomMoeSpec& s) {
 struct RefOutput {
   Vec y;  // [T*H]
   std::int64_t dropped = 0;
-  double aux_loss = 0;  // E * sum_e f_e * P_e (softmax probabilities)
-  double z_loss = 0;    // mean_t logsumexp(logits_t)^2
+  double aux_loss = 0;       // E * sum_e f_e * P_e (softmax probabilities)
+  double z_loss = 0;         // mean_t logsumexp(logits_t)^2
+  double topology_loss = 0;  // mean_t sum_e softmax_te * link_cost_te
+  // Router scores (softmax, or sigmoid for DeepSeek-V3) summed over the
+  // chosen experts, and over each token's k largest.
+  double gate_mass = 0, gate_mass_top_k = 0;
 };
+
+/// Token t's share of the topology loss and gate mass, given its softmax
+/// probabilities.
+inline void ref_gate_and_topology(const formats::RandomMoeSpec& s, const RefTopologyRouting& topo, std::int64_t t,
+                                  std::int64_t T, const RefChoice& ch, const Vec& probs, RefOutput* out) {
+  if (!topo.link_cost.empty())
+    for (std::size_t e = 0; e < probs.size(); ++e) out->topology_loss += probs[e] * topo.link_cost[t][e] / double(T);
+  Vec score = probs;
+  if (s.arch == Architecture::kDeepseekV3)
+    for (std::size_t e = 0; e < score.size(); ++e) score[e] = 1.0 / (1.0 + std::exp(-ch.logits[e]));
+  for (int e : ref_largest(score, static_cast<int>(s.top_k))) out->gate_mass_top_k += score[e];
+  for (int e : ch.experts) out->gate_mass += score[e];
+}
 
 /// The layer over all T tokens. With a capacity factor, each rank's block of
 /// tokens admits at most ceil(cf * T_r * k / E) slots per expert, first choices
@@ -227,6 +245,7 @@ inline RefOutput ref_forward(const formats::RandomMoeSpec& s, const RefParams& a
     for (int e : ref_largest(probs, static_cast<int>(K))) f[e] += 1.0 / double(T);
     const double lse = mx + std::log(z);
     out.z_loss += lse * lse / double(T);
+    ref_gate_and_topology(s, topo, t, T, ch, probs, &out);
     if (Is > 0) {
       Vec o = ref_mlp(a.shared_gate, a.shared_up, a.shared_down, H, Is, &x[t * H], s.hidden_act);
       double scale = 1.0;

@@ -325,6 +325,10 @@ TEST(NodeLimited, RefusesBadConfigurations) {
   c = base();
   c.selection_penalty = {1.0f};
   EXPECT_TRUE(refused(c, "selection_penalty"));
+  c = base();
+  c.link_cost.assign(static_cast<std::size_t>(c.num_experts), 0.5f);
+  c.link_cost[3] = -0.1f;
+  EXPECT_TRUE(refused(c, "link_cost[3] must be finite and >= 0"));
 }
 
 // ---------------------------------------------------------------------------
@@ -351,6 +355,35 @@ TEST(TopologyRouting, LinkPenaltyByHand) {
   EXPECT_THROW(link_penalty(placement, t, 0, 1000, -1.0), Error);
   EXPECT_THROW(link_penalty(placement, t, 4, 1000, 1.0), Error);
   EXPECT_THROW(link_penalty(placement, switchyard::comm::virtual_nodes(4, 2), 0, 1000, 1.0), Error);  // no costs
+}
+
+TEST(TopologyRouting, TopologyLossPricesEveryExpertFromThisRank) {
+  // link_cost is the penalty of lambda 1, whatever the link penalty; only the
+  // topology loss sets it.
+  const ExpertPlacement placement(8, 4);
+  const Topology t = priced_nodes(4, 2);
+  const auto base = [] { return RouterConfig{.score = ScoreFunction::kSoftmax, .num_experts = 8, .top_k = 2}; };
+  RouterConfig plain = base();
+  apply_topology_routing({.link_penalty = 0.5}, placement, t, 1, 1000, &plain);
+  EXPECT_TRUE(plain.link_cost.empty());
+  RouterConfig c = base();
+  apply_topology_routing({.link_penalty = 0.5, .topology_loss = 0.2}, placement, t, 1, 1000, &c);
+  const double self = 1e-7 / 1.1e-5, same = 1.2e-6 / 1.1e-5;
+  const std::vector<double> want = {same, same, self, self, 1.0, 1.0, 1.0, 1.0};
+  ASSERT_EQ(c.link_cost.size(), want.size());
+  for (int e = 0; e < 8; ++e) {
+    EXPECT_NEAR(c.link_cost[e], want[e], 1e-6) << "expert " << e;
+    EXPECT_NEAR(c.selection_penalty[e], 0.5 * want[e], 1e-6) << "expert " << e;
+  }
+  RouterConfig no_costs = base();
+  try {
+    apply_topology_routing({.topology_loss = 0.2}, placement, switchyard::comm::virtual_nodes(4, 2), 0, 1000,
+                           &no_costs);
+    ADD_FAILURE() << "a topology without link costs was accepted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(std::string(e.what()).starts_with("topology loss: the topology has no cost for the")) << e.what();
+  }
+  EXPECT_THROW(apply_topology_routing({.topology_loss = -1.0}, placement, t, 0, 1000, &no_costs), Error);
 }
 
 // ---------------------------------------------------------------------------

@@ -167,6 +167,7 @@ layers::TopologyRouting parse_routing(Section& r) {
   out.max_nodes = r.integer("max_nodes", out.max_nodes, 0);
   out.node_score_experts = r.integer("node_score_experts", out.node_score_experts, 1);
   out.link_penalty = r.number("link_penalty", out.link_penalty, 0.0, 1e6);
+  out.topology_loss = r.number("topology_loss", out.topology_loss, 0.0, 1e6);
   r.reject_unknown();
   return out;
 }

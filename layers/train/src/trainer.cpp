@@ -94,7 +94,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const Trai
                                   .experts = {.weight_type = config_.dtype == "bf16" ? kernels::WeightType::kBF16
                                                                                      : kernels::WeightType::kF32},
                                   .aux_loss_coef = config_.aux_loss_coef,
-                                  .z_loss_coef = config_.z_loss_coef},
+                                  .z_loss_coef = config_.z_loss_coef,
+                                  .topology_loss_coef = config_.routing.topology_loss},
                   .routing = config_.routing,
                   .topology = where.topology,
                   .row_bytes = layers::wire_row_bytes(m.hidden_size, where.wire_bf16)};
@@ -127,7 +128,9 @@ StepReport Trainer::train_step() {
   for (std::int64_t l = 0; l < model_->num_blocks(); ++l) {
     const layers::ForwardStats& s = r.stats[static_cast<std::size_t>(l)];
     if (config_.bias_update_speed > 0) model_->moe(l).update_selection_bias(s, config_.bias_update_speed);
-    rep.aux_loss += config_.aux_loss_coef * s.aux_loss + config_.z_loss_coef * s.z_loss;
+    rep.aux_loss += config_.aux_loss_coef * s.aux_loss + config_.z_loss_coef * s.z_loss +
+                    config_.routing.topology_loss * s.topology_loss;
+    rep.topology_loss += s.topology_loss;
     const double total = static_cast<double>(std::accumulate(s.expert_load.begin(), s.expert_load.end(), 0LL));
     const double mx = static_cast<double>(*std::max_element(s.expert_load.begin(), s.expert_load.end()));
     const double mean = total / static_cast<double>(s.expert_load.size());
@@ -159,7 +162,7 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
   const std::int64_t num_chunks = (most + kEvalChunk - 1) / kEvalChunk;
 
   std::vector<std::int64_t> counts(specialisation ? static_cast<std::size_t>(L * E * V) : 0, 0);
-  double loss = 0.0;
+  double loss = 0.0, gate_mass = 0.0, gate_mass_top_k = 0.0;  // stats: sums over all ranks already
   std::vector<std::int32_t> contexts, targets;
   for (std::int64_t chunk = 0; chunk < num_chunks; ++chunk) {
     // NOTE: every rank runs every chunk (some with zero rows): the MoE
@@ -172,6 +175,10 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
     gather_examples(corpus_, pos.data() + lo, T, C, contexts.data(), targets.data());
     BatchResult r = model_->evaluate(comm_, contexts.data(), targets.data(), T, specialisation);
     loss += r.loss_sum;
+    for (const layers::ForwardStats& b : r.stats) {
+      gate_mass += b.gate_mass;
+      gate_mass_top_k += b.gate_mass_top_k;
+    }
     if (!specialisation) continue;
     for (std::int64_t l = 0; l < L; ++l)
       for (std::int64_t t = 0; t < T; ++t)
@@ -184,6 +191,7 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
   EvalResult out;
   out.tokens = n;
   out.loss = loss / static_cast<double>(n);
+  out.gate_mass_kept = gate_mass_top_k > 0 ? gate_mass / gate_mass_top_k : 1.0;
   if (!specialisation) return out;
 
   comm_.allreduce_sum(counts.data(), counts.size());

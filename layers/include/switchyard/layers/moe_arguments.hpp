@@ -38,6 +38,14 @@ struct ForwardStats {
   std::int64_t num_dropped = 0;           // slots dropped by capacity
   double aux_loss = 0.0;                  // unscaled load-balancing loss (same on every rank)
   double z_loss = 0.0;                    // unscaled router z-loss (same on every rank)
+  double topology_loss = 0.0;             // unscaled topology loss; 0 without RouterConfig::link_cost
+  // Gate mass: the router's scores (softmax probabilities, or sigmoid
+  // scores) summed over every token's chosen experts, and over its k
+  // highest scores (no bias, limit or penalty). Their ratio is the share of
+  // the unconstrained gate mass that routing kept (gate_mass_kept()).
+  double gate_mass = 0.0, gate_mass_top_k = 0.0;
+
+  double gate_mass_kept() const { return gate_mass_top_k > 0 ? gate_mass / gate_mass_top_k : 1.0; }
 };
 
 /// One forward: y[T, H] = MoE(x[T, H]) for this rank's `num_tokens` rows.

@@ -40,6 +40,11 @@ struct MoeLayerOptions {
   // z-loss mean_t logsumexp(logits_t)^2.
   double aux_loss_coef = 0.0;
   double z_loss_coef = 0.0;
+  // The topology loss (docs/topology.md): mean_t sum_e p_te * c_e, the
+  // modelled link cost of the router's softmax distribution from each
+  // token's rank (c = RouterConfig::link_cost, which it needs). It moves
+  // probability toward cheap links, and the selection with it.
+  double topology_loss_coef = 0.0;
 };
 
 class MoeLayer {
@@ -130,6 +135,7 @@ class MoeLayer {
   void expert_weight_grads();
   void router_and_shared_grads();
   void global_stats(comm::Communicator& comm, detail::MoeStepState& c, ForwardStats* stats);
+  void token_stat_sums(detail::MoeStepState& c) const;
   detail::MoeStepState& state_of(MoeForwardContext* context);
   void split_into_chunks(detail::MoeStepState& c, std::int64_t num_tokens, int chunks) const;
 

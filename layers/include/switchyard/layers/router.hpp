@@ -31,6 +31,11 @@ struct RouterConfig {
   // prices links from one rank, so it differs between ranks
   // (link_penalty()).
   std::vector<float> selection_penalty{};
+  // The topology loss's price of each expert from this rank ([num_experts]
+  // in [0, 1], link_cost()): the modelled time of one row to the expert's
+  // owner over that on the dearest link. Used only by the topology loss
+  // (MoeLayerOptions::topology_loss_coef), never by selection. Empty: none.
+  std::vector<float> link_cost{};
 
   /// Throws Error(kInvalidArgument) naming the offending field.
   void validate() const;

@@ -35,11 +35,14 @@ struct TopologyRouting {
   std::int64_t max_nodes = 0;           // 0: no node limit
   std::int64_t node_score_experts = 2;  // s: a node scores as the sum of its best s experts
   double link_penalty = 0.0;            // lambda; 0: no penalty
+  double topology_loss = 0.0;           // the topology loss's coefficient; 0: none (needs link costs)
 };
 
-/// Sets `router`'s expert_node, max_nodes, node_score_experts and
-/// selection_penalty for `rank` from `want` (leaving them unset where `want`
-/// asks for nothing), then validates it. `row_bytes` is the size of one
+/// Sets `router`'s expert_node, max_nodes, node_score_experts,
+/// selection_penalty and link_cost (link_penalty with lambda 1, for the
+/// topology loss) for `rank` from `want` (leaving them unset where `want`
+/// asks for nothing), then validates it. The topology loss's coefficient is
+/// the layer's (MoeLayerOptions::topology_loss_coef). `row_bytes` is the size of one
 /// token row as the dispatch sends it.
 void apply_topology_routing(const TopologyRouting& want, const ExpertPlacement& placement,
                             const comm::Topology& topology, int rank, std::int64_t row_bytes, RouterConfig* router);

@@ -20,9 +20,10 @@ namespace switchyard::train {
 
 /// What one optimizer step saw (same on every rank).
 struct StepReport {
-  std::int64_t step = 0;  // steps done, including this one
-  double loss = 0.0;      // mean cross-entropy over all ranks' tokens, nats per character
-  double aux_loss = 0.0;  // sum over blocks of aux_loss_coef * aux + z_loss_coef * z
+  std::int64_t step = 0;       // steps done, including this one
+  double loss = 0.0;           // mean cross-entropy over all ranks' tokens, nats per character
+  double aux_loss = 0.0;       // sum over blocks of aux_loss_coef * aux + z_loss_coef * z + topology loss * its coef
+  double topology_loss = 0.0;  // sum over blocks of the unscaled topology loss (0 without it)
   double lr = 0.0;
   double grad_norm = 0.0;                              // before clipping
   std::int64_t tokens = 0;                             // all ranks
@@ -46,6 +47,9 @@ struct ExpertSpecialisation {
 struct EvalResult {
   double loss = 0.0;  // mean over the evaluated held-out characters
   std::int64_t tokens = 0;
+  // Over every block: the share of the router's unconstrained top-k gate
+  // mass that the routing kept (layers::ForwardStats::gate_mass_kept()).
+  double gate_mass_kept = 1.0;
   std::vector<ExpertSpecialisation> experts;  // when asked for
 };
 
