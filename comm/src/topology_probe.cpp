@@ -35,12 +35,7 @@ void check_options(const DiscoveryOptions& o, int size) {
     check_arg(label >= 0, "topology discovery: node label " + std::to_string(label) + "; expected labels >= 0");
   check_arg(o.repetitions >= 1 && o.repetitions <= 100,
             "topology discovery: " + std::to_string(o.repetitions) + " repetitions; expected 1..100");
-  for (std::int64_t b : o.probe_bytes)
-    check_arg(b >= 1 && b <= kMaxProbeBytes,
-              "topology discovery: probe size " + std::to_string(b) + " bytes; expected 1 B .. 64 MiB");
-  const std::set<std::int64_t> distinct(o.probe_bytes.begin(), o.probe_bytes.end());
-  check_arg(!o.probe || distinct.size() >= 2,
-            "topology discovery: " + std::to_string(distinct.size()) + " distinct probe size(s); expected at least 2");
+  if (o.probe) check_probe_bytes(o.probe_bytes);
 }
 
 // A private duplicate of the caller's communicator, so that probe messages
@@ -300,6 +295,14 @@ void probe_costs(MPI_Comm comm, int rank, const DiscoveryOptions& o, Topology* t
 }
 
 }  // namespace
+
+void check_probe_bytes(const std::vector<std::int64_t>& probe_bytes) {
+  for (std::int64_t b : probe_bytes)
+    check_arg(b >= 1 && b <= kMaxProbeBytes, "probe size " + std::to_string(b) + " bytes; expected 1 B .. 64 MiB");
+  const std::set<std::int64_t> distinct(probe_bytes.begin(), probe_bytes.end());
+  check_arg(distinct.size() >= 2,
+            std::to_string(distinct.size()) + " distinct probe size(s); expected at least 2 (a line needs 2 points)");
+}
 
 Topology discover_topology(MPI_Comm comm, const DiscoveryOptions& options) {
   int size = 0;

@@ -19,6 +19,13 @@ void add_topology_options(CLI::App& sub, TopologyOptions* o) {
   sub.add_option("--ranks-per-node", o->ranks_per_node,
                  "Virtual nodes of N consecutive ranks instead of the nodes MPI reports")
       ->check(CLI::PositiveNumber);
+  sub.add_option("--probe-bytes", o->probe_bytes,
+                 "Message sizes of the link probe, comma-separated, at least 2 distinct, each 1 B .. 64 MiB (K and M "
+                 "are 1024 and 1024^2: 8,64K,1M,4M is the default); probe past the links' burst to measure their "
+                 "sustained rate")
+      ->delimiter(',')
+      ->transform(CLI::AsSizeValue(false))
+      ->type_name("SIZES");
 }
 
 std::string topology_source(const TopologyOptions& o) {
@@ -68,6 +75,10 @@ comm::Topology resolve_topology(const TopologyOptions& o, comm::Communicator& co
     comm::DiscoveryOptions options;
     options.ranks_per_node = o.ranks_per_node;
     options.probe = probe;
+    if (!o.probe_bytes.empty()) {
+      options.probe_bytes = o.probe_bytes;
+      with_flag("--probe-bytes", [&] { comm::check_probe_bytes(options.probe_bytes); });
+    }
     topology = comm::discover_topology(mpi->handle(), options);
   });
   return topology;

@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "switchyard/comm/communicator.hpp"
 #include "switchyard/comm/topology.hpp"
@@ -18,11 +19,12 @@
 namespace switchyard::launch {
 
 struct TopologyOptions {
-  std::string topology = "auto";  // auto: discover; otherwise a topology file
-  int ranks_per_node = 0;         // > 0: virtual nodes of this many consecutive ranks
+  std::string topology = "auto";            // auto: discover; otherwise a topology file
+  int ranks_per_node = 0;                   // > 0: virtual nodes of this many consecutive ranks
+  std::vector<std::int64_t> probe_bytes{};  // empty: comm::DiscoveryOptions' default sizes
 };
 
-/// Adds --topology and --ranks-per-node to `sub`.
+/// Adds --topology, --ranks-per-node and --probe-bytes to `sub`.
 void add_topology_options(CLI::App& sub, TopologyOptions* o);
 
 /// How resolve_topology got its topology, in words ("MPI shared-memory

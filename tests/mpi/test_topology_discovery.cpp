@@ -49,7 +49,7 @@ void expect_plausible_costs(const Topology& t) {
     SCOPED_TRACE(link_class_name(link));
     EXPECT_GE(t.cost(link)->latency_s, 0.0);
     EXPECT_GT(t.cost(link)->bandwidth_bytes_per_s, 0.0);
-    EXPECT_EQ(t.cost(link)->probe.size(), 3u);  // one point per default size
+    EXPECT_EQ(t.cost(link)->probe.size(), comm::DiscoveryOptions{}.probe_bytes.size());  // one point per default size
   }
 }
 

@@ -10,7 +10,7 @@ JSON; the table; bad topology files and flags ending every rank with one
 line naming the file, without a hang; forward's token copies per link class
 against counts derived here from the router weights of the checkpoint;
 bench's and train's counts adding up, and nothing crossing nodes when one
-node holds every rank. Topology-aware routing through the flags: forward
+node holds every rank; --probe-bytes choosing the probe's sizes. Topology-aware routing through the flags: forward
 with --max-nodes against the node-limited routing derived here from its
 definition (every token's experts on at most M nodes); --link-penalty
 keeping copies off the dearest link; train with --max-nodes and the
@@ -68,7 +68,7 @@ def test_topo_json_has_virtual_nodes_and_costs(topo_json):
     for name in CLASSES:
         cost = t["links"][name]
         assert cost["latency_s"] >= 0 and cost["bandwidth_bytes_per_s"] > 0, name
-        assert len(cost["probe"]) == 3, name
+        assert [p["bytes"] for p in cost["probe"]] == [8, 64 << 10, 1 << 20, 4 << 20], name  # the default sizes
 
 
 def test_topology_file_round_trips_through_the_cli(tmp_path, topo_json):
@@ -81,6 +81,17 @@ def test_topology_file_round_trips_through_the_cli(tmp_path, topo_json):
     assert "node 0: ranks 0-1" in table and "node 1: ranks 2-3" in table
     for name in CLASSES:
         assert name in table
+
+
+def test_probe_bytes_sets_the_probe_sizes():
+    t = json.loads(run("topo", "--json", "--ranks-per-node", 1, "--probe-bytes", "16,4K,2M", nproc=2).stdout)
+    for name in CLASSES:
+        if name in t["links"]:
+            assert [p["bytes"] for p in t["links"][name]["probe"]] == [16, 4096, 2 << 20], name
+    assert "other_node" in t["links"]
+    assert_bad(run("topo", "--probe-bytes", "8,8", nproc=2, check=False), "--probe-bytes", "at least 2")
+    assert_bad(run("bench", "--probe-bytes", "8,1G", nproc=2, check=False), "--probe-bytes", "64 MiB")
+    assert_bad(run("bench", "--probe-bytes", "0,8", nproc=2, check=False), "--probe-bytes", "probe size 0")
 
 
 def test_table_without_probe(tmp_path):

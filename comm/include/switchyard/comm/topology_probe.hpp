@@ -22,11 +22,17 @@ struct DiscoveryOptions {
   /// false: nodes and placement only, no costs.
   bool probe = true;
   /// Message sizes of the probe, at least 2 distinct, each 1 B .. 64 MiB.
-  std::vector<std::int64_t> probe_bytes = {8, 64 << 10, 1 << 20};
+  /// The largest should pass a link's burst allowance, so that the fit sees
+  /// its sustained rate (docs/topology.md).
+  std::vector<std::int64_t> probe_bytes = {8, 64 << 10, 1 << 20, 4 << 20};
   /// Timed repetitions per size (1..100), after one untimed warm-up; the
   /// median counts.
   int repetitions = 5;
 };
+
+/// Throws Error(kInvalidArgument) unless `probe_bytes` holds at least 2
+/// distinct sizes, each 1 B .. 64 MiB ("probe size 0 bytes; expected ...").
+void check_probe_bytes(const std::vector<std::int64_t>& probe_bytes);
 
 /// The topology of the ranks of `comm`, the same on every rank. Collective;
 /// every rank must pass the same options.
