@@ -198,56 +198,11 @@ void answer_ping(MPI_Comm comm, int measurer, const DiscoveryOptions& o, std::ve
   }
 }
 
-// Most peers a node leader exchanges with at once in the other-node probe
-// (each needs its own receive buffer of the largest size).
-constexpr int kMostExchangePeers = 7;
-
-// A leader's side of the other-node probe: the leaders (the lowest rank of
-// each node) exchange one message of each size with up to
-// kMostExchangePeers other leaders at once, as the layer's exchange does, so
-// that every node's link carries several flows each way. Leader 0 gets, per
-// size, the median over repetitions of the slowest leader's time over the
-// messages each sent: the time of one message on a link shared as in an
-// exchange, which a ping-pong on an idle link underestimates.
-std::vector<double> probe_exchange(MPI_Comm leaders, const DiscoveryOptions& o, std::vector<char>* send) {
-  int me = 0, n = 0;
-  check_mpi(MPI_Comm_rank(leaders, &me));
-  check_mpi(MPI_Comm_size(leaders, &n));
-  const int peers = std::min(n - 1, kMostExchangePeers);
-  std::vector<std::vector<char>> recv(static_cast<std::size_t>(peers), std::vector<char>(send->size()));
-  std::vector<MPI_Request> requests(static_cast<std::size_t>(2 * peers));
-  std::vector<double> out;
-  for (std::int64_t bytes : o.probe_bytes) {
-    const int count = static_cast<int>(bytes);
-    std::vector<double> samples;
-    for (int rep = -1; rep < o.repetitions; ++rep) {
-      MPI_Request ready;  // all leaders start together; the first wait sleeps
-      check_mpi(MPI_Ibarrier(leaders, &ready));
-      wait_politely(&ready, kIdleSleep);
-      const double start = MPI_Wtime();
-      for (int k = 1; k <= peers; ++k) {
-        check_mpi(MPI_Irecv(recv[static_cast<std::size_t>(k - 1)].data(), count, MPI_BYTE, (me - k + n) % n, kPingTag,
-                            leaders, &requests[static_cast<std::size_t>(2 * (k - 1))]));
-        check_mpi(MPI_Isend(send->data(), count, MPI_BYTE, (me + k) % n, kPingTag, leaders,
-                            &requests[static_cast<std::size_t>(2 * k - 1)]));
-      }
-      check_mpi(MPI_Waitall(2 * peers, requests.data(), MPI_STATUSES_IGNORE));
-      const double mine = MPI_Wtime() - start;
-      double slowest = 0.0;
-      check_mpi(MPI_Reduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, 0, leaders));
-      if (rep >= 0) samples.push_back(slowest / peers);
-    }
-    out.push_back(median(samples));
-  }
-  return out;
-}
-
-// The pairs of ranks the probe measures, -1 where a class has none. The
-// other-node link is measured by the node leaders together (probe_exchange;
-// other_peer: the lowest rank of another node, when there is one); the
-// same-node link by the lowest rank that shares its node, with the next rank
-// of that node (rank 0 and its neighbour, unless rank 0 is alone on its
-// node).
+// The pairs of ranks the probe measures, -1 where a class has none. Rank 0
+// measures the other-node link with the lowest rank of another node; the
+// same-node link is measured by the lowest rank that shares its node, with
+// the next rank of that node (rank 0 and its neighbour, unless rank 0 is
+// alone on its node).
 struct ProbePairs {
   int same_measurer = -1, same_peer = -1, other_peer = -1;
 };
@@ -269,7 +224,7 @@ ProbePairs probe_pairs(const std::vector<RankPlacement>& ranks) {
 // Every rank's part of the measurements; on return rank 0 holds
 // seconds[class][size]. One pair measures at a time: rank 0 hands over to
 // a same-node measurer other than itself only when its own pings are done.
-void measure(MPI_Comm comm, MPI_Comm leaders, int rank, const ProbePairs& pairs, const DiscoveryOptions& o,
+void measure(MPI_Comm comm, int rank, const ProbePairs& pairs, const DiscoveryOptions& o,
              std::vector<double>* seconds) {
   const std::size_t num_sizes = o.probe_bytes.size();
   const auto max_bytes = static_cast<std::size_t>(*std::max_element(o.probe_bytes.begin(), o.probe_bytes.end()));
@@ -282,7 +237,7 @@ void measure(MPI_Comm comm, MPI_Comm leaders, int rank, const ProbePairs& pairs,
   if (rank == 0) {
     put(LinkClass::kSelf, probe_copy(o, &a, &b));
     if (pairs.same_measurer == 0) put(LinkClass::kSameNode, probe_ping(comm, pairs.same_peer, o, &a));
-    if (pairs.other_peer > 0) put(LinkClass::kOtherNode, probe_exchange(leaders, o, &a));
+    if (pairs.other_peer > 0) put(LinkClass::kOtherNode, probe_ping(comm, pairs.other_peer, o, &a));
     if (pairs.same_measurer > 0) {
       check_mpi(MPI_Send(nullptr, 0, MPI_BYTE, pairs.same_measurer, kGoTag, comm));
       MPI_Request request;
@@ -291,7 +246,7 @@ void measure(MPI_Comm comm, MPI_Comm leaders, int rank, const ProbePairs& pairs,
     }
     return;
   }
-  if (leaders != MPI_COMM_NULL && pairs.other_peer > 0) probe_exchange(leaders, o, &a);
+  if (rank == pairs.other_peer) answer_ping(comm, 0, o, &a);
   if (rank == pairs.same_peer) answer_ping(comm, pairs.same_measurer, o, &a);
   if (rank == pairs.same_measurer) {
     MPI_Request request;
@@ -325,19 +280,7 @@ void probe_costs(MPI_Comm comm, int rank, const DiscoveryOptions& o, Topology* t
   const std::size_t num_sizes = o.probe_bytes.size();
   std::vector<double> seconds(kNumLinkClasses * num_sizes, 0.0);
   const ProbePairs pairs = probe_pairs(t->ranks);
-  // The node leaders' communicator (the lowest rank of each node), rank 0 first.
-  bool leader = true;
-  for (int r = 0; r < rank; ++r)
-    if (t->ranks[static_cast<std::size_t>(r)].node == t->ranks[static_cast<std::size_t>(rank)].node) leader = false;
-  MPI_Comm leaders = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_split(comm, leader ? 0 : MPI_UNDEFINED, rank, &leaders));
-  try {
-    measure(comm, leaders, rank, pairs, o, &seconds);
-  } catch (...) {
-    if (leaders != MPI_COMM_NULL) MPI_Comm_free(&leaders);
-    throw;
-  }
-  if (leaders != MPI_COMM_NULL) MPI_Comm_free(&leaders);
+  measure(comm, rank, pairs, o, &seconds);
   MPI_Request request;
   check_mpi(MPI_Ibcast(seconds.data(), static_cast<int>(seconds.size()), MPI_DOUBLE, 0, comm, &request));
   wait_politely(&request, kIdleSleep);
