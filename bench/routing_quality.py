@@ -27,12 +27,12 @@ def read(path):
     r = {
         "val_loss": final["val_loss"],
         "val_tokens": final["val_tokens"],
-        "gate_mass_kept": final["gate_mass_kept"],
+        "gate_mass_kept": final.get("gate_mass_kept"),
         "steps": final["step"],
         "train_s": final["train_s"],
         "max_nodes": final["max_nodes"],
         "link_penalty": final["link_penalty"],
-        "topology_loss": final["topology_loss_coef"],
+        "topology_loss": final.get("topology_loss_coef", 0.0),
     }
     if os.path.basename(path).startswith("frozen_"):
         return r  # evaluated only: no steps
@@ -175,7 +175,7 @@ def plot(path, runs, order, base, frozen):
                             xytext=(0, 8) if near else ((0, -14) if x > 0.8 else (8, -14)),
                             fontsize=8, color=color, ha="center" if x > 0.8 else "left")
             elif r["topology_loss"]:
-                ax.annotate(f"C={r['topology_loss']:g}", (x, y), textcoords="offset points", xytext=(-10, 6),
+                ax.annotate(f"C={r['topology_loss']:g}", (x, y), textcoords="offset points", xytext=(-12, 10),
                             fontsize=8, color=color, ha="right")
     # Other seeds: each constrained run placed by its ratios to its own seed's unconstrained run.
     for n in runs:
@@ -209,13 +209,16 @@ def plot(path, runs, order, base, frozen):
             fx.plot(xs, ys, marker=marker, color=color, ls="-", label=names[kind])
             for n, x, y in zip(ns, xs, ys):
                 r = runs[n]
+                if x > 0.99:  # crowded beside the unconstrained point: the table has them
+                    continue
                 text = f"M={r['max_nodes']}" if r["max_nodes"] else f"λ={r['link_penalty']:g}"
                 fx.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8, color=color)
         u = runs["frozen_unconstrained"]
         fx.plot([u["gate_mass_kept"]], [u["val_loss"]], marker="*", color="k", ms=9, ls="", label="unconstrained")
         fx.set_xlabel("share of the top-k gate mass kept")
         fx.set_ylabel("validation loss (nats per character)")
-        fx.set_title("The unconstrained checkpoint, frozen, routed with each", fontsize=10)
+        fx.set_title("The unconstrained checkpoint, frozen, routed with each\n(points above 0.99 unlabelled)",
+                     fontsize=10)
         fx.legend(fontsize=7.5)
         fx.grid(alpha=0.3)
     else:
