@@ -34,8 +34,10 @@ def read(path):
         "link_penalty": final["link_penalty"],
         "topology_loss": final.get("topology_loss_coef", 0.0),
     }
-    if os.path.basename(path).startswith("frozen_"):
-        return r  # evaluated only: no steps
+    if os.path.basename(path).startswith("frozen_"):  # evaluated only: no steps
+        copies = final.get("link_copies")
+        r["eval_across"] = copies["other_node"] / sum(copies.values()) if copies else None
+        return r
     covered = sorted({s["step"] for s in steps})
     if covered != list(range(1, final["step"] + 1)):
         raise SystemExit(f"{path}: step lines cover {len(covered)} of {final['step']} steps; log every step")
@@ -103,11 +105,13 @@ def frozen_table(runs):
     base = runs["frozen_unconstrained"]
     names.sort(key=lambda n: (n != "frozen_unconstrained", runs[n]["link_penalty"] > 0, runs[n]["max_nodes"],
                               runs[n]["link_penalty"]))
-    print("\n| frozen checkpoint, routed with | gate mass kept | validation loss | relative change |")
-    print("| --- | ---: | ---: | ---: |")
+    print("\n| frozen checkpoint, routed with | copies across nodes (evaluation) | gate mass kept | validation loss "
+          "| relative change |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for n in names:
         r = runs[n]
-        print(f"| {label(r)} | {r['gate_mass_kept']:.1%} | {r['val_loss']:.4f} | "
+        across = "" if r["eval_across"] is None else f"{r['eval_across']:.1%}"
+        print(f"| {label(r)} | {across} | {r['gate_mass_kept']:.1%} | {r['val_loss']:.4f} | "
               f"{r['val_loss'] / base['val_loss'] - 1:+.2%} |")
     return names
 

@@ -185,6 +185,7 @@ class TrainRun {
  private:
   void log_progress(const train::StepReport& rep);
   layers::LinkTraffic link_traffic(const train::StepReport& rep);
+  layers::LinkTraffic eval_link_traffic(const train::EvalResult& ev);
   void evaluate(std::int64_t step);
   void save();
 
@@ -299,19 +300,28 @@ void TrainRun::log_progress(const train::StepReport& rep) {
   window_loss_ = 0.0;
 }
 
+// The evaluation's forward exchanges (one pass), all ranks. Collective.
+layers::LinkTraffic TrainRun::eval_link_traffic(const train::EvalResult& ev) {
+  const std::int64_t row_bytes = layers::wire_row_bytes(c_.model.hidden_size, runner_.schedule().wire_bf16);
+  return layers::job_link_traffic(comm_, ev.traffic, topology_, row_bytes, 1);
+}
+
 void TrainRun::evaluate(std::int64_t step) {
   const train::EvalResult ev = trainer_.evaluate(c_.eval_tokens, false);
+  const layers::LinkTraffic traffic = eval_link_traffic(ev);
   if (talk_) {
     std::printf("eval  step %lld: val_loss %.4f on %lld held-out characters\n", static_cast<long long>(step), ev.loss,
                 static_cast<long long>(ev.tokens));
     std::fflush(stdout);
   }
-  if (lead_)
-    log_.write({{"event", "eval"},
-                {"step", step},
-                {"val_loss", ev.loss},
-                {"val_tokens", ev.tokens},
-                {"gate_mass_kept", ev.gate_mass_kept}});
+  if (!lead_) return;
+  json line = {{"event", "eval"},
+               {"step", step},
+               {"val_loss", ev.loss},
+               {"val_tokens", ev.tokens},
+               {"gate_mass_kept", ev.gate_mass_kept}};
+  add_link_traffic_fields(line, topology_, traffic);
+  log_.write(line);
 }
 
 void TrainRun::save() {
@@ -324,6 +334,7 @@ void TrainRun::finish(Clock::time_point t_start) {
   if (!o_.save.empty()) save();
 
   const train::EvalResult ev = trainer_.evaluate(c_.final_eval_tokens, true);
+  const layers::LinkTraffic traffic = eval_link_traffic(ev);
   const double wall = seconds(Clock::now() - t_start);
   if (!lead_) return;
   const std::int64_t trained = trainer_.step() - first_;
@@ -341,6 +352,7 @@ void TrainRun::finish(Clock::time_point t_start) {
       {"train_s", train_s_},
       {"wall_s", wall},
       {"experts", experts_json(ev, trainer_.corpus())}};
+  add_link_traffic_fields(final_line, topology_, traffic);
   add_routing_fields(final_line, c_.routing);
   log_.write(final_line);
   if (!o_.quiet) print_specialisation(ev, trainer_.corpus());

@@ -245,6 +245,14 @@ def test_train_step_lines_report_traffic(tmp_path):
             assert (copies["other_node"] > 0) == crossing and (copies["same_node"] > 0) != crossing
             # Forward and backward: each copy crosses its link four times.
             assert s["link_bytes"] == {k: 4 * v * 32 * 4 for k, v in copies.items()}
+        # The final evaluation's forward: every held-out token's copies, each
+        # crossing its link twice (dispatch and combine).
+        final = json.loads(log.read_text().splitlines()[-1])
+        assert final["event"] == "final"
+        copies = final["link_copies"]
+        assert sum(copies.values()) == final["val_tokens"] * 2 * 2  # tokens x top-k x blocks
+        assert (copies["other_node"] > 0) == crossing and (copies["same_node"] > 0) != crossing
+        assert final["link_bytes"] == {k: 2 * v * 32 * 4 for k, v in copies.items()}
 
 
 def forward_line(tmp_path, model, *args):

@@ -163,6 +163,9 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
 
   std::vector<std::int64_t> counts(specialisation ? static_cast<std::size_t>(L * E * V) : 0, 0);
   double loss = 0.0, gate_mass = 0.0, gate_mass_top_k = 0.0;  // stats: sums over all ranks already
+  EvalResult out;
+  out.traffic.send_rows.assign(static_cast<std::size_t>(R), 0);
+  out.traffic.recv_rows.assign(static_cast<std::size_t>(R), 0);
   std::vector<std::int32_t> contexts, targets;
   for (std::int64_t chunk = 0; chunk < num_chunks; ++chunk) {
     // NOTE: every rank runs every chunk (some with zero rows): the MoE
@@ -179,6 +182,11 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
       gate_mass += b.gate_mass;
       gate_mass_top_k += b.gate_mass_top_k;
     }
+    for (const layers::StepTraffic& b : r.traffic)
+      for (std::size_t q = 0; q < b.send_rows.size(); ++q) {
+        out.traffic.send_rows[q] += b.send_rows[q];
+        out.traffic.recv_rows[q] += b.recv_rows[q];
+      }
     if (!specialisation) continue;
     for (std::int64_t l = 0; l < L; ++l)
       for (std::int64_t t = 0; t < T; ++t)
@@ -188,7 +196,6 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
         }
   }
   comm_.allreduce_sum(&loss, 1);
-  EvalResult out;
   out.tokens = n;
   out.loss = loss / static_cast<double>(n);
   out.gate_mass_kept = gate_mass_top_k > 0 ? gate_mass / gate_mass_top_k : 1.0;

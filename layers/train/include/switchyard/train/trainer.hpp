@@ -50,6 +50,7 @@ struct EvalResult {
   // Over every block: the share of the router's unconstrained top-k gate
   // mass that the routing kept (layers::ForwardStats::gate_mass_kept()).
   double gate_mass_kept = 1.0;
+  layers::StepTraffic traffic;                // this rank's dispatch rows to each rank, over every block and chunk
   std::vector<ExpertSpecialisation> experts;  // when asked for
 };
 
