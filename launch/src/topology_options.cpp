@@ -63,6 +63,8 @@ comm::Topology resolve_topology(const TopologyOptions& o, comm::Communicator& co
   collective_step(comm, [&] {
     check_arg(o.topology == "auto" || o.ranks_per_node == 0,
               "--ranks-per-node and --topology FILE: give one (the file says which node each rank is on)");
+    check_arg(o.topology == "auto" || o.probe_bytes.empty(),
+              "--probe-bytes and --topology FILE: give one (the file's link costs are not probed)");
   });
   if (o.topology != "auto") return topology_from_file(o.topology, comm);
   comm::Topology topology;

@@ -29,6 +29,7 @@ MoeLayer::MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlac
             "MoE layer: topology_loss_coef must be finite and >= 0, got " + std::to_string(options.topology_loss_coef));
   check_arg(options.topology_loss_coef == 0.0 || !config.router.link_cost.empty(),
             "MoE layer: topology_loss_coef needs the router's link_cost (the price of each expert from this rank)");
+  config.router.validate();  // link_cost and the penalty hold one value per expert
   router_linear_ =
       std::make_unique<kernels::Linear>(router_weight_.value.data(), config.num_experts, config.hidden_size);
   experts_ = make_expert_backend(options.experts, std::move(weights.experts), weights.first_expert, config.activation);
@@ -161,21 +162,13 @@ void MoeLayer::run(comm::Communicator& comm, const MoeBackwardArguments& args) {
   run_step(comm, step_graph(C, true), schedule, args.timer);
 }
 
-namespace {
-
-// Index of each per-token sum in MoeStepState::stat_sums after the 2E
-// per-expert ones.
-enum StatSum { kLseSquared, kTopologyLoss, kGateMass, kGateMassTopK, kNumStatSums };
-
-}  // namespace
-
 void MoeLayer::token_stat_sums(detail::MoeStepState& c) const {
   // Per token: the aux losses' softmax probabilities p (their sum, and
   // their top-k counts f: for softmax routers the routing itself), lse²,
   // the link cost of p, and the router scores' chosen and top-k mass.
   const std::int64_t E = config_.num_experts, K = config_.top_k;
   std::vector<double>& sums = c.stat_sums;
-  sums.assign(static_cast<std::size_t>(2 * E + kNumStatSums), 0.0);
+  sums.assign(static_cast<std::size_t>(2 * E + detail::kNumStatSums), 0.0);
   double* tail = sums.data() + 2 * E;
   std::vector<float>& p = c.stat_probs;
   std::vector<float>& score = c.stat_scores;
@@ -192,16 +185,17 @@ void MoeLayer::token_stat_sums(detail::MoeStepState& c) const {
       kernels::top_k(p.data(), E, K, top.data());
       for (auto e : top) sums[E + e] += 1.0;
       const double lse = detail::logsumexp(logits, E);
-      tail[kLseSquared] += lse * lse;
-      for (std::size_t e = 0; e < router_.link_cost.size(); ++e) tail[kTopologyLoss] += p[e] * router_.link_cost[e];
+      tail[detail::kLseSquared] += lse * lse;
+      for (std::size_t e = 0; e < router_.link_cost.size(); ++e)
+        tail[detail::kTopologyLoss] += p[e] * router_.link_cost[e];
       if (!softmax) {
         std::copy(logits, logits + E, score.data());
         kernels::sigmoid(score.data(), E);
         kernels::top_k(score.data(), E, K, top.data());
       }
       const std::vector<float>& s = softmax ? p : score;
-      for (auto e : top) tail[kGateMassTopK] += s[e];
-      for (std::int64_t j = 0; j < K; ++j) tail[kGateMass] += s[k.routing.expert_idx[(i - k.begin) * K + j]];
+      for (auto e : top) tail[detail::kGateMassTopK] += s[e];
+      for (std::int64_t j = 0; j < K; ++j) tail[detail::kGateMass] += s[k.routing.expert_idx[(i - k.begin) * K + j]];
     }
   }
 }
@@ -235,10 +229,10 @@ void MoeLayer::global_stats(comm::Communicator& comm, detail::MoeStepState& c, F
   stats->num_dropped = counts[E + 1];
   stats->expert_load.assign(counts.begin(), counts.begin() + E);
   stats->aux_loss = static_cast<double>(E) * aux;
-  stats->z_loss = tail[kLseSquared] * inv_t;
-  stats->topology_loss = tail[kTopologyLoss] * inv_t;
-  stats->gate_mass = tail[kGateMass];
-  stats->gate_mass_top_k = tail[kGateMassTopK];
+  stats->z_loss = tail[detail::kLseSquared] * inv_t;
+  stats->topology_loss = tail[detail::kTopologyLoss] * inv_t;
+  stats->gate_mass = tail[detail::kGateMass];
+  stats->gate_mass_top_k = tail[detail::kGateMassTopK];
 }
 
 void MoeLayer::update_selection_bias(const ForwardStats& stats, double speed) {

@@ -75,7 +75,7 @@ void for_each_buffer(detail::MoeStepState& s, const MoeWorkspaceShape& shape, co
   f(s.shared_scale, shared ? T : 0);
   f(s.load_fraction, E);
   f(s.stat_counts, E + 2);
-  f(s.stat_sums, 2 * E + 4);
+  f(s.stat_sums, 2 * E + detail::kNumStatSums);
   f(s.stat_probs, E);
   f(s.stat_scores, E);
   f(s.stat_top, K);

@@ -33,6 +33,10 @@ struct MoeChunk {
 };
 
 /// The forward's results the backward needs, and the step's whole workspace.
+/// Where each per-token sum lies in MoeStepState::stat_sums, after the 2E
+/// per-expert ones (mean probabilities, top-k counts).
+enum StatSum { kLseSquared, kTopologyLoss, kGateMass, kGateMassTopK, kNumStatSums };
+
 struct MoeStepState {
   const float* x = nullptr;
   std::int64_t num_tokens = 0;
@@ -43,7 +47,8 @@ struct MoeStepState {
   std::vector<float> shared_out;      // [T, H] shared expert output before gating
   std::vector<float> shared_scale;    // [T] sigmoid gate (Qwen2-MoE)
   std::vector<double> load_fraction;  // [E] f_e over all ranks (aux loss)
-  // Global statistics' space: counts [E + 2], sums [2E + 1], probabilities [E], top-k [K].
+  // Global statistics' space: counts [E + 2], sums [2E + kNumStatSums],
+  // probabilities and scores [E], top-k [K].
   std::vector<std::int64_t> stat_counts;
   std::vector<double> stat_sums;
   std::vector<float> stat_probs, stat_scores;

@@ -32,6 +32,7 @@ struct Result {
   std::vector<float> y, dx;
   std::vector<std::vector<float>> grads;  // parameters() order
   std::vector<std::int64_t> load;
+  std::vector<double> stats;  // aux, z and topology losses, gate mass, top-k gate mass
 };
 
 formats::RandomMoeSpec spec(Architecture arch, int seed) {
@@ -91,12 +92,18 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
   const auto x = formats::random_matrix(T, H, 300 + me);
   const auto g = formats::random_matrix(T, H, 400 + me);
 
+  // A made-up link cost per rank, so that the topology loss is on too.
+  layers::MoeConfig moe = formats::moe_config(config);
+  for (std::int64_t e = 0; e < moe.num_experts; ++e)
+    moe.router.link_cost.push_back(static_cast<float>((e + me) % 3) / 2.0f);
   for (bool training : {true, false}) {
     layers::MoeLayer layer(
-        formats::moe_config(config),
-        formats::load_moe_weights(ckpt, config, layer_index, placement.first_expert(me), placement.num_local(me)),
+        moe, formats::load_moe_weights(ckpt, config, layer_index, placement.first_expert(me), placement.num_local(me)),
         placement, me,
-        layers::MoeLayerOptions{.experts = {.inference_only = !training}, .aux_loss_coef = 0.01, .z_loss_coef = 0.001});
+        layers::MoeLayerOptions{.experts = {.inference_only = !training},
+                                .aux_loss_coef = 0.01,
+                                .z_loss_coef = 0.001,
+                                .topology_loss_coef = 0.05});
     auto run = [&](const layers::StepSchedule& schedule) {
       Result r;
       r.y.assign(T * H, -1.0f);
@@ -115,6 +122,7 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
         for (auto* p : layer.parameters()) r.grads.push_back(p->grad);
       }
       r.load = stats.expert_load;
+      r.stats = {stats.aux_loss, stats.z_loss, stats.topology_loss, stats.gate_mass, stats.gate_mass_top_k};
       return r;
     };
     // Rows on the wire in float32 or bf16: each its own reference.
@@ -133,6 +141,7 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
                                       std::to_string(workers) + " wire " + (wire_bf16 ? "bf16" : "f32");
             ASSERT_EQ(std::memcmp(got.y.data(), want.y.data(), want.y.size() * sizeof(float)), 0) << "y, " << where;
             EXPECT_EQ(got.load, want.load) << where;
+            EXPECT_EQ(got.stats, want.stats) << "aux, z and topology losses, gate mass; " << where;
             if (!training) continue;
             ASSERT_EQ(std::memcmp(got.dx.data(), want.dx.data(), want.dx.size() * sizeof(float)), 0)
                 << "dL/dx, " << where;

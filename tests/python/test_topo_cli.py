@@ -83,7 +83,7 @@ def test_topology_file_round_trips_through_the_cli(tmp_path, topo_json):
         assert name in table
 
 
-def test_probe_bytes_sets_the_probe_sizes():
+def test_probe_bytes_sets_the_probe_sizes(tmp_path):
     t = json.loads(run("topo", "--json", "--ranks-per-node", 1, "--probe-bytes", "16,4K,2M", nproc=2).stdout)
     for name in CLASSES:
         if name in t["links"]:
@@ -92,6 +92,10 @@ def test_probe_bytes_sets_the_probe_sizes():
     assert_bad(run("topo", "--probe-bytes", "8,8", nproc=2, check=False), "--probe-bytes", "at least 2")
     assert_bad(run("bench", "--probe-bytes", "8,1G", nproc=2, check=False), "--probe-bytes", "64 MiB")
     assert_bad(run("bench", "--probe-bytes", "0,8", nproc=2, check=False), "--probe-bytes", "probe size 0")
+    path = tmp_path / "t.json"
+    path.write_text(run("topo", "--json", "--no-probe", nproc=2).stdout)
+    assert_bad(run("topo", "--topology", path, "--probe-bytes", "8,1M", nproc=2, check=False), "--probe-bytes",
+               "--topology FILE")
 
 
 def test_table_without_probe(tmp_path):
