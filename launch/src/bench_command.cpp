@@ -14,6 +14,7 @@
 #include "bench_baselines.hpp"
 #include "cli_runner.hpp"
 #include "commands.hpp"
+#include "routing_stats.hpp"
 #include "switchyard/formats/model_config.hpp"
 #include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/layers/moe_layer.hpp"
@@ -39,6 +40,7 @@ void add_bench_options(CLI::App& sub, BenchOptions* o) {
   add_schedule_options(sub, &o->schedule);
   add_topology_options(sub, &o->topology);
   add_routing_options(sub, &o->topology_routing);
+  add_routing_stats_option(sub, &o->routing_stats);
   sub.add_option("--corrupt-expert", o->corrupt_expert,
                  "Scale this expert's weights after the reference is fixed (checks that `correct` can fail)");
 }
@@ -513,6 +515,10 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   measure_link_traffic(o, comm, topology, traffic, &r);
 
   collective_step(comm, [&] { runner->write_outputs(comm, *s.layer, o.pass == "fwd_bwd"); });
+  RoutingStats routing_stats(o.routing_stats, "bench", 1, o.experts);  // every step routes alike: one
+  routing_stats.add(0, traffic);
+  routing_stats.end_step();
+  routing_stats.write(comm, topology, layers::ExpertPlacement(o.experts, comm.size()));
   if (comm.rank() != 0) return;
   json line = result_line(o, comm.size(), *runner, r);
   add_exchange_fields(line, o, topology, r);

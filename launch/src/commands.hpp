@@ -21,7 +21,8 @@ struct ForwardOptions {
   double z_loss_coef = 0.0;
   std::string dtype = "f32";  // expert weights: f32 | bf16 (inference only)
   bool quiet = false;
-  std::string json;  // append one JSON line (rank 0)
+  std::string json;           // append one JSON line (rank 0)
+  std::string routing_stats;  // routing statistics (JSON), for placement
   ScheduleOptions schedule;
   TopologyOptions topology;
   RoutingOptions topology_routing;
@@ -41,6 +42,7 @@ struct TrainOptions {
   std::string resume;
   std::string dtype;  // overrides the configuration's model.dtype when set
   bool quiet = false;
+  std::string routing_stats;  // routing statistics over every training step (JSON)
   ScheduleOptions schedule;
   TopologyOptions topology;
   RoutingOptions topology_routing;
@@ -52,7 +54,8 @@ struct BenchOptions {
   int iters = 10, warmup = 3;
   std::uint64_t seed = 1;
   std::int64_t corrupt_expert = -1;
-  ScheduleOptions schedule;  // with overlap on, the same graph in sequence is timed beside it
+  std::string routing_stats;  // the measured step's routing statistics (JSON)
+  ScheduleOptions schedule;   // with overlap on, the same graph in sequence is timed beside it
   TopologyOptions topology;
   RoutingOptions topology_routing;
 };

@@ -11,6 +11,7 @@
 #include "cli_runner.hpp"
 #include "commands.hpp"
 #include "layer_grads.hpp"
+#include "routing_stats.hpp"
 #include "switchyard/comm/gather.hpp"
 #include "switchyard/formats/checkpoint.hpp"
 #include "switchyard/layers/link_traffic.hpp"
@@ -49,6 +50,7 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
   add_schedule_options(sub, &o->schedule);
   add_topology_options(sub, &o->topology);
   add_routing_options(sub, &o->topology_routing);
+  add_routing_stats_option(sub, &o->routing_stats);
 }
 
 namespace {
@@ -277,6 +279,10 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   const std::vector<PhaseTimer::Entry> phases = slowest_phases(comm, load_timer, timer);
   const layers::LinkTraffic traffic = layers::job_link_traffic(
       comm, layer.traffic(kept), topology, layers::wire_row_bytes(H, schedule.wire_bf16), in.grad_output ? 2 : 1);
+  RoutingStats routing_stats(o.routing_stats, "forward", 1, in.config.num_experts);
+  routing_stats.add(0, layer.traffic(kept));
+  routing_stats.end_step();
+  routing_stats.write(comm, topology, *in.placement);
   write_json_line(o, comm, stats, phases, topology, traffic);
   if (me == 0 && !o.quiet) print_summary(o, in.config, loaded.names, *in.placement, stats, phases, traffic);
 }

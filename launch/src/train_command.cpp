@@ -12,6 +12,7 @@
 
 #include "cli_runner.hpp"
 #include "commands.hpp"
+#include "routing_stats.hpp"
 #include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/train/trainer.hpp"
@@ -41,6 +42,7 @@ void add_train_options(CLI::App& sub, TrainOptions* o) {
   add_schedule_options(sub, &o->schedule);
   add_topology_options(sub, &o->topology);
   add_routing_options(sub, &o->topology_routing);
+  add_routing_stats_option(sub, &o->routing_stats);
 }
 
 namespace {
@@ -173,7 +175,8 @@ class TrainRun {
         lead_(comm.rank() == 0),
         talk_(lead_ && !o.quiet),
         last_(o.stop_after > 0 ? std::min(o.stop_after, c_.steps) : c_.steps),
-        baselines_(train::ngram_baselines(trainer.corpus())) {}
+        baselines_(train::ngram_baselines(trainer.corpus())),
+        routing_stats_(o.routing_stats, "train", trainer.model().num_blocks(), c_.model.num_experts) {}
 
   void print_header() const;
   // Trains up to --stop-after or the last step. Collective.
@@ -199,7 +202,8 @@ class TrainRun {
   const bool lead_, talk_;
   const std::int64_t last_;
   const train::NgramBaselines baselines_;
-  std::int64_t first_ = 0;  // the step training started from
+  RoutingStats routing_stats_;  // --routing-stats: the training steps' routing
+  std::int64_t first_ = 0;      // the step training started from
   Clock::time_point t_train_;
   double train_s_ = 0.0;
   // The steps since the last progress line.
@@ -237,6 +241,9 @@ void TrainRun::train() {
   while (trainer_.step() < last_) {
     runner_.restart_trace();  // --trace shows the last training step
     const train::StepReport rep = trainer_.train_step();
+    for (std::size_t b = 0; b < rep.traffic.size(); ++b)
+      routing_stats_.add(static_cast<std::int64_t>(b), rep.traffic[b]);
+    routing_stats_.end_step();
     window_tokens_ += rep.tokens;
     window_loss_ += rep.loss;
     ++window_steps_;
@@ -252,8 +259,9 @@ void TrainRun::train() {
 // exchanges, all ranks. Collective.
 layers::LinkTraffic TrainRun::link_traffic(const train::StepReport& rep) {
   const std::int64_t row_bytes = layers::wire_row_bytes(c_.model.hidden_size, runner_.schedule().wire_bf16);
-  layers::StepTraffic all{.send_rows = std::vector<std::int64_t>(static_cast<std::size_t>(comm_.size()), 0),
-                          .recv_rows = std::vector<std::int64_t>(static_cast<std::size_t>(comm_.size()), 0)};
+  layers::StepTraffic all;
+  all.send_rows.assign(static_cast<std::size_t>(comm_.size()), 0);
+  all.recv_rows.assign(static_cast<std::size_t>(comm_.size()), 0);
   for (const layers::StepTraffic& block : rep.traffic)
     for (std::size_t r = 0; r < all.send_rows.size(); ++r) {
       all.send_rows[r] += block.send_rows[r];
@@ -331,6 +339,7 @@ void TrainRun::save() {
 
 void TrainRun::finish(Clock::time_point t_start) {
   collective_step(comm_, [&] { runner_.write_outputs(comm_, trainer_.model().moe(0), true); });
+  routing_stats_.write(comm_, topology_, layers::ExpertPlacement(c_.model.num_experts, comm_.size()));
   if (!o_.save.empty()) save();
 
   const train::EvalResult ev = trainer_.evaluate(c_.final_eval_tokens, true);

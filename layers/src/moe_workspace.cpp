@@ -39,6 +39,7 @@ StepTraffic MoeForwardContext::traffic() const {
     add(t.send_rows, k.plan.send_counts);
     add(t.recv_rows, k.plan.recv_counts);
     add(t.local_expert_rows, k.plan.local_expert_counts);
+    add(t.expert_slots, k.routing.expert_counts);
   }
   return t;
 }

@@ -164,10 +164,14 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   EXPECT_NEAR(stats.aux_loss, ref_out.aux_loss, 1e-5 * std::abs(ref_out.aux_loss));
   EXPECT_NEAR(stats.z_loss, ref_out.z_loss, 1e-5 * std::abs(ref_out.z_loss));
   EXPECT_NEAR(stats.topology_loss, ref_out.topology_loss, 1e-5 * std::abs(ref_out.topology_loss));
-  if (c.topo_coef != 0.0) EXPECT_GT(ref_out.topology_loss, 0.01) << "the topology loss is zero: vacuous";
+  if (c.topo_coef != 0.0) {
+    EXPECT_GT(ref_out.topology_loss, 0.01) << "the topology loss is zero: vacuous";
+  }
   EXPECT_NEAR(stats.gate_mass, ref_out.gate_mass, 1e-5 * ref_out.gate_mass);
   EXPECT_NEAR(stats.gate_mass_top_k, ref_out.gate_mass_top_k, 1e-5 * ref_out.gate_mass_top_k);
-  if (c.max_nodes > 0 || c.lambda != 0.0) EXPECT_LT(stats.gate_mass_kept(), 1.0) << "no gate mass lost: vacuous";
+  if (c.max_nodes > 0 || c.lambda != 0.0) {
+    EXPECT_LT(stats.gate_mass_kept(), 1.0) << "no gate mass lost: vacuous";
+  }
 
   constexpr double kTol = 1e-5;  // observed: ~3e-7 (float32 compute vs float64 differences)
   const Vec grad_x = finite_diff(loss, &xd);

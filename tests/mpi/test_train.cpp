@@ -230,9 +230,11 @@ TEST_F(TrainTest, TopologyLossMovesTokensTowardCheapLinks) {
   std::vector<int> node_of_rank(static_cast<std::size_t>(R), 0);
   node_of_rank.back() = 1;
   comm::Topology topology = comm::virtual_nodes(R, R - 1);
-  topology.cost(comm::LinkClass::kSelf) = comm::LinkCost{.latency_s = 0.0, .bandwidth_bytes_per_s = 2e10};
-  topology.cost(comm::LinkClass::kSameNode) = comm::LinkCost{.latency_s = 1e-6, .bandwidth_bytes_per_s = 1e10};
-  topology.cost(comm::LinkClass::kOtherNode) = comm::LinkCost{.latency_s = 5e-6, .bandwidth_bytes_per_s = 1e9};
+  topology.cost(comm::LinkClass::kSelf) = comm::LinkCost{.latency_s = 0.0, .bandwidth_bytes_per_s = 2e10, .probe = {}};
+  topology.cost(comm::LinkClass::kSameNode) =
+      comm::LinkCost{.latency_s = 1e-6, .bandwidth_bytes_per_s = 1e10, .probe = {}};
+  topology.cost(comm::LinkClass::kOtherNode) =
+      comm::LinkCost{.latency_s = 5e-6, .bandwidth_bytes_per_s = 1e9, .probe = {}};
   // The share of the job's dispatched rows that crossed nodes over the last
   // 10 of 40 steps, and the last step's topology loss.
   const auto run = [&](double coef) {

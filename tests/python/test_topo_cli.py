@@ -259,6 +259,53 @@ def test_train_step_lines_report_traffic(tmp_path):
         assert final["link_bytes"] == {k: 2 * v * 32 * 4 for k, v in copies.items()}
 
 
+@pytest.mark.parametrize("max_nodes", [0, 1])
+def test_routing_stats_match_the_routing(tmp_path, model, max_nodes):
+    """forward --routing-stats: copies[r][e], the tokens of rank r routed to
+    expert e, against the routing derived from the router weights."""
+    stats = tmp_path / "rs.json"
+    run("forward", "--model", model, "--layer", 1, "--input", model / "x.npy", "--output", tmp_path / "y.npy",
+        "--ranks-per-node", 2, "--max-nodes", max_nodes, "--routing-stats", stats, "--quiet")
+    d = json.loads(stats.read_text())
+    assert (d["format"], d["version"], d["command"], d["ranks"], d["experts"], d["steps"]) == (
+        "switchyard-routing-stats", 1, "forward", 4, 8, 1)
+    assert d["node_of_rank"] == [0, 0, 1, 1] and d["expert_owner"] == owners(8, 4).tolist()
+    top, _ = routed_experts(model, 4, 2, max_nodes=max_nodes)
+    want = np.zeros((4, 8), dtype=int)
+    np.add.at(want, (np.repeat(owners(len(top), 4)[:, None], 2, axis=1), top), 1)
+    assert [b["block"] for b in d["blocks"]] == [0]
+    assert d["blocks"][0]["copies"] == want.tolist()
+
+
+def test_train_and_bench_routing_stats_add_up(tmp_path):
+    stats = tmp_path / "train.json"
+    log = tmp_path / "log.jsonl"
+    run("train", "--config", train_config(tmp_path, log_interval=1), "--json", log, "--quiet",
+        "--routing-stats", stats, nproc=2)
+    d = json.loads(stats.read_text())
+    steps = [json.loads(s) for s in log.read_text().splitlines() if '"event":"step"' in s]
+    assert d["command"] == "train" and d["steps"] == 4 and len(d["blocks"]) == 2
+    # Every step's expert loads (all ranks, per block) sum to the file's
+    # copies summed over ranks; each rank routed steps x tokens x top-k.
+    loads = np.array([s["expert_load"] for s in steps]).sum(axis=0)
+    assert [s["step"] for s in steps] == [1, 2, 3, 4]
+    for b, block in enumerate(d["blocks"]):
+        copies = np.array(block["copies"])
+        assert copies.shape == (2, d["experts"])
+        assert (copies.sum(axis=1) == 4 * 64 * 2).all()
+        assert copies.sum(axis=0).tolist() == loads[b].tolist()
+    bench_stats = tmp_path / "bench.json"
+    run("bench", "--hidden", 64, "--ffn", 64, "--experts", 4, "--tokens", 32, "--iters", 1, "--warmup", 0,
+        "--routing-stats", bench_stats, nproc=2)
+    b = json.loads(bench_stats.read_text())
+    assert b["command"] == "bench" and b["steps"] == 1
+    assert (np.array(b["blocks"][0]["copies"]).sum(axis=1) == 32 * 2).all()
+    p = run("bench", "--hidden", 64, "--ffn", 64, "--experts", 4, "--tokens", 32, "--iters", 1, "--warmup", 0,
+            "--routing-stats", tmp_path / "missing" / "rs.json", nproc=2, check=False)
+    assert_bad(p, "--routing-stats", "rs.json")
+    assert not (tmp_path / "missing").exists()
+
+
 def forward_line(tmp_path, model, *args):
     out = tmp_path / "f.jsonl"
     out.unlink(missing_ok=True)

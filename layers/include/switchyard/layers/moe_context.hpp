@@ -16,6 +16,7 @@ struct StepTraffic {
   std::vector<std::int64_t> send_rows;          // [R] rows this rank sent to each rank (dispatch)
   std::vector<std::int64_t> recv_rows;          // [R] rows this rank received from each rank
   std::vector<std::int64_t> local_expert_rows;  // [num_local] rows each local expert computed
+  std::vector<std::int64_t> expert_slots;       // [E] this rank's routed slots per expert (before capacity drops)
 };
 
 /// The routing handle of one forward: its routing, exchange plans and
