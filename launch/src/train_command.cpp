@@ -189,6 +189,8 @@ class TrainRun {
   void log_progress(const train::StepReport& rep);
   layers::LinkTraffic link_traffic(const train::StepReport& rep);
   layers::LinkTraffic eval_link_traffic(const train::EvalResult& ev);
+  // Bytes of one row on the wire.
+  std::int64_t row_bytes() const { return layers::wire_row_bytes(c_.model.hidden_size, runner_.schedule().wire_bf16); }
   void evaluate(std::int64_t step);
   void save();
 
@@ -258,16 +260,9 @@ void TrainRun::train() {
 // The step's traffic per link class, every block's forward and backward
 // exchanges, all ranks. Collective.
 layers::LinkTraffic TrainRun::link_traffic(const train::StepReport& rep) {
-  const std::int64_t row_bytes = layers::wire_row_bytes(c_.model.hidden_size, runner_.schedule().wire_bf16);
   layers::StepTraffic all;
-  all.send_rows.assign(static_cast<std::size_t>(comm_.size()), 0);
-  all.recv_rows.assign(static_cast<std::size_t>(comm_.size()), 0);
-  for (const layers::StepTraffic& block : rep.traffic)
-    for (std::size_t r = 0; r < all.send_rows.size(); ++r) {
-      all.send_rows[r] += block.send_rows[r];
-      all.recv_rows[r] += block.recv_rows[r];
-    }
-  return layers::job_link_traffic(comm_, all, topology_, row_bytes, 2);
+  for (const layers::StepTraffic& block : rep.traffic) all += block;
+  return layers::job_link_traffic(comm_, all, topology_, row_bytes(), 2);
 }
 
 void TrainRun::log_progress(const train::StepReport& rep) {
@@ -310,8 +305,7 @@ void TrainRun::log_progress(const train::StepReport& rep) {
 
 // The evaluation's forward exchanges (one pass), all ranks. Collective.
 layers::LinkTraffic TrainRun::eval_link_traffic(const train::EvalResult& ev) {
-  const std::int64_t row_bytes = layers::wire_row_bytes(c_.model.hidden_size, runner_.schedule().wire_bf16);
-  return layers::job_link_traffic(comm_, ev.traffic, topology_, row_bytes, 1);
+  return layers::job_link_traffic(comm_, ev.traffic, topology_, row_bytes(), 1);
 }
 
 void TrainRun::evaluate(std::int64_t step) {

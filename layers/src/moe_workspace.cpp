@@ -29,17 +29,30 @@ std::vector<float> MoeForwardContext::routing_weights() const {
   return out;
 }
 
+namespace {
+
+void add_counts(std::vector<std::int64_t>& to, const std::vector<std::int64_t>& from) {
+  to.resize(std::max(to.size(), from.size()), 0);
+  for (std::size_t i = 0; i < from.size(); ++i) to[i] += from[i];
+}
+
+}  // namespace
+
+StepTraffic& StepTraffic::operator+=(const StepTraffic& other) {
+  add_counts(send_rows, other.send_rows);
+  add_counts(recv_rows, other.recv_rows);
+  add_counts(local_expert_rows, other.local_expert_rows);
+  add_counts(expert_slots, other.expert_slots);
+  return *this;
+}
+
 StepTraffic MoeForwardContext::traffic() const {
   StepTraffic t;
   for (const auto& k : state_->chunks) {
-    const auto add = [](std::vector<std::int64_t>& to, const std::vector<std::int64_t>& from) {
-      to.resize(std::max(to.size(), from.size()), 0);
-      for (std::size_t i = 0; i < from.size(); ++i) to[i] += from[i];
-    };
-    add(t.send_rows, k.plan.send_counts);
-    add(t.recv_rows, k.plan.recv_counts);
-    add(t.local_expert_rows, k.plan.local_expert_counts);
-    add(t.expert_slots, k.routing.expert_counts);
+    add_counts(t.send_rows, k.plan.send_counts);
+    add_counts(t.recv_rows, k.plan.recv_counts);
+    add_counts(t.local_expert_rows, k.plan.local_expert_counts);
+    add_counts(t.expert_slots, k.routing.expert_counts);
   }
   return t;
 }

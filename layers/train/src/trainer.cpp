@@ -164,7 +164,7 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
   std::vector<std::int64_t> counts(specialisation ? static_cast<std::size_t>(L * E * V) : 0, 0);
   double loss = 0.0, gate_mass = 0.0, gate_mass_top_k = 0.0;  // stats: sums over all ranks already
   EvalResult out;
-  out.traffic.send_rows.assign(static_cast<std::size_t>(R), 0);
+  out.traffic.send_rows.assign(static_cast<std::size_t>(R), 0);  // sized even when no chunk ran
   out.traffic.recv_rows.assign(static_cast<std::size_t>(R), 0);
   std::vector<std::int32_t> contexts, targets;
   for (std::int64_t chunk = 0; chunk < num_chunks; ++chunk) {
@@ -182,11 +182,7 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
       gate_mass += b.gate_mass;
       gate_mass_top_k += b.gate_mass_top_k;
     }
-    for (const layers::StepTraffic& b : r.traffic)
-      for (std::size_t q = 0; q < b.send_rows.size(); ++q) {
-        out.traffic.send_rows[q] += b.send_rows[q];
-        out.traffic.recv_rows[q] += b.recv_rows[q];
-      }
+    for (const layers::StepTraffic& b : r.traffic) out.traffic += b;
     if (!specialisation) continue;
     for (std::int64_t l = 0; l < L; ++l)
       for (std::int64_t t = 0; t < T; ++t)

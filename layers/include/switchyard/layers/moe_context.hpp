@@ -17,6 +17,10 @@ struct StepTraffic {
   std::vector<std::int64_t> recv_rows;          // [R] rows this rank received from each rank
   std::vector<std::int64_t> local_expert_rows;  // [num_local] rows each local expert computed
   std::vector<std::int64_t> expert_slots;       // [E] this rank's routed slots per expert (before capacity drops)
+
+  /// Adds `other` element by element (a shorter vector grows with zeros):
+  /// the traffic of several chunks, blocks or steps.
+  StepTraffic& operator+=(const StepTraffic& other);
 };
 
 /// The routing handle of one forward: its routing, exchange plans and
