@@ -52,10 +52,13 @@ void counts_and_displs(const std::int64_t* rows, int n, const char* what, std::v
   displs->resize(static_cast<std::size_t>(n));
   std::int64_t offset = 0;
   for (int r = 0; r < n; ++r) {
-    check_arg(rows[r] >= 0, std::string("alltoallv: ") + what + "[" + std::to_string(r) +
-                                "] = " + std::to_string(rows[r]) + ", must be >= 0");
-    check(rows[r] <= INT_MAX && offset <= INT_MAX, ErrorCode::kInternal,
-          std::string("alltoallv: ") + what + " beyond MPI's int range at rank " + std::to_string(r));
+    // NOTE: messages are built only on failure, so an exchange allocates nothing.
+    if (rows[r] < 0)
+      check_arg(false, std::string("alltoallv: ") + what + "[" + std::to_string(r) + "] = " + std::to_string(rows[r]) +
+                           ", must be >= 0");
+    if (rows[r] > INT_MAX || offset > INT_MAX)
+      check(false, ErrorCode::kInternal,
+            std::string("alltoallv: ") + what + " beyond MPI's int range at rank " + std::to_string(r));
     (*counts)[r] = static_cast<int>(rows[r]);
     (*displs)[r] = static_cast<int>(offset);
     offset += rows[r];

@@ -18,8 +18,9 @@ namespace {
 // Into `out` ([n]): MPI's v-collectives take int counts and offsets.
 int* to_int(const std::int64_t* v, int n, const char* what, int* out) {
   for (int i = 0; i < n; ++i) {
-    check(v[i] >= 0 && v[i] <= INT_MAX, ErrorCode::kInternal,
-          std::string("MPI ") + what + " out of int range: " + std::to_string(v[i]));
+    // NOTE: the message is built only on failure, so an exchange allocates nothing.
+    if (v[i] < 0 || v[i] > INT_MAX)
+      check(false, ErrorCode::kInternal, std::string("MPI ") + what + " out of int range: " + std::to_string(v[i]));
     out[i] = static_cast<int>(v[i]);
   }
   return out;

@@ -1,5 +1,6 @@
 #include "switchyard/kernels/permute.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace switchyard::kernels {
@@ -25,6 +26,44 @@ void unpermute_weighted_sum(const float* rows, const std::int64_t* slot_row, con
       const float w = weights[t * k + j];
       const float* y = rows + r * width;
       for (std::int64_t c = 0; c < width; ++c) o[c] += w * y[c];
+    }
+  }
+}
+
+void sum_entry_rows(const float* rows, const std::int64_t* entry_row, const float* row_weight, std::int64_t num_out,
+                    std::int64_t k, std::int64_t width, float* out) {
+  for (std::int64_t i = 0; i < num_out; ++i) {
+    float* o = out + i * width;
+    std::fill(o, o + width, 0.0f);
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int64_t r = entry_row[i * k + j];
+      if (r < 0) continue;
+      const float* y = rows + r * width;
+      if (row_weight) {
+        const float w = row_weight[r];
+        for (std::int64_t c = 0; c < width; ++c) o[c] += w * y[c];
+      } else {
+        for (std::int64_t c = 0; c < width; ++c) o[c] += y[c];
+      }
+    }
+  }
+}
+
+void sum_token_rows(const float* rows, const std::int64_t* row_begin, const std::int64_t* token_rows,
+                    const std::int32_t* row_group, std::int64_t num_tokens, std::int64_t width, float* scratch,
+                    float* out) {
+  for (std::int64_t t = 0; t < num_tokens; ++t) {
+    float* o = out + t * width;
+    std::fill(o, o + width, 0.0f);
+    for (std::int64_t i = row_begin[t]; i < row_begin[t + 1];) {
+      // One group: its rows' sum first, then into the token's.
+      std::fill(scratch, scratch + width, 0.0f);
+      const std::int32_t group = row_group[i];
+      for (; i < row_begin[t + 1] && row_group[i] == group; ++i) {
+        const float* y = rows + token_rows[i] * width;
+        for (std::int64_t c = 0; c < width; ++c) scratch[c] += y[c];
+      }
+      for (std::int64_t c = 0; c < width; ++c) o[c] += scratch[c];
     }
   }
 }

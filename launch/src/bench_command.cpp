@@ -201,7 +201,8 @@ void set_up_layer(const BenchOptions& o, comm::Communicator& comm, const comm::T
     s->layer = std::make_unique<layers::MoeLayer>(
         moe, std::move(w), placement, me,
         layers::MoeLayerOptions{.experts = {.inference_only = o.pass != "fwd_bwd", .weight_type = weight_type(o)},
-                                .topology_loss_coef = o.topology_routing.over().topology_loss});
+                                .topology_loss_coef = o.topology_routing.over().topology_loss,
+                                .node_of_rank = layers::node_of_rank(topology)});
     s->x = inputs(o, me);
   });
 }

@@ -158,7 +158,8 @@ LoadedLayer load_layer(const ForwardOptions& o, const ForwardInputs& in, const c
                         .weight_type = o.dtype == "bf16" ? kernels::WeightType::kBF16 : kernels::WeightType::kF32},
             .aux_loss_coef = o.aux_loss_coef,
             .z_loss_coef = o.z_loss_coef,
-            .topology_loss_coef = o.topology_routing.over().topology_loss});
+            .topology_loss_coef = o.topology_routing.over().topology_loss,
+            .node_of_rank = layers::node_of_rank(topology)});
   });
   return l;
 }

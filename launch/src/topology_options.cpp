@@ -210,11 +210,12 @@ std::string link_traffic_summary(const layers::LinkTraffic& t) {
   const std::int64_t total = t.total_copies(), across = t.copies_on(LinkClass::kOtherNode);
   char buf[256];
   std::snprintf(buf, sizeof(buf),
-                "token copies: %lld on rank, %lld in node, %lld across nodes (%.1f%% across); bytes: self %s, same "
-                "node %s, other node %s",
+                "token copies: %lld on rank, %lld in node, %lld across nodes (%.1f%% across; %lld slots across); "
+                "bytes: self %s, same node %s, other node %s",
                 static_cast<long long>(t.copies_on(LinkClass::kSelf)),
                 static_cast<long long>(t.copies_on(LinkClass::kSameNode)), static_cast<long long>(across),
                 total > 0 ? 100.0 * static_cast<double>(across) / static_cast<double>(total) : 0.0,
+                static_cast<long long>(t.slots_on(LinkClass::kOtherNode)),
                 bytes_text(t.bytes_on(LinkClass::kSelf)).c_str(), bytes_text(t.bytes_on(LinkClass::kSameNode)).c_str(),
                 bytes_text(t.bytes_on(LinkClass::kOtherNode)).c_str());
   return buf;

@@ -101,16 +101,19 @@ inline bool needs_link_costs(const layers::TopologyRouting& routing) {
 std::string routing_summary(const layers::TopologyRouting& routing);
 
 /// Token copies and bytes per link class as JSON fields of a command's line:
-/// "nodes", "link_copies" and "link_bytes" (objects keyed by class name).
+/// "nodes", "link_copies", "link_slots" and "link_bytes" (objects keyed by
+/// class name).
 template <class Json>
 void add_link_traffic_fields(Json& line, const comm::Topology& topology, const layers::LinkTraffic& traffic) {
-  Json copies = Json::object(), bytes = Json::object();
+  Json copies = Json::object(), slots = Json::object(), bytes = Json::object();
   for (const comm::LinkClass c : comm::kAllLinkClasses) {
     copies[comm::link_class_name(c)] = traffic.copies_on(c);
+    slots[comm::link_class_name(c)] = traffic.slots_on(c);
     bytes[comm::link_class_name(c)] = traffic.bytes_on(c);
   }
   line["nodes"] = topology.num_nodes();
   line["link_copies"] = copies;
+  line["link_slots"] = slots;
   line["link_bytes"] = bytes;
 }
 

@@ -15,6 +15,7 @@ std::int64_t LinkTraffic::total_copies() const {
 LinkTraffic& LinkTraffic::operator+=(const LinkTraffic& other) {
   for (int c = 0; c < comm::kNumLinkClasses; ++c) {
     copies[c] += other.copies[c];
+    slots[c] += other.slots[c];
     bytes[c] += other.bytes[c];
   }
   return *this;
@@ -47,10 +48,12 @@ LinkTraffic link_traffic(const StepTraffic& traffic, const comm::Topology& topol
   check_arg(passes >= 1, "passes is " + std::to_string(passes) + "; expected >= 1");
   check_counts(traffic.send_rows, "send_rows", R);
   check_counts(traffic.recv_rows, "recv_rows", R);
+  if (!traffic.send_slots.empty()) check_counts(traffic.send_slots, "send_slots", R);
   LinkTraffic out;
   for (int peer = 0; peer < R; ++peer) {
     const int c = static_cast<int>(comm::link_class(topology, rank, peer));
     out.copies[c] += traffic.send_rows[peer];
+    if (!traffic.send_slots.empty()) out.slots[c] += traffic.send_slots[peer];
     out.bytes[c] += (traffic.send_rows[peer] + traffic.recv_rows[peer]) * row_bytes * passes;
   }
   return out;
@@ -59,12 +62,15 @@ LinkTraffic link_traffic(const StepTraffic& traffic, const comm::Topology& topol
 LinkTraffic job_link_traffic(comm::Communicator& comm, const StepTraffic& traffic, const comm::Topology& topology,
                              std::int64_t row_bytes, int passes) {
   LinkTraffic out = link_traffic(traffic, topology, comm.rank(), row_bytes, passes);
-  std::array<std::int64_t, 2 * comm::kNumLinkClasses> sums{};
+  constexpr int n = comm::kNumLinkClasses;
+  std::array<std::int64_t, 3 * n> sums{};
   std::copy(out.copies.begin(), out.copies.end(), sums.begin());
-  std::copy(out.bytes.begin(), out.bytes.end(), sums.begin() + comm::kNumLinkClasses);
+  std::copy(out.bytes.begin(), out.bytes.end(), sums.begin() + n);
+  std::copy(out.slots.begin(), out.slots.end(), sums.begin() + 2 * n);
   comm.allreduce_sum(sums.data(), sums.size());
-  std::copy(sums.begin(), sums.begin() + comm::kNumLinkClasses, out.copies.begin());
-  std::copy(sums.begin() + comm::kNumLinkClasses, sums.end(), out.bytes.begin());
+  std::copy(sums.begin(), sums.begin() + n, out.copies.begin());
+  std::copy(sums.begin() + n, sums.begin() + 2 * n, out.bytes.begin());
+  std::copy(sums.begin() + 2 * n, sums.end(), out.slots.begin());
   return out;
 }
 

@@ -148,11 +148,8 @@ void MoeLayer::run(comm::Communicator& comm, const MoeBackwardArguments& args) {
   detail::MoeStepState& c = *args.context->state_;
   const bool ok = verdict.ok();
   const int C = static_cast<int>(c.chunks.size());
-  const std::int64_t T = c.num_tokens, E = config_.num_experts, K = config_.top_k;
+  const std::int64_t T = c.num_tokens, E = config_.num_experts;
   c.grad_logits.resize(static_cast<std::size_t>(T * E));
-  std::int64_t most = 0;
-  for (const detail::MoeChunk& k : c.chunks) most = std::max(most, k.rows);
-  if (static_cast<std::int64_t>(c.ones.size()) < most * K) c.ones.assign(static_cast<std::size_t>(most * K), 1.0f);
   StepSchedule schedule = args.schedule;
   if (!ok) {
     schedule.chunks = C;

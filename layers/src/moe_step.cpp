@@ -86,7 +86,7 @@ void MoeLayer::plan_chunk(detail::MoeChunk& k) {
     k.routing.weights.clear();
     k.routing.expert_counts.assign(static_cast<std::size_t>(config_.num_experts), 0);
   }
-  plan_dispatch(k.routing, placement_, options_.capacity, *step_.comm, &k.plan);
+  plan_dispatch(k.routing, placement_, options_.capacity, options_.node_of_rank, *step_.comm, &k.plan);
 }
 
 void MoeLayer::permute_chunk(detail::MoeChunk& k) {
@@ -132,14 +132,18 @@ std::size_t MoeLayer::dispatch_chunk(detail::MoeChunk& k) {
   return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv, wire(k));
 }
 
+// A received row becomes one expert row per slot it carries; each row
+// goes back as the weighted sum of its slots' outputs.
 void MoeLayer::experts_chunk(detail::MoeChunk& k) {
-  const std::int64_t H = config_.hidden_size, n = k.plan.num_recv();
+  const DispatchPlan& p = k.plan;
+  const std::int64_t H = config_.hidden_size, n = p.num_slots();
   k.expert_in.resize(static_cast<std::size_t>(n * H));
   k.expert_out.resize(static_cast<std::size_t>(n * H));
   k.saved.resize(static_cast<std::size_t>(n * experts_->saved_per_row()));
-  kernels::scatter_rows(k.recv.data(), k.plan.recv_to_grouped.data(), n, H, k.expert_in.data());
-  experts_->forward(k.expert_in.data(), k.plan.local_expert_counts.data(), k.expert_out.data(), k.saved.data());
-  kernels::gather_rows(k.expert_out.data(), k.plan.recv_to_grouped.data(), n, H, k.recv.data());
+  kernels::gather_rows(k.recv.data(), p.grouped_source.data(), n, H, k.expert_in.data());
+  experts_->forward(k.expert_in.data(), p.local_expert_counts.data(), k.expert_out.data(), k.saved.data());
+  kernels::sum_entry_rows(k.expert_out.data(), p.entry_grouped.data(), p.grouped_weight.data(), p.num_recv(), p.top_k,
+                          H, k.recv.data());
 }
 
 std::size_t MoeLayer::combine_chunk(detail::MoeChunk& k) {
@@ -147,11 +151,12 @@ std::size_t MoeLayer::combine_chunk(detail::MoeChunk& k) {
 }
 
 void MoeLayer::unpermute_chunk(detail::MoeChunk& k) {
-  const std::int64_t H = config_.hidden_size, K = config_.top_k;
+  const std::int64_t H = config_.hidden_size;
   detail::MoeStepState& c = *step_.ctx;
   float* y = step_.y + k.begin * H;
-  std::fill(y, y + k.rows * H, 0.0f);
-  kernels::unpermute_weighted_sum(k.combined.data(), k.plan.slot_row.data(), k.routing.weights.data(), k.rows, K, H, y);
+  k.sum_scratch.resize(static_cast<std::size_t>(H));
+  kernels::sum_token_rows(k.combined.data(), k.plan.token_row_begin.data(), k.plan.token_rows.data(),
+                          k.plan.token_row_node.data(), k.rows, H, k.sum_scratch.data(), y);
   if (shared_)
     add_shared_experts(c.x + k.begin * H, k.rows, y, c.shared_out.data() + k.begin * H,
                        c.shared_saved.data() + k.begin * shared_->saved_per_row(), c.shared_scale.data() + k.begin);
@@ -197,35 +202,12 @@ void MoeLayer::build_forward(StepGraph& g, int C) {
 // ---- backward pieces ---------------------------------------------------------
 
 void MoeLayer::unpermute_grad_chunk(detail::MoeChunk& k) {
-  // Combine backward: each kept slot's expert output gets w * dy, and the
-  // routing weight gets dy · (expert output); then the router's per-token part.
+  // Combine backward: dy goes once to each rank that holds the token's
+  // slots; that side weights it per slot and computes the weights' gradient.
   check_arg(step_.failure.empty(), step_.failure);
-  const std::int64_t H = config_.hidden_size, K = config_.top_k, E = config_.num_experts;
-  detail::MoeStepState& c = *step_.ctx;
+  const std::int64_t H = config_.hidden_size;
   k.send.resize(static_cast<std::size_t>(k.plan.num_send() * H));
-  k.grad_w.assign(static_cast<std::size_t>(k.rows * K), 0.0f);
-  for (std::int64_t s = 0; s < k.rows * K; ++s) {
-    const std::int64_t r = k.plan.slot_row[s];
-    if (r < 0) continue;
-    const float* dy = step_.grad_y + (k.begin + s / K) * H;
-    const float* o = &k.combined[r * H];
-    const float w = k.routing.weights[s];
-    float dot = 0.0f;
-    for (std::int64_t h = 0; h < H; ++h) {
-      k.send[r * H + h] = w * dy[h];
-      dot += dy[h] * o[h];
-    }
-    k.grad_w[s] = dot;
-  }
-  const detail::AuxLossGrad aux{.aux_loss_coef = options_.aux_loss_coef,
-                                .z_loss_coef = options_.z_loss_coef,
-                                .topology_loss_coef = options_.topology_loss_coef,
-                                .load_fraction = &c.load_fraction,
-                                .link_cost = &router_.link_cost,
-                                .global_tokens = c.global_tokens};
-  k.token_scratch.resize(static_cast<std::size_t>(3 * E));
-  detail::router_logits_grad(router_, c.logits.data() + k.begin * E, k.routing, k.grad_w.data(), aux,
-                             c.grad_logits.data() + k.begin * E, k.token_scratch.data());
+  kernels::gather_rows(step_.grad_y + k.begin * H, k.plan.send_token.data(), k.plan.num_send(), H, k.send.data());
 }
 
 std::size_t MoeLayer::combine_grad_chunk(detail::MoeChunk& k) {
@@ -235,25 +217,63 @@ std::size_t MoeLayer::combine_grad_chunk(detail::MoeChunk& k) {
 }
 
 void MoeLayer::experts_grad_chunk(detail::MoeChunk& k) {
-  const std::int64_t H = config_.hidden_size, n = k.plan.num_recv();
-  k.expert_out.resize(static_cast<std::size_t>(n * H));
+  const DispatchPlan& p = k.plan;
+  const std::int64_t H = config_.hidden_size, K = p.top_k, n = p.num_slots();
+  // Each slot: dL/dw = dy · (expert output), dL/d(expert output) = w * dy.
+  k.entry_grad_w.assign(static_cast<std::size_t>(p.num_recv() * K), 0.0f);
+  for (std::int64_t e = 0; e < p.num_recv() * K; ++e) {
+    const std::int64_t g = p.entry_grouped[e];
+    if (g < 0) continue;
+    const float* dy = &k.recv[(e / K) * H];
+    float* o = &k.expert_out[g * H];
+    const float w = p.grouped_weight[g];
+    float dot = 0.0f;
+    for (std::int64_t h = 0; h < H; ++h) {
+      dot += dy[h] * o[h];
+      o[h] = w * dy[h];
+    }
+    k.entry_grad_w[e] = dot;
+  }
   k.grad_in.resize(static_cast<std::size_t>(n * H));
   k.grad_saved.resize(static_cast<std::size_t>(n * experts_->grad_saved_per_row()));
-  kernels::scatter_rows(k.recv.data(), k.plan.recv_to_grouped.data(), n, H, k.expert_out.data());
-  experts_->backward_data(k.expert_in.data(), k.plan.local_expert_counts.data(), k.saved.data(), k.expert_out.data(),
+  experts_->backward_data(k.expert_in.data(), p.local_expert_counts.data(), k.saved.data(), k.expert_out.data(),
                           k.grad_in.data(), k.grad_saved.data());
-  kernels::gather_rows(k.grad_in.data(), k.plan.recv_to_grouped.data(), n, H, k.recv.data());
+  kernels::sum_entry_rows(k.grad_in.data(), p.entry_grouped.data(), nullptr, p.num_recv(), K, H, k.recv.data());
 }
 
 std::size_t MoeLayer::dispatch_grad_chunk(detail::MoeChunk& k) {
-  return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.send, wire(k));
+  const DispatchPlan& p = k.plan;
+  const std::int64_t K = p.top_k;
+  const std::size_t bytes = exchange(*step_.comm, p, false, config_.hidden_size, k.recv, k.send, wire(k));
+  // The routing weights' gradients travel in f32 whatever the rows' precision.
+  k.entry_grad_w.resize(static_cast<std::size_t>(p.num_recv() * K));
+  k.slot_grad_w.resize(static_cast<std::size_t>(p.num_send() * K));
+  step_.comm->alltoallv(k.entry_grad_w.data(), p.recv_counts.data(), p.recv_offsets.data(), k.slot_grad_w.data(),
+                        p.send_counts.data(), p.send_offsets.data(), static_cast<std::size_t>(K) * sizeof(float));
+  return bytes + static_cast<std::size_t>(p.num_recv() * K) * sizeof(float);
 }
 
+// Token side: dL/dx sums the ranks' partial rows; the router's per-token
+// part needs every slot's dL/dw, which came back with them.
 void MoeLayer::permute_grad_chunk(detail::MoeChunk& k) {
-  const std::int64_t H = config_.hidden_size, K = config_.top_k;
-  float* grad_x = step_.grad_x + k.begin * H;
-  std::fill(grad_x, grad_x + k.rows * H, 0.0f);
-  kernels::unpermute_weighted_sum(k.send.data(), k.plan.slot_row.data(), step_.ctx->ones.data(), k.rows, K, H, grad_x);
+  const std::int64_t H = config_.hidden_size, K = config_.top_k, E = config_.num_experts;
+  detail::MoeStepState& c = *step_.ctx;
+  const DispatchPlan& p = k.plan;
+  k.sum_scratch.resize(static_cast<std::size_t>(H));
+  kernels::sum_token_rows(k.send.data(), p.token_row_begin.data(), p.token_rows.data(), p.token_row_node.data(), k.rows,
+                          H, k.sum_scratch.data(), step_.grad_x + k.begin * H);
+  k.grad_w.assign(static_cast<std::size_t>(k.rows * K), 0.0f);
+  for (std::int64_t s = 0; s < k.rows * K; ++s)
+    if (p.slot_entry[s] >= 0) k.grad_w[s] = k.slot_grad_w[p.slot_entry[s]];
+  const detail::AuxLossGrad aux{.aux_loss_coef = options_.aux_loss_coef,
+                                .z_loss_coef = options_.z_loss_coef,
+                                .topology_loss_coef = options_.topology_loss_coef,
+                                .load_fraction = &c.load_fraction,
+                                .link_cost = &router_.link_cost,
+                                .global_tokens = c.global_tokens};
+  k.token_scratch.resize(static_cast<std::size_t>(3 * E));
+  detail::router_logits_grad(router_, c.logits.data() + k.begin * E, k.routing, k.grad_w.data(), aux,
+                             c.grad_logits.data() + k.begin * E, k.token_scratch.data());
 }
 
 void MoeLayer::expert_weight_grads() {

@@ -40,6 +40,7 @@ void add_counts(std::vector<std::int64_t>& to, const std::vector<std::int64_t>& 
 
 StepTraffic& StepTraffic::operator+=(const StepTraffic& other) {
   add_counts(send_rows, other.send_rows);
+  add_counts(send_slots, other.send_slots);
   add_counts(recv_rows, other.recv_rows);
   add_counts(local_expert_rows, other.local_expert_rows);
   add_counts(expert_slots, other.expert_slots);
@@ -50,6 +51,7 @@ StepTraffic MoeForwardContext::traffic() const {
   StepTraffic t;
   for (const auto& k : state_->chunks) {
     add_counts(t.send_rows, k.plan.send_counts);
+    add_counts(t.send_slots, k.plan.send_slot_counts);
     add_counts(t.recv_rows, k.plan.recv_counts);
     add_counts(t.local_expert_rows, k.plan.local_expert_counts);
     add_counts(t.expert_slots, k.routing.expert_counts);
@@ -94,7 +96,6 @@ void for_each_buffer(detail::MoeStepState& s, const MoeWorkspaceShape& shape, co
   f(s.stat_scores, E);
   f(s.stat_top, K);
   f(s.grad_logits, train ? T * E : 0);
-  f(s.ones, train ? rows * K : 0);
   f(s.grad_shared, train && shared ? T * H : 0);
   f(s.shared_scratch, train && shared ? T * d.shared_inter : 0);
   const bool canon = train && shape.chunks > 1;
@@ -116,6 +117,9 @@ void for_each_buffer(detail::MoeStepState& s, const MoeWorkspaceShape& shape, co
     f(k.grad_in, train ? recv * H : 0);
     f(k.grad_saved, train ? recv * d.expert_grad_saved : 0);
     f(k.grad_w, train ? rows * K : 0);
+    f(k.entry_grad_w, train ? recv * K : 0);
+    f(k.slot_grad_w, train ? send * K : 0);
+    f(k.sum_scratch, H);
     f(k.wire_out, wire);
     f(k.wire_in, wire);
   }

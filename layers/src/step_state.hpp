@@ -20,15 +20,18 @@ struct MoeChunk {
   DispatchPlan plan;
   RouterScratch router_scratch;                  // route()'s per-token space
   std::vector<float> token_scratch;              // [3 * E] the router backward's per-token space
-  std::vector<float> send;                       // [num_send, H] rows in send order; in backward dL/d(expert output)
-  std::vector<float> recv;                       // [num_recv, H] rows as received / as sent back
-  std::vector<float> expert_in;                  // [num_recv, H] grouped by local expert
-  std::vector<float> expert_out;                 // [num_recv, H] grouped; in backward dL/d(expert output)
-  std::vector<float> saved;                      // [num_recv, saved_per_row] expert activations
-  std::vector<float> combined;                   // [num_send, H] expert outputs back in send order
-  std::vector<float> grad_in;                    // [num_recv, H] grouped dL/d(expert input)
-  std::vector<float> grad_saved;                 // [num_recv, grad_saved_per_row]
-  std::vector<float> grad_w;                     // [rows * K] dL/d(routing weight)
+  std::vector<float> send;                       // [num_send, H] rows in send order; in backward dy, then dL/dx parts
+  std::vector<float> recv;                       // [num_recv, H] rows as received / partial sums sent back
+  std::vector<float> expert_in;                  // [num_slots, H] grouped by local expert
+  std::vector<float> expert_out;                 // [num_slots, H] grouped; in backward dL/d(expert output)
+  std::vector<float> saved;                      // [num_slots, saved_per_row] expert activations
+  std::vector<float> combined;                   // [num_send, H] each rank's partial output, in send order
+  std::vector<float> grad_in;                    // [num_slots, H] grouped dL/d(expert input)
+  std::vector<float> grad_saved;                 // [num_slots, grad_saved_per_row]
+  std::vector<float> entry_grad_w;               // [num_recv * K] dL/d(routing weight) by received entry
+  std::vector<float> slot_grad_w;                // [num_send * K] the same, back on the token side
+  std::vector<float> grad_w;                     // [rows * K] dL/d(routing weight) by slot
+  std::vector<float> sum_scratch;                // [H] one node's partial sum of a token
   std::vector<std::uint16_t> wire_out, wire_in;  // bf16 rows on the wire (StepSchedule::wire_bf16)
 };
 
@@ -53,10 +56,10 @@ struct MoeStepState {
   std::vector<double> stat_sums;
   std::vector<float> stat_probs, stat_scores;
   std::vector<std::int32_t> stat_top;
-  // Backward: dL/dlogits [T, E], ones for the dispatch gradient's sum, the
+  // Backward: dL/dlogits [T, E], the
   // shared expert's gradient and scratch, and the expert rows in the
   // one-chunk order (several chunks only) with each chunk's group cursors.
-  std::vector<float> grad_logits, ones, grad_shared, shared_scratch;
+  std::vector<float> grad_logits, grad_shared, shared_scratch;
   std::vector<float> canon_in, canon_saved, canon_grad_out, canon_grad_saved;
   std::vector<std::int64_t> canon_counts, canon_next;  // [L], [C * L]
 

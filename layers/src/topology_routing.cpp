@@ -17,6 +17,12 @@ std::vector<std::int32_t> expert_nodes(const ExpertPlacement& placement, std::sp
   return out;
 }
 
+NodeOfRank node_of_rank(const comm::Topology& topology) {
+  NodeOfRank out;
+  for (const comm::RankPlacement& r : topology.ranks) out.push_back(r.node);
+  return out;
+}
+
 std::vector<std::int32_t> expert_nodes(const ExpertPlacement& placement, const comm::Topology& topology) {
   std::vector<int> node_of_rank;
   for (const comm::RankPlacement& r : topology.ranks) node_of_rank.push_back(r.node);

@@ -72,16 +72,18 @@ TEST(MoeWorkspace, RouteAndPlanIntoReservedPlansAllocateNothing) {
   layers::RouterScratch scratch(router);
   layers::DispatchPlan plan;
   plan.reserve(T, R * T * router.top_k, placement, me, router.top_k);
-  for (int pass = 0; pass < 2; ++pass) {
+  // Pass -1 warms up: the communicator builds its MPI type for the slot
+  // entries' row size once, on first use.
+  for (int pass = -1; pass < 2; ++pass) {
     g_allocations = 0;
     g_counting = true;
     layers::route(router, logits.data(), bias.data(), T, &routing, &scratch);
-    layers::plan_dispatch(routing, placement, layers::CapacityPolicy{}, comm, &plan);
+    layers::plan_dispatch(routing, placement, layers::CapacityPolicy{}, layers::NodeOfRank{}, comm, &plan);
     g_counting = false;
-    EXPECT_EQ(g_allocations.load(), 0) << "pass " << pass;
+    if (pass >= 0) EXPECT_EQ(g_allocations.load(), 0) << "pass " << pass;
   }
   std::int64_t kept = 0;
-  for (auto c : plan.send_counts) kept += c;
+  for (auto c : plan.send_slot_counts) kept += c;
   EXPECT_EQ(kept, T * router.top_k);  // dropless: every slot planned
 }
 

@@ -196,18 +196,24 @@ def ns(value):
     return round(float(value) * 1000)
 
 
-def check_trace(path, graphs, ranks, workers, repeats=1, exchange_bytes=None, row_bytes=None):
+def check_trace(path, graphs, ranks, workers, repeats=1, slot_bytes=None, row_bytes=None, top_k=None):
     """Checks a --trace file against the --dot graphs of the same run.
 
     repeats: how often each graph ran in the traced step (train: once per layer).
-    exchange_bytes: expected sum over ranks and chunks of the dispatch bytes.
-    row_bytes: every exchange is whole rows of this many bytes.
+    slot_bytes: the bytes of one row per (token, expert) slot, summed over
+      ranks; a token crosses to each rank once, so the dispatch moves at most
+      that, and at least a top_k-th of it (dropless: every token has a row).
+    row_bytes, top_k: every exchange is whole rows of row_bytes bytes; the
+      backward's return rows also carry top_k f32 routing-weight gradients.
     """
     trace = json.loads(Path(path).read_text())
     events = trace["traceEvents"]
     assert isinstance(events, list) and events
     assert {e["ph"] for e in events} <= {"X", "M"}, {e["ph"] for e in events}
     assert {e["pid"] for e in events} == set(range(ranks)), f"pids {sorted({e['pid'] for e in events})}"
+
+    def wire_row_bytes(name):
+        return row_bytes + 4 * top_k if phase(name) == "dispatch_grad" else row_bytes
 
     # Metadata: a name for every process and for every track.
     meta = [e for e in events if e["ph"] == "M"]
@@ -265,7 +271,7 @@ def check_trace(path, graphs, ranks, workers, repeats=1, exchange_bytes=None, ro
             if phase(e["name"]) in EXCHANGES:
                 assert e["args"]["bytes"] > 0, e
                 if row_bytes:
-                    assert e["args"]["bytes"] % row_bytes == 0, e
+                    assert e["args"]["bytes"] % wire_row_bytes(e["name"]) == 0, e
             else:
                 assert e["args"]["bytes"] == 0, e
         # The backward's exchanges mirror the forward's, chunk by chunk.
@@ -273,12 +279,16 @@ def check_trace(path, graphs, ranks, workers, repeats=1, exchange_bytes=None, ro
             if phase(name) == "dispatch" and "combine_grad" + name[len("dispatch"):] in by_name:
                 c = name[len("dispatch"):]
                 assert sorted(by_name[name]) == sorted(by_name["combine_grad" + c]), (r, name)
-                assert sorted(by_name["combine" + c]) == sorted(by_name["dispatch_grad" + c]), (r, name)
-    if exchange_bytes is not None:
-        # Dropless: every (token, expert) slot is sent once and comes back once.
-        for what in ("dispatch", "combine"):
-            total = sum(e["args"]["bytes"] for e in spans if phase(e["name"]) == what)
-            assert total == exchange_bytes, (what, total, exchange_bytes)
+                if row_bytes:
+                    back = [b // wire_row_bytes("dispatch_grad") * row_bytes for b in by_name["dispatch_grad" + c]]
+                    assert sorted(by_name["combine" + c]) == sorted(back), (r, name)
+    if slot_bytes is not None:
+        # Dropless: each token goes once to each rank that holds its slots,
+        # and its partial result comes back the same way.
+        totals = [sum(e["args"]["bytes"] for e in spans if phase(e["name"]) == what)
+                  for what in ("dispatch", "combine")]
+        assert totals[0] == totals[1], totals
+        assert slot_bytes // top_k <= totals[0] <= slot_bytes, (totals, slot_bytes)
     return trace
 
 
@@ -419,7 +429,7 @@ def traced_forward(tmp_path_factory, model):
 
 def check_traced_forward(trace_path, graphs):
     return check_trace(trace_path, graphs, TRACED["ranks"], TRACED["workers"],
-                       exchange_bytes=TOKENS * TOP_K * HIDDEN * 4, row_bytes=HIDDEN * 4)
+                       slot_bytes=TOKENS * TOP_K * HIDDEN * 4, row_bytes=HIDDEN * 4, top_k=TOP_K)
 
 
 def test_forward_trace_of_every_rank(traced_forward):
@@ -486,8 +496,8 @@ def test_forward_trace_with_overlap_off_and_no_backward(tmp_path, model):
                        "--trace", tmp_path / "trace.json", "--dot", tmp_path / "graph.dot"], 2)
     graphs = parse_dot(tmp_path / "graph.dot")
     assert len(graphs) == 1, "forward without --grad-output: only the forward graph"
-    trace = check_trace(tmp_path / "trace.json", graphs, 2, 1, exchange_bytes=TOKENS * TOP_K * HIDDEN * 4,
-                        row_bytes=HIDDEN * 4)
+    trace = check_trace(tmp_path / "trace.json", graphs, 2, 1, slot_bytes=TOKENS * TOP_K * HIDDEN * 4,
+                        row_bytes=HIDDEN * 4, top_k=TOP_K)
     # In sequence: no two spans of a rank overlap, whatever their track.
     for r in range(2):
         spans = sorted((ns(e["ts"]), ns(e["ts"]) + ns(e["dur"])) for e in trace["traceEvents"]
@@ -508,8 +518,8 @@ def test_bench_trace(tmp_path, overlap, workers):
     graphs = parse_dot(tmp_path / "graph.dot")
     assert len(graphs) == 2 and chunk_count(graphs) == 2
     # One traced step: the last one.
-    check_trace(tmp_path / "trace.json", graphs, ranks, workers, exchange_bytes=ranks * tokens * 2 * hidden * 4,
-                row_bytes=hidden * 4)
+    check_trace(tmp_path / "trace.json", graphs, ranks, workers, slot_bytes=ranks * tokens * 2 * hidden * 4,
+                row_bytes=hidden * 4, top_k=2)
 
 
 # ---- 3. the DOT graphs ------------------------------------------------------------------------------------------------
@@ -724,8 +734,8 @@ def test_train_losses_are_schedule_independent(tmp_path, train_config):
             # The last training step: every MoE layer's forward and backward graph once.
             model_cfg = train_config["model"]
             check_trace(tmp_path / "trace.json", graphs, 2, workers, repeats=layers,
-                        exchange_bytes=layers * 2 * train_config["batch_tokens"] * model_cfg["top_k"]
-                        * model_cfg["hidden"] * 4, row_bytes=model_cfg["hidden"] * 4)
+                        slot_bytes=layers * 2 * train_config["batch_tokens"] * model_cfg["top_k"]
+                        * model_cfg["hidden"] * 4, row_bytes=model_cfg["hidden"] * 4, top_k=model_cfg["top_k"])
 
 
 def test_train_bf16_runs_or_is_refused(tmp_path, train_config):

@@ -168,14 +168,26 @@ def routed_experts(model, ranks, ranks_per_node, layer=1, top_k=2, max_nodes=0, 
 
 
 def expected_copies(model, ranks, ranks_per_node, layer=1, top_k=2, **routing):
-    """Token copies per link class of the routing that routed_experts derives."""
+    """Token copies per link class of the routing that routed_experts
+    derives: one per token and destination rank, however many of the
+    token's experts that rank holds."""
+    return expected_traffic(model, ranks, ranks_per_node, layer, top_k, **routing)[0]
+
+
+def expected_traffic(model, ranks, ranks_per_node, layer=1, top_k=2, **routing):
+    """(copies, slots) per link class: slots count every (token, expert)."""
     top, expert_node = routed_experts(model, ranks, ranks_per_node, layer, top_k, **routing)
     src = np.repeat(owners(len(top), ranks)[:, None], top_k, axis=1)
     dst = owners(len(expert_node), ranks)[top]
+    # A slot whose rank an earlier slot of the same token already reaches adds no copy.
+    first = np.array([[dst[t, j] not in dst[t, :j] for j in range(top_k)] for t in range(len(top))])
     node = lambda r: r // ranks_per_node  # noqa: E731
-    return {"self": int((src == dst).sum()),
-            "same_node": int(((src != dst) & (node(src) == node(dst))).sum()),
-            "other_node": int((node(src) != node(dst)).sum())}
+
+    def by_class(mask):
+        return {"self": int(((src == dst) & mask).sum()),
+                "same_node": int(((src != dst) & (node(src) == node(dst)) & mask).sum()),
+                "other_node": int(((node(src) != node(dst)) & mask).sum())}
+    return by_class(first), by_class(np.ones_like(first))
 
 
 @pytest.mark.parametrize("ranks_per_node", [1, 2, 4])
@@ -185,9 +197,9 @@ def test_forward_counts_match_the_routing(tmp_path, model, ranks_per_node):
         "--ranks-per-node", ranks_per_node, "--json", out, "--quiet")
     line = json.loads(out.read_text())
     assert line["nodes"] == 4 // ranks_per_node and line["ranks"] == 4
-    want = expected_copies(model, 4, ranks_per_node)
-    assert line["link_copies"] == want
-    assert sum(want.values()) == 90 * 2
+    want, slots = expected_traffic(model, 4, ranks_per_node)
+    assert line["link_copies"] == want and line["link_slots"] == slots
+    assert sum(slots.values()) == 90 * 2 and sum(want.values()) < sum(slots.values())
     # Forward: every copy travels out in the dispatch and back in the combine, float32 rows of 64.
     assert line["link_bytes"] == {k: 2 * v * 64 * 4 for k, v in want.items()}
     if ranks_per_node == 4:
@@ -219,7 +231,8 @@ def test_bench_reports_traffic_and_predicted_exchange(tmp_path, ranks_per_node):
     line, table = bench(tmp_path, "--ranks-per-node", ranks_per_node)
     copies, bytes_ = line["link_copies"], line["link_bytes"]
     assert line["nodes"] == 4 // ranks_per_node
-    assert sum(copies.values()) == 4 * 40 * 2
+    assert sum(line["link_slots"].values()) == 4 * 40 * 2
+    assert all(copies[k] <= line["link_slots"][k] for k in copies)
     assert bytes_ == {k: 2 * v * 32 * 4 for k, v in copies.items()}
     assert (copies["other_node"] == 0) == (ranks_per_node == 4)
     assert line["exchange_predicted_ms"] > 0 and line["exchange_ms"] > 0 and line["exchange_in_step_ms"] > 0
@@ -231,7 +244,7 @@ def test_bench_without_costs_predicts_nothing(tmp_path):
     topo.write_text(run("topo", "--json", "--no-probe", "--ranks-per-node", 1, nproc=2).stdout)
     line, table = bench(tmp_path, "--topology", topo, "--pass", "fwd_bwd", nproc=2)
     assert line["exchange_predicted_ms"] is None and "predicted n/a" in table
-    assert sum(line["link_copies"].values()) == 2 * 40 * 2 and line["link_copies"]["same_node"] == 0
+    assert sum(line["link_slots"].values()) == 2 * 40 * 2 and line["link_copies"]["same_node"] == 0
     assert line["link_bytes"] == {k: 4 * v * 32 * 4 for k, v in line["link_copies"].items()}
 
 
@@ -245,7 +258,8 @@ def test_train_step_lines_report_traffic(tmp_path):
         assert [s["step"] for s in steps] == [2, 4]
         for s in steps:
             copies = s["link_copies"]
-            assert sum(copies.values()) == 2 * 64 * 2 * 2  # ranks x tokens x top-k x blocks
+            assert sum(s["link_slots"].values()) == 2 * 64 * 2 * 2  # ranks x tokens x top-k x blocks
+            assert 2 * 64 * 2 <= sum(copies.values()) < 2 * 64 * 2 * 2  # at least one copy per token and block
             assert (copies["other_node"] > 0) == crossing and (copies["same_node"] > 0) != crossing
             # Forward and backward: each copy crosses its link four times.
             assert s["link_bytes"] == {k: 4 * v * 32 * 4 for k, v in copies.items()}
@@ -254,7 +268,7 @@ def test_train_step_lines_report_traffic(tmp_path):
         final = json.loads(log.read_text().splitlines()[-1])
         assert final["event"] == "final"
         copies = final["link_copies"]
-        assert sum(copies.values()) == final["val_tokens"] * 2 * 2  # tokens x top-k x blocks
+        assert sum(final["link_slots"].values()) == final["val_tokens"] * 2 * 2  # tokens x top-k x blocks
         assert (copies["other_node"] > 0) == crossing and (copies["same_node"] > 0) != crossing
         assert final["link_bytes"] == {k: 2 * v * 32 * 4 for k, v in copies.items()}
 
@@ -351,7 +365,7 @@ def test_link_penalty_keeps_copies_off_the_dearest_link(tmp_path, model, topo_js
     assert penalised["link_penalty"] == 10 and "link penalty 10" in summary
     assert plain["link_copies"]["other_node"] > 0
     assert penalised["link_copies"]["other_node"] < plain["link_copies"]["other_node"]
-    assert sum(penalised["link_copies"].values()) == sum(plain["link_copies"].values()) == 90 * 2
+    assert sum(penalised["link_slots"].values()) == sum(plain["link_slots"].values()) == 90 * 2
     # Forward probes the link costs itself when it needs them; whichever node
     # class is dearer, the rank's own experts are the cheapest.
     measured, _ = forward_line(tmp_path, model, "--ranks-per-node", 2, "--link-penalty", 10)

@@ -88,7 +88,8 @@ TEST(LinkTraffic, TransposeIsTheCombine) {
 
 TEST(LinkTraffic, OneRankJob) {
   comm::SelfCommunicator self;
-  const StepTraffic t{.send_rows = {6}, .recv_rows = {6}, .local_expert_rows = {}, .expert_slots = {}};
+  const StepTraffic t{
+      .send_rows = {6}, .send_slots = {}, .recv_rows = {6}, .local_expert_rows = {}, .expert_slots = {}};
   const LinkTraffic job = layers::job_link_traffic(self, t, comm::virtual_nodes(1, 1), 4);
   EXPECT_EQ(job.copies_on(LinkClass::kSelf), 6);
   EXPECT_EQ(job.bytes_on(LinkClass::kSelf), 48);

@@ -62,9 +62,11 @@ CharLm::CharLm(const CharLmConfig& c, const layers::ExpertPlacement& placement, 
   // Every block routes alike: the same experts on the same ranks.
   layers::MoeConfig moe = formats::moe_config(c.moe);
   const int num_ranks = placement.num_ranks();
-  layers::apply_topology_routing(c.routing, placement,
-                                 c.topology ? *c.topology : comm::virtual_nodes(num_ranks, num_ranks), rank,
+  const comm::Topology topology = c.topology ? *c.topology : comm::virtual_nodes(num_ranks, num_ranks);
+  layers::apply_topology_routing(c.routing, placement, topology, rank,
                                  c.row_bytes > 0 ? c.row_bytes : layers::wire_row_bytes(H, false), &moe.router);
+  layers::MoeLayerOptions moe_options = c.moe_options;
+  moe_options.node_of_rank = layers::node_of_rank(topology);
   blocks_.resize(static_cast<std::size_t>(L));
   for (std::int64_t l = 0; l < L; ++l) {
     const std::string p = "blocks." + std::to_string(l);
@@ -80,7 +82,7 @@ CharLm::CharLm(const CharLmConfig& c, const layers::ExpertPlacement& placement, 
       w.shared = init_mlp(c.seed, p + ".shared", H, c.moe.shared_intermediate_size);
       if (c.moe.shared_expert_gated) w.shared_gate = init_uniform(c.seed, p + ".shared_gate", H, 0.02);
     }
-    b.moe = std::make_unique<layers::MoeLayer>(moe, std::move(w), placement, rank, c.moe_options);
+    b.moe = std::make_unique<layers::MoeLayer>(moe, std::move(w), placement, rank, moe_options);
   }
 
   for (Parameter* q : {&embed_, &in_proj_, &in_bias_}) params_.push_back({q->name, q});

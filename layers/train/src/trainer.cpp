@@ -95,7 +95,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const Trai
                                                                                      : kernels::WeightType::kF32},
                                   .aux_loss_coef = config_.aux_loss_coef,
                                   .z_loss_coef = config_.z_loss_coef,
-                                  .topology_loss_coef = config_.routing.topology_loss},
+                                  .topology_loss_coef = config_.routing.topology_loss,
+                                  .node_of_rank = {}},
                   .routing = config_.routing,
                   .topology = where.topology,
                   .row_bytes = layers::wire_row_bytes(m.hidden_size, where.wire_bf16)};

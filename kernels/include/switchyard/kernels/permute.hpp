@@ -17,4 +17,20 @@ void scatter_rows(const float* src, const std::int64_t* row_idx, std::int64_t nu
 void unpermute_weighted_sum(const float* rows, const std::int64_t* slot_row, const float* weights,
                             std::int64_t num_tokens, std::int64_t k, std::int64_t width, float* out);
 
+/// Sums of entries into rows: out[i, :] = sum_j w(r) * rows[r, :] over
+/// r = entry_row[i*k + j], j = 0..k-1 in order, starting from zero; a
+/// negative entry_row is skipped. w(r) = row_weight[r], or 1 when
+/// row_weight is null. The expert side's sum of one token's slots.
+void sum_entry_rows(const float* rows, const std::int64_t* entry_row, const float* row_weight, std::int64_t num_out,
+                    std::int64_t k, std::int64_t width, float* out);
+
+/// One token's rows summed in groups: out[t, :] = sum over groups g (in the
+/// order listed) of (sum of rows[r, :] in group g, in order), each sum
+/// starting from zero. Token t's rows are token_rows[row_begin[t] ..
+/// row_begin[t + 1]), listed group by group; row_group names each one's
+/// group. `scratch` holds `width` floats. A token without rows gets zeros.
+void sum_token_rows(const float* rows, const std::int64_t* row_begin, const std::int64_t* token_rows,
+                    const std::int32_t* row_group, std::int64_t num_tokens, std::int64_t width, float* scratch,
+                    float* out);
+
 }  // namespace switchyard::kernels

@@ -1,6 +1,7 @@
 #pragma once
 // Dispatch planning: which token rows go to which rank, in what order, and
 // where every row lands on the way there and back.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -38,42 +39,74 @@ struct CapacityPolicy {
   double capacity_factor = 0.0;
 };
 
-/// The result of planning one exchange. Row counts and offsets are per peer
+/// Where one of a token's slots goes on the rank that receives the token:
+/// the local expert (-1: no slot in this entry) and its routing weight.
+/// Travels with the token rows' plan; the experts' side weights and sums a
+/// token's slots itself (the combine sends one row back per token and rank).
+struct SlotEntry {
+  std::int32_t local_expert = -1;
+  float weight = 0.0f;
+};
+
+/// The result of planning one exchange. Each token crosses to each
+/// destination rank once, whatever number of its slots live there; the
+/// receiver expands it to its slots. Row counts and offsets are per peer
 /// rank. The combine uses the same plan with send and receive swapped.
 struct DispatchPlan {
   // Sender side (this rank's tokens).
-  std::vector<std::int64_t> send_counts, send_offsets;  // [R]
+  std::vector<std::int64_t> send_counts, send_offsets;  // [R] rows to each rank
+  std::vector<std::int64_t> send_slot_counts;           // [R] kept slots to each rank (a per-slot exchange's rows)
   std::vector<std::int64_t> send_token;                 // [num_send] token of each sent row, in send order
-  std::vector<std::int64_t> slot_row;                   // [T * top_k] row in send order, -1 if dropped
+  std::vector<SlotEntry> send_entries;                  // [num_send * K] each row's slots, in choice order
+  std::vector<std::int64_t> slot_entry;                 // [T * K] the entry (row * K + i) of a slot, -1 if dropped
+  // Each token's rows by destination node, then rank: the order its partial
+  // results are summed in (rank partials within a node first, then nodes).
+  std::vector<std::int64_t> token_row_begin;  // [T + 1]
+  std::vector<std::int64_t> token_rows;       // [num_send]
+  std::vector<std::int32_t> token_row_node;   // [num_send] the node of each of those rows' destination
   // Receiver side (this rank's experts).
-  std::vector<std::int64_t> recv_counts, recv_offsets;  // [R]
-  std::vector<std::int64_t> recv_to_grouped;            // [num_recv] received row -> row grouped by local expert
-  std::vector<std::int64_t> local_expert_counts;        // [num_local] rows per local expert
-  std::vector<std::int64_t> recv_table;                 // [R * num_local] rows from source rank s for local expert j
-  std::int64_t num_dropped = 0;                         // this rank's dropped slots
+  std::vector<std::int64_t> recv_counts, recv_offsets;  // [R] rows from each rank
+  std::vector<SlotEntry> recv_entries;                  // [num_recv * K]
+  std::vector<std::int64_t> entry_grouped;              // [num_recv * K] the expert row of each entry, -1 if none
+  std::vector<std::int64_t> grouped_source;             // [num_slots] received row of each expert row
+  std::vector<float> grouped_weight;                    // [num_slots] routing weight of each expert row
+  std::vector<std::int64_t> local_expert_counts;        // [num_local] expert rows per local expert
+  std::vector<std::int64_t> recv_table;  // [R * num_local] expert rows from source rank s for local expert j
+  std::int64_t num_dropped = 0;          // this rank's dropped slots
+  std::int64_t top_k = 0;
 
   std::int64_t num_send() const { return static_cast<std::int64_t>(send_token.size()); }
-  std::int64_t num_recv() const { return static_cast<std::int64_t>(recv_to_grouped.size()); }
+  std::int64_t num_recv() const {
+    return static_cast<std::int64_t>(recv_entries.size()) / std::max<std::int64_t>(top_k, 1);
+  }
+  /// Expert rows on this rank: one per received slot, grouped by local
+  /// expert, then source rank, then token.
+  std::int64_t num_slots() const { return static_cast<std::int64_t>(grouped_source.size()); }
 
   /// Sizes every vector for up to `max_tokens` tokens of this rank and
-  /// `max_recv` received rows, so planning into this plan allocates nothing.
+  /// `max_recv` received slots, so planning into this plan allocates nothing.
   void reserve(std::int64_t max_tokens, std::int64_t max_recv, const ExpertPlacement& placement, int rank,
                std::int64_t top_k);
 
   // plan_dispatch()'s working space, kept with the plan so it is sized once.
   struct Scratch {
-    std::vector<char> kept;                               // [T * top_k]
-    std::vector<std::int64_t> per_expert, expert_cursor;  // [E]
-    std::vector<std::int64_t> send_table, recv_table;     // [R * max_local]
-    std::vector<std::int64_t> grouped_cursor, used;       // [num_local], [E]
+    std::vector<char> kept;                    // [T * top_k]
+    std::vector<std::int32_t> slot_rank;       // [T * top_k] destination of each kept slot
+    std::vector<std::int64_t> rank_cursor;     // [R]
+    std::vector<std::int64_t> used;            // [E]
+    std::vector<std::int64_t> grouped_cursor;  // [R * num_local]
   } scratch;
 };
 
+/// The nodes of the job's ranks, for the order of a token's sums: rank r
+/// is on node_of_rank[r]; empty means one node.
+using NodeOfRank = std::vector<int>;
+
 /// Plans the exchange for `routing` into `plan`, reusing its vectors.
-/// Collective (exchanges per-expert counts). Rows to one rank are ordered by
-/// expert, then token, then choice.
+/// Collective (exchanges row counts, then each row's slot entries). Rows to
+/// one rank are in token order.
 void plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement, const CapacityPolicy& capacity,
-                   comm::Communicator& comm, DispatchPlan* plan);
+                   const NodeOfRank& node_of_rank, comm::Communicator& comm, DispatchPlan* plan);
 DispatchPlan plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement, const CapacityPolicy& capacity,
                            comm::Communicator& comm);
 

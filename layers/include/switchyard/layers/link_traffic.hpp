@@ -14,16 +14,20 @@ namespace switchyard::layers {
 
 /// Token copies and bytes per link class, indexed by comm::LinkClass.
 struct LinkTraffic {
-  /// Token copies (rows of the dispatch: one per kept top-k slot) whose
-  /// expert is reached over each class: kSelf stays on the rank, kSameNode
-  /// stays in the node, kOtherNode crosses nodes.
+  /// Token copies (rows of the dispatch: one per token and destination
+  /// rank) sent over each class: kSelf stays on the rank, kSameNode stays in
+  /// the node, kOtherNode crosses nodes.
   std::array<std::int64_t, comm::kNumLinkClasses> copies{};
+  /// The kept top-k slots behind those copies (what an exchange sending one
+  /// row per slot would send): copies <= slots.
+  std::array<std::int64_t, comm::kNumLinkClasses> slots{};
   /// Bytes sent over each class by every exchange of the step: the dispatch
   /// and the combine (and, with a backward, both again), rows × row bytes.
   std::array<std::int64_t, comm::kNumLinkClasses> bytes{};
 
   std::int64_t total_copies() const;
   std::int64_t copies_on(comm::LinkClass link) const { return copies[static_cast<int>(link)]; }
+  std::int64_t slots_on(comm::LinkClass link) const { return slots[static_cast<int>(link)]; }
   std::int64_t bytes_on(comm::LinkClass link) const { return bytes[static_cast<int>(link)]; }
   LinkTraffic& operator+=(const LinkTraffic& other);
   bool operator==(const LinkTraffic&) const = default;
@@ -34,7 +38,8 @@ struct LinkTraffic {
 std::int64_t wire_row_bytes(std::int64_t hidden, bool wire_bf16);
 
 /// This rank's share of a step's traffic, from its StepTraffic: copies are
-/// the rows it dispatched (send_rows) by the class of the link to each
+/// the rows it dispatched (send_rows) and slots the slots they carry
+/// (send_slots; zeros when that is empty) by the class of the link to each
 /// destination; bytes are what it sent, dispatch rows (send_rows) plus
 /// combine rows (recv_rows, which go back the way they came), × `row_bytes`,
 /// × `passes` (1: a forward; 2: a forward and its backward, which sends the

@@ -45,6 +45,10 @@ struct MoeLayerOptions {
   // token's rank (c = RouterConfig::link_cost, which it needs). It moves
   // probability toward cheap links, and the selection with it.
   double topology_loss_coef = 0.0;
+  // The node of each rank (empty: one node). A token's partial results from
+  // several ranks are summed node by node, so that every exchange gives the
+  // same bits.
+  NodeOfRank node_of_rank;
 };
 
 class MoeLayer {

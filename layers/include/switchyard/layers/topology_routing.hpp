@@ -12,6 +12,9 @@
 
 namespace switchyard::layers {
 
+/// The node of each rank, for MoeLayerOptions::node_of_rank.
+NodeOfRank node_of_rank(const comm::Topology& topology);
+
 /// The node of each expert: expert e lives on rank placement.owner(e), which
 /// runs on node_of_rank[owner] ([num_ranks]). Throws Error(kInvalidArgument)
 /// when node_of_rank does not hold one node per rank of the placement.
