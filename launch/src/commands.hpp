@@ -66,11 +66,24 @@ struct TopoOptions {
   bool no_probe = false;  // no link costs
 };
 
+struct PlacementCommandOptions {
+  std::string stats;             // routing statistics (JSON)
+  std::int64_t replicas = 0;     // extra expert copies in all
+  std::string method = "model";  // the placement written to `out`: model | eplb
+  std::string topology;          // topology file: link costs per byte
+  std::string current;           // placement file in use now; "": the statistics' owners
+  std::string out;               // where to write the chosen placement
+  bool json = false;
+  std::int64_t hidden = 1024, ffn = 2048, dtype_bytes = 4, migration_steps = 1000;
+  double row_seconds = -1;  // < 0: 6 x hidden x ffn flops at 50 GFLOP/s
+};
+
 void add_forward_options(CLI::App& sub, ForwardOptions* opts);
 void add_bench_options(CLI::App& sub, BenchOptions* opts);
 void add_inspect_options(CLI::App& sub, InspectOptions* opts);
 void add_train_options(CLI::App& sub, TrainOptions* opts);
 void add_topo_options(CLI::App& sub, TopoOptions* opts);
+void add_placement_options(CLI::App& sub, PlacementCommandOptions* opts);
 
 /// `switchyard forward`: collective over `comm`.
 void run_forward(const ForwardOptions& opts, comm::Communicator& comm);
@@ -86,5 +99,9 @@ void run_env(comm::Communicator& comm);
 /// `switchyard topo`: the job's topology (rank 0 prints the table, or with
 /// --json the topology file). Collective.
 void run_topo(const TopoOptions& opts, comm::Communicator& comm);
+/// `switchyard placement`: the current, EPLB-style and modelled placements
+/// of a routing-statistics file (rank 0 prints and writes --out). Collective
+/// only in agreeing on errors.
+void run_placement(const PlacementCommandOptions& opts, comm::Communicator& comm);
 
 }  // namespace switchyard::launch

@@ -43,12 +43,14 @@ struct CommandLine {
   launch::BenchOptions bench;
   launch::TrainOptions train;
   launch::TopoOptions topo;
+  launch::PlacementCommandOptions placement;
   CLI::App* forward_cmd = nullptr;
   CLI::App* inspect_cmd = nullptr;
   CLI::App* bench_cmd = nullptr;
   CLI::App* train_cmd = nullptr;
   CLI::App* env_cmd = nullptr;
   CLI::App* topo_cmd = nullptr;
+  CLI::App* placement_cmd = nullptr;
 
   CommandLine() {
     app.require_subcommand(1);
@@ -62,6 +64,8 @@ struct CommandLine {
     launch::add_train_options(*train_cmd, &train);
     topo_cmd = app.add_subcommand("topo", "Show the nodes, each rank's cores and the measured cost of each link class");
     launch::add_topo_options(*topo_cmd, &topo);
+    placement_cmd = app.add_subcommand("placement", "Plan which ranks hold each expert from routing statistics");
+    launch::add_placement_options(*placement_cmd, &placement);
     env_cmd = app.add_subcommand("env", "List every SWITCHYARD_* setting, its value and where it came from");
   }
 };
@@ -74,8 +78,9 @@ bool parse_command_line(comm::Communicator& comm, CLI::App& app, int argc, char*
     if (argc > 1 && argv[1][0] != '-') {
       const std::string name = argv[1];
       check_arg(name == "forward" || name == "inspect" || name == "train" || name == "bench" || name == "env" ||
-                    name == "topo",
-                "unknown subcommand '" + name + "'; expected forward, inspect, train, bench, topo or env (see --help)");
+                    name == "topo" || name == "placement",
+                "unknown subcommand '" + name +
+                    "'; expected forward, inspect, train, bench, topo, placement or env (see --help)");
     }
     try {
       app.parse(argc, argv);
@@ -108,6 +113,8 @@ void run_subcommand(const CommandLine& cli, comm::Communicator& comm) {
     launch::run_train(cli.train, comm);
   } else if (cli.topo_cmd->parsed()) {
     launch::run_topo(cli.topo, comm);
+  } else if (cli.placement_cmd->parsed()) {
+    launch::run_placement(cli.placement, comm);
   } else if (cli.env_cmd->parsed()) {
     launch::run_env(comm);
   }
