@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "switchyard/kernels/number_conversion.hpp"
+
 namespace switchyard::kernels {
 
 void gather_rows(const float* src, const std::int64_t* row_idx, std::int64_t num_rows, std::int64_t width, float* dst) {
@@ -49,9 +51,10 @@ void sum_entry_rows(const float* rows, const std::int64_t* entry_row, const floa
   }
 }
 
-void sum_token_rows(const float* rows, const std::int64_t* row_begin, const std::int64_t* token_rows,
-                    const std::int32_t* row_group, std::int64_t num_tokens, std::int64_t width, float* scratch,
-                    float* out) {
+void sum_token_rows(const float* values, const TokenRows& tokens, std::int64_t num_tokens, std::int64_t width,
+                    float* scratch, float* out, bool round_groups_to_bf16) {
+  const std::int64_t* row_begin = tokens.begin;
+  const std::int32_t* row_group = tokens.group;
   for (std::int64_t t = 0; t < num_tokens; ++t) {
     float* o = out + t * width;
     std::fill(o, o + width, 0.0f);
@@ -60,9 +63,11 @@ void sum_token_rows(const float* rows, const std::int64_t* row_begin, const std:
       std::fill(scratch, scratch + width, 0.0f);
       const std::int32_t group = row_group[i];
       for (; i < row_begin[t + 1] && row_group[i] == group; ++i) {
-        const float* y = rows + token_rows[i] * width;
+        const float* y = values + tokens.rows[i] * width;
         for (std::int64_t c = 0; c < width; ++c) scratch[c] += y[c];
       }
+      if (round_groups_to_bf16)
+        for (std::int64_t c = 0; c < width; ++c) scratch[c] = bf16_to_float(float_to_bf16(scratch[c]));
       for (std::int64_t c = 0; c < width; ++c) o[c] += scratch[c];
     }
   }

@@ -202,7 +202,10 @@ void set_up_layer(const BenchOptions& o, comm::Communicator& comm, const comm::T
         moe, std::move(w), placement, me,
         layers::MoeLayerOptions{.experts = {.inference_only = o.pass != "fwd_bwd", .weight_type = weight_type(o)},
                                 .topology_loss_coef = o.topology_routing.over().topology_loss,
-                                .node_of_rank = layers::node_of_rank(topology)});
+                                .exchange = layers::exchange_layout(
+                                    resolve_exchange(o.topology, topology, placement, o.tokens, o.top_k,
+                                                     layers::wire_row_bytes(o.hidden, o.schedule.wire == "bf16")),
+                                    topology)});
     s->x = inputs(o, me);
   });
 }
@@ -268,6 +271,7 @@ struct BenchResults {
   // busy times (no task shares the core with another).
   Run sequence, overlapped;  // overlapped: with overlap on only
   Percentiles step;          // of the run the options ask for
+  layers::ExchangeKind exchange = layers::ExchangeKind::kFlat;
   double gemm_gflops = 0, gemm_peak_gflops = 0;
   double exchange_gbps = 0, alltoallv_gbps = 0, exchange_in_step_gbps = 0;
   double t_comm = 0, t_compute = 0;               // seconds
@@ -412,6 +416,7 @@ void measure_link_traffic(const BenchOptions& o, comm::Communicator& comm, const
 // The exchange against its prediction, the traffic per link class and the
 // routing that made it.
 void add_exchange_fields(json& line, const BenchOptions& o, const comm::Topology& topology, const BenchResults& r) {
+  line["exchange"] = exchange_name(r.exchange);
   line["exchange_ms"] = r.exchange_s * 1e3;
   line["exchange_in_step_ms"] = r.exchange_in_step_s * 1e3;
   line["exchange_predicted_ms"] = r.exchange_predicted_s ? json(*r.exchange_predicted_s * 1e3) : json(nullptr);
@@ -514,6 +519,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   measure_exchange(o, comm, exchange_of(traffic), &r);
   measure_memory_and_error(o, comm, s, traffic, &r);
   measure_link_traffic(o, comm, topology, traffic, &r);
+  r.exchange = s.layer->exchange_kind();
 
   collective_step(comm, [&] { runner->write_outputs(comm, *s.layer, o.pass == "fwd_bwd"); });
   RoutingStats routing_stats(o.routing_stats, "bench", 1, o.experts);  // every step routes alike: one

@@ -159,7 +159,9 @@ LoadedLayer load_layer(const ForwardOptions& o, const ForwardInputs& in, const c
             .aux_loss_coef = o.aux_loss_coef,
             .z_loss_coef = o.z_loss_coef,
             .topology_loss_coef = o.topology_routing.over().topology_loss,
-            .node_of_rank = layers::node_of_rank(topology)});
+            .exchange = layers::exchange_layout(resolve_exchange(o.topology, topology, *in.placement,
+                                                                 in.input->rows() / comm.size(), moe.top_k, row_bytes),
+                                                topology)});
   });
   return l;
 }
@@ -199,7 +201,7 @@ std::vector<PhaseTimer::Entry> slowest_phases(comm::Communicator& comm, const Ph
 // Rank 0 appends the --json line. Collective (the error is agreed).
 void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const layers::ForwardStats& stats,
                      const std::vector<PhaseTimer::Entry>& phases, const comm::Topology& topology,
-                     const layers::LinkTraffic& traffic) {
+                     const layers::LinkTraffic& traffic, layers::ExchangeKind exchange) {
   collective_step(comm, [&] {
     if (comm.rank() != 0 || o.json.empty()) return;
     nlohmann::ordered_json phase_ms = nlohmann::ordered_json::object();
@@ -212,6 +214,7 @@ void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const la
                                    {"topology_loss", stats.topology_loss},
                                    {"passes", o.grads.empty() ? 1 : 2},
                                    {"wire", o.schedule.wire},
+                                   {"exchange", exchange_name(exchange)},
                                    {"phase_ms", phase_ms}};
     add_link_traffic_fields(line, topology, traffic);
     add_routing_fields(line, o.topology_routing.over());
@@ -284,7 +287,7 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   routing_stats.add(0, layer.traffic(kept));
   routing_stats.end_step();
   routing_stats.write(comm, topology, *in.placement);
-  write_json_line(o, comm, stats, phases, topology, traffic);
+  write_json_line(o, comm, stats, phases, topology, traffic, layer.exchange_kind());
   if (me == 0 && !o.quiet) print_summary(o, in.config, loaded.names, *in.placement, stats, phases, traffic);
 }
 

@@ -1,5 +1,6 @@
 #include "topology_options.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -26,6 +27,22 @@ void add_topology_options(CLI::App& sub, TopologyOptions* o) {
       ->delimiter(',')
       ->transform(CLI::AsSizeValue(false))
       ->type_name("SIZES");
+  sub.add_option("--exchange", o->exchange,
+                 "flat (default): each token once to each rank holding its experts; hierarchical: once to each "
+                 "node, forwarded inside it; auto: the faster by the topology's link costs")
+      ->check(CLI::IsMember({"flat", "hierarchical", "auto"}));
+}
+
+layers::ExchangeKind resolve_exchange(const TopologyOptions& o, const comm::Topology& topology,
+                                      const layers::ExpertPlacement& placement, std::int64_t tokens, std::int64_t top_k,
+                                      std::int64_t row_bytes) {
+  if (o.exchange == "hierarchical") return layers::ExchangeKind::kHierarchical;
+  if (o.exchange != "auto") return layers::ExchangeKind::kFlat;
+  return layers::forecast_exchange(topology, placement, tokens, top_k, std::max<std::int64_t>(row_bytes, 1)).better();
+}
+
+const char* exchange_name(layers::ExchangeKind kind) {
+  return kind == layers::ExchangeKind::kHierarchical ? "hierarchical" : "flat";
 }
 
 std::string topology_source(const TopologyOptions& o) {

@@ -13,6 +13,7 @@
 #include "switchyard/comm/communicator.hpp"
 #include "switchyard/comm/topology.hpp"
 #include "switchyard/layers/dispatch.hpp"
+#include "switchyard/layers/exchange_choice.hpp"
 #include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/layers/topology_routing.hpp"
 
@@ -22,10 +23,20 @@ struct TopologyOptions {
   std::string topology = "auto";            // auto: discover; otherwise a topology file
   int ranks_per_node = 0;                   // > 0: virtual nodes of this many consecutive ranks
   std::vector<std::int64_t> probe_bytes{};  // empty: comm::DiscoveryOptions' default sizes
+  std::string exchange = "flat";            // flat, hierarchical or auto
 };
 
-/// Adds --topology, --ranks-per-node and --probe-bytes to `sub`.
+/// Adds --topology, --ranks-per-node, --probe-bytes and --exchange to `sub`.
 void add_topology_options(CLI::App& sub, TopologyOptions* o);
+
+/// The exchange --exchange names; auto: the one layers::forecast_exchange
+/// predicts faster for `tokens` tokens per rank (flat without link costs).
+layers::ExchangeKind resolve_exchange(const TopologyOptions& o, const comm::Topology& topology,
+                                      const layers::ExpertPlacement& placement, std::int64_t tokens, std::int64_t top_k,
+                                      std::int64_t row_bytes);
+
+/// "flat" or "hierarchical".
+const char* exchange_name(layers::ExchangeKind kind);
 
 /// How resolve_topology got its topology, in words ("MPI shared-memory
 /// nodes", "virtual nodes of 2 ranks", "file t.json").

@@ -151,8 +151,12 @@ std::unique_ptr<train::Trainer> make_trainer(const TrainOptions& o, const train:
   std::unique_ptr<train::Trainer> trainer;
   collective_step(comm, [&] {
     with_routing_labels(routing_labels(o), topology_source(o.topology), [&] {
+      const bool bf16 = o.schedule.wire == "bf16";
+      const layers::ExchangeKind exchange = resolve_exchange(
+          o.topology, topology, layers::ExpertPlacement(config.model.num_experts, comm.size()), config.batch_tokens,
+          config.model.top_k, layers::wire_row_bytes(config.model.hidden_size, bf16));
       trainer = std::make_unique<train::Trainer>(
-          config, comm, train::TrainTopology{.topology = topology, .wire_bf16 = o.schedule.wire == "bf16"});
+          config, comm, train::TrainTopology{.topology = topology, .wire_bf16 = bf16, .exchange = exchange});
     });
   });
   return trainer;

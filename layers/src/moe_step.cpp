@@ -86,7 +86,7 @@ void MoeLayer::plan_chunk(detail::MoeChunk& k) {
     k.routing.weights.clear();
     k.routing.expert_counts.assign(static_cast<std::size_t>(config_.num_experts), 0);
   }
-  plan_dispatch(k.routing, placement_, options_.capacity, options_.node_of_rank, *step_.comm, &k.plan);
+  plan_dispatch(k.routing, placement_, options_.capacity, options_.exchange, *step_.comm, &k.plan);
 }
 
 void MoeLayer::permute_chunk(detail::MoeChunk& k) {
@@ -97,39 +97,100 @@ void MoeLayer::permute_chunk(detail::MoeChunk& k) {
 
 namespace {
 
-// One alltoallv of whole rows along `plan`, forward (to the experts) or
-// back; with `wire` given, the rows travel as bf16 through its buffers.
-std::size_t exchange(comm::Communicator& comm, const DispatchPlan& plan, bool to_experts, std::int64_t H,
-                     std::vector<float>& from, std::vector<float>& to, detail::MoeChunk* wire) {
-  const std::int64_t out_rows = to_experts ? plan.num_send() : plan.num_recv();
-  const std::int64_t in_rows = to_experts ? plan.num_recv() : plan.num_send();
+// One hop of rows: they leave by out counts and offsets per peer and land
+// by in counts and offsets.
+struct Hop {
+  const std::vector<std::int64_t>*out_counts, *out_offsets, *in_counts, *in_offsets;
+  std::int64_t out_rows() const { return out_offsets->back() + out_counts->back(); }
+  std::int64_t in_rows() const { return in_offsets->back() + in_counts->back(); }
+  Hop reversed() const { return {in_counts, in_offsets, out_counts, out_offsets}; }
+};
+
+// From the token's rank to its node's forwarder (hierarchical) or straight
+// to the experts' rank (flat).
+Hop first_hop(const DispatchPlan& p) {
+  if (p.hierarchical()) return {&p.send_counts, &p.send_offsets, &p.forward.in_counts, &p.forward.in_offsets};
+  return {&p.send_counts, &p.send_offsets, &p.recv_counts, &p.recv_offsets};
+}
+
+// From the forwarder to the experts' ranks of its node.
+Hop second_hop(const DispatchPlan& p) {
+  return {&p.forward.out_counts, &p.forward.out_offsets, &p.recv_counts, &p.recv_offsets};
+}
+
+// One alltoallv of whole rows of `width` floats along `hop`; with `wire`
+// given, the rows travel as bf16 through its buffers.
+std::size_t move_rows(comm::Communicator& comm, const Hop& hop, std::int64_t width, std::vector<float>& from,
+                      std::vector<float>& to, detail::MoeChunk* wire) {
+  const std::int64_t out_rows = hop.out_rows(), in_rows = hop.in_rows();
   // NOTE: sizes are set here too, so that after a failed compute task the
   // exchange still runs with the sizes peers expect.
-  from.resize(static_cast<std::size_t>(out_rows * H));
-  to.resize(static_cast<std::size_t>(in_rows * H));
-  const std::int64_t* out_counts = to_experts ? plan.send_counts.data() : plan.recv_counts.data();
-  const std::int64_t* out_offsets = to_experts ? plan.send_offsets.data() : plan.recv_offsets.data();
-  const std::int64_t* in_counts = to_experts ? plan.recv_counts.data() : plan.send_counts.data();
-  const std::int64_t* in_offsets = to_experts ? plan.recv_offsets.data() : plan.send_offsets.data();
+  from.resize(static_cast<std::size_t>(out_rows * width));
+  to.resize(static_cast<std::size_t>(in_rows * width));
   if (!wire) {
-    comm.alltoallv(from.data(), out_counts, out_offsets, to.data(), in_counts, in_offsets, H * sizeof(float));
-    return static_cast<std::size_t>(out_rows * H) * sizeof(float);
+    comm.alltoallv(from.data(), hop.out_counts->data(), hop.out_offsets->data(), to.data(), hop.in_counts->data(),
+                   hop.in_offsets->data(), width * sizeof(float));
+    return static_cast<std::size_t>(out_rows * width) * sizeof(float);
   }
   wire->wire_out.resize(from.size());
   wire->wire_in.resize(to.size());
-  kernels::convert_to_bf16(from.data(), out_rows * H, wire->wire_out.data());
-  comm.alltoallv(wire->wire_out.data(), out_counts, out_offsets, wire->wire_in.data(), in_counts, in_offsets,
-                 H * sizeof(std::uint16_t));
-  kernels::convert_from_bf16(wire->wire_in.data(), in_rows * H, to.data());
-  return static_cast<std::size_t>(out_rows * H) * sizeof(std::uint16_t);
+  kernels::convert_to_bf16(from.data(), out_rows * width, wire->wire_out.data());
+  comm.alltoallv(wire->wire_out.data(), hop.out_counts->data(), hop.out_offsets->data(), wire->wire_in.data(),
+                 hop.in_counts->data(), hop.in_offsets->data(), width * sizeof(std::uint16_t));
+  kernels::convert_from_bf16(wire->wire_in.data(), in_rows * width, to.data());
+  return static_cast<std::size_t>(out_rows * width) * sizeof(std::uint16_t);
+}
+
+// Token rows to the experts' ranks: the dispatch, and dy in the backward.
+std::size_t to_experts(comm::Communicator& comm, const DispatchPlan& p, std::int64_t H, std::vector<float>& from,
+                       std::vector<float>& to, detail::MoeChunk& k, detail::MoeChunk* wire) {
+  if (!p.hierarchical()) return move_rows(comm, first_hop(p), H, from, to, wire);
+  std::size_t bytes = move_rows(comm, first_hop(p), H, from, k.node_in, wire);
+  const NodeForward& f = p.forward;
+  k.node_out.resize(static_cast<std::size_t>(f.num_out() * H));
+  kernels::gather_rows(k.node_in.data(), f.out_source.data(), f.num_out(), H, k.node_out.data());
+  return bytes + move_rows(comm, second_hop(p), H, k.node_out, to, wire);
+}
+
+// Each rank's partial sums back to the tokens' ranks (the combine, and dL/dx
+// in the backward), summed inside the node first when hierarchical; with
+// `weights`, also each slot's f32 dL/dw from entry order to slot-entry order.
+std::size_t to_tokens(comm::Communicator& comm, const DispatchPlan& p, std::int64_t H, std::vector<float>& from,
+                      std::vector<float>& to, detail::MoeChunk& k, detail::MoeChunk* wire, bool weights) {
+  const std::int64_t K = p.top_k;
+  if (!p.hierarchical()) {
+    std::size_t bytes = move_rows(comm, first_hop(p).reversed(), H, from, to, wire);
+    if (weights) bytes += move_rows(comm, first_hop(p).reversed(), K, k.entry_grad_w, k.slot_grad_w, nullptr);
+    return bytes;
+  }
+  const NodeForward& f = p.forward;
+  std::size_t bytes = move_rows(comm, second_hop(p).reversed(), H, from, k.node_out, wire);
+  k.node_in.resize(static_cast<std::size_t>(f.num_in() * H));
+  kernels::sum_entry_rows(k.node_out.data(), f.in_parts.data(), nullptr, f.num_in(), K, H, k.node_in.data());
+  bytes += move_rows(comm, first_hop(p).reversed(), H, k.node_in, to, wire);
+  if (!weights) return bytes;
+  bytes += move_rows(comm, second_hop(p).reversed(), K, k.entry_grad_w, k.node_out_w, nullptr);
+  k.node_in_w.assign(static_cast<std::size_t>(f.num_in() * K), 0.0f);
+  for (std::size_t e = 0; e < k.node_in_w.size(); ++e)
+    if (f.in_entry_part[e] >= 0) k.node_in_w[e] = k.node_out_w[f.in_entry_part[e]];
+  return bytes + move_rows(comm, first_hop(p).reversed(), K, k.node_in_w, k.slot_grad_w, nullptr);
+}
+
+kernels::TokenRows token_rows(const DispatchPlan& p) {
+  return {.begin = p.token_row_begin.data(), .rows = p.token_rows.data(), .group = p.token_row_node.data()};
 }
 
 }  // namespace
 
 detail::MoeChunk* MoeLayer::wire(detail::MoeChunk& k) const { return step_.wire_bf16 ? &k : nullptr; }
 
+// NOTE: flat sums a token's rank rows per node on the token's rank; with
+// bf16 rows, rounding each node's sum as a forwarder's bf16 row would be
+// keeps flat and hierarchical bitwise equal.
+bool MoeLayer::round_node_sums(const detail::MoeChunk& k) const { return step_.wire_bf16 && !k.plan.hierarchical(); }
+
 std::size_t MoeLayer::dispatch_chunk(detail::MoeChunk& k) {
-  return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv, wire(k));
+  return to_experts(*step_.comm, k.plan, config_.hidden_size, k.send, k.recv, k, wire(k));
 }
 
 // A received row becomes one expert row per slot it carries; each row
@@ -147,7 +208,7 @@ void MoeLayer::experts_chunk(detail::MoeChunk& k) {
 }
 
 std::size_t MoeLayer::combine_chunk(detail::MoeChunk& k) {
-  return exchange(*step_.comm, k.plan, false, config_.hidden_size, k.recv, k.combined, wire(k));
+  return to_tokens(*step_.comm, k.plan, config_.hidden_size, k.recv, k.combined, k, wire(k), false);
 }
 
 void MoeLayer::unpermute_chunk(detail::MoeChunk& k) {
@@ -155,8 +216,8 @@ void MoeLayer::unpermute_chunk(detail::MoeChunk& k) {
   detail::MoeStepState& c = *step_.ctx;
   float* y = step_.y + k.begin * H;
   k.sum_scratch.resize(static_cast<std::size_t>(H));
-  kernels::sum_token_rows(k.combined.data(), k.plan.token_row_begin.data(), k.plan.token_rows.data(),
-                          k.plan.token_row_node.data(), k.rows, H, k.sum_scratch.data(), y);
+  kernels::sum_token_rows(k.combined.data(), token_rows(k.plan), k.rows, H, k.sum_scratch.data(), y,
+                          round_node_sums(k));
   if (shared_)
     add_shared_experts(c.x + k.begin * H, k.rows, y, c.shared_out.data() + k.begin * H,
                        c.shared_saved.data() + k.begin * shared_->saved_per_row(), c.shared_scale.data() + k.begin);
@@ -213,7 +274,7 @@ void MoeLayer::unpermute_grad_chunk(detail::MoeChunk& k) {
 std::size_t MoeLayer::combine_grad_chunk(detail::MoeChunk& k) {
   // The forward's exchanges with roles swapped: gradients travel to the
   // experts along the dispatch route and come back along the combine route.
-  return exchange(*step_.comm, k.plan, true, config_.hidden_size, k.send, k.recv, wire(k));
+  return to_experts(*step_.comm, k.plan, config_.hidden_size, k.send, k.recv, k, wire(k));
 }
 
 void MoeLayer::experts_grad_chunk(detail::MoeChunk& k) {
@@ -242,15 +303,8 @@ void MoeLayer::experts_grad_chunk(detail::MoeChunk& k) {
 }
 
 std::size_t MoeLayer::dispatch_grad_chunk(detail::MoeChunk& k) {
-  const DispatchPlan& p = k.plan;
-  const std::int64_t K = p.top_k;
-  const std::size_t bytes = exchange(*step_.comm, p, false, config_.hidden_size, k.recv, k.send, wire(k));
   // The routing weights' gradients travel in f32 whatever the rows' precision.
-  k.entry_grad_w.resize(static_cast<std::size_t>(p.num_recv() * K));
-  k.slot_grad_w.resize(static_cast<std::size_t>(p.num_send() * K));
-  step_.comm->alltoallv(k.entry_grad_w.data(), p.recv_counts.data(), p.recv_offsets.data(), k.slot_grad_w.data(),
-                        p.send_counts.data(), p.send_offsets.data(), static_cast<std::size_t>(K) * sizeof(float));
-  return bytes + static_cast<std::size_t>(p.num_recv() * K) * sizeof(float);
+  return to_tokens(*step_.comm, k.plan, config_.hidden_size, k.recv, k.send, k, wire(k), true);
 }
 
 // Token side: dL/dx sums the ranks' partial rows; the router's per-token
@@ -260,8 +314,8 @@ void MoeLayer::permute_grad_chunk(detail::MoeChunk& k) {
   detail::MoeStepState& c = *step_.ctx;
   const DispatchPlan& p = k.plan;
   k.sum_scratch.resize(static_cast<std::size_t>(H));
-  kernels::sum_token_rows(k.send.data(), p.token_row_begin.data(), p.token_rows.data(), p.token_row_node.data(), k.rows,
-                          H, k.sum_scratch.data(), step_.grad_x + k.begin * H);
+  kernels::sum_token_rows(k.send.data(), token_rows(p), k.rows, H, k.sum_scratch.data(), step_.grad_x + k.begin * H,
+                          round_node_sums(k));
   k.grad_w.assign(static_cast<std::size_t>(k.rows * K), 0.0f);
   for (std::int64_t s = 0; s < k.rows * K; ++s)
     if (p.slot_entry[s] >= 0) k.grad_w[s] = k.slot_grad_w[p.slot_entry[s]];

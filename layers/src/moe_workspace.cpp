@@ -52,6 +52,11 @@ StepTraffic MoeForwardContext::traffic() const {
   for (const auto& k : state_->chunks) {
     add_counts(t.send_rows, k.plan.send_counts);
     add_counts(t.send_slots, k.plan.send_slot_counts);
+    if (k.plan.hierarchical()) {
+      // The forwarder's rows inside its node count as this rank's too.
+      add_counts(t.send_rows, k.plan.forward.out_counts);
+      add_counts(t.recv_rows, k.plan.forward.in_counts);
+    }
     add_counts(t.recv_rows, k.plan.recv_counts);
     add_counts(t.local_expert_rows, k.plan.local_expert_counts);
     add_counts(t.expert_slots, k.routing.expert_counts);
@@ -75,6 +80,7 @@ std::int64_t chunk_rows_bound(std::int64_t tokens, int chunks) {
 // Every buffer of a step and the elements it may need, for one rank.
 struct WorkspaceDims {
   std::int64_t H = 0, E = 0, K = 0, T = 0, chunk_rows = 0, chunk_recv = 0, step_recv = 0;
+  std::int64_t forward_in = 0, forward_out = 0;  // a forwarder's rows (hierarchical): in, out
   std::int64_t expert_saved = 0, expert_grad_saved = 0, shared_saved = 0, shared_inter = 0, num_local = 0;
 };
 
@@ -120,6 +126,10 @@ void for_each_buffer(detail::MoeStepState& s, const MoeWorkspaceShape& shape, co
     f(k.entry_grad_w, train ? recv * K : 0);
     f(k.slot_grad_w, train ? send * K : 0);
     f(k.sum_scratch, H);
+    f(k.node_in, d.forward_in * H);
+    f(k.node_out, d.forward_out * H);
+    f(k.node_in_w, train ? d.forward_in * K : 0);
+    f(k.node_out_w, train ? d.forward_out * K : 0);
     f(k.wire_out, wire);
     f(k.wire_in, wire);
   }
@@ -166,7 +176,10 @@ namespace {
 
 WorkspaceDims workspace_dims(const MoeConfig& config, const ExpertPlacement& placement, int rank,
                              const ExpertBackend& experts, const GatedMlp* shared, const MoeWorkspaceShape& shape,
-                             const std::vector<std::int64_t>& tokens_per_rank, double capacity_factor) {
+                             const std::vector<std::int64_t>& tokens_per_rank, const MoeLayerOptions& options) {
+  const double capacity_factor = options.capacity.capacity_factor;
+  const bool hierarchical =
+      options.exchange.kind == ExchangeKind::kHierarchical && !options.exchange.node_of_rank.empty();
   WorkspaceDims d;
   d.H = config.hidden_size;
   d.E = config.num_experts;
@@ -190,7 +203,11 @@ WorkspaceDims workspace_dims(const MoeConfig& config, const ExpertPlacement& pla
     }
     d.chunk_recv += chunk;
     d.step_recv += step;
+    // A forwarder takes at most one row per token of each sender and passes
+    // it on to at most min(K, R) ranks.
+    if (hierarchical) d.forward_in += chunk_rows_bound(t, shape.chunks);
   }
+  d.forward_out = d.forward_in * std::min<std::int64_t>(d.K, static_cast<std::int64_t>(tokens_per_rank.size()));
   d.expert_saved = experts.saved_per_row();
   d.expert_grad_saved = experts.grad_saved_per_row();
   d.shared_saved = shared ? shared->saved_per_row() : 0;
@@ -210,8 +227,8 @@ std::size_t MoeLayer::workspace_size(const MoeWorkspaceShape& shape,
   check_shape(shape);
   detail::MoeStepState s;
   s.chunks.resize(static_cast<std::size_t>(shape.chunks));
-  const WorkspaceDims d = workspace_dims(config_, placement_, rank_, *experts_, shared_.get(), shape, tokens_per_rank,
-                                         options_.capacity.capacity_factor);
+  const WorkspaceDims d =
+      workspace_dims(config_, placement_, rank_, *experts_, shared_.get(), shape, tokens_per_rank, options_);
   std::size_t bytes = 0;
   for_each_buffer(s, shape, d, [&](auto& v, std::int64_t n) { bytes += static_cast<std::size_t>(n) * sizeof(v[0]); });
   return bytes;
@@ -226,12 +243,11 @@ void MoeLayer::initialize(comm::Communicator& comm, const MoeWorkspaceShape& sha
   comm.allreduce_sum(tokens.data(), tokens.size());
   detail::MoeStepState& s = state_of(context);
   s.chunks.resize(static_cast<std::size_t>(shape.chunks));
-  const WorkspaceDims d = workspace_dims(config_, placement_, rank_, *experts_, shared_.get(), shape, tokens,
-                                         options_.capacity.capacity_factor);
+  const WorkspaceDims d = workspace_dims(config_, placement_, rank_, *experts_, shared_.get(), shape, tokens, options_);
   for_each_buffer(s, shape, d, [](auto& v, std::int64_t n) { reserve_elements(v, n); });
   for (detail::MoeChunk& k : s.chunks) {
     k.routing.reserve(d.chunk_rows, d.K, d.E);
-    k.plan.reserve(d.chunk_rows, d.chunk_recv, placement_, rank_, d.K);
+    k.plan.reserve(d.chunk_rows, d.chunk_recv, d.forward_in, placement_, rank_, d.K);
     k.router_scratch = RouterScratch(router_);
   }
   s.shape = shape;

@@ -32,6 +32,8 @@ struct MoeChunk {
   std::vector<float> slot_grad_w;                // [num_send * K] the same, back on the token side
   std::vector<float> grad_w;                     // [rows * K] dL/d(routing weight) by slot
   std::vector<float> sum_scratch;                // [H] one node's partial sum of a token
+  std::vector<float> node_in, node_out;          // forwarder's rows: [num_in, H] node rows, [num_out, H] rank rows
+  std::vector<float> node_in_w, node_out_w;      // forwarder's dL/dw: [num_in * K], [num_out * K]
   std::vector<std::uint16_t> wire_out, wire_in;  // bf16 rows on the wire (StepSchedule::wire_bf16)
 };
 

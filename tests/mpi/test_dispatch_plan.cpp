@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -19,6 +20,8 @@ namespace {
 using switchyard::comm::MpiCommunicator;
 using switchyard::layers::CapacityPolicy;
 using switchyard::layers::DispatchPlan;
+using switchyard::layers::ExchangeKind;
+using switchyard::layers::ExchangeLayout;
 using switchyard::layers::ExpertPlacement;
 using switchyard::layers::NodeOfRank;
 using switchyard::layers::RoutingPlan;
@@ -57,7 +60,7 @@ TEST(DispatchPlan, TwoRankFixtureSendsEachTokenOncePerRank) {
   const RoutingPlan routing = me == 0 ? routing_of(4, 2, {0, 1, 2, 0, 3, 2}, {0.5f, 0.25f, 0.75f, 0.125f, 1, 2})
                                       : routing_of(4, 2, {3, 1, 2, 3}, {0.5f, 0.5f, 0.25f, 0.75f});
   DispatchPlan p;
-  switchyard::layers::plan_dispatch(routing, placement, CapacityPolicy{}, NodeOfRank{}, comm, &p);
+  switchyard::layers::plan_dispatch(routing, placement, CapacityPolicy{}, ExchangeLayout{}, comm, &p);
   if (me == 0) {
     EXPECT_EQ(p.send_counts, (V{2, 2}));
     EXPECT_EQ(p.send_slot_counts, (V{3, 3}));
@@ -125,23 +128,51 @@ float expert_value(std::int64_t expert, float sender, float token, std::int64_t 
   return static_cast<float>(expert + 1) * 16.0f + sender * 4.0f + token + static_cast<float>(h);
 }
 
-void check_round_trip(const NodeOfRank& nodes) {
+// Rows along one hop: out by (counts, offsets), in by (counts, offsets).
+std::vector<float> hop(MpiCommunicator& comm, const std::vector<float>& rows, const V& out_counts, const V& out_offsets,
+                       const V& in_counts, const V& in_offsets) {
+  std::vector<float> in(static_cast<std::size_t>((in_offsets.back() + in_counts.back()) * kHidden));
+  comm.alltoallv(rows.data(), out_counts.data(), out_offsets.data(), in.data(), in_counts.data(), in_offsets.data(),
+                 kHidden * sizeof(float));
+  return in;
+}
+
+// The dispatch: straight (flat) or through the node's forwarder.
+std::vector<float> dispatch(MpiCommunicator& comm, const DispatchPlan& p, const std::vector<float>& send) {
+  if (!p.hierarchical()) return hop(comm, send, p.send_counts, p.send_offsets, p.recv_counts, p.recv_offsets);
+  const auto& f = p.forward;
+  const std::vector<float> in = hop(comm, send, p.send_counts, p.send_offsets, f.in_counts, f.in_offsets);
+  std::vector<float> out(static_cast<std::size_t>(f.num_out() * kHidden));
+  switchyard::kernels::gather_rows(in.data(), f.out_source.data(), f.num_out(), kHidden, out.data());
+  return hop(comm, out, f.out_counts, f.out_offsets, p.recv_counts, p.recv_offsets);
+}
+
+// The combine: partial sums back, summed in the node first when forwarded.
+std::vector<float> combine(MpiCommunicator& comm, const DispatchPlan& p, const std::vector<float>& partial) {
+  if (!p.hierarchical()) return hop(comm, partial, p.recv_counts, p.recv_offsets, p.send_counts, p.send_offsets);
+  const auto& f = p.forward;
+  const std::vector<float> out = hop(comm, partial, p.recv_counts, p.recv_offsets, f.out_counts, f.out_offsets);
+  std::vector<float> in(static_cast<std::size_t>(f.num_in() * kHidden));
+  switchyard::kernels::sum_entry_rows(out.data(), f.in_parts.data(), nullptr, f.num_in(), kTopK, kHidden, in.data());
+  return hop(comm, in, f.in_counts, f.in_offsets, p.send_counts, p.send_offsets);
+}
+
+void check_round_trip(const ExchangeLayout& layout) {
   MpiCommunicator comm(MPI_COMM_WORLD);
   const int R = comm.size(), me = comm.rank();
   const ExpertPlacement placement(kExperts, R);
   const RoutingPlan routing = payload_routing(me);
   DispatchPlan p;
-  switchyard::layers::plan_dispatch(routing, placement, CapacityPolicy{}, nodes, comm, &p);
+  switchyard::layers::plan_dispatch(routing, placement, CapacityPolicy{}, layout, comm, &p);
   // Dispatch rows that name their sender and token.
   const std::int64_t H = kHidden;
-  std::vector<float> send(static_cast<std::size_t>(p.num_send() * H)), recv(static_cast<std::size_t>(p.num_recv() * H));
+  std::vector<float> send(static_cast<std::size_t>(p.num_send() * H));
   for (std::int64_t row = 0; row < p.num_send(); ++row) {
     send[row * H] = static_cast<float>(me);
     send[row * H + 1] = static_cast<float>(p.send_token[row]);
     send[row * H + 2] = -1.0f;
   }
-  comm.alltoallv(send.data(), p.send_counts.data(), p.send_offsets.data(), recv.data(), p.recv_counts.data(),
-                 p.recv_offsets.data(), H * sizeof(float));
+  std::vector<float> recv = dispatch(comm, p, send);
   // Expected expert rows: by local expert, then sender, then token.
   std::int64_t g = 0;
   std::vector<float> out(static_cast<std::size_t>(p.num_slots() * H));
@@ -164,13 +195,13 @@ void check_round_trip(const NodeOfRank& nodes) {
     }
   ASSERT_EQ(g, p.num_slots()) << "rank " << me << " got expert rows nobody sent";
   // Combine: partial sums back, then each token's sum; exact by construction.
-  std::vector<float> back(send.size()), y(static_cast<std::size_t>(routing.num_tokens * H)), scratch(H);
+  std::vector<float> y(static_cast<std::size_t>(routing.num_tokens * H)), scratch(H);
   switchyard::kernels::sum_entry_rows(out.data(), p.entry_grouped.data(), p.grouped_weight.data(), p.num_recv(), kTopK,
                                       H, recv.data());
-  comm.alltoallv(recv.data(), p.recv_counts.data(), p.recv_offsets.data(), back.data(), p.send_counts.data(),
-                 p.send_offsets.data(), H * sizeof(float));
-  switchyard::kernels::sum_token_rows(back.data(), p.token_row_begin.data(), p.token_rows.data(),
-                                      p.token_row_node.data(), routing.num_tokens, H, scratch.data(), y.data());
+  const std::vector<float> back = combine(comm, p, recv);
+  switchyard::kernels::sum_token_rows(
+      back.data(), {.begin = p.token_row_begin.data(), .rows = p.token_rows.data(), .group = p.token_row_node.data()},
+      routing.num_tokens, H, scratch.data(), y.data());
   for (std::int64_t t = 0; t < routing.num_tokens; ++t)
     for (std::int64_t h = 0; h < H; ++h) {
       float want = 0.0f;
@@ -181,13 +212,52 @@ void check_round_trip(const NodeOfRank& nodes) {
     }
 }
 
-TEST(DispatchPlan, RankEncodedRowsReachTheirExpertsAndComeBackOneNode) { check_round_trip(NodeOfRank{}); }
+NodeOfRank interleaved_nodes(int nodes) {
+  const int R = MpiCommunicator(MPI_COMM_WORLD).size();
+  NodeOfRank out;
+  // Interleaved (a node's ranks are not contiguous), ids in order of their lowest rank.
+  for (int r = 0; r < R; ++r) out.push_back(r % std::min(nodes, R));
+  return out;
+}
+
+TEST(DispatchPlan, RankEncodedRowsReachTheirExpertsAndComeBackOneNode) { check_round_trip(ExchangeLayout{}); }
 
 TEST(DispatchPlan, RankEncodedRowsReachTheirExpertsAndComeBackTwoNodes) {
-  const int R = MpiCommunicator(MPI_COMM_WORLD).size();
-  NodeOfRank nodes;
-  for (int r = 0; r < R; ++r) nodes.push_back(r % 2);  // interleaved: a node's ranks are not contiguous
-  check_round_trip(nodes);
+  check_round_trip({.kind = ExchangeKind::kFlat, .node_of_rank = interleaved_nodes(2)});
+}
+
+TEST(DispatchPlan, HierarchicalRowsGoThroughTheNodesForwarder) {
+  for (int nodes = 1; nodes <= 3; ++nodes) {
+    SCOPED_TRACE("nodes " + std::to_string(nodes));
+    check_round_trip({.kind = ExchangeKind::kHierarchical, .node_of_rank = interleaved_nodes(nodes)});
+  }
+}
+
+// Each token crosses to each node at most once: the first hop's rows to
+// other nodes are exactly the token's distinct other nodes.
+TEST(DispatchPlan, HierarchicalSendsATokenOncePerNode) {
+  MpiCommunicator comm(MPI_COMM_WORLD);
+  const int R = comm.size(), me = comm.rank();
+  const NodeOfRank nodes = interleaved_nodes(2);
+  const ExpertPlacement placement(kExperts, R);
+  const RoutingPlan routing = payload_routing(me);
+  DispatchPlan p;
+  switchyard::layers::plan_dispatch(routing, placement, CapacityPolicy{},
+                                    {.kind = ExchangeKind::kHierarchical, .node_of_rank = nodes}, comm, &p);
+  std::int64_t want = 0;
+  for (std::int64_t t = 0; t < routing.num_tokens; ++t) {
+    std::vector<char> seen(static_cast<std::size_t>(R), 0);
+    for (std::int64_t j = 0; j < kTopK; ++j) {
+      const int node = nodes[placement.owner(routing.expert_idx[t * kTopK + j])];
+      want += seen[node] ? 0 : 1;
+      seen[node] = 1;
+    }
+  }
+  EXPECT_EQ(p.num_send(), want);
+  for (int r = 0; r < R; ++r)
+    if (p.send_counts[r] > 0 && r % 2 == me % 2) {
+      EXPECT_EQ(r, me) << "rows to rank " << r << " of this node: the first hop inside the node is to itself";
+    }
 }
 
 }  // namespace

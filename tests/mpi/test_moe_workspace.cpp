@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +28,9 @@ std::atomic<bool> g_counting{false};
 std::atomic<long> g_allocations{0};
 }  // namespace
 
+// NOTE: GCC cannot see that this new and delete pair up through malloc/free.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t bytes) {
   if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(bytes ? bytes : 1)) return p;
@@ -34,6 +38,7 @@ void* operator new(std::size_t bytes) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
 
 namespace {
 
@@ -71,16 +76,23 @@ TEST(MoeWorkspace, RouteAndPlanIntoReservedPlansAllocateNothing) {
   routing.reserve(T, router.top_k, router.num_experts);
   layers::RouterScratch scratch(router);
   layers::DispatchPlan plan;
-  plan.reserve(T, R * T * router.top_k, placement, me, router.top_k);
-  // Pass -1 warms up: the communicator builds its MPI type for the slot
-  // entries' row size once, on first use.
-  for (int pass = -1; pass < 2; ++pass) {
-    g_allocations = 0;
-    g_counting = true;
-    layers::route(router, logits.data(), bias.data(), T, &routing, &scratch);
-    layers::plan_dispatch(routing, placement, layers::CapacityPolicy{}, layers::NodeOfRank{}, comm, &plan);
-    g_counting = false;
-    if (pass >= 0) EXPECT_EQ(g_allocations.load(), 0) << "pass " << pass;
+  plan.reserve(T, R * T * router.top_k, R * T, placement, me, router.top_k);
+  layers::NodeOfRank two_nodes;
+  for (int r = 0; r < R; ++r) two_nodes.push_back(r % std::min(2, R));
+  for (const layers::ExchangeKind kind : {layers::ExchangeKind::kFlat, layers::ExchangeKind::kHierarchical}) {
+    const layers::ExchangeLayout layout{.kind = kind, .node_of_rank = two_nodes};
+    // Pass -1 warms up: the communicator builds its MPI type for the slot
+    // entries' row size once, on first use.
+    for (int pass = -1; pass < 2; ++pass) {
+      g_allocations = 0;
+      g_counting = true;
+      layers::route(router, logits.data(), bias.data(), T, &routing, &scratch);
+      layers::plan_dispatch(routing, placement, layers::CapacityPolicy{}, layout, comm, &plan);
+      g_counting = false;
+      if (pass >= 0) {
+        EXPECT_EQ(g_allocations.load(), 0) << "pass " << pass << (plan.hierarchical() ? " hierarchical" : " flat");
+      }
+    }
   }
   std::int64_t kept = 0;
   for (auto c : plan.send_slot_counts) kept += c;

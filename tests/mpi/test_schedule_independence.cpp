@@ -96,62 +96,82 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
   layers::MoeConfig moe = formats::moe_config(config);
   for (std::int64_t e = 0; e < moe.num_experts; ++e)
     moe.router.link_cost.push_back(static_cast<float>((e + me) % 3) / 2.0f);
-  for (bool training : {true, false}) {
-    layers::MoeLayer layer(
-        moe, formats::load_moe_weights(ckpt, config, layer_index, placement.first_expert(me), placement.num_local(me)),
-        placement, me,
-        layers::MoeLayerOptions{.experts = {.inference_only = !training},
-                                .aux_loss_coef = 0.01,
-                                .z_loss_coef = 0.001,
-                                .topology_loss_coef = 0.05});
-    auto run = [&](const layers::StepSchedule& schedule) {
-      Result r;
-      r.y.assign(T * H, -1.0f);
-      r.dx.assign(T * H, -1.0f);
-      for (auto* p : layer.parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
-      layers::ForwardStats stats;
-      layers::MoeForwardContext ctx;
-      layers::MoeForwardContext* kept = training ? &ctx : nullptr;
-      layer.initialize(comm, {T, schedule.chunks, training, schedule.wire_bf16}, kept);
-      layer.run(
-          comm,
-          {.x = x.data(), .num_tokens = T, .y = r.y.data(), .context = kept, .stats = &stats, .schedule = schedule});
-      if (training) {
-        layer.run(comm, layers::MoeBackwardArguments{
-                            .context = &ctx, .grad_y = g.data(), .grad_x = r.dx.data(), .schedule = schedule});
-        for (auto* p : layer.parameters()) r.grads.push_back(p->grad);
+  // Flat on one node; then two interleaved virtual nodes, flat as the
+  // reference and hierarchical against it (the same sums, the same bits).
+  layers::NodeOfRank two_nodes;
+  for (int r = 0; r < R; ++r) two_nodes.push_back(r % std::min(2, R));
+  const layers::ExchangeLayout layouts[] = {{},
+                                            {.kind = layers::ExchangeKind::kFlat, .node_of_rank = two_nodes},
+                                            {.kind = layers::ExchangeKind::kHierarchical, .node_of_rank = two_nodes}};
+  Result wants[2];
+  for (bool training : {true, false})
+    for (const layers::ExchangeLayout& layout : layouts) {
+      const bool reference = layout.kind == layers::ExchangeKind::kFlat;
+      layers::MoeLayer layer(
+          moe,
+          formats::load_moe_weights(ckpt, config, layer_index, placement.first_expert(me), placement.num_local(me)),
+          placement, me,
+          layers::MoeLayerOptions{.experts = {.inference_only = !training},
+                                  .aux_loss_coef = 0.01,
+                                  .z_loss_coef = 0.001,
+                                  .topology_loss_coef = 0.05,
+                                  .exchange = layout});
+      auto run = [&](const layers::StepSchedule& schedule) {
+        Result r;
+        r.y.assign(T * H, -1.0f);
+        r.dx.assign(T * H, -1.0f);
+        for (auto* p : layer.parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
+        layers::ForwardStats stats;
+        layers::MoeForwardContext ctx;
+        layers::MoeForwardContext* kept = training ? &ctx : nullptr;
+        layer.initialize(comm, {T, schedule.chunks, training, schedule.wire_bf16}, kept);
+        layer.run(
+            comm,
+            {.x = x.data(), .num_tokens = T, .y = r.y.data(), .context = kept, .stats = &stats, .schedule = schedule});
+        if (training) {
+          layer.run(comm, layers::MoeBackwardArguments{
+                              .context = &ctx, .grad_y = g.data(), .grad_x = r.dx.data(), .schedule = schedule});
+          for (auto* p : layer.parameters()) r.grads.push_back(p->grad);
+        }
+        r.load = stats.expert_load;
+        r.stats = {stats.aux_loss, stats.z_loss, stats.topology_loss, stats.gate_mass, stats.gate_mass_top_k};
+        return r;
+      };
+      // Rows on the wire in float32 or bf16: each its own reference.
+      if (reference) {
+        wants[0] = run({});
+        wants[1] = run({.wire_bf16 = true});
+        expect_bf16_wire_close(wants[0], wants[1], training);
       }
-      r.load = stats.expert_load;
-      r.stats = {stats.aux_loss, stats.z_loss, stats.topology_loss, stats.gate_mass, stats.gate_mass_top_k};
-      return r;
-    };
-    // Rows on the wire in float32 or bf16: each its own reference.
-    const Result wants[2] = {run({}), run({.wire_bf16 = true})};
-    expect_bf16_wire_close(wants[0], wants[1], training);
-    for (std::size_t workers = 1; workers <= 3; ++workers) {
-      Executor executor(workers);
-      for (int chunks = 1; chunks <= 8; ++chunks)
-        for (bool overlap : {false, true})
-          for (bool wire_bf16 : {false, true}) {
-            const Result& want = wants[wire_bf16];
-            const Result got =
-                run({.chunks = chunks, .overlap = overlap, .executor = &executor, .wire_bf16 = wire_bf16});
-            const std::string where = std::string(training ? "training" : "inference") + " chunks " +
-                                      std::to_string(chunks) + " overlap " + std::to_string(overlap) + " workers " +
-                                      std::to_string(workers) + " wire " + (wire_bf16 ? "bf16" : "f32");
-            ASSERT_EQ(std::memcmp(got.y.data(), want.y.data(), want.y.size() * sizeof(float)), 0) << "y, " << where;
-            EXPECT_EQ(got.load, want.load) << where;
-            EXPECT_EQ(got.stats, want.stats) << "aux, z and topology losses, gate mass; " << where;
-            if (!training) continue;
-            ASSERT_EQ(std::memcmp(got.dx.data(), want.dx.data(), want.dx.size() * sizeof(float)), 0)
-                << "dL/dx, " << where;
-            ASSERT_EQ(got.grads.size(), want.grads.size());
-            for (std::size_t i = 0; i < want.grads.size(); ++i)
-              ASSERT_EQ(std::memcmp(got.grads[i].data(), want.grads[i].data(), want.grads[i].size() * sizeof(float)), 0)
-                  << layer.parameters()[i]->name << " gradient, " << where;
-          }
+      // Two nodes: the flat reference's schedules are the one node's; test fewer.
+      const bool two = !layout.node_of_rank.empty();
+      if (two && reference) continue;
+      for (std::size_t workers = 1; workers <= (two ? 2u : 3u); ++workers) {
+        Executor executor(workers);
+        for (int chunks = 1; chunks <= 8; chunks += two ? 3 : 1)
+          for (bool overlap : {false, true})
+            for (bool wire_bf16 : {false, true}) {
+              const Result& want = wants[wire_bf16];
+              const Result got =
+                  run({.chunks = chunks, .overlap = overlap, .executor = &executor, .wire_bf16 = wire_bf16});
+              const std::string where = std::string(training ? "training" : "inference") +
+                                        (two ? (reference ? " flat, 2 nodes" : " hierarchical, 2 nodes") : "") +
+                                        " chunks " + std::to_string(chunks) + " overlap " + std::to_string(overlap) +
+                                        " workers " + std::to_string(workers) + " wire " + (wire_bf16 ? "bf16" : "f32");
+              ASSERT_EQ(std::memcmp(got.y.data(), want.y.data(), want.y.size() * sizeof(float)), 0) << "y, " << where;
+              EXPECT_EQ(got.load, want.load) << where;
+              EXPECT_EQ(got.stats, want.stats) << "aux, z and topology losses, gate mass; " << where;
+              if (!training) continue;
+              ASSERT_EQ(std::memcmp(got.dx.data(), want.dx.data(), want.dx.size() * sizeof(float)), 0)
+                  << "dL/dx, " << where;
+              ASSERT_EQ(got.grads.size(), want.grads.size());
+              for (std::size_t i = 0; i < want.grads.size(); ++i)
+                ASSERT_EQ(std::memcmp(got.grads[i].data(), want.grads[i].data(), want.grads[i].size() * sizeof(float)),
+                          0)
+                    << layer.parameters()[i]->name << " gradient, " << where;
+            }
+      }
     }
-  }
   MPI_Barrier(MPI_COMM_WORLD);
   std::filesystem::remove_all(mine);
 }

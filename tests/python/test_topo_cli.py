@@ -447,3 +447,63 @@ def test_bad_routing_values_end_every_rank_with_one_line(tmp_path, model, topo_j
         line = assert_bad(run(*command, "--topology", no_costs, "--link-penalty", 1, check=False), "--link-penalty",
                           "no cost", no_costs)
         assert "topology" in line
+
+
+@pytest.mark.parametrize("wire", ["f32", "bf16"])
+def test_hierarchical_exchange_matches_flat_bitwise_and_crosses_nodes_once(tmp_path, model, wire):
+    """--exchange hierarchical: the same output and gradients, bit for bit, as
+    flat on the same nodes; each token crosses to each other node once."""
+    from safetensors.numpy import load_file
+
+    gy = tmp_path / "gy.npy"
+    np.save(gy, np.random.default_rng(5).standard_normal((90, 64)).astype(np.float32))
+    results = {}
+    for kind in ("flat", "hierarchical"):
+        d = tmp_path / kind
+        d.mkdir()
+        run("forward", "--model", model, "--layer", 1, "--input", model / "x.npy", "--output", d / "y.npy",
+            "--grad-output", gy, "--grads", d / "g.safetensors", "--ranks-per-node", 2, "--exchange", kind,
+            "--wire", wire, "--json", d / "f.jsonl", "--quiet")
+        results[kind] = (np.load(d / "y.npy"), load_file(d / "g.safetensors"), json.loads((d / "f.jsonl").read_text()))
+    (y_flat, g_flat, flat), (y_hier, g_hier, hier) = results["flat"], results["hierarchical"]
+    assert flat["exchange"] == "flat" and hier["exchange"] == "hierarchical"
+    assert y_flat.tobytes() == y_hier.tobytes()
+    assert g_flat.keys() == g_hier.keys()
+    for name in g_flat:
+        assert g_flat[name].tobytes() == g_hier[name].tobytes(), name
+    # The per-node bound, from the router weights: one copy per token and other node.
+    top, expert_node = routed_experts(model, 4, 2)
+    token_node = owners(len(top), 4) // 2
+    across = sum(len(set(expert_node[top[t]]) - {token_node[t]}) for t in range(len(top)))
+    assert hier["link_copies"]["other_node"] == across
+    assert flat["link_copies"]["other_node"] >= across
+
+
+def test_bad_exchange_is_refused_naming_the_flag(tmp_path, model):
+    p = run("forward", "--model", model, "--layer", 1, "--input", model / "x.npy", "--output", tmp_path / "y.npy",
+            "--exchange", "ring", check=False)
+    assert_bad(p, "--exchange")
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_auto_exchange_follows_the_cost_model(tmp_path, topo_json):
+    """auto: hierarchical when crossing nodes is dear (fewer, fuller messages
+    across), flat when every link costs the same (the second hop is extra),
+    and flat when the topology has no costs."""
+    topo = json.loads(topo_json)
+
+    def with_links(name, other_latency, other_bandwidth):
+        cheap = {"latency_s": 0.0, "bandwidth_bytes_per_s": 1e12, "probe": []}
+        t = dict(topo, links={"self": cheap, "same_node": cheap,
+                              "other_node": {"latency_s": other_latency, "bandwidth_bytes_per_s": other_bandwidth,
+                                             "probe": []}})
+        path = tmp_path / name
+        path.write_text(json.dumps(t))
+        return path
+
+    dear, even = with_links("dear.json", 1e-3, 1e6), with_links("even.json", 0.0, 1e12)
+    assert bench(tmp_path, "--topology", dear, "--exchange", "auto")[0]["exchange"] == "hierarchical"
+    assert bench(tmp_path, "--topology", even, "--exchange", "auto")[0]["exchange"] == "flat"
+    none = tmp_path / "none.json"
+    none.write_text(run("topo", "--json", "--no-probe", "--ranks-per-node", 2).stdout)
+    assert bench(tmp_path, "--topology", none, "--exchange", "auto")[0]["exchange"] == "flat"

@@ -66,7 +66,7 @@ CharLm::CharLm(const CharLmConfig& c, const layers::ExpertPlacement& placement, 
   layers::apply_topology_routing(c.routing, placement, topology, rank,
                                  c.row_bytes > 0 ? c.row_bytes : layers::wire_row_bytes(H, false), &moe.router);
   layers::MoeLayerOptions moe_options = c.moe_options;
-  moe_options.node_of_rank = layers::node_of_rank(topology);
+  moe_options.exchange = {.kind = c.exchange, .node_of_rank = layers::node_of_rank(topology)};
   blocks_.resize(static_cast<std::size_t>(L));
   for (std::int64_t l = 0; l < L; ++l) {
     const std::string p = "blocks." + std::to_string(l);

@@ -96,9 +96,10 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const Trai
                                   .aux_loss_coef = config_.aux_loss_coef,
                                   .z_loss_coef = config_.z_loss_coef,
                                   .topology_loss_coef = config_.routing.topology_loss,
-                                  .node_of_rank = {}},
+                                  .exchange = {}},
                   .routing = config_.routing,
                   .topology = where.topology,
+                  .exchange = where.exchange,
                   .row_bytes = layers::wire_row_bytes(m.hidden_size, where.wire_bf16)};
   model_ = std::make_unique<CharLm>(lm, *placement_, comm.rank());
   optimizer_ = std::make_unique<Optimizer>(config_.optimizer, model_->parameter_ptrs());

@@ -24,13 +24,21 @@ void unpermute_weighted_sum(const float* rows, const std::int64_t* slot_row, con
 void sum_entry_rows(const float* rows, const std::int64_t* entry_row, const float* row_weight, std::int64_t num_out,
                     std::int64_t k, std::int64_t width, float* out);
 
+/// Which rows belong to which token: token t's rows are rows[begin[t] ..
+/// begin[t + 1]), listed group by group; group[i] names row i's group.
+struct TokenRows {
+  const std::int64_t* begin = nullptr;
+  const std::int64_t* rows = nullptr;
+  const std::int32_t* group = nullptr;
+};
+
 /// One token's rows summed in groups: out[t, :] = sum over groups g (in the
-/// order listed) of (sum of rows[r, :] in group g, in order), each sum
-/// starting from zero. Token t's rows are token_rows[row_begin[t] ..
-/// row_begin[t + 1]), listed group by group; row_group names each one's
-/// group. `scratch` holds `width` floats. A token without rows gets zeros.
-void sum_token_rows(const float* rows, const std::int64_t* row_begin, const std::int64_t* token_rows,
-                    const std::int32_t* row_group, std::int64_t num_tokens, std::int64_t width, float* scratch,
-                    float* out);
+/// order listed) of (sum of its rows of `values` in group g, in order), each
+/// sum starting from zero. `scratch` holds `width` floats. A token without
+/// rows gets zeros. With `round_groups_to_bf16`, each group's sum is
+/// rounded to bf16 (nearest even) before it is added: what a group summed
+/// elsewhere and sent as bf16 rows would be.
+void sum_token_rows(const float* values, const TokenRows& tokens, std::int64_t num_tokens, std::int64_t width,
+                    float* scratch, float* out, bool round_groups_to_bf16 = false);
 
 }  // namespace switchyard::kernels

@@ -13,9 +13,11 @@ struct MoeStepState;
 
 /// Rows one step moved and computed on this rank, summed over its chunks.
 struct StepTraffic {
-  std::vector<std::int64_t> send_rows;   // [R] rows this rank sent to each rank (dispatch): one per token and rank
+  // [R] rows this rank sent to each rank (dispatch): one per token and rank
+  // (flat) or node (hierarchical, with the rows it forwarded in its node)
+  std::vector<std::int64_t> send_rows;
   std::vector<std::int64_t> send_slots;  // [R] kept slots this rank sent to each rank (a per-slot exchange's rows)
-  std::vector<std::int64_t> recv_rows;   // [R] rows this rank received from each rank
+  std::vector<std::int64_t> recv_rows;   // [R] rows this rank received from each rank (both hops)
   std::vector<std::int64_t> local_expert_rows;  // [num_local] rows each local expert computed
   std::vector<std::int64_t> expert_slots;       // [E] this rank's routed slots per expert (before capacity drops)
 

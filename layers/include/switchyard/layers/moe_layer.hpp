@@ -45,10 +45,10 @@ struct MoeLayerOptions {
   // token's rank (c = RouterConfig::link_cost, which it needs). It moves
   // probability toward cheap links, and the selection with it.
   double topology_loss_coef = 0.0;
-  // The node of each rank (empty: one node). A token's partial results from
-  // several ranks are summed node by node, so that every exchange gives the
-  // same bits.
-  NodeOfRank node_of_rank;
+  // Flat or hierarchical, and the node of each rank (empty: one node, flat).
+  // A token's partial results from several ranks are summed node by node,
+  // so that both kinds give the same bits.
+  ExchangeLayout exchange{};
 };
 
 class MoeLayer {
@@ -112,6 +112,10 @@ class MoeLayer {
   std::vector<float>& selection_bias() { return selection_bias_; }
   const MoeConfig& config() const { return config_; }
   const ExpertPlacement& placement() const { return placement_; }
+  /// How this layer exchanges (flat without nodes).
+  ExchangeKind exchange_kind() const {
+    return options_.exchange.node_of_rank.empty() ? ExchangeKind::kFlat : options_.exchange.kind;
+  }
 
  private:
   struct StepGraph;
@@ -124,6 +128,7 @@ class MoeLayer {
   void run_step(comm::Communicator& comm, StepGraph& g, const StepSchedule& schedule, PhaseTimer* timer);
   // The pieces of a step, each on one chunk (see moe_step.cpp).
   detail::MoeChunk* wire(detail::MoeChunk& k) const;  // k when rows travel as bf16, else null
+  bool round_node_sums(const detail::MoeChunk& k) const;
   void route_chunk(detail::MoeChunk& k);
   void plan_chunk(detail::MoeChunk& k);
   void permute_chunk(detail::MoeChunk& k);

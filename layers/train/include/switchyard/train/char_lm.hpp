@@ -31,7 +31,8 @@ struct CharLmConfig {
   // wire. Without a topology every rank is on one node, with no link costs.
   layers::TopologyRouting routing;
   std::optional<comm::Topology> topology;
-  std::int64_t row_bytes = 0;  // 0: float32 rows of moe.hidden_size
+  layers::ExchangeKind exchange = layers::ExchangeKind::kFlat;  // how the blocks exchange tokens
+  std::int64_t row_bytes = 0;                                   // 0: float32 rows of moe.hidden_size
 };
 
 /// A parameter with its checkpoint name (unique across the model and ranks:

@@ -58,6 +58,7 @@ struct EvalResult {
 struct TrainTopology {
   std::optional<comm::Topology> topology;  // none: every rank on one node, no link costs
   bool wire_bf16 = false;                  // rows cross the links as bf16: the link penalty prices such rows
+  layers::ExchangeKind exchange = layers::ExchangeKind::kFlat;  // hierarchical needs the topology
 };
 
 class Trainer {
