@@ -78,7 +78,8 @@ Run run_backend(const Options& o, kernels::WeightType type, const std::vector<fl
   const float gate_up_scale = 1.0f / std::sqrt(float(H)), down_scale = 1.0f / std::sqrt(float(I));
   std::vector<layers::MlpWeights> weights = {
       {H, I, formats::random_matrix(2 * I, H, 11, gate_up_scale), formats::random_matrix(H, I, 12, down_scale)}};
-  auto experts = layers::make_expert_backend({.weight_type = type}, std::move(weights), 0, kernels::Activation::kSilu);
+  auto experts = layers::make_expert_backend({.weight_type = type}, std::move(weights), std::vector<std::int64_t>{0},
+                                             kernels::Activation::kSilu);
   const std::int64_t counts[] = {n};
   Run r;
   r.y.resize(n * H);

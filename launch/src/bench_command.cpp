@@ -41,6 +41,7 @@ void add_bench_options(CLI::App& sub, BenchOptions* o) {
   add_topology_options(sub, &o->topology);
   add_routing_options(sub, &o->topology_routing);
   add_routing_stats_option(sub, &o->routing_stats);
+  add_placement_option(sub, &o->placement);
   sub.add_option("--corrupt-expert", o->corrupt_expert,
                  "Scale this expert's weights after the reference is fixed (checks that `correct` can fail)");
 }
@@ -183,7 +184,7 @@ void set_up_layer(const BenchOptions& o, comm::Communicator& comm, const comm::T
               "--top-k " + std::to_string(o.top_k) + " exceeds --experts " + std::to_string(o.experts));
     s->config = bench_config(o);
     s->config.shared_expert_gated = false;
-    layers::ExpertPlacement placement(o.experts, R);
+    const layers::ExpertPlacement placement = placement_of(o.placement, o.experts, R, 0);
     layers::MoeConfig moe = formats::moe_config(s->config);
     apply_routing_flags(o.topology_routing.over(), placement, topology, o.topology, me,
                         layers::wire_row_bytes(o.hidden, o.schedule.wire == "bf16"), &moe.router);
@@ -191,7 +192,8 @@ void set_up_layer(const BenchOptions& o, comm::Communicator& comm, const comm::T
     w.router = router_weights(o);
     if (s->config.has_selection_bias) w.selection_bias.assign(static_cast<std::size_t>(o.experts), 0.0f);
     w.first_expert = placement.first_expert(me);
-    for (std::int64_t e = w.first_expert; e < w.first_expert + placement.num_local(me); ++e) {
+    w.expert_ids = placement.local_experts(me);
+    for (const std::int64_t e : w.expert_ids) {
       w.experts.push_back(mlp(o.seed, static_cast<std::uint64_t>(e), o.hidden, o.ffn));
       if (e == o.corrupt_expert)
         for (auto& v : w.experts.back().down) v *= 1.5f;
@@ -525,7 +527,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   RoutingStats routing_stats(o.routing_stats, "bench", 1, o.experts);  // every step routes alike: one
   routing_stats.add(0, traffic);
   routing_stats.end_step();
-  routing_stats.write(comm, topology, layers::ExpertPlacement(o.experts, comm.size()));
+  routing_stats.write(comm, topology, s.layer->placement());
   if (comm.rank() != 0) return;
   json line = result_line(o, comm.size(), *runner, r);
   add_exchange_fields(line, o, topology, r);

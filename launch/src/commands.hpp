@@ -23,6 +23,7 @@ struct ForwardOptions {
   bool quiet = false;
   std::string json;           // append one JSON line (rank 0)
   std::string routing_stats;  // routing statistics (JSON), for placement
+  std::string placement;      // expert placement file; empty: contiguous blocks
   ScheduleOptions schedule;
   TopologyOptions topology;
   RoutingOptions topology_routing;
@@ -55,6 +56,7 @@ struct BenchOptions {
   std::uint64_t seed = 1;
   std::int64_t corrupt_expert = -1;
   std::string routing_stats;  // the measured step's routing statistics (JSON)
+  std::string placement;      // expert placement file; empty: contiguous blocks
   ScheduleOptions schedule;   // with overlap on, the same graph in sequence is timed beside it
   TopologyOptions topology;
   RoutingOptions topology_routing;

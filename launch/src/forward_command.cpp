@@ -51,6 +51,7 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
   add_topology_options(sub, &o->topology);
   add_routing_options(sub, &o->topology_routing);
   add_routing_stats_option(sub, &o->routing_stats);
+  add_placement_option(sub, &o->placement);
 }
 
 namespace {
@@ -109,7 +110,8 @@ ForwardInputs read_inputs(const ForwardOptions& o, comm::Communicator& comm) {
     check_output_dir("--json", o.json);
     in.config = formats::load_model_config(o.model_dir);
     with_flag("--layer", [&] { formats::check_moe_layer(in.config, o.layer); });
-    in.placement = std::make_unique<layers::ExpertPlacement>(in.config.num_experts, comm.size());
+    in.placement =
+        std::make_unique<layers::ExpertPlacement>(placement_of(o.placement, in.config.num_experts, comm.size(), 0));
     check_output_dir("--output", o.output);
     in.input = std::make_unique<NpyMatrix>(o.input);
     const NpyMatrix& input = *in.input;
@@ -148,8 +150,7 @@ LoadedLayer load_layer(const ForwardOptions& o, const ForwardInputs& in, const c
     layers::MoeConfig moe = formats::moe_config(in.config);
     const std::int64_t row_bytes = layers::wire_row_bytes(in.config.hidden_size, o.schedule.wire == "bf16");
     apply_routing_flags(o.topology_routing.over(), *in.placement, topology, o.topology, me, row_bytes, &moe.router);
-    auto weights = formats::load_moe_weights(*l.ckpt, in.config, o.layer, in.placement->first_expert(me),
-                                             in.placement->num_local(me));
+    auto weights = formats::load_moe_weights(*l.ckpt, in.config, o.layer, in.placement->local_experts(me));
     l.layer = std::make_unique<layers::MoeLayer>(
         moe, std::move(weights), *in.placement, me,
         layers::MoeLayerOptions{

@@ -57,7 +57,7 @@ std::vector<Parameter> gather_gradients_to_root(comm::Communicator& comm, const 
 std::vector<NamedTensor> collect_layer_gradients(comm::Communicator& comm, layers::MoeLayer& layer,
                                                  const formats::MoeTensorNames& names) {
   std::vector<const Parameter*> replicated, owned;
-  for (Parameter* p : layer.parameters()) {
+  for (Parameter* p : layer.reported_parameters()) {
     if (p->replicated) {
       comm.allreduce_sum(p->grad.data(), p->grad.size());
       replicated.push_back(p);

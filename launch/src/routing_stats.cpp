@@ -16,6 +16,22 @@ void add_routing_stats_option(CLI::App& sub, std::string* path) {
                  "expert over the run, with the nodes and expert owners; for placement");
 }
 
+void add_placement_option(CLI::App& sub, std::string* path) {
+  sub.add_option("--placement", *path,
+                 "Place experts as this file says (JSON, as `switchyard placement` writes it; replicas allowed) "
+                 "instead of in contiguous blocks");
+}
+
+layers::ExpertPlacement placement_of(const std::string& path, std::int64_t num_experts, int num_ranks,
+                                     std::int64_t block) {
+  if (path.empty()) return layers::ExpertPlacement(num_experts, num_ranks);
+  try {
+    return layers::ExpertPlacement(layers::read_placement_file(path, num_experts, num_ranks, block), path);
+  } catch (const Error& e) {
+    throw Error(e.code(), std::string("--placement: ") + e.what());
+  }
+}
+
 RoutingStats::RoutingStats(std::string path, std::string command, std::int64_t num_blocks, std::int64_t num_experts)
     : path_(std::move(path)),
       command_(std::move(command)),

@@ -16,6 +16,15 @@ namespace switchyard::launch {
 /// Adds --routing-stats FILE to `sub`.
 void add_routing_stats_option(CLI::App& sub, std::string* path);
 
+/// Adds --placement FILE (as `switchyard placement` writes it) to `sub`.
+void add_placement_option(CLI::App& sub, std::string* path);
+
+/// Block `block`'s expert placement: contiguous blocks when `path` is
+/// empty, else the placement file's. Throws Error(kInvalidArgument), one
+/// line naming --placement, the file and the field, for a bad file.
+layers::ExpertPlacement placement_of(const std::string& path, std::int64_t num_experts, int num_ranks,
+                                     std::int64_t block);
+
 /// Sums this rank's routed slots per expert (StepTraffic::expert_slots) for
 /// each block over the steps of a run; write() gathers every rank's counts
 /// into one file. Nothing here is collective but write().

@@ -152,9 +152,16 @@ std::unique_ptr<train::Trainer> make_trainer(const TrainOptions& o, const train:
   collective_step(comm, [&] {
     with_routing_labels(routing_labels(o), topology_source(o.topology), [&] {
       const bool bf16 = o.schedule.wire == "bf16";
-      const layers::ExchangeKind exchange = resolve_exchange(
-          o.topology, topology, layers::ExpertPlacement(config.model.num_experts, comm.size()), config.batch_tokens,
-          config.model.top_k, layers::wire_row_bytes(config.model.hidden_size, bf16));
+      // NOTE: a model the job cannot place is left to the trainer, whose
+      // error names the config field.
+      const bool placeable = config.model.num_experts >= comm.size() && config.model.top_k >= 1 &&
+                             config.model.top_k <= config.model.num_experts;
+      const layers::ExchangeKind exchange =
+          placeable
+              ? resolve_exchange(o.topology, topology, layers::ExpertPlacement(config.model.num_experts, comm.size()),
+                                 config.batch_tokens, config.model.top_k,
+                                 layers::wire_row_bytes(config.model.hidden_size, bf16))
+              : layers::ExchangeKind::kFlat;
       trainer = std::make_unique<train::Trainer>(
           config, comm, train::TrainTopology{.topology = topology, .wire_bf16 = bf16, .exchange = exchange});
     });

@@ -118,10 +118,10 @@ class Bf16Expert {
 
 class Bf16TrainingExperts final : public ExpertBackend {
  public:
-  Bf16TrainingExperts(std::vector<MlpWeights> experts, std::int64_t first_expert, kernels::Activation act) {
+  Bf16TrainingExperts(std::vector<MlpWeights> experts, const std::vector<std::int64_t>& ids, kernels::Activation act) {
     for (std::size_t j = 0; j < experts.size(); ++j) {
       hidden_ = experts[j].hidden;
-      experts_.emplace_back(std::move(experts[j]), act, "experts." + std::to_string(first_expert + j));
+      experts_.emplace_back(std::move(experts[j]), act, "experts." + std::to_string(ids[j]));
     }
   }
   std::int64_t num_local() const override { return static_cast<std::int64_t>(experts_.size()); }
@@ -176,9 +176,10 @@ class Bf16TrainingExperts final : public ExpertBackend {
 
 }  // namespace
 
-std::unique_ptr<ExpertBackend> make_bf16_training_experts(std::vector<MlpWeights> experts, std::int64_t first_expert,
+std::unique_ptr<ExpertBackend> make_bf16_training_experts(std::vector<MlpWeights> experts,
+                                                          const std::vector<std::int64_t>& expert_ids,
                                                           kernels::Activation act) {
-  return std::make_unique<Bf16TrainingExperts>(std::move(experts), first_expert, act);
+  return std::make_unique<Bf16TrainingExperts>(std::move(experts), expert_ids, act);
 }
 
 }  // namespace switchyard::layers

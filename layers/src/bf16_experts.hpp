@@ -12,7 +12,8 @@ namespace switchyard::layers {
 /// float32 backend's: `experts.<id>.gate_up_proj` [2I, H] and
 /// `experts.<id>.down_proj` [H, I]) whose GEMMs run in bf16 with float32
 /// accumulation. Gradients are float32, added to Parameter::grad.
-std::unique_ptr<ExpertBackend> make_bf16_training_experts(std::vector<MlpWeights> experts, std::int64_t first_expert,
+std::unique_ptr<ExpertBackend> make_bf16_training_experts(std::vector<MlpWeights> experts,
+                                                          const std::vector<std::int64_t>& expert_ids,
                                                           kernels::Activation act);
 
 }  // namespace switchyard::layers

@@ -11,22 +11,6 @@ namespace switchyard::layers {
 
 namespace {
 
-// NOTE: checked before the partition is built, so the user sees this message
-// rather than the partition's own.
-BlockPartition checked_blocks(std::int64_t num_experts, int num_ranks) {
-  check_arg(num_ranks >= 1 && num_ranks <= num_experts, "more ranks than experts: " + std::to_string(num_ranks) +
-                                                            " ranks for " + std::to_string(num_experts) +
-                                                            " experts (every rank must own at least one expert)");
-  return BlockPartition(num_experts, num_ranks);
-}
-
-}  // namespace
-
-ExpertPlacement::ExpertPlacement(std::int64_t num_experts, int num_ranks)
-    : blocks_(checked_blocks(num_experts, num_ranks)) {}
-
-namespace {
-
 // Marks slots beyond each expert's capacity as dropped (0 in `kept`).
 std::int64_t apply_capacity(const RoutingPlan& routing, const CapacityPolicy& capacity, DispatchPlan::Scratch& s) {
   s.kept.assign(routing.expert_idx.size(), 1);
@@ -93,10 +77,32 @@ void forwarders(const NodeOfRank& nodes, int me, int R, DispatchPlan::Scratch& s
   }
 }
 
+// The replica choice rule (placement_plan.hpp): among `expert`'s holders
+// over the cheapest link class from `me`, the (token mod n)-th.
+int choose_holder(const ExpertPlacement& placement, std::int64_t expert, int me, std::int64_t token,
+                  const NodeOfRank& nodes) {
+  const std::vector<int>& holders = placement.holders(expert);
+  if (holders.size() == 1) return holders.front();
+  const auto cost = [&](int r) { return r == me ? 0 : node_of(nodes, r) == node_of(nodes, me) ? 1 : 2; };
+  int best = 3;
+  std::int64_t n = 0;
+  for (int r : holders) {
+    if (cost(r) < best) {
+      best = cost(r);
+      n = 0;
+    }
+    n += cost(r) == best ? 1 : 0;
+  }
+  std::int64_t pick = token % n;
+  for (int r : holders)
+    if (cost(r) == best && pick-- == 0) return r;
+  return holders.front();
+}
+
 // Sender side, pass 1: each kept slot's expert rank and first-hop
 // destination, and rows (one per token and destination) per destination.
-void count_send(const RoutingPlan& routing, const ExpertPlacement& placement, const ExchangeLayout& layout, int me,
-                DispatchPlan& plan) {
+void count_send(const RoutingPlan& routing, const ExpertPlacement& placement, const ExchangeLayout& layout,
+                std::int64_t first_token, int me, DispatchPlan& plan) {
   DispatchPlan::Scratch& s = plan.scratch;
   const std::int64_t T = routing.num_tokens, K = routing.top_k;
   const int R = placement.num_ranks();
@@ -108,7 +114,7 @@ void count_send(const RoutingPlan& routing, const ExpertPlacement& placement, co
   plan.send_slot_counts.assign(static_cast<std::size_t>(R), 0);
   for (std::int64_t i = 0; i < T * K; ++i) {
     if (!s.kept[i]) continue;
-    const int r = placement.owner(routing.expert_idx[i]);
+    const int r = choose_holder(placement, routing.expert_idx[i], me, first_token + i / K, layout.node_of_rank);
     s.slot_rank[i] = r;
     s.slot_dest[i] = hier ? static_cast<std::int32_t>(s.rank_cursor[2 * R + layout.node_of_rank[r]]) : r;
     ++plan.send_slot_counts[r];
@@ -144,8 +150,7 @@ void fill_send(const RoutingPlan& routing, const ExpertPlacement& placement, Dis
       plan.slot_entry[base + j] = entry;
       const int r = s.slot_rank[base + j];
       const std::int64_t e = routing.expert_idx[base + j];
-      plan.send_entries[entry] = {r, static_cast<std::int32_t>(e - placement.first_expert(r)),
-                                  routing.weights[base + j]};
+      plan.send_entries[entry] = {r, placement.local_index(r, e), routing.weights[base + j]};
     }
   }
 }
@@ -326,7 +331,8 @@ void DispatchPlan::reserve(std::int64_t max_tokens, std::int64_t max_recv, std::
 }
 
 void plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement, const CapacityPolicy& capacity,
-                   const ExchangeLayout& layout, comm::Communicator& comm, DispatchPlan* plan) {
+                   const ExchangeLayout& layout, comm::Communicator& comm, DispatchPlan* plan,
+                   std::int64_t first_token) {
   const int R = comm.size(), me = comm.rank();
   check(placement.num_ranks() == R, ErrorCode::kInternal, "placement was made for another rank count");
   check(layout.node_of_rank.empty() || static_cast<int>(layout.node_of_rank.size()) == R, ErrorCode::kInternal,
@@ -335,7 +341,7 @@ void plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement,
   plan->kind = layout.node_of_rank.empty() ? ExchangeKind::kFlat : layout.kind;
   plan->top_k = plan->forward.top_k = K;
   plan->num_dropped = apply_capacity(routing, capacity, plan->scratch);
-  count_send(routing, placement, layout, me, *plan);
+  count_send(routing, placement, layout, first_token, me, *plan);
   fill_send(routing, placement, *plan);
   order_token_rows(routing, layout.node_of_rank, *plan);
   if (plan->hierarchical()) {

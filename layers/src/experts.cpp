@@ -95,10 +95,10 @@ namespace {
 // Experts as a loop of oneDNN matmuls, one gate/up and one down per expert.
 class CpuExpertBackend final : public ExpertBackend {
  public:
-  CpuExpertBackend(std::vector<MlpWeights> experts, std::int64_t first_expert, kernels::Activation act) {
+  CpuExpertBackend(std::vector<MlpWeights> experts, const std::vector<std::int64_t>& ids, kernels::Activation act) {
     for (std::size_t j = 0; j < experts.size(); ++j) {
       hidden_ = experts[j].hidden;
-      mlps_.emplace_back(std::move(experts[j]), act, "experts." + std::to_string(first_expert + j), false);
+      mlps_.emplace_back(std::move(experts[j]), act, "experts." + std::to_string(ids[j]), false);
     }
   }
   std::int64_t num_local() const override { return static_cast<std::int64_t>(mlps_.size()); }
@@ -205,14 +205,16 @@ class PackedExpertBackend final : public ExpertBackend {
 }  // namespace
 
 std::unique_ptr<ExpertBackend> make_expert_backend(const ExpertBackendOptions& options, std::vector<MlpWeights> experts,
-                                                   std::int64_t first_expert, kernels::Activation act) {
+                                                   const std::vector<std::int64_t>& expert_ids,
+                                                   kernels::Activation act) {
+  check(expert_ids.size() == experts.size(), ErrorCode::kInternal, "one global id per expert expected");
   check_arg(options.device == DeviceKind::kCpu,
             std::string("device '") + device_name(options.device) + "' is not available in this build (expected cpu)");
   if (options.inference_only)
     return std::make_unique<PackedExpertBackend>(std::move(experts), options.weight_type, act);
   if (options.weight_type == kernels::WeightType::kBF16)
-    return make_bf16_training_experts(std::move(experts), first_expert, act);
-  return std::make_unique<CpuExpertBackend>(std::move(experts), first_expert, act);
+    return make_bf16_training_experts(std::move(experts), expert_ids, act);
+  return std::make_unique<CpuExpertBackend>(std::move(experts), expert_ids, act);
 }
 
 }  // namespace switchyard::layers

@@ -22,9 +22,8 @@ MoeLayer::MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlac
       options_(options),
       selection_bias_(std::move(weights.selection_bias)),
       router_weight_("gate.weight", {config.num_experts, config.hidden_size}, std::move(weights.router), true) {
-  check(static_cast<std::int64_t>(weights.experts.size()) == placement.num_local(rank) &&
-            weights.first_expert == placement.first_expert(rank),
-        ErrorCode::kInternal, "MoE weights do not match the expert placement");
+  check(weights.ids() == placement.local_experts(rank), ErrorCode::kInternal,
+        "MoE weights do not match the expert placement");
   check_arg(std::isfinite(options.topology_loss_coef) && options.topology_loss_coef >= 0.0,
             "MoE layer: topology_loss_coef must be finite and >= 0, got " + std::to_string(options.topology_loss_coef));
   check_arg(options.topology_loss_coef == 0.0 || !config.router.link_cost.empty(),
@@ -32,7 +31,8 @@ MoeLayer::MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlac
   config.router.validate();  // link_cost and the penalty hold one value per expert
   router_linear_ =
       std::make_unique<kernels::Linear>(router_weight_.value.data(), config.num_experts, config.hidden_size);
-  experts_ = make_expert_backend(options.experts, std::move(weights.experts), weights.first_expert, config.activation);
+  const std::vector<std::int64_t> ids = weights.ids();
+  experts_ = make_expert_backend(options.experts, std::move(weights.experts), ids, config.activation);
   if (weights.shared.inter > 0) {
     shared_ = std::make_unique<GatedMlp>(std::move(weights.shared), config.activation, "shared", true);
   }
@@ -67,6 +67,49 @@ std::vector<Parameter*> MoeLayer::parameters() {
   if (!shared_gate_.value.empty()) out.push_back(&shared_gate_);
   for (auto* p : experts_->parameters()) out.push_back(p);
   return out;
+}
+
+std::vector<Parameter*> MoeLayer::reported_parameters() {
+  std::vector<Parameter*> out = parameters();
+  const std::vector<Parameter*> experts = experts_->parameters();  // gate_up, down per local expert
+  const std::vector<std::int64_t>& local = placement_.local_experts(rank_);
+  for (std::size_t j = 0; j < local.size(); ++j)
+    if (placement_.owner(local[j]) != rank_)
+      for (Parameter* p : {experts[2 * j], experts[2 * j + 1]}) out.erase(std::find(out.begin(), out.end(), p));
+  return out;
+}
+
+// Each copy of a replicated expert saw only its own rows: sum what this
+// backward added to their gradients over the holders (the other ranks add
+// zeros), so that every copy holds the gradient a single copy would, and
+// optimizers keep the copies equal. `before`: the gradients before this
+// backward, in the same layout (empty: take them now and return). Collective.
+void MoeLayer::sum_replica_grads(comm::Communicator& comm, std::vector<float>& before) {
+  if (!placement_.replicated()) return;
+  const bool snapshot = before.empty();
+  const std::vector<Parameter*> experts = experts_->parameters();
+  const std::size_t up = experts[0]->grad.size(), down = experts[1]->grad.size();
+  std::vector<std::int64_t> replicated;
+  for (std::int64_t e = 0; e < placement_.num_experts(); ++e)
+    if (placement_.holders(e).size() > 1) replicated.push_back(e);
+  std::vector<float> sums(replicated.size() * (up + down), 0.0f);
+  auto each = [&](auto&& f) {
+    for (std::size_t i = 0; i < replicated.size(); ++i) {
+      const std::int32_t j = placement_.local_index(rank_, replicated[i]);
+      if (j < 0) continue;
+      f(experts[2 * j]->grad, sums.data() + i * (up + down));
+      f(experts[2 * j + 1]->grad, sums.data() + i * (up + down) + up);
+    }
+  };
+  each([](const std::vector<float>& g, float* at) { std::copy(g.begin(), g.end(), at); });
+  if (snapshot) {
+    before = std::move(sums);
+    return;
+  }
+  for (std::size_t i = 0; i < sums.size(); ++i) sums[i] -= before[i];
+  comm.allreduce_sum(sums.data(), sums.size());
+  for (std::size_t i = 0; i < sums.size(); ++i) sums[i] += before[i];
+  each([](std::vector<float>& g, const float* at) { std::copy(at, at + g.size(), g.begin()); });
 }
 
 detail::MoeStepState& MoeLayer::state_of(MoeForwardContext* context) {
@@ -156,7 +199,10 @@ void MoeLayer::run(comm::Communicator& comm, const MoeBackwardArguments& args) {
     schedule.overlap = schedule.overlap && schedule.executor != nullptr;
   }
   step_ = Step{&comm, &c, nullptr, args.grad_y, args.grad_x, schedule.wire_bf16, ok ? "" : verdict.message()};
+  std::vector<float> before;
+  sum_replica_grads(comm, before);
   run_step(comm, step_graph(C, true), schedule, args.timer);
+  sum_replica_grads(comm, before);
 }
 
 void MoeLayer::token_stat_sums(detail::MoeStepState& c) const {

@@ -86,7 +86,7 @@ void MoeLayer::plan_chunk(detail::MoeChunk& k) {
     k.routing.weights.clear();
     k.routing.expert_counts.assign(static_cast<std::size_t>(config_.num_experts), 0);
   }
-  plan_dispatch(k.routing, placement_, options_.capacity, options_.exchange, *step_.comm, &k.plan);
+  plan_dispatch(k.routing, placement_, options_.capacity, options_.exchange, *step_.comm, &k.plan, k.begin);
 }
 
 void MoeLayer::permute_chunk(detail::MoeChunk& k) {

@@ -152,3 +152,70 @@ def test_bad_files_and_flags(stats_file, tmp_path):
     assert_bad(run("--stats", stats_file, "--hidden", 0, check=False), "--hidden")
     assert_bad(run("--stats", stats_file, "--out", tmp_path / "no" / "p.json", check=False), "--out")
     assert_bad(run(check=False), "--stats")
+
+
+def sy(command, *args, nproc=4, check=True):
+    argv = [*MPIEXEC, "-np", str(nproc), "--oversubscribe", BIN, command, *map(str, args)]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=ENV)
+    if check:
+        assert p.returncode == 0, f"{argv}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
+    return p
+
+
+BENCH = ["--hidden", 32, "--ffn", 48, "--experts", 8, "--top-k", 2, "--tokens", 64, "--iters", 1, "--warmup", 0,
+         "--routing", "skewed", "--ranks-per-node", 2]
+
+
+def test_placement_with_replicas_runs_the_layer_and_balances_it(tmp_path):
+    """bench --routing-stats -> placement --replicas -> bench --placement: the
+    layer with the planned replicas still matches bench's dense reference
+    and computes every slot once."""
+    stats, plan = tmp_path / "rs.json", tmp_path / "p.json"
+    sy("bench", *BENCH, "--routing-stats", stats, "--json", tmp_path / "a.jsonl")
+    run("--stats", stats, "--replicas", 3, "--out", plan)
+    holders = json.loads(plan.read_text())["blocks"][0]["expert_ranks"]
+    assert sum(len(h) for h in holders) == 8 + 3
+    for placement in ("", plan):
+        extra = ["--placement", placement] if placement else []
+        sy("bench", *BENCH, *extra, "--pass", "fwd_bwd", "--json", tmp_path / "b.jsonl")
+    contiguous, placed = [json.loads(s) for s in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert contiguous["correct"] is True and placed["correct"] is True
+    # Every slot is still computed once.
+    assert sum(placed["link_slots"].values()) == sum(contiguous["link_slots"].values()) == 4 * 64 * 2
+
+
+def test_forward_with_a_replicated_placement_matches_contiguous(tmp_path):
+    """forward --placement: outputs and every gradient (the owners' copies)
+    equal the contiguous placement's within float32 rounding."""
+    np = pytest.importorskip("numpy")
+    safetensors = pytest.importorskip("safetensors.numpy")
+    make = os.environ.get("MAKE_RANDOM_MOE")
+    if not make:
+        pytest.skip("MAKE_RANDOM_MOE is not set")
+    model = tmp_path / "m"
+    subprocess.run([make, "--out", str(model), "--arch", "mixtral", "--hidden", "32", "--ffn", "24", "--experts", "6",
+                    "--top-k", "2", "--tokens", "50", "--seed", "3"], check=True, capture_output=True, timeout=60)
+    gy = tmp_path / "gy.npy"
+    np.save(gy, np.random.default_rng(2).standard_normal((50, 32)).astype(np.float32))
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"format": "switchyard-placement", "version": 1, "ranks": 3, "experts": 6, "blocks": [
+        {"block": 0, "expert_ranks": [[0, 1, 2], [0], [1], [1, 2], [2], [0]]}]}))
+    out = {}
+    for name, extra in (("blocks", []), ("placed", ["--placement", plan])):
+        d = tmp_path / name
+        d.mkdir()
+        sy("forward", "--model", model, "--layer", 1, "--input", model / "x.npy", "--output", d / "y.npy",
+           "--grad-output", gy, "--grads", d / "g.safetensors", "--quiet", *extra, nproc=3)
+        out[name] = (np.load(d / "y.npy"), safetensors.load_file(d / "g.safetensors"))
+    (y0, g0), (y1, g1) = out["blocks"], out["placed"]
+    assert np.allclose(y1, y0, rtol=1e-5, atol=1e-6)
+    assert g0.keys() == g1.keys()
+    for k in g0:
+        assert np.allclose(g1[k], g0[k], rtol=1e-4, atol=1e-6), k
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "switchyard-placement", "version": 1, "ranks": 3, "experts": 6, "blocks": [
+        {"block": 0, "expert_ranks": [[0], [0], [1], [1], [0], [0]]}]}))
+    p = sy("forward", "--model", model, "--layer", 1, "--input", model / "x.npy", "--output", tmp_path / "y.npy",
+           "--placement", bad, nproc=3, check=False)
+    assert_bad(p, "--placement", "bad.json")
+    assert not (tmp_path / "y.npy").exists()

@@ -42,10 +42,17 @@ std::vector<layers::MlpWeights> random_experts(std::int64_t count, std::uint64_t
   return experts;
 }
 
+// Global ids first, first + 1, ... for `count` experts.
+std::vector<std::int64_t> ids_from(std::int64_t first, std::size_t count) {
+  std::vector<std::int64_t> out;
+  for (std::size_t j = 0; j < count; ++j) out.push_back(first + static_cast<std::int64_t>(j));
+  return out;
+}
+
 std::unique_ptr<layers::ExpertBackend> make_experts(kernels::WeightType type, std::int64_t count, std::uint64_t seed,
                                                     kernels::Activation act = kernels::Activation::kSilu) {
   return layers::make_expert_backend({.inference_only = false, .weight_type = type}, random_experts(count, seed),
-                                     /*first_expert=*/3, act);
+                                     ids_from(3, static_cast<std::size_t>(count)), act);
 }
 
 // Everything one forward + backward_data produces for a batch of rows.
@@ -82,7 +89,7 @@ class RowInvariance : public ::testing::TestWithParam<Shape> {};
 TEST_P(RowInvariance, RowResultsDoNotDependOnBatching) {
   const auto [H, I] = GetParam();
   auto experts = layers::make_expert_backend({.weight_type = kernels::WeightType::kBF16}, random_experts(2, 11, H, I),
-                                             0, kernels::Activation::kSilu);
+                                             ids_from(0, 2), kernels::Activation::kSilu);
   const std::vector<std::int64_t> counts = {75, 64};
   const std::int64_t n = 139;
   const auto x = formats::random_matrix(n, H, 1), g = formats::random_matrix(n, H, 2);
@@ -265,7 +272,7 @@ TEST_P(ExpertAccuracy, OutputsAndGradientsMatchFloat64) {
       round_to_bf16(&w.down);
     }
   }
-  auto experts = layers::make_expert_backend({.weight_type = c.type}, weights, 3, act);
+  auto experts = layers::make_expert_backend({.weight_type = c.type}, weights, ids_from(3, weights.size()), act);
   std::vector<float> y(n * kHidden), saved(n * experts->saved_per_row()), grad_x(n * kHidden);
   experts->forward(x.data(), counts.data(), y.data(), saved.data());
   std::vector<float> grad_saved(n * experts->grad_saved_per_row());
@@ -343,7 +350,8 @@ TEST(Bf16Experts, ForwardSeesInPlaceWeightUpdates) {
     for (auto& v : p->value) v *= 0.75f;
   for (auto& v : weights[0].gate_up) v *= 0.75f;
   for (auto& v : weights[0].down) v *= 0.75f;
-  auto fresh = layers::make_expert_backend({.weight_type = kernels::WeightType::kBF16}, std::move(weights), 3,
+  const std::vector<std::int64_t> fresh_ids = ids_from(3, weights.size());
+  auto fresh = layers::make_expert_backend({.weight_type = kernels::WeightType::kBF16}, std::move(weights), fresh_ids,
                                            kernels::Activation::kSilu);
   std::vector<float> want(y.size()), want_saved(saved.size());
   fresh->forward(x.data(), counts.data(), want.data(), want_saved.data());

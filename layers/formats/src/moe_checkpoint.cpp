@@ -194,6 +194,28 @@ std::vector<NamedTensor> name_layer_tensors(const MoeTensorNames& names, const s
 
 }  // namespace
 
+MoeWeights load_moe_weights(Checkpoint& ckpt, const ModelConfig& config, std::int64_t layer,
+                            const std::vector<std::int64_t>& experts) {
+  check_arg(!experts.empty() && std::is_sorted(experts.begin(), experts.end()),
+            "load_moe_weights: expected a non-empty ascending list of experts");
+  MoeWeights out;
+  // One read per run of consecutive experts.
+  for (std::size_t i = 0; i < experts.size();) {
+    std::size_t j = i + 1;
+    while (j < experts.size() && experts[j] == experts[j - 1] + 1) ++j;
+    MoeWeights part = load_moe_weights(ckpt, config, layer, experts[i], static_cast<std::int64_t>(j - i));
+    if (i == 0) {
+      out = std::move(part);
+    } else {
+      for (auto& e : part.experts) out.experts.push_back(std::move(e));
+    }
+    i = j;
+  }
+  out.first_expert = experts.front();
+  out.expert_ids = experts;
+  return out;
+}
+
 MoeWeights load_moe_weights(Checkpoint& ckpt, const ModelConfig& config, std::int64_t layer, std::int64_t first,
                             std::int64_t count) {
   check_moe_layer(config, layer);

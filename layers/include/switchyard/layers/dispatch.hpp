@@ -6,29 +6,10 @@
 #include <vector>
 
 #include "switchyard/comm/communicator.hpp"
+#include "switchyard/layers/expert_placement.hpp"
 #include "switchyard/layers/router.hpp"
-#include "switchyard/runtime/partition.hpp"
 
 namespace switchyard::layers {
-
-/// Experts in contiguous blocks over ranks (a BlockPartition); the first
-/// E % R ranks hold one expert more than the others.
-class ExpertPlacement {
- public:
-  /// Throws Error(kInvalidArgument) if num_ranks > num_experts.
-  ExpertPlacement(std::int64_t num_experts, int num_ranks);
-
-  std::int64_t num_experts() const { return blocks_.total(); }
-  int num_ranks() const { return blocks_.num_parts(); }
-  std::int64_t first_expert(int rank) const { return blocks_.first(rank); }
-  std::int64_t num_local(int rank) const { return blocks_.count(rank); }
-  /// The most experts any rank holds.
-  std::int64_t max_local() const { return blocks_.max_count(); }
-  int owner(std::int64_t expert) const { return blocks_.owner(expert); }
-
- private:
-  BlockPartition blocks_;
-};
 
 /// Capacity: 0 means dropless. Otherwise each expert accepts at most
 /// ceil(capacity_factor * T_local * top_k / num_experts) slots from each rank;
@@ -144,9 +125,12 @@ struct DispatchPlan {
 
 /// Plans the exchange for `routing` into `plan`, reusing its vectors.
 /// Collective (exchanges row counts, then each row's slot entries; twice
-/// for hierarchical). Rows to one rank are in token order.
+/// for hierarchical). Rows to one rank are in token order. A slot of a
+/// replicated expert goes to the holder the replica choice rule picks
+/// (placement_plan.hpp) for token first_token + t of this rank's step.
 void plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement, const CapacityPolicy& capacity,
-                   const ExchangeLayout& layout, comm::Communicator& comm, DispatchPlan* plan);
+                   const ExchangeLayout& layout, comm::Communicator& comm, DispatchPlan* plan,
+                   std::int64_t first_token = 0);
 DispatchPlan plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement, const CapacityPolicy& capacity,
                            comm::Communicator& comm);
 

@@ -96,9 +96,11 @@ struct ExpertBackendOptions {
   kernels::WeightType weight_type = kernels::WeightType::kF32;
 };
 
-/// The backend holding experts first_expert, first_expert + 1, ... Throws
-/// Error(kInvalidArgument) if the device's backend is not in this build.
+/// The backend holding `experts`, whose global ids are `expert_ids` (one
+/// each; they name the parameters). Throws Error(kInvalidArgument) if the
+/// device's backend is not in this build.
 std::unique_ptr<ExpertBackend> make_expert_backend(const ExpertBackendOptions& options, std::vector<MlpWeights> experts,
-                                                   std::int64_t first_expert, kernels::Activation act);
+                                                   const std::vector<std::int64_t>& expert_ids,
+                                                   kernels::Activation act);
 
 }  // namespace switchyard::layers

@@ -105,6 +105,9 @@ class MoeLayer {
   /// this rank's experts (not replicated). Pointers stay valid for the
   /// layer's lifetime; values may be updated in place between steps.
   std::vector<Parameter*> parameters();
+  /// parameters() without the copies of replicated experts that another
+  /// rank owns (ExpertPlacement::owner): over the job, every parameter once.
+  std::vector<Parameter*> reported_parameters();
   /// The last forward's exchanges and expert rows on this rank: those of
   /// `context`, or of the layer's own inference workspace when null. Not
   /// collective.
@@ -143,6 +146,7 @@ class MoeLayer {
   void permute_grad_chunk(detail::MoeChunk& k);
   void expert_weight_grads();
   void router_and_shared_grads();
+  void sum_replica_grads(comm::Communicator& comm, std::vector<float>& before);
   void global_stats(comm::Communicator& comm, detail::MoeStepState& c, ForwardStats* stats);
   void token_stat_sums(detail::MoeStepState& c) const;
   detail::MoeStepState& state_of(MoeForwardContext* context);

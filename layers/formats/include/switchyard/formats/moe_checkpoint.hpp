@@ -103,6 +103,10 @@ std::string layer_parameter_name(MoeParam param, std::int64_t expert);
 /// and naming the layer if it is out of range or not an MoE layer.
 MoeWeights load_moe_weights(Checkpoint& ckpt, const ModelConfig& config, std::int64_t layer, std::int64_t first,
                             std::int64_t count);
+/// The same for the experts `experts` (global ids, ascending; any set, as a
+/// placement with replicas gives a rank).
+MoeWeights load_moe_weights(Checkpoint& ckpt, const ModelConfig& config, std::int64_t layer,
+                            const std::vector<std::int64_t>& experts);
 
 /// A named float32 tensor that owns its data.
 struct NamedTensor {
