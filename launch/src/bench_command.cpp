@@ -274,6 +274,7 @@ struct BenchResults {
   Run sequence, overlapped;  // overlapped: with overlap on only
   Percentiles step;          // of the run the options ask for
   layers::ExchangeKind exchange = layers::ExchangeKind::kFlat;
+  std::vector<std::int64_t> rank_rows;  // [R] expert rows each rank computed in the measured step
   double gemm_gflops = 0, gemm_peak_gflops = 0;
   double exchange_gbps = 0, alltoallv_gbps = 0, exchange_in_step_gbps = 0;
   double t_comm = 0, t_compute = 0;               // seconds
@@ -419,6 +420,7 @@ void measure_link_traffic(const BenchOptions& o, comm::Communicator& comm, const
 // routing that made it.
 void add_exchange_fields(json& line, const BenchOptions& o, const comm::Topology& topology, const BenchResults& r) {
   line["exchange"] = exchange_name(r.exchange);
+  line["expert_rows_per_rank"] = r.rank_rows;
   line["exchange_ms"] = r.exchange_s * 1e3;
   line["exchange_in_step_ms"] = r.exchange_in_step_s * 1e3;
   line["exchange_predicted_ms"] = r.exchange_predicted_s ? json(*r.exchange_predicted_s * 1e3) : json(nullptr);
@@ -522,6 +524,9 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   measure_memory_and_error(o, comm, s, traffic, &r);
   measure_link_traffic(o, comm, topology, traffic, &r);
   r.exchange = s.layer->exchange_kind();
+  r.rank_rows.assign(static_cast<std::size_t>(comm.size()), 0);
+  for (const std::int64_t rows : traffic.local_expert_rows) r.rank_rows[static_cast<std::size_t>(comm.rank())] += rows;
+  comm.allreduce_sum(r.rank_rows.data(), r.rank_rows.size());  // each rank fills its own entry
 
   collective_step(comm, [&] { runner->write_outputs(comm, *s.layer, o.pass == "fwd_bwd"); });
   RoutingStats routing_stats(o.routing_stats, "bench", 1, o.experts);  // every step routes alike: one

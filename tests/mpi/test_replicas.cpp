@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/compare.hpp"
 #include "../support/mpi_support.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
 #include "switchyard/formats/checkpoint.hpp"
@@ -24,14 +25,7 @@ namespace {
 
 using namespace switchyard;
 
-double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, norm = 0;
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    diff += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    norm += double(b[i]) * b[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
+using test_support::rel_norm_error;
 
 struct LayerRun {
   std::vector<float> y, dx;
@@ -40,7 +34,7 @@ struct LayerRun {
 };
 
 LayerRun run_layer(comm::MpiCommunicator& comm, formats::Checkpoint& ckpt, const formats::ModelConfig& config,
-              const layers::ExpertPlacement& placement, const layers::ExchangeLayout& exchange, std::int64_t T) {
+                   const layers::ExpertPlacement& placement, const layers::ExchangeLayout& exchange, std::int64_t T) {
   const int me = comm.rank();
   const std::int64_t H = config.hidden_size, layer_index = 1;
   layers::MoeLayer layer(formats::moe_config(config),
@@ -101,10 +95,10 @@ TEST(Replicas, SameOutputsAndSummedGradientsAsOneCopy) {
     const std::string where = kind == layers::ExchangeKind::kFlat ? "flat" : "hierarchical";
     const LayerRun want = run_layer(comm, ckpt, config, one_copy, exchange, T);
     const LayerRun got = run_layer(comm, ckpt, config, copies, exchange, T);
-    EXPECT_LE(rel_error(got.y, want.y), 1e-6) << "y, " << where;
-    EXPECT_LE(rel_error(got.dx, want.dx), 1e-6) << "dL/dx, " << where;
+    EXPECT_LE(rel_norm_error(got.y, want.y), 1e-6) << "y, " << where;
+    EXPECT_LE(rel_norm_error(got.dx, want.dx), 1e-6) << "dL/dx, " << where;
     // The router's gradient is each rank's part, over the same tokens.
-    EXPECT_LE(rel_error(got.grads.at("gate.weight"), want.grads.at("gate.weight")), 1e-5) << where;
+    EXPECT_LE(rel_norm_error(got.grads.at("gate.weight"), want.grads.at("gate.weight")), 1e-5) << where;
     // Every copy of expert e holds the gradient of e's single copy on its owner.
     for (std::int64_t e = 0; e < config.num_experts; ++e)
       for (const char* part : {".gate_up_proj", ".down_proj"}) {
@@ -115,7 +109,7 @@ TEST(Replicas, SameOutputsAndSummedGradientsAsOneCopy) {
         single.resize(n, 0.0f);
         MPI_Allreduce(MPI_IN_PLACE, single.data(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         if (copies.local_index(me, e) < 0) continue;
-        EXPECT_LE(rel_error(got.grads.at(name), single), 1e-5) << name << " on rank " << me << ", " << where;
+        EXPECT_LE(rel_norm_error(got.grads.at(name), single), 1e-5) << name << " on rank " << me << ", " << where;
       }
     // Tokens of expert 0 stay on their own rank (every rank holds a copy).
     const std::int32_t local0 = copies.local_index(me, 0);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/compare.hpp"
 #include "../support/mpi_support.hpp"
 #include "../support/rank_layer.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
@@ -47,17 +48,10 @@ formats::RandomMoeSpec spec(Architecture arch, int seed) {
   return s;
 }
 
+using test_support::rel_norm_error;
+
 // bf16 rows on the wire: the results move (the flag took effect) but stay
 // within bf16 rounding of float32 wires (||a - b|| / ||b||; observed ~2e-3).
-double rel_norm_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, norm = 0;
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    diff += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    norm += double(b[i]) * b[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
-
 void expect_bf16_wire_close(const Result& f32, const Result& bf16, bool training) {
   constexpr double kTolerance = 1e-2;
   EXPECT_NE(bf16.y, f32.y) << "--wire bf16 changed nothing";
