@@ -44,6 +44,7 @@ struct TrainOptions {
   std::string dtype;  // overrides the configuration's model.dtype when set
   bool quiet = false;
   std::string routing_stats;  // routing statistics over every training step (JSON)
+  std::string placement;      // expert placement file, one placement per block; empty: contiguous blocks
   ScheduleOptions schedule;
   TopologyOptions topology;
   RoutingOptions topology_routing;

@@ -43,6 +43,7 @@ void add_train_options(CLI::App& sub, TrainOptions* o) {
   add_topology_options(sub, &o->topology);
   add_routing_options(sub, &o->topology_routing);
   add_routing_stats_option(sub, &o->routing_stats);
+  add_placement_option(sub, &o->placement);
 }
 
 namespace {
@@ -162,8 +163,14 @@ std::unique_ptr<train::Trainer> make_trainer(const TrainOptions& o, const train:
                                  config.batch_tokens, config.model.top_k,
                                  layers::wire_row_bytes(config.model.hidden_size, bf16))
               : layers::ExchangeKind::kFlat;
+      std::vector<layers::ExpertPlacement> placements;
+      if (!o.placement.empty() && placeable)
+        for (std::int64_t b = 0; b < config.model.num_layers; ++b)
+          placements.push_back(placement_of(o.placement, config.model.num_experts, comm.size(), b));
       trainer = std::make_unique<train::Trainer>(
-          config, comm, train::TrainTopology{.topology = topology, .wire_bf16 = bf16, .exchange = exchange});
+          config, comm,
+          train::TrainTopology{
+              .topology = topology, .wire_bf16 = bf16, .exchange = exchange, .placements = std::move(placements)});
     });
   });
   return trainer;
@@ -344,7 +351,7 @@ void TrainRun::save() {
 
 void TrainRun::finish(Clock::time_point t_start) {
   collective_step(comm_, [&] { runner_.write_outputs(comm_, trainer_.model().moe(0), true); });
-  routing_stats_.write(comm_, topology_, layers::ExpertPlacement(c_.model.num_experts, comm_.size()));
+  routing_stats_.write(comm_, topology_, trainer_.model().moe(0).placement());
   if (!o_.save.empty()) save();
 
   const train::EvalResult ev = trainer_.evaluate(c_.final_eval_tokens, true);

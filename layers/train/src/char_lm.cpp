@@ -46,10 +46,44 @@ struct CharLm::Activations {
   std::vector<float> h_final, u_final, inv_rms_final, logits;
 };
 
-CharLm::CharLm(const CharLmConfig& c, const layers::ExpertPlacement& placement, int rank) : config_(c) {
+namespace {
+
+// Block `l`'s MoE layer with this rank's experts of `placement`, routed as
+// `c.routing` asks on `topology`.
+std::unique_ptr<layers::MoeLayer> make_moe_block(const CharLmConfig& c, std::int64_t l,
+                                                 const layers::ExpertPlacement& placement,
+                                                 const comm::Topology& topology, int rank) {
+  const std::int64_t E = c.moe.num_experts, I = c.moe.expert_intermediate_size, H = c.moe.hidden_size;
+  layers::MoeConfig moe = formats::moe_config(c.moe);
+  layers::apply_topology_routing(c.routing, placement, topology, rank,
+                                 c.row_bytes > 0 ? c.row_bytes : layers::wire_row_bytes(H, false), &moe.router);
+  layers::MoeLayerOptions options = c.moe_options;
+  options.exchange = {.kind = c.exchange, .node_of_rank = layers::node_of_rank(topology)};
+  const std::string p = "blocks." + std::to_string(l);
+  layers::MoeWeights w;
+  w.router = init_uniform(c.seed, p + ".router", E * H, 0.02);
+  if (c.moe.has_selection_bias) w.selection_bias.assign(static_cast<std::size_t>(E), 0.0f);
+  w.first_expert = placement.first_expert(rank);
+  w.expert_ids = placement.local_experts(rank);
+  // NOTE: a copy of a replicated expert starts from the same weights: they
+  // come from the expert's name, not from the rank.
+  for (const std::int64_t e : w.expert_ids)
+    w.experts.push_back(init_mlp(c.seed, p + ".experts." + std::to_string(e), H, I));
+  if (c.moe.shared_intermediate_size > 0) {
+    w.shared = init_mlp(c.seed, p + ".shared", H, c.moe.shared_intermediate_size);
+    if (c.moe.shared_expert_gated) w.shared_gate = init_uniform(c.seed, p + ".shared_gate", H, 0.02);
+  }
+  return std::make_unique<layers::MoeLayer>(moe, std::move(w), placement, rank, options);
+}
+
+}  // namespace
+
+CharLm::CharLm(const CharLmConfig& c, const std::vector<layers::ExpertPlacement>& placements, int rank) : config_(c) {
   const std::int64_t V = c.vocab_size, C = c.context, D = c.embed_dim, H = c.moe.hidden_size;
-  const std::int64_t E = c.moe.num_experts, I = c.moe.expert_intermediate_size, L = c.moe.num_layers;
+  const std::int64_t L = c.moe.num_layers;
   check(V > 0 && C > 0 && D > 0 && H > 0 && L > 0, ErrorCode::kInternal, "CharLm: sizes must be positive");
+  check(placements.size() == 1 || static_cast<std::int64_t>(placements.size()) == L, ErrorCode::kInternal,
+        "CharLm: one placement, or one per block");
   const auto isd = [](std::int64_t fan_in) { return 1.0 / std::sqrt(static_cast<double>(fan_in)); };
   embed_ = Parameter("embed.weight", {V, D}, init_uniform(c.seed, "embed.weight", V * D, 1.0), true);
   in_proj_ =
@@ -59,37 +93,23 @@ CharLm::CharLm(const CharLmConfig& c, const layers::ExpertPlacement& placement, 
   head_ = Parameter("lm_head.weight", {V, H}, init_uniform(c.seed, "lm_head.weight", V * H, isd(H)), true);
   head_bias_ = Parameter("lm_head.bias", {V}, std::vector<float>(V, 0.0f), true);
 
-  // Every block routes alike: the same experts on the same ranks.
-  layers::MoeConfig moe = formats::moe_config(c.moe);
-  const int num_ranks = placement.num_ranks();
+  const int num_ranks = placements.front().num_ranks();
   const comm::Topology topology = c.topology ? *c.topology : comm::virtual_nodes(num_ranks, num_ranks);
-  layers::apply_topology_routing(c.routing, placement, topology, rank,
-                                 c.row_bytes > 0 ? c.row_bytes : layers::wire_row_bytes(H, false), &moe.router);
-  layers::MoeLayerOptions moe_options = c.moe_options;
-  moe_options.exchange = {.kind = c.exchange, .node_of_rank = layers::node_of_rank(topology)};
   blocks_.resize(static_cast<std::size_t>(L));
   for (std::int64_t l = 0; l < L; ++l) {
-    const std::string p = "blocks." + std::to_string(l);
     Block& b = blocks_[static_cast<std::size_t>(l)];
-    b.norm = Parameter(p + ".norm.weight", {H}, std::vector<float>(H, 1.0f), true);
-    layers::MoeWeights w;
-    w.router = init_uniform(c.seed, p + ".router", E * H, 0.02);
-    if (c.moe.has_selection_bias) w.selection_bias.assign(static_cast<std::size_t>(E), 0.0f);
-    w.first_expert = placement.first_expert(rank);
-    for (std::int64_t e = w.first_expert; e < w.first_expert + placement.num_local(rank); ++e)
-      w.experts.push_back(init_mlp(c.seed, p + ".experts." + std::to_string(e), H, I));
-    if (c.moe.shared_intermediate_size > 0) {
-      w.shared = init_mlp(c.seed, p + ".shared", H, c.moe.shared_intermediate_size);
-      if (c.moe.shared_expert_gated) w.shared_gate = init_uniform(c.seed, p + ".shared_gate", H, 0.02);
-    }
-    b.moe = std::make_unique<layers::MoeLayer>(moe, std::move(w), placement, rank, moe_options);
+    b.norm = Parameter("blocks." + std::to_string(l) + ".norm.weight", {H}, std::vector<float>(H, 1.0f), true);
+    b.moe = make_moe_block(c, l, placements[placements.size() == 1 ? 0 : static_cast<std::size_t>(l)], topology, rank);
   }
 
   for (Parameter* q : {&embed_, &in_proj_, &in_bias_}) params_.push_back({q->name, q});
   for (std::int64_t l = 0; l < L; ++l) {
     Block& b = blocks_[static_cast<std::size_t>(l)];
     params_.push_back({b.norm.name, &b.norm});
-    for (Parameter* q : b.moe->parameters()) params_.push_back({"blocks." + std::to_string(l) + ".moe." + q->name, q});
+    const std::vector<Parameter*> reported = b.moe->reported_parameters();
+    for (Parameter* q : b.moe->parameters())
+      params_.push_back({"blocks." + std::to_string(l) + ".moe." + q->name, q,
+                         std::find(reported.begin(), reported.end(), q) != reported.end()});
   }
   for (Parameter* q : {&final_norm_, &head_, &head_bias_}) params_.push_back({q->name, q});
 }

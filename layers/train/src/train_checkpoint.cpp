@@ -42,11 +42,13 @@ std::string bias_name(std::int64_t block) { return "blocks." + std::to_string(bl
 std::vector<formats::TensorToWrite> tensors_of(CharLm& model, Optimizer& opt, bool replicated) {
   std::vector<formats::TensorToWrite> out;
   const auto& params = model.parameters();
+  // NOTE: a copy of a replicated expert that another rank owns is saved by
+  // that rank only; loading reads it by name from there.
   for (const auto& p : params)
-    if (p.param->replicated == replicated) out.push_back({p.name, p.param->shape, p.param->value.data()});
+    if (p.param->replicated == replicated && p.saved) out.push_back({p.name, p.param->shape, p.param->value.data()});
   for (const auto& slot : opt.slots())
     for (std::size_t i = 0; i < params.size(); ++i)
-      if (params[i].param->replicated == replicated)
+      if (params[i].param->replicated == replicated && params[i].saved)
         out.push_back(
             {"optimizer." + slot.name + "." + params[i].name, params[i].param->shape, (*slot.values)[i].data()});
   if (replicated)

@@ -84,7 +84,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const Trai
   check_arg(corpus_.val_begin > 2 * config_.context, config_.source + ": field 'model.context' (" +
                                                          std::to_string(config_.context) +
                                                          ") is too long for the training text");
-  placement_ = std::make_unique<layers::ExpertPlacement>(m.num_experts, comm.size());
+  placements_ = where.placements;
+  if (placements_.empty()) placements_.emplace_back(m.num_experts, comm.size());
   CharLmConfig lm{.moe = m,
                   .vocab_size = corpus_.vocab_size(),
                   .context = config_.context,
@@ -101,7 +102,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const Trai
                   .topology = where.topology,
                   .exchange = where.exchange,
                   .row_bytes = layers::wire_row_bytes(m.hidden_size, where.wire_bf16)};
-  model_ = std::make_unique<CharLm>(lm, *placement_, comm.rank());
+  model_ = std::make_unique<CharLm>(lm, placements_, comm.rank());
   optimizer_ = std::make_unique<Optimizer>(config_.optimizer, model_->parameter_ptrs());
 }
 

@@ -40,6 +40,7 @@ struct CharLmConfig {
 struct NamedParameter {
   std::string name;
   Parameter* param = nullptr;
+  bool saved = true;  // false for a copy of a replicated expert that another rank owns (and saves)
 };
 
 /// What one batch saw: this rank's summed loss and every block's global stats.
@@ -57,8 +58,9 @@ class CharLm {
   /// a stream keyed by (seed, tensor name, global expert index), so the model
   /// is the same for any rank count. Throws Error(kInvalidArgument) from
   /// layers::apply_topology_routing when `config.routing` does not fit the
-  /// topology. Not collective.
-  CharLm(const CharLmConfig& config, const layers::ExpertPlacement& placement, int rank);
+  /// topology. `placements`: one per block, or one for every block. Not
+  /// collective.
+  CharLm(const CharLmConfig& config, const std::vector<layers::ExpertPlacement>& placements, int rank);
   ~CharLm();
 
   /// All trainable parameters of this rank: replicated dense ones, then per

@@ -59,6 +59,8 @@ struct TrainTopology {
   std::optional<comm::Topology> topology;  // none: every rank on one node, no link costs
   bool wire_bf16 = false;                  // rows cross the links as bf16: the link penalty prices such rows
   layers::ExchangeKind exchange = layers::ExchangeKind::kFlat;  // hierarchical needs the topology
+  // Expert placement per block (empty: contiguous blocks of experts for every block).
+  std::vector<layers::ExpertPlacement> placements{};
 };
 
 class Trainer {
@@ -96,7 +98,7 @@ class Trainer {
   TrainConfig config_;
   comm::Communicator& comm_;
   TextCorpus corpus_;
-  std::unique_ptr<layers::ExpertPlacement> placement_;
+  std::vector<layers::ExpertPlacement> placements_;  // per block, or one for all
   std::unique_ptr<CharLm> model_;
   std::unique_ptr<Optimizer> optimizer_;
   std::int64_t step_ = 0;
