@@ -12,7 +12,8 @@
 #   bytes: 4 virtual nodes x 2 ranks on this host (8 ranks share the cores:
 #          byte counts only, which do not depend on timing).
 #   bench/run_placement.sh [REPEATS]
-# Environment: TIMED_REPLICAS (default 2), BYTES_REPLICAS (default 8), LINK_GBIT (default 2),
+# Environment: SETUPS (default "timed bytes"), TIMED_REPLICAS (default 2), BYTES_REPLICAS (default 12),
+# LINK_GBIT (default 2),
 # SWITCHYARD (default build/launch/switchyard), OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,8 +65,13 @@ run_setup() {  # run_setup SETUP REPLICAS TOKENS REPEATS LAUNCH... (bench's extr
   done
 }
 
-flags="" run_setup timed "${TIMED_REPLICAS:-2}" 2048 "$repeats" \
-  launch/emulated-cluster --nodes 2 --ranks-per-node 1 --link-gbit "$gbit" -- env OMPI_MCA_mpi_yield_when_idle=1
-flags="--ranks-per-node 2" run_setup bytes "${BYTES_REPLICAS:-8}" 512 1 \
-  mpirun --oversubscribe -np 8 env OMPI_MCA_mpi_yield_when_idle=1
+setups="${SETUPS:-timed bytes}"
+if [[ $setups == *timed* ]]; then
+  flags="" run_setup timed "${TIMED_REPLICAS:-2}" 2048 "$repeats" \
+    launch/emulated-cluster --nodes 2 --ranks-per-node 1 --link-gbit "$gbit" -- env OMPI_MCA_mpi_yield_when_idle=1
+fi
+if [[ $setups == *bytes* ]]; then
+  flags="--ranks-per-node 2" run_setup bytes "${BYTES_REPLICAS:-12}" 512 1 \
+    mpirun --oversubscribe -np 8 env OMPI_MCA_mpi_yield_when_idle=1
+fi
 echo "appended to $out" >&2

@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <string>
 
 #include "switchyard/runtime/error.hpp"
@@ -235,8 +236,10 @@ void remove_holder(ExpertHolders* h, std::int64_t expert, int rank) {
 // The search state: the placement, copies per rank and its modelled time.
 class Search {
  public:
-  Search(const RoutingCounts& counts, const ExpertHolders& current, const PlacementOptions& options)
-      : counts_(counts),
+  // `per_node`: also try a copy in every node at once when adding replicas.
+  Search(const RoutingCounts& counts, const ExpertHolders& current, const PlacementOptions& options, bool per_node)
+      : per_node_(per_node),
+        counts_(counts),
         current_(current),
         options_(options),
         cap_(max_experts_per_rank(counts.num_experts, counts.num_ranks, options.replicas)) {}
@@ -274,26 +277,60 @@ class Search {
     score_ = evaluate();
   }
 
-  // Up to `replicas` extra copies, each where it shortens the model most.
+  // Up to `replicas` extra copies, each step where it shortens the model
+  // most: one copy on one rank, or (under the replica rule a node's tokens
+  // stay with the node's copy, so one copy seldom unloads the busiest rank)
+  // one copy in every node that has none yet.
   void add_replicas() {
-    for (std::int64_t k = 0; k < options_.replicas; ++k) {
+    for (std::int64_t left = options_.replicas; left > 0;) {
       const bool must_fill = std::find(held_.begin(), held_.end(), 0) != held_.end();
-      std::int64_t best_e = -1;
-      int best_r = -1;
+      std::vector<std::pair<std::int64_t, int>> best_step;
       Score best = must_fill ? Score{} : score_;
-      for (std::int64_t e = 0; e < counts_.num_experts; ++e)
-        for (int r = 0; r < counts_.num_ranks; ++r) {
-          if (placement_.holds(e, r) || held(r) >= cap_ || (must_fill && held(r) != 0)) continue;
-          add_holder(&placement_, e, r);
-          const Score s = evaluate();
-          remove_holder(&placement_, e, r);
-          if (s.better_than(best) || (must_fill && best_e < 0)) best = s, best_e = e, best_r = r;
-        }
-      if (best_e < 0) return;
-      add_holder(&placement_, best_e, best_r);
-      ++held_[static_cast<std::size_t>(best_r)];
+      const auto consider = [&](const std::vector<std::pair<std::int64_t, int>>& step) {
+        for (const auto& [e, r] : step) add_holder(&placement_, e, r);
+        const Score s = evaluate();
+        for (const auto& [e, r] : step) remove_holder(&placement_, e, r);
+        if (s.better_than(best) || (must_fill && best_step.empty())) best = s, best_step = step;
+      };
+      for (std::int64_t e = 0; e < counts_.num_experts; ++e) {
+        for (int r = 0; r < counts_.num_ranks; ++r)
+          if (!placement_.holds(e, r) && held(r) < cap_ && (!must_fill || held(r) == 0)) consider({{e, r}});
+        const std::vector<std::pair<std::int64_t, int>> spread = copy_per_node(e);
+        if (per_node_ && !must_fill && spread.size() > 1 && static_cast<std::int64_t>(spread.size()) <= left)
+          consider(spread);
+      }
+      if (best_step.empty()) return;
+      for (const auto& [e, r] : best_step) {
+        add_holder(&placement_, e, r);
+        ++held_[static_cast<std::size_t>(r)];
+      }
+      left -= static_cast<std::int64_t>(best_step.size());
       score_ = best;
     }
+  }
+
+  // For every node without a copy of `e`: its rank with the fewest copies
+  // (below the limit), or nothing when some such node has no room.
+  std::vector<std::pair<std::int64_t, int>> copy_per_node(std::int64_t e) const {
+    const std::vector<int>& node = options_.model.node_of_rank;
+    const int N = node.empty() ? 1 : *std::max_element(node.begin(), node.end()) + 1;
+    std::vector<char> has(static_cast<std::size_t>(N), 0);
+    for (int r : placement_.ranks_of_expert[static_cast<std::size_t>(e)]) has[node_at(r)] = 1;
+    std::vector<std::pair<std::int64_t, int>> out;
+    for (int n = 0; n < N; ++n) {
+      if (has[static_cast<std::size_t>(n)]) continue;
+      int pick = -1;
+      for (int r = 0; r < counts_.num_ranks; ++r)
+        if (static_cast<int>(node_at(r)) == n && held(r) < cap_ && (pick < 0 || held(r) < held(pick))) pick = r;
+      if (pick < 0) return {};
+      out.emplace_back(e, pick);
+    }
+    return out;
+  }
+
+  std::size_t node_at(int r) const {
+    const std::vector<int>& node = options_.model.node_of_rank;
+    return node.empty() ? 0 : static_cast<std::size_t>(node[static_cast<std::size_t>(r)]);
   }
 
   // Steepest descent over moves (a copy to a rank without it) and swaps
@@ -314,6 +351,7 @@ class Search {
   }
 
   const ExpertHolders& placement() const { return placement_; }
+  const Score& score() const { return score_; }
 
  private:
   static constexpr double kMinGain = 1e-9;  // relative: ignores rounding noise
@@ -364,6 +402,7 @@ class Search {
       }
   }
 
+  bool per_node_ = false;
   const RoutingCounts& counts_;
   const ExpertHolders& current_;
   const PlacementOptions& options_;
@@ -392,11 +431,17 @@ ExpertHolders plan_placement(const RoutingCounts& counts, const ExpertHolders& c
   check_shapes(counts, current, current);
   check_cost_model(options.model, counts.num_ranks);
   check_replicas(counts.num_experts, counts.num_ranks, options.replicas);
-  Search search(counts, current, options);
-  search.start();
-  search.add_replicas();
-  search.improve();
-  return search.placement();
+  // Two searches, the replicas added one by one or also a node at a time:
+  // neither greedy order wins on every trace, so the better result is kept.
+  std::optional<Search> best;
+  for (bool per_node : {false, true}) {
+    Search search(counts, current, options, per_node);
+    search.start();
+    search.add_replicas();
+    search.improve();
+    if (!best || search.score().better_than(best->score())) best.emplace(std::move(search));
+  }
+  return best->placement();
 }
 
 }  // namespace switchyard::layers
