@@ -128,6 +128,42 @@ TEST(PlacementPlan, ReplicasRespectTheLimitAndBalanceASkewedLoad) {
     EXPECT_LE(held, 3);
 }
 
+// Every rank of 4 nodes of 2 sends most of its tokens to e0 and e6 (bench
+// --routing skewed's trace): under the replica rule a node's tokens stay
+// with the node's copy, so balancing takes a copy of both in every node,
+// which single copies, added one at a time, do not reach (each alone leaves
+// the busiest rank as it was).
+TEST(PlacementPlan, ACopyPerNodeBalancesLoadEveryNodeSends) {
+  RoutingCounts counts{.num_ranks = 8, .num_experts = 16, .copies = {}};
+  const double rows[8][6] = {{465, 134, 114, 10, 288, 13}, {463, 139, 118, 8, 288, 8}, {465, 136, 101, 9, 301, 12},
+                             {477, 129, 96, 4, 307, 10},   {472, 128, 119, 6, 290, 9}, {463, 145, 105, 7, 295, 9},
+                             {474, 147, 105, 10, 280, 7},  {467, 133, 104, 2, 312, 6}};
+  for (const auto& r : rows) {
+    // experts 0, 2, 4, 5, 6 and 10; the others get nothing
+    const std::vector<double> per_expert = {r[0], 0, r[1], 0, r[2], r[3], r[4], 0, 0, 0, r[5], 0, 0, 0, 0, 0};
+    counts.copies.insert(counts.copies.end(), per_expert.begin(), per_expert.end());
+  }
+  std::vector<int> owner;
+  for (int e = 0; e < 16; ++e) owner.push_back(e / 2);
+  const ExpertHolders current = single_holders(owner, 8);
+  // switchyard placement's defaults for hidden 512, ffn 1024, float32.
+  const PlacementOptions options{.replicas = 12,
+                                 .model = {.node_of_rank = {0, 0, 1, 1, 2, 2, 3, 3},
+                                           .row_seconds = 6.0 * 512 * 1024 / 50e9,
+                                           .row_bytes = 512 * 4,
+                                           .expert_bytes = 3 * 512 * 1024 * 4,
+                                           .migration_steps = 1000}};
+  const ExpertHolders planned = plan_placement(counts, current, options);
+  EXPECT_GT(model_placement(counts, current, current, options.model).max_over_mean(), 3.0);
+  EXPECT_LE(model_placement(counts, planned, current, options.model).max_over_mean(), 1.10);
+  for (int n = 0; n < 4; ++n)
+    for (std::int64_t hot : {0, 6}) {
+      bool in_node = false;
+      for (int r : planned.ranks_of_expert[static_cast<std::size_t>(hot)]) in_node = in_node || r / 2 == n;
+      EXPECT_TRUE(in_node) << "expert " << hot << " has no copy in node " << n;
+    }
+}
+
 // Node 0's ranks route to e0..e3, node 1's to e4..e7, but the current
 // placement deals the experts out in turn (e2, e3 on node 1; e4, e5 on node
 // 0): the model moves them home. EPLB packs e0 (100) and e4 (90) first and
