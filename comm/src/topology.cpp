@@ -137,6 +137,9 @@ void check_topology(const Topology& topology, const std::string& source) {
   }
   for (LinkClass link : kAllLinkClasses)
     if (topology.cost(link)) check_cost(*topology.cost(link), link, source);
+  if (topology.round_s)
+    check_arg(std::isfinite(*topology.round_s) && *topology.round_s >= 0,
+              source + ": 'round_s' is " + std::to_string(*topology.round_s) + "; expected a finite number >= 0");
 }
 
 LinkClass link_class(const Topology& topology, int from, int to) {

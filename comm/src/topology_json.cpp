@@ -179,8 +179,9 @@ std::string write_topology_json(const Topology& topology) {
     out += separator + std::string("    \"") + link_class_name(link) + "\": " + one_line(*topology.cost(link));
     separator = ",\n";
   }
-  out += std::string(separator[0] == ',' ? "\n  " : "") + "}\n}\n";
-  return out;
+  out += std::string(separator[0] == ',' ? "\n  " : "") + "}";
+  if (topology.round_s) out += ",\n  \"round_s\": " + json(*topology.round_s).dump();
+  return out + "\n}\n";
 }
 
 Topology parse_topology_json(const std::string& text, const std::string& source) {
@@ -194,10 +195,11 @@ Topology parse_topology_json(const std::string& text, const std::string& source)
   check_arg(root.integer("version", 0, std::numeric_limits<int>::max()) == kVersion,
             root.where("version") + " is " + j.at("version").dump() + "; expected " + std::to_string(kVersion) +
                 " (the version this build reads)");
-  root.only({"format", "version", "ranks", "links"});
+  root.only({"format", "version", "ranks", "links", "round_s"});
   Topology t;
   t.ranks = read_ranks(root.array("ranks"), source);
   if (j.contains("links")) read_links(Object(j.at("links"), source, "links"), &t);
+  if (j.contains("round_s")) t.round_s = root.number("round_s");
   check_topology(t, source);
   return t;
 }

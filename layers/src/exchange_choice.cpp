@@ -72,10 +72,13 @@ ExchangeForecast forecast_exchange(const comm::Topology& topology, const ExpertP
           if (nodes[d] == nodes[r]) second[r * R + d] += flat[s * R + d];
     }
   }
+  // One all-to-all round for flat, two for hierarchical (when probed).
+  const double round = topology.round_s.value_or(0.0);
   ExchangeForecast out;
   out.flat_s = predict(topology, flat);
+  if (out.flat_s) *out.flat_s += round;
   const std::optional<double> a = predict(topology, first), b = predict(topology, second);
-  if (a && b) out.hierarchical_s = *a + *b;
+  if (a && b) out.hierarchical_s = *a + *b + 2 * round;
   return out;
 }
 

@@ -492,11 +492,11 @@ def test_auto_exchange_follows_the_cost_model(tmp_path, topo_json):
     and flat when the topology has no costs."""
     topo = json.loads(topo_json)
 
-    def with_links(name, other_latency, other_bandwidth):
+    def with_links(name, other_latency, other_bandwidth, round_s=0.0):
         cheap = {"latency_s": 0.0, "bandwidth_bytes_per_s": 1e12, "probe": []}
         t = dict(topo, links={"self": cheap, "same_node": cheap,
                               "other_node": {"latency_s": other_latency, "bandwidth_bytes_per_s": other_bandwidth,
-                                             "probe": []}})
+                                             "probe": []}}, round_s=round_s)
         path = tmp_path / name
         path.write_text(json.dumps(t))
         return path
@@ -504,6 +504,9 @@ def test_auto_exchange_follows_the_cost_model(tmp_path, topo_json):
     dear, even = with_links("dear.json", 1e-3, 1e6), with_links("even.json", 0.0, 1e12)
     assert bench(tmp_path, "--topology", dear, "--exchange", "auto")[0]["exchange"] == "hierarchical"
     assert bench(tmp_path, "--topology", even, "--exchange", "auto")[0]["exchange"] == "flat"
+    # A round dearer than all the bytes saved: hierarchical's second round loses.
+    slow_rounds = with_links("rounds.json", 1e-3, 1e6, round_s=10.0)
+    assert bench(tmp_path, "--topology", slow_rounds, "--exchange", "auto")[0]["exchange"] == "flat"
     none = tmp_path / "none.json"
     none.write_text(run("topo", "--json", "--no-probe", "--ranks-per-node", 2).stdout)
     assert bench(tmp_path, "--topology", none, "--exchange", "auto")[0]["exchange"] == "flat"

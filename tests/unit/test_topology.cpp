@@ -141,6 +141,7 @@ Topology detailed() {
   t.ranks[2] = {1, "node-b \"quoted\"", {}, -1};
   t.cost(LinkClass::kSelf) = LinkCost{1.0 / 3.0 * 1e-7, 1.2345678901234567e10, {{8, 3.3e-8}, {1 << 20, 1e-4}}};
   t.cost(LinkClass::kOtherNode) = LinkCost{0.0, 1e9 / 7.0, {}};
+  t.round_s = 1.0 / 7.0 * 1e-4;
   return t;
 }
 
@@ -167,6 +168,7 @@ TEST(TopologyFile, RoundTripIsExact) {
   EXPECT_EQ(back.ranks[2].host, "node-b \"quoted\"");
   EXPECT_FALSE(back.cost(LinkClass::kSameNode).has_value());
   EXPECT_EQ(back.cost(LinkClass::kSelf)->latency_s, 1.0 / 3.0 * 1e-7);  // bit for bit
+  EXPECT_EQ(back.round_s, 1.0 / 7.0 * 1e-4);
   Topology bare = virtual_nodes(2, 1);
   EXPECT_EQ(parse_topology_json(write_topology_json(bare), "bare.json"), bare);
   std::filesystem::remove_all(dir);
@@ -235,6 +237,9 @@ TEST(TopologyFile, BadFilesAreRefusedWithOneLineNamingFileAndField) {
        "expected a list"},
       {"empty_ranks", R"({"format": "switchyard-topology", "version": 1, "ranks": []})", "'ranks'", "at least one"},
       {"not_an_object", "[1, 2]", "expected a JSON object", ""},
+      {"round_type", edited(good, R"("version": 1,)", R"("version": 1, "round_s": "fast",)"), "'round_s'",
+       "expected a number"},
+      {"round_negative", edited(good, R"("version": 1,)", R"("version": 1, "round_s": -1e-5,)"), "'round_s'", ">= 0"},
   };
   const std::string dir = temp_dir();
   for (const BadFile& c : cases) {

@@ -19,6 +19,7 @@
 #include "switchyard/comm/topology.hpp"
 #include "switchyard/formats/model_config.hpp"
 #include "switchyard/kernels/routing_math.hpp"
+#include "switchyard/layers/exchange_choice.hpp"
 #include "switchyard/layers/router.hpp"
 #include "switchyard/layers/topology_routing.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -473,3 +474,33 @@ TEST(CostAware, ReservedRoutingKeepsItsBuffers) {
 }
 
 }  // namespace
+
+// The exchange forecast on 2 nodes of 2 ranks, one expert a rank, top-2, 100
+// tokens a rank of 1000-byte rows, crossing nodes at 1e8 B/s, within at 1e9:
+// a token reaches a given rank with chance 1/2 (50 rows a peer) and a given
+// node with 5/6 (83 rows). Flat: 2 × 50 kB across + 50 kB within = 1.05 ms.
+// Hierarchical: 83 kB across (0.83 ms), then each forwarder passes its own
+// and one other sender's rows to its node mate: 100 kB within (0.1 ms).
+TEST(ExchangeForecast, HierarchicalSavesBytesUntilRoundsCostMore) {
+  using switchyard::comm::LinkClass;
+  switchyard::comm::Topology t = switchyard::comm::virtual_nodes(4, 2);
+  t.cost(LinkClass::kSelf) = switchyard::comm::LinkCost{0.0, 1e15, {}};
+  t.cost(LinkClass::kSameNode) = switchyard::comm::LinkCost{0.0, 1e9, {}};
+  t.cost(LinkClass::kOtherNode) = switchyard::comm::LinkCost{0.0, 1e8, {}};
+  const ExpertPlacement placement(4, 4);
+  const switchyard::layers::ExchangeForecast f = switchyard::layers::forecast_exchange(t, placement, 100, 2, 1000);
+  ASSERT_TRUE(f.flat_s && f.hierarchical_s);
+  EXPECT_NEAR(*f.flat_s, 1.05e-3, 1e-6);
+  EXPECT_NEAR(*f.hierarchical_s, 0.93e-3, 1e-6);
+  EXPECT_EQ(f.better(), switchyard::layers::ExchangeKind::kHierarchical);
+  // A round costs 0.2 ms: flat pays one, hierarchical two.
+  t.round_s = 2e-4;
+  const switchyard::layers::ExchangeForecast g = switchyard::layers::forecast_exchange(t, placement, 100, 2, 1000);
+  EXPECT_NEAR(*g.flat_s, 1.25e-3, 1e-6);
+  EXPECT_NEAR(*g.hierarchical_s, 1.33e-3, 1e-6);
+  EXPECT_EQ(g.better(), switchyard::layers::ExchangeKind::kFlat);
+  // Without link costs there is nothing to compare: flat.
+  EXPECT_EQ(
+      switchyard::layers::forecast_exchange(switchyard::comm::virtual_nodes(4, 2), placement, 100, 2, 1000).better(),
+      switchyard::layers::ExchangeKind::kFlat);
+}

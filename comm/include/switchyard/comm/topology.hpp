@@ -66,6 +66,11 @@ struct Topology {
   /// Cost per link class, indexed by LinkClass; nullopt where the class has
   /// no pair of ranks to measure (other_node on one node) or was not probed.
   std::array<std::optional<LinkCost>, kNumLinkClasses> costs;
+  /// The fixed cost of one all-to-all round over all ranks: the slowest
+  /// rank's median time of an all-to-all of 8 bytes per peer, which pays
+  /// every rank's synchronisation and none of the bytes. nullopt when not
+  /// probed. An exchange of several rounds pays it once per round.
+  std::optional<double> round_s;
 
   int num_ranks() const { return static_cast<int>(ranks.size()); }
   int num_nodes() const;

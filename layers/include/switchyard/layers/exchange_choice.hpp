@@ -21,7 +21,8 @@ struct ExchangeForecast {
 /// Predicts both exchanges for `tokens` tokens on every rank, each routed
 /// to `top_k` distinct experts drawn uniformly (the chance that a rank or a
 /// node holds any of a token's experts follows from the placement), rows of
-/// `row_bytes` bytes, with comm::predict_all_to_all_seconds on each hop.
+/// `row_bytes` bytes, with comm::predict_all_to_all_seconds on each hop,
+/// plus the topology's round cost (Topology::round_s) once per hop.
 /// Throws Error(kInvalidArgument) for a topology of another rank count, or
 /// tokens < 0, top_k < 1 or above the experts, or row_bytes < 1.
 ExchangeForecast forecast_exchange(const comm::Topology& topology, const ExpertPlacement& placement,
