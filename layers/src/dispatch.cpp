@@ -77,28 +77,6 @@ void forwarders(const NodeOfRank& nodes, int me, int R, DispatchPlan::Scratch& s
   }
 }
 
-// The replica choice rule (placement_plan.hpp): among `expert`'s holders
-// over the cheapest link class from `me`, the (token mod n)-th.
-int choose_holder(const ExpertPlacement& placement, std::int64_t expert, int me, std::int64_t token,
-                  const NodeOfRank& nodes) {
-  const std::vector<int>& holders = placement.holders(expert);
-  if (holders.size() == 1) return holders.front();
-  const auto cost = [&](int r) { return r == me ? 0 : node_of(nodes, r) == node_of(nodes, me) ? 1 : 2; };
-  int best = 3;
-  std::int64_t n = 0;
-  for (int r : holders) {
-    if (cost(r) < best) {
-      best = cost(r);
-      n = 0;
-    }
-    n += cost(r) == best ? 1 : 0;
-  }
-  std::int64_t pick = token % n;
-  for (int r : holders)
-    if (cost(r) == best && pick-- == 0) return r;
-  return holders.front();
-}
-
 // Sender side, pass 1: each kept slot's expert rank and first-hop
 // destination, and rows (one per token and destination) per destination.
 void count_send(const RoutingPlan& routing, const ExpertPlacement& placement, const ExchangeLayout& layout,
@@ -106,7 +84,7 @@ void count_send(const RoutingPlan& routing, const ExpertPlacement& placement, co
   DispatchPlan::Scratch& s = plan.scratch;
   const std::int64_t T = routing.num_tokens, K = routing.top_k;
   const int R = placement.num_ranks();
-  const bool hier = layout.kind == ExchangeKind::kHierarchical && !layout.node_of_rank.empty();
+  const bool hier = layout.hierarchical();
   if (hier) forwarders(layout.node_of_rank, me, R, s);
   s.slot_rank.assign(static_cast<std::size_t>(T * K), -1);
   s.slot_dest.assign(static_cast<std::size_t>(T * K), -1);
@@ -114,7 +92,8 @@ void count_send(const RoutingPlan& routing, const ExpertPlacement& placement, co
   plan.send_slot_counts.assign(static_cast<std::size_t>(R), 0);
   for (std::int64_t i = 0; i < T * K; ++i) {
     if (!s.kept[i]) continue;
-    const int r = choose_holder(placement, routing.expert_idx[i], me, first_token + i / K, layout.node_of_rank);
+    // The replica choice rule (placement_plan.hpp).
+    const int r = pick_holder(placement.holders(routing.expert_idx[i]), me, first_token + i / K, layout.node_of_rank);
     s.slot_rank[i] = r;
     s.slot_dest[i] = hier ? static_cast<std::int32_t>(s.rank_cursor[2 * R + layout.node_of_rank[r]]) : r;
     ++plan.send_slot_counts[r];
@@ -338,7 +317,7 @@ void plan_dispatch(const RoutingPlan& routing, const ExpertPlacement& placement,
   check(layout.node_of_rank.empty() || static_cast<int>(layout.node_of_rank.size()) == R, ErrorCode::kInternal,
         "node_of_rank was made for another rank count");
   const std::int64_t K = routing.top_k;
-  plan->kind = layout.node_of_rank.empty() ? ExchangeKind::kFlat : layout.kind;
+  plan->kind = layout.hierarchical() ? ExchangeKind::kHierarchical : ExchangeKind::kFlat;
   plan->top_k = plan->forward.top_k = K;
   plan->num_dropped = apply_capacity(routing, capacity, plan->scratch);
   count_send(routing, placement, layout, first_token, me, *plan);

@@ -50,28 +50,25 @@ ExchangeForecast forecast_exchange(const comm::Topology& topology, const ExpertP
   const NodeOfRank nodes = node_of_rank(topology);
   const int N = topology.num_nodes();
   std::vector<std::int64_t> node_experts(static_cast<std::size_t>(N), 0), node_size(static_cast<std::size_t>(N), 0);
+  std::vector<std::int64_t> index(static_cast<std::size_t>(R));  // each rank's index in its node
   for (int r = 0; r < R; ++r) {
     node_experts[nodes[r]] += placement.num_local(r);
-    ++node_size[nodes[r]];
+    index[r] = node_size[nodes[r]]++;
   }
   auto rows = [&](double chance) { return static_cast<std::int64_t>(std::llround(chance * tokens)) * row_bytes; };
   const auto RR = static_cast<std::size_t>(R) * R;
   std::vector<std::int64_t> flat(RR, 0), first(RR, 0), second(RR, 0);
-  for (int s = 0; s < R; ++s) {
-    std::int64_t index = 0;  // s's index in its node
-    for (int q = 0; q < s; ++q) index += nodes[q] == nodes[s] ? 1 : 0;
+  for (int s = 0; s < R; ++s)
+    for (int r = 0; r < R; ++r) flat[s * R + r] = rows(1.0 - miss_chance(E, placement.num_local(r), top_k));
+  for (int s = 0; s < R; ++s)
     for (int r = 0; r < R; ++r) {
-      flat[s * R + r] = rows(1.0 - miss_chance(E, placement.num_local(r), top_k));
-      std::int64_t members = 0;  // r's index in its node
-      for (int q = 0; q < r; ++q) members += nodes[q] == nodes[r] ? 1 : 0;
-      // s's forwarder in r's node sends r its share of s's tokens.
-      const bool forwarder = members == index % node_size[nodes[r]];
-      if (forwarder) first[s * R + r] = rows(1.0 - miss_chance(E, node_experts[nodes[r]], top_k));
-      if (forwarder)
-        for (int d = 0; d < R; ++d)
-          if (nodes[d] == nodes[r]) second[r * R + d] += flat[s * R + d];
+      // r forwards s's tokens in its node: the first hop's row to r, then
+      // r passes each rank d of its node its share.
+      if (index[r] != index[s] % node_size[nodes[r]]) continue;
+      first[s * R + r] = rows(1.0 - miss_chance(E, node_experts[nodes[r]], top_k));
+      for (int d = 0; d < R; ++d)
+        if (nodes[d] == nodes[r]) second[r * R + d] += flat[s * R + d];
     }
-  }
   // One all-to-all round for flat, two for hierarchical (when probed).
   const double round = topology.round_s.value_or(0.0);
   ExchangeForecast out;

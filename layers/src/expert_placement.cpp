@@ -48,15 +48,4 @@ void ExpertPlacement::index() {
   for (const auto& l : local_) max_local_ = std::max<std::int64_t>(max_local_, static_cast<std::int64_t>(l.size()));
 }
 
-bool ExpertPlacement::contiguous() const {
-  if (replicated_) return false;
-  for (std::int64_t e = 1; e < num_experts(); ++e)
-    if (owner(e) < owner(e - 1)) return false;
-  return true;
-}
-
-ExpertHolders ExpertPlacement::to_holders() const {
-  return {.num_ranks = num_ranks(), .num_experts = num_experts(), .ranks_of_expert = holders_};
-}
-
 }  // namespace switchyard::layers

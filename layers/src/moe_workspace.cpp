@@ -178,8 +178,7 @@ WorkspaceDims workspace_dims(const MoeConfig& config, const ExpertPlacement& pla
                              const ExpertBackend& experts, const GatedMlp* shared, const MoeWorkspaceShape& shape,
                              const std::vector<std::int64_t>& tokens_per_rank, const MoeLayerOptions& options) {
   const double capacity_factor = options.capacity.capacity_factor;
-  const bool hierarchical =
-      options.exchange.kind == ExchangeKind::kHierarchical && !options.exchange.node_of_rank.empty();
+  const bool hierarchical = options.exchange.hierarchical();
   WorkspaceDims d;
   d.H = config.hidden_size;
   d.E = config.num_experts;

@@ -64,6 +64,7 @@ enum LinkRank { kSelfLink = 0, kSameNodeLink = 1, kOtherNodeLink = 2 };
 
 int link_rank(int from, int to, std::span<const int> node_of_rank) {
   if (from == to) return kSelfLink;
+  if (node_of_rank.empty()) return kSameNodeLink;
   return node_of_rank[static_cast<std::size_t>(from)] == node_of_rank[static_cast<std::size_t>(to)] ? kSameNodeLink
                                                                                                     : kOtherNodeLink;
 }
@@ -83,8 +84,22 @@ std::vector<int> cheapest_holders(const ExpertHolders& h, std::int64_t expert, i
 
 int holder_for_token(const ExpertHolders& h, std::int64_t expert, int rank, std::int64_t token_idx,
                      std::span<const int> node_of_rank) {
-  const std::vector<int> chosen = cheapest_holders(h, expert, rank, node_of_rank);
-  return chosen[static_cast<std::size_t>(token_idx % static_cast<std::int64_t>(chosen.size()))];
+  return pick_holder(h.ranks_of_expert.at(static_cast<std::size_t>(expert)), rank, token_idx, node_of_rank);
+}
+
+int pick_holder(std::span<const int> holders, int rank, std::int64_t token_idx, std::span<const int> node_of_rank) {
+  if (holders.size() == 1) return holders.front();
+  int best = kOtherNodeLink;
+  std::int64_t n = 0;
+  for (int r : holders) {
+    const int link = link_rank(rank, r, node_of_rank);
+    if (link < best) best = link, n = 0;
+    n += link == best ? 1 : 0;
+  }
+  std::int64_t pick = token_idx % n;
+  for (int r : holders)
+    if (link_rank(rank, r, node_of_rank) == best && pick-- == 0) return r;
+  return holders.front();
 }
 
 std::vector<double> RoutingCounts::expert_loads() const {

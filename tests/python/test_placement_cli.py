@@ -42,12 +42,17 @@ ROW_BYTES, EXPERT_BYTES, ROW_SECONDS, MIGRATION_STEPS = 256 * 2, 3 * 256 * 512 *
 SAME, OTHER = 1 / 20e9, 1 / 2.5e9  # documented defaults
 
 
-def run(*args, nproc=1, check=True):
-    argv = [*MPIEXEC, "-np", str(nproc), "--oversubscribe", BIN, "placement", *map(str, args)]
+def sy(command, *args, nproc=4, check=True):
+    argv = [*MPIEXEC, "-np", str(nproc), "--oversubscribe", BIN, command, *map(str, args)]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=ENV)
     if check:
         assert p.returncode == 0, f"{argv}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
     return p
+
+
+def run(*args, nproc=1, check=True):
+    """`switchyard placement ARGS`."""
+    return sy("placement", *args, nproc=nproc, check=check)
 
 
 def assert_bad(p, *names):
@@ -152,14 +157,6 @@ def test_bad_files_and_flags(stats_file, tmp_path):
     assert_bad(run("--stats", stats_file, "--hidden", 0, check=False), "--hidden")
     assert_bad(run("--stats", stats_file, "--out", tmp_path / "no" / "p.json", check=False), "--out")
     assert_bad(run(check=False), "--stats")
-
-
-def sy(command, *args, nproc=4, check=True):
-    argv = [*MPIEXEC, "-np", str(nproc), "--oversubscribe", BIN, command, *map(str, args)]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=ENV)
-    if check:
-        assert p.returncode == 0, f"{argv}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
-    return p
 
 
 BENCH = ["--hidden", 32, "--ffn", 48, "--experts", 8, "--top-k", 2, "--tokens", 64, "--iters", 1, "--warmup", 0,

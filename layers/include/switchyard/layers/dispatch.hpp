@@ -47,6 +47,9 @@ using NodeOfRank = std::vector<int>;
 struct ExchangeLayout {
   ExchangeKind kind = ExchangeKind::kFlat;
   NodeOfRank node_of_rank;
+
+  /// Hierarchical asked for, with nodes to forward in (without, flat).
+  bool hierarchical() const { return kind == ExchangeKind::kHierarchical && !node_of_rank.empty(); }
 };
 
 /// A rank's part as the forwarder of its node (hierarchical only): node rows

@@ -40,9 +40,6 @@ class ExpertPlacement {
   }
   /// Some expert has more than one holder.
   bool replicated() const { return replicated_; }
-  /// Contiguous blocks in rank order without replicas (what the default gives).
-  bool contiguous() const;
-  ExpertHolders to_holders() const;
 
  private:
   void index();

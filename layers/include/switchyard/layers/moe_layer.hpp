@@ -117,7 +117,7 @@ class MoeLayer {
   const ExpertPlacement& placement() const { return placement_; }
   /// How this layer exchanges (flat without nodes).
   ExchangeKind exchange_kind() const {
-    return options_.exchange.node_of_rank.empty() ? ExchangeKind::kFlat : options_.exchange.kind;
+    return options_.exchange.hierarchical() ? ExchangeKind::kHierarchical : ExchangeKind::kFlat;
   }
 
  private:

@@ -52,6 +52,11 @@ std::vector<int> cheapest_holders(const ExpertHolders& holders, std::int64_t exp
 int holder_for_token(const ExpertHolders& holders, std::int64_t expert, int rank, std::int64_t token_idx,
                      std::span<const int> node_of_rank);
 
+/// The same rule on one expert's holders (ascending), allocating nothing:
+/// what the layer's exchange plan calls per slot. An empty node_of_rank
+/// means one node.
+int pick_holder(std::span<const int> holders, int rank, std::int64_t token_idx, std::span<const int> node_of_rank);
+
 /// One block's routing per step: copies[r * num_experts + e] = token slots
 /// rank r routes to expert e in an average step.
 struct RoutingCounts {
