@@ -3,7 +3,7 @@
 #   scripts/setup.sh           build and run: compiler, CMake, Open MPI, oneDNN, JSON and CLI headers, Boost.Stacktrace,
 #                              hwloc
 #   scripts/setup.sh --test    also what the test suite needs: GoogleTest, clang-format, iproute2 (emulated
-#                              cluster), fortunes (training corpus), and the Python reference environment
+#                              cluster), munge and Slurm (a real Slurm cluster on it), fortunes (training corpus), and the Python reference environment
 #                              (CPU-only torch, transformers, safetensors, numpy, pytest, matplotlib) in
 #                              $SWITCHYARD_VENV (default /opt/switchyard/venv)
 #   scripts/setup.sh --bench   also what bench/ compares against: OpenBLAS and BLIS (bench/gemm_libraries)
@@ -19,6 +19,9 @@ run_packages=(g++ make cmake openmpi-bin libopenmpi-dev libdnnl-dev ocl-icd-open
               nlohmann-json3-dev libboost-json1.81-dev libboost-stacktrace1.81-dev libcli11-dev
               libhwloc-dev pkg-config)
 test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv)
+# A real Slurm cluster across the emulated nodes (launch/slurm/emulated-slurm, tests/cluster/test_slurm.py);
+# slurm-wlm-basic-plugins holds the PMIx plugin that srun --mpi=pmix loads.
+test_packages+=(munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins)
 bench_packages=(pkg-config libopenblas-dev libblis-dev)
 
 want=("${run_packages[@]}")

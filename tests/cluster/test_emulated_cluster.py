@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from leftovers import assert_no_leftovers, cmdline, live_processes_of, root_links
+
 if os.geteuid() != 0:
     pytest.exit("emulated-cluster tests need root (network namespaces)", returncode=77)
 
@@ -39,54 +41,6 @@ def tool(name):
     if not path:
         pytest.skip(f"{name} is not set (path to the built program)")
     return path
-
-
-def root_links():
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
-    return sorted(re.findall(r"^\d+: ([^:@]+)", out, re.M))
-
-
-def live_processes_of(prefix):
-    """Pids of non-zombie processes whose environment has EMULATED_CLUSTER_PREFIX=<prefix>."""
-    marker = f"EMULATED_CLUSTER_PREFIX={prefix}\0".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if state != "Z" and marker in environ + b"\0":
-            found.append(int(entry.name))
-    return found
-
-
-def cmdline(pid):
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def assert_no_leftovers(pid, links_before, wait_s=10.0):
-    prefix = f"sy{pid}"
-    own = re.compile(rf"^{prefix}(n\d+|hub)\b")
-    deadline = time.monotonic() + wait_s
-    while True:
-        namespaces = [line for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                                                      check=True).stdout.splitlines() if own.match(line)]
-        files = [p.name for p in Path("/etc/netns").glob(f"{prefix}*")] if Path("/etc/netns").exists() else []
-        procs = live_processes_of(prefix)
-        links = root_links()
-        if not (namespaces or files or procs) and links == links_before:
-            return
-        if time.monotonic() > deadline:
-            details = [cmdline(p) for p in procs]
-            pytest.fail(f"left behind: namespaces {namespaces}, /etc/netns {files}, processes {details}, "
-                        f"root links {links} (before {links_before})")
-        time.sleep(0.2)
 
 
 def run_cluster(args, command, timeout=TIMEOUT, **kwargs):
