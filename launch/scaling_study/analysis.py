@@ -1,0 +1,104 @@
+"""Projected rows: the model beside each measured point (validation), and at the node counts asked for."""
+import os
+
+from . import projection
+from .results import compute_references, gemm_curve, nearest, projectable, spread
+
+
+def _row(study, purpose, scaling, nodes, rpn, link, exchange, tokens, p, over, ref):
+    return {"study": study.name, "kind": "projected", "purpose": purpose, "scaling": scaling, "nodes": nodes,
+            "ranks_per_node": rpn, "ranks": nodes * rpn, "link": link, "exchange": exchange,
+            "tokens_per_rank": tokens, "tokens_total": tokens * nodes * rpn, "compute_ms": round(p["compute_ms"], 4),
+            "exchange_ms": round(p["exchange_ms"], 4), "step_ms": round(p["step_ms"], 4),
+            "gemm_gflops": round(p["gemm_gflops"], 2),
+            "tokens_per_s": round(p["tokens_per_s"], 1), "oversubscription": over, "compute_reference": ref["label"]}
+
+
+def validation_rows(study, by_point, topologies, host_cores):
+    """The model at every measured point it covers, with the point's own probed links and
+    the oversubscription of one host (ranks per core, when more ranks than cores)."""
+    refs = compute_references(study, by_point, host_cores)
+    curve = gemm_curve(study, by_point, host_cores)
+    rows = []
+    for point in study.points:
+        runs = by_point.get(point.index)
+        topo = topologies.get((point.nodes, point.ranks_per_node, point.link_gbit))
+        key = (point.ranks_per_node, point.option("exchange"))
+        if not runs or not projectable(point) or not topo or key not in refs:
+            continue
+        costs, round_s = projection.read_costs(topo)
+        ref = nearest(refs[key], point.tokens_per_rank)
+        over = max(1.0, point.ranks / host_cores) if host_cores else 1.0
+        p = projection.project_step(ref, curve, costs, round_s, study.bench, point.nodes, point.ranks_per_node,
+                                    point.tokens_per_rank, point.option("exchange"), over)
+        med, low, high = spread(runs, "step_ms_p50")
+        row = _row(study, "validation", " ".join(point.scaling), point.nodes, point.ranks_per_node,
+                   f"{point.link_gbit:g} Gbit/s (probed)", point.option("exchange"), point.tokens_per_rank, p, over,
+                   ref)
+        row.update(measured_step_ms=med, measured_min_ms=low, measured_max_ms=high,
+                   rel_error=round((p["step_ms"] - med) / med, 4))
+        rows.append(row)
+    return rows
+
+
+def projection_costs(study, topologies):
+    """[(link label, ranks per node or None, link rate or None, topology file)] the projection uses."""
+    if study.project["topology"] != "probed":
+        name = os.path.basename(study.project["topology"])
+        return [(f"{name}", None, None, study.project["topology"])]
+    out = []
+    for rpn in study.sweep["ranks_per_node"]:
+        for gbit in study.sweep["link_gbit"]:
+            probed = [(n, f) for (n, m, g), f in topologies.items() if m == rpn and g == float(gbit)]
+            if probed:
+                n, f = max(probed)
+                out.append((f"{float(gbit):g} Gbit/s (probed at {n} nodes)", rpn, float(gbit), f))
+    return out
+
+
+def projection_rows(study, by_point, topologies, host_cores):
+    """The model at the study's node counts and the projected ones, one node per host (no oversubscription)."""
+    if not study.project:
+        return []
+    refs = compute_references(study, by_point, host_cores)
+    curve = gemm_curve(study, by_point, host_cores)
+    s = study.sweep
+    counts = sorted(set(s["nodes"]) | set(study.project["nodes"]))
+    modes = ("weak", "strong") if study.scaling == "both" else (study.scaling,)
+    rows = []
+    for link, rpn_only, _, topo in projection_costs(study, topologies):
+        costs, round_s = projection.read_costs(topo)
+        for rpn in [rpn_only] if rpn_only else s["ranks_per_node"]:
+            for exchange in s["exchange"]:
+                if (rpn, exchange) not in refs:
+                    continue
+                for mode in modes:
+                    for tokens in s["tokens"]:
+                        for nodes in counts:
+                            per_rank = tokens if mode == "weak" else tokens // (nodes * rpn)
+                            if per_rank < 1:
+                                continue
+                            ref = nearest(refs[(rpn, exchange)], per_rank)
+                            p = projection.project_step(ref, curve, costs, round_s, study.bench, nodes, rpn, per_rank,
+                                                        exchange, 1.0)
+                            row = _row(study, "projection", mode, nodes, rpn, link, exchange, per_rank, p, 1.0, ref)
+                            row["series_tokens"] = tokens
+                            rows.append(row)
+    return rows
+
+
+def validation_table(rows):
+    """Markdown: the validation rows, measured beside projected, with the relative error."""
+    lines = ["| nodes | ranks/node | link | exchange | tokens/rank | oversubscription | measured step ms (min–max) "
+             "| projected ms (compute + exchange) | error |",
+             "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['nodes']} | {r['ranks_per_node']} | {r['link']} | {r['exchange']} | "
+                     f"{r['tokens_per_rank']} | {r['oversubscription']:g} | {r['measured_step_ms']:.2f} "
+                     f"({r['measured_min_ms']:.2f}–{r['measured_max_ms']:.2f}) | {r['step_ms']:.2f} "
+                     f"({r['compute_ms']:.2f} + {r['exchange_ms']:.2f}) | {r['rel_error']:+.1%} |")
+    if rows:
+        mean = sum(abs(r["rel_error"]) for r in rows) / len(rows)
+        lines.append("")
+        lines.append(f"Mean absolute relative error over {len(rows)} points: {mean:.1%}.")
+    return "\n".join(lines) + "\n"
