@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 run_packages=(g++ make cmake openmpi-bin libopenmpi-dev libdnnl-dev ocl-icd-opencl-dev
               nlohmann-json3-dev libboost-json1.81-dev libboost-stacktrace1.81-dev libcli11-dev
               libhwloc-dev pkg-config)
-test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv)
+test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv python3-matplotlib)
 # A real Slurm cluster across the emulated nodes (launch/slurm/emulated-slurm, tests/cluster/test_slurm.py);
 # slurm-wlm-basic-plugins holds the PMIx plugin that srun --mpi=pmix loads.
 test_packages+=(munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins)

@@ -42,17 +42,19 @@ def validation_rows(study, by_point, topologies, host_cores):
 
 
 def projection_costs(study, topologies):
-    """[(link label, ranks per node or None, link rate or None, topology file)] the projection uses."""
-    if study.project["topology"] != "probed":
-        name = os.path.basename(study.project["topology"])
-        return [(f"{name}", None, None, study.project["topology"])]
+    """[(link label, ranks per node or None, topology file)] the projection uses: each file given,
+    and for "probed" the links probed at the most nodes of each (ranks per node, link rate)."""
     out = []
-    for rpn in study.sweep["ranks_per_node"]:
-        for gbit in study.sweep["link_gbit"]:
-            probed = [(n, f) for (n, m, g), f in topologies.items() if m == rpn and g == float(gbit)]
-            if probed:
-                n, f = max(probed)
-                out.append((f"{float(gbit):g} Gbit/s (probed at {n} nodes)", rpn, float(gbit), f))
+    for topology in study.project["topology"]:
+        if topology != "probed":
+            out.append((os.path.basename(topology), None, topology))
+            continue
+        for rpn in study.sweep["ranks_per_node"]:
+            for gbit in study.sweep["link_gbit"]:
+                probed = [(n, f) for (n, m, g), f in topologies.items() if m == rpn and g == float(gbit)]
+                if probed:
+                    n, f = max(probed)
+                    out.append((f"{float(gbit):g} Gbit/s (probed at {n} nodes)", rpn, f))
     return out
 
 
@@ -66,7 +68,7 @@ def projection_rows(study, by_point, topologies, host_cores):
     counts = sorted(set(s["nodes"]) | set(study.project["nodes"]))
     modes = ("weak", "strong") if study.scaling == "both" else (study.scaling,)
     rows = []
-    for link, rpn_only, _, topo in projection_costs(study, topologies):
+    for link, rpn_only, topo in projection_costs(study, topologies):
         costs, round_s = projection.read_costs(topo)
         for rpn in [rpn_only] if rpn_only else s["ranks_per_node"]:
             for exchange in s["exchange"]:

@@ -58,7 +58,7 @@ def check_study(study, launcher):
         where = "the cluster's links" if launcher == "slurm" else "shared memory (virtual nodes on one host)"
         raise StudyError(f"{study.path}: field 'sweep.link_gbit': lists {len(rates)} link rates, but under "
                          f"{launcher} the links are {where}; expected one value (or run on the emulated cluster)")
-    if launcher == "slurm" and study.project and study.project["topology"] == "probed":
+    if launcher == "slurm" and study.project and "probed" in study.project["topology"]:
         raise StudyError(f"{study.path}: field 'project.topology': \"probed\" needs the emulated or mpirun "
                          f"launcher; under slurm give the cluster's topology file (switchyard topo --json)")
 

@@ -199,6 +199,8 @@ def _projection_axes(ax, mode, points, by_point, rows):
         line = ax.plot([r["nodes"] for r in rs], [r["tokens_per_s"] for r in rs], ls="--", marker=".",
                        label=f"projected: {tokens} {unit}, {rpn}/node, {exchange}, {link}")
         gbit = _gbit(link)
+        if gbit is None:  # a topology file's links: nothing measured on them
+            continue
         measured = [p for p in points if p.index in by_point and mode in p.scaling and p.ranks_per_node == rpn
                     and p.option("exchange") == exchange and p.sweep_tokens[p.scaling.index(mode)] == tokens
                     and (gbit is None or p.link_gbit == gbit) and p.option("overlap") == "off"
@@ -208,14 +210,14 @@ def _projection_axes(ax, mode, points, by_point, rows):
         measured.sort(key=lambda p: p.nodes)
         tps = [spread(by_point[p.index], "tokens_per_s") for p in measured]
         ax.errorbar([p.nodes for p in measured], [t[0] for t in tps], yerr=_bars(tps), fmt="o", capsize=3,
-                    color=line[0].get_color(), label=f"measured ({len(by_point[measured[0].index])} runs, median)")
+                    color=line[0].get_color(), label=f"measured at {gbit:g} Gbit/s (median, min–max)")
         valid = [r for r in rows if r["purpose"] == "validation" and mode in r["scaling"].split()
-                 and r["ranks_per_node"] == rpn and r["exchange"] == exchange and _gbit(r["link"]) in (gbit, None)
-                 and r["tokens_per_rank"] in {p.tokens_per_rank for p in measured} and (gbit is not None)
+                 and r["ranks_per_node"] == rpn and r["exchange"] == exchange and _gbit(r["link"]) == gbit
                  and r["nodes"] in {p.nodes for p in measured if p.tokens_per_rank == r["tokens_per_rank"]}]
         if valid:
             ax.plot([r["nodes"] for r in valid], [r["tokens_per_s"] for r in valid], ls="none", marker="s",
-                    mfc="none", color=line[0].get_color(), label="model at the measured points (this host)")
+                    mfc="none", color=line[0].get_color(),
+                    label=f"model at the measured points, {gbit:g} Gbit/s (this host's cores)")
         nodes |= {p.nodes for p in measured}
     _node_axis(ax, sorted(nodes) or [1])
     ax.set_yscale("log")

@@ -49,16 +49,23 @@ def link_class(node_of_rank, a, b):
     return "same_node" if node_of_rank[a] == node_of_rank[b] else "other_node"
 
 
+def _entry(b):
+    """(messages, bytes) of a matrix entry: integer bytes are one message when non-zero; a pair
+    (expected messages, expected bytes) is the projection's."""
+    return b if isinstance(b, tuple) else (1 if b else 0, b)
+
+
 def one_rank_seconds(costs, node_of_rank, rank, peer_bytes):
     """One direction of one rank's exchange: peer_bytes[peer] to or from each peer."""
     messages, total = {}, {}
     for peer, b in enumerate(peer_bytes):
-        if b == 0:
+        n, b = _entry(b)
+        if n == 0:
             continue
         c = link_class(node_of_rank, rank, peer)
         if c not in costs:
             raise ValueError(f"topology: no cost for link class '{c}'")
-        messages[c] = messages.get(c, 0) + 1
+        messages[c] = messages.get(c, 0) + n
         total[c] = total.get(c, 0) + b
     return sum(costs[c][0] * messages[c] + total[c] / costs[c][1] for c in messages)
 
@@ -90,30 +97,45 @@ def block_counts(total, parts):
     return [base + (1 if p < extra else 0) for p in range(parts)]
 
 
-def uniform_matrices(nodes, ranks_per_node, experts, top_k, tokens, row_bytes):
+def _rows(chance, tokens, row_bytes, expected):
+    """The bytes of the rows `tokens` tokens send where each goes with `chance`: as forecast_exchange
+    rounds them (llround), or expected = (messages, bytes) with the chance that any row goes at all."""
+    if not expected:
+        return math.floor(chance * tokens + 0.5) * row_bytes
+    return (1.0 - (1.0 - chance) ** tokens, chance * tokens * row_bytes)
+
+
+def uniform_matrices(nodes, ranks_per_node, experts, top_k, tokens, row_bytes, expected=False):
     """Byte matrices of uniform routing: the flat dispatch, and the hierarchical one's two hops."""
     R = nodes * ranks_per_node
     node_of = [r // ranks_per_node for r in range(R)]
     held = block_counts(experts, R)
     node_held = [sum(held[n * ranks_per_node:(n + 1) * ranks_per_node]) for n in range(nodes)]
-    rows = lambda chance: round(chance * tokens) * row_bytes  # noqa: E731  (llround of a non-negative value)
-    flat_row = [rows(1.0 - miss_chance(experts, held[r], top_k)) for r in range(R)]
+    chance = [1.0 - miss_chance(experts, held[r], top_k) for r in range(R)]
+    flat_row = [_rows(c, tokens, row_bytes, expected) for c in chance]
     flat = [list(flat_row) for _ in range(R)]
     first = [[0] * R for _ in range(R)]
     second = [[0] * R for _ in range(R)]
+    senders = [0] * R  # the ranks whose first hop reaches r
     for s in range(R):
         for r in range(R):
-            if r % ranks_per_node != s % ranks_per_node:
-                continue
-            first[s][r] = rows(1.0 - miss_chance(experts, node_held[node_of[r]], top_k))
-            for d in range(node_of[r] * ranks_per_node, (node_of[r] + 1) * ranks_per_node):
-                second[r][d] += flat[s][d]
+            if r % ranks_per_node == s % ranks_per_node:
+                first[s][r] = _rows(1.0 - miss_chance(experts, node_held[node_of[r]], top_k), tokens, row_bytes,
+                                    expected)
+                senders[r] += 1
+    for r in range(R):
+        for d in range(node_of[r] * ranks_per_node, (node_of[r] + 1) * ranks_per_node):
+            # r forwards to d the rows of every sender whose first hop reached r
+            second[r][d] = (_rows(chance[d], tokens * senders[r], row_bytes, True) if expected
+                            else flat_row[d] * senders[r])
     return node_of, flat, first, second
 
 
-def forecast_exchange(costs, round_s, nodes, ranks_per_node, experts, top_k, tokens, row_bytes):
-    """Seconds of one dispatch, {"flat": s, "hierarchical": s}, as layers::forecast_exchange."""
-    node_of, flat, first, second = uniform_matrices(nodes, ranks_per_node, experts, top_k, tokens, row_bytes)
+def forecast_exchange(costs, round_s, nodes, ranks_per_node, experts, top_k, tokens, row_bytes, expected=False):
+    """Seconds of one dispatch, {"flat": s, "hierarchical": s}: layers::forecast_exchange, or with
+    expected message counts and bytes (expected=True: no rounding of a fraction of a row away)."""
+    node_of, flat, first, second = uniform_matrices(nodes, ranks_per_node, experts, top_k, tokens, row_bytes,
+                                                    expected)
     return {"flat": all_to_all_seconds(costs, node_of, flat) + round_s,
             "hierarchical": all_to_all_seconds(costs, node_of, first) + all_to_all_seconds(costs, node_of, second)
             + 2 * round_s}
@@ -126,7 +148,7 @@ def wire_row_bytes(hidden, wire):
 def exchange_ms(costs, round_s, bench, nodes, ranks_per_node, tokens, exchange):
     """The step's modelled exchange: forward dispatch + combine (x2 with the backward)."""
     f = forecast_exchange(costs, round_s, nodes, ranks_per_node, bench["experts"], bench["top_k"], tokens,
-                          wire_row_bytes(bench["hidden"], bench["wire"]))
+                          wire_row_bytes(bench["hidden"], bench["wire"]), expected=True)
     one = min(f.values()) if exchange == "auto" else f[exchange]
     return one * 2 * (2 if bench["pass"] == "fwd_bwd" else 1) * 1e3
 

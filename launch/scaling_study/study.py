@@ -195,21 +195,42 @@ def _project(path, raw, base):
     if raw is None:
         return None
     _object(path, "project", raw, PROJECT)
-    topology = raw.get("topology", "probed")
-    if not isinstance(topology, str) or not topology:
-        raise StudyError(f"{_where(path, 'project.topology')}: expected \"probed\" or the path of a topology file "
-                         f"(switchyard topo --json), got {json.dumps(topology)}")
-    if topology != "probed":
-        topology = os.path.join(base, topology)
-        if not os.path.isfile(topology):
-            raise StudyError(f"{_where(path, 'project.topology')}: no such file {topology}")
+    topologies = raw.get("topology", "probed")
+    names = topologies if isinstance(topologies, list) and topologies else [topologies]
+    checked = []
+    for i, topology in enumerate(names):
+        where = _where(path, "project.topology" + (f"[{i}]" if isinstance(topologies, list) else ""))
+        if not isinstance(topology, str) or not topology:
+            raise StudyError(f"{where}: expected \"probed\" or the path of a topology file (switchyard topo --json), "
+                             f"or a list of them, got {json.dumps(topology)}")
+        if topology != "probed":
+            topology = os.path.join(base, topology)
+            if not os.path.isfile(topology):
+                raise StudyError(f"{where}: no such file {topology}")
+            _check_costs(where, topology)
+        checked.append(topology)
     nodes = raw.get("nodes")
     if not isinstance(nodes, list) or not nodes:
         raise StudyError(f"{_where(path, 'project.nodes')}: expected a non-empty list of node counts, "
                          f"got {json.dumps(nodes)}")
     for i, n in enumerate(nodes):
         _int_at_least(1, 4096)(f"{_where(path, f'project.nodes[{i}]')}", n)
-    return {"topology": topology, "nodes": sorted(set(nodes))}
+    return {"topology": checked, "nodes": sorted(set(nodes))}
+
+
+def _check_costs(where, path):
+    """A projection's topology file needs a cost for the network and for shared memory."""
+    try:
+        with open(path) as f:
+            links = json.load(f).get("links", {})
+        for c in ("self", "same_node", "other_node"):
+            if c in links:
+                float(links[c]["latency_s"]) + float(links[c]["bandwidth_bytes_per_s"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
+        raise StudyError(f"{where}: {path} is not a topology file with link costs ({type(e).__name__}: {e})")
+    if "other_node" not in links or "self" not in links:
+        raise StudyError(f"{where}: {path} has no cost for the self or other_node link; expected a file with "
+                         f"link costs (switchyard topo --json, not --no-probe)")
 
 
 def _check_top(path, raw):
