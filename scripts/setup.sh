@@ -15,9 +15,10 @@ cd "$(dirname "$0")/.."
 # ocl-icd-opencl-dev: Debian's dnnl-config.cmake calls find_package(OpenCL) (libdnnl-dev only recommends it).
 # libboost-stacktrace1.81-dev: the stack trace below an internal error (runtime/src/error.cpp).
 # libhwloc-dev, pkg-config: each rank's cores and NUMA node (comm/src/topology_probe.cpp), found through pkg-config.
+# libxxhash-dev: checksums of checkpoint and gradient files (layers/formats/src/checksum.cpp), through pkg-config.
 run_packages=(g++ make cmake openmpi-bin libopenmpi-dev libdnnl-dev ocl-icd-opencl-dev
               nlohmann-json3-dev libboost-json1.81-dev libboost-stacktrace1.81-dev libcli11-dev
-              libhwloc-dev pkg-config)
+              libhwloc-dev pkg-config libxxhash-dev)
 test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv python3-matplotlib)
 # A real Slurm cluster across the emulated nodes (launch/slurm/emulated-slurm, tests/cluster/test_slurm.py);
 # slurm-wlm-basic-plugins holds the PMIx plugin that srun --mpi=pmix loads.

@@ -1,5 +1,6 @@
 """Projected rows: the model beside each measured point (validation), and at the node counts asked for."""
 import os
+import statistics
 
 from . import projection
 from .results import compute_references, gemm_curve, nearest, projectable, spread
@@ -35,7 +36,16 @@ def validation_rows(study, by_point, topologies, host_cores):
         row = _row(study, "validation", " ".join(point.scaling), point.nodes, point.ranks_per_node,
                    f"{point.link_gbit:g} Gbit/s (probed)", point.option("exchange"), point.tokens_per_rank, p, over,
                    ref)
+        phases = [r["_json"]["phase_ms"] for r in runs]
+        exch = statistics.median(sum(v for k, v in ph.items() if k in projection.EXCHANGE_PHASES) for ph in phases)
+        comp = statistics.median(sum(v for k, v in ph.items() if k not in projection.EXCHANGE_PHASES)
+                                 for ph in phases)
+        alone = statistics.median(r["_json"]["exchange_ms"] for r in runs)
+        model_alone = p["exchange_ms"] / (2 if study.bench["pass"] == "fwd_bwd" else 1)
+        row.update(measured_exchange_alone_ms=round(alone, 4), exchange_alone_rel_error=(
+            round((model_alone - alone) / alone, 4) if alone > 0 else None))
         row.update(measured_step_ms=med, measured_min_ms=low, measured_max_ms=high,
+                   measured_compute_ms=round(comp, 4), measured_exchange_ms=round(exch, 4),
                    rel_error=round((p["step_ms"] - med) / med, 4))
         rows.append(row)
     return rows
@@ -91,16 +101,26 @@ def projection_rows(study, by_point, topologies, host_cores):
 
 def validation_table(rows):
     """Markdown: the validation rows, measured beside projected, with the relative error."""
-    lines = ["| nodes | ranks/node | link | exchange | tokens/rank | oversubscription | measured step ms (min–max) "
-             "| projected ms (compute + exchange) | error |",
-             "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| nodes | ranks/node | link | exchange | tokens/rank | ranks per core | measured step ms (min–max) "
+             "| measured phases ms (compute + exchange) | projected ms (compute + exchange) | error "
+             "| exchange alone: measured ms | model's error |",
+             "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['nodes']} | {r['ranks_per_node']} | {r['link']} | {r['exchange']} | "
                      f"{r['tokens_per_rank']} | {r['oversubscription']:g} | {r['measured_step_ms']:.2f} "
-                     f"({r['measured_min_ms']:.2f}–{r['measured_max_ms']:.2f}) | {r['step_ms']:.2f} "
-                     f"({r['compute_ms']:.2f} + {r['exchange_ms']:.2f}) | {r['rel_error']:+.1%} |")
+                     f"({r['measured_min_ms']:.2f}–{r['measured_max_ms']:.2f}) | {r['measured_compute_ms']:.2f} + "
+                     f"{r['measured_exchange_ms']:.2f} | {r['step_ms']:.2f} "
+                     f"({r['compute_ms']:.2f} + {r['exchange_ms']:.2f}) | {r['rel_error']:+.1%} | "
+                     f"{r['measured_exchange_alone_ms']:.2f} | {_percent(r['exchange_alone_rel_error'])} |")
     if rows:
         mean = sum(abs(r["rel_error"]) for r in rows) / len(rows)
+        across = [abs(r["exchange_alone_rel_error"]) for r in rows if r["nodes"] > 1]
         lines.append("")
-        lines.append(f"Mean absolute relative error over {len(rows)} points: {mean:.1%}.")
+        lines.append(f"Mean absolute relative error of the step over {len(rows)} points: {mean:.1%}"
+                     + (f"; of the exchange alone, over the {len(across)} points across nodes: "
+                        f"{sum(across) / len(across):.1%}." if across else "."))
     return "\n".join(lines) + "\n"
+
+
+def _percent(x):
+    return "—" if x is None else f"{x:+.1%}"

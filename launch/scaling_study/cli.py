@@ -10,6 +10,8 @@ run is reported with its command and log, the rest still run, and the exit
 code is 1.
 """
 import argparse
+import csv
+import json
 import os
 import shlex
 import sys
@@ -33,7 +35,10 @@ def parse_args(argv):
     p.add_argument("--out", required=True, help="the results folder (created; files in it are replaced)")
     p.add_argument("--switchyard", default=DEFAULT_PROGRAM, help="the program (default: the build tree's)")
     p.add_argument("--launcher", default="auto", choices=("auto", "slurm", "emulated", "mpirun"),
-                   help="auto: slurm when sbatch is on PATH, else the emulated cluster as root, else mpirun")
+                   help="auto: slurm when sbatch is on PATH and a cluster answers, else the emulated cluster as "
+                        "root, else mpirun")
+    p.add_argument("--replot", action="store_true",
+                   help="run nothing: remake the plots and projection from --out's results.csv and raw.jsonl")
     args = p.parse_args(argv)
     if not (os.path.isfile(args.switchyard) and os.access(args.switchyard, os.X_OK)):
         raise StudyError(f"--switchyard: {args.switchyard} is not an executable file")
@@ -138,6 +143,29 @@ def write_outputs(study, rows, raw, commands, topologies, host_cores):
         plots.projection_plot(os.path.join(out, "projection.png"), study.points, by_point, valid + projected)
 
 
+def replot(study, args):
+    """The tables and plots again, from the runs an earlier study wrote to --out."""
+    out = study.out_dir
+    try:
+        rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+        raw = [line.rstrip("\n") for line in open(os.path.join(out, "raw.jsonl"))]
+        commands = open(os.path.join(out, "commands.sh")).read().splitlines()[2:]
+    except OSError as e:
+        raise StudyError(f"--replot: {e.filename}: {e.strerror}; expected the results of a study in --out")
+    for r in rows:
+        r["point"] = int(r["point"])
+        if r["status"] == "ok":
+            r["_json"] = json.loads(raw[int(r["raw_line"]) - 1])
+    topologies = {}
+    for p in study.points:
+        path = os.path.join(out, "topology", f"nodes{p.nodes}-rpn{p.ranks_per_node}-link{p.link_gbit:g}.json")
+        if os.path.exists(path):
+            topologies[(p.nodes, p.ranks_per_node, p.link_gbit)] = path
+    host_cores = os.cpu_count() if rows and rows[0]["launcher"] != "slurm" else None
+    write_outputs(study, rows, raw, commands, topologies, host_cores)
+    return 0
+
+
 def main(argv=None):
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -148,7 +176,13 @@ def main(argv=None):
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     study.out_dir = os.path.abspath(args.out)
-    for sub in ("logs", "topology"):
+    if args.replot:
+        try:
+            return replot(study, args)
+        except StudyError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+    for sub in ("logs", "topology") + (("slurm",) if launcher == "slurm" else ()):
         os.makedirs(os.path.join(study.out_dir, sub), exist_ok=True)
     host_cores = os.cpu_count() if launcher != "slurm" else None
     progress = Progress(len(study.points) * study.repeats)

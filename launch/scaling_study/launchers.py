@@ -37,10 +37,10 @@ class Run:
 
 
 def choose(name):
-    """The launcher for --launcher NAME: auto takes slurm when sbatch is on PATH,
-    then the emulated cluster when root, else plain mpirun."""
+    """The launcher for --launcher NAME: auto takes slurm when sbatch is on PATH and a cluster
+    answers (`sinfo`), then the emulated cluster when root, else plain mpirun."""
     if name == "auto":
-        if shutil.which("sbatch"):
+        if shutil.which("sbatch") and _slurm_answers():
             return "slurm"
         return "emulated" if os.geteuid() == 0 else "mpirun"
     if name == "emulated" and os.geteuid() != 0:
@@ -49,6 +49,14 @@ def choose(name):
     if name == "slurm" and not shutil.which("sbatch"):
         raise StudyError("--launcher slurm: sbatch is not on PATH")
     return name
+
+
+def _slurm_answers():
+    try:
+        return subprocess.run(["sinfo", "--noheader"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=15).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def check_study(study, launcher):
@@ -89,10 +97,12 @@ def bench_run(study, launcher, program, point, out_dir, name, topology):
     log = os.path.join(out_dir, "logs", name + ".log")
     if launcher == "slurm":
         minutes = max(1, math.ceil(study.timeout_min))
+        runs = os.path.join(out_dir, "slurm")
         argv = ["sbatch", "--parsable", "--wait", "--nodes", str(point.nodes), "--ntasks-per-node",
-                str(point.ranks_per_node), "--time", str(minutes), SBATCH_TEMPLATE,
+                str(point.ranks_per_node), "--time", str(minutes), "--output",
+                os.path.join(runs, "switchyard-%j.out"), SBATCH_TEMPLATE,
                 *bench_args(study, point)]
-        return Run(argv, {"SWITCHYARD": program, "SWITCHYARD_RUNS": os.path.join(out_dir, "slurm")}, log)
+        return Run(argv, {"SWITCHYARD": program, "SWITCHYARD_RUNS": runs}, log)
     prefix, virtual = _mpi_prefix(launcher, point)
     json_path = os.path.join(out_dir, "logs", name + ".jsonl")
     where = ["--topology", topology] if topology else virtual  # the file says which node each rank is on

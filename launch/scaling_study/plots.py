@@ -143,17 +143,20 @@ def link_bytes_plot(path, points, by_point):
 
 
 def overlap_plot(path, points, by_point):
-    """Overlap efficiency of the points run with overlap on, and their step beside the same point with it off."""
-    on = [p for p in points if p.index in by_point and p.option("overlap") == "on"]
+    """Overlap efficiency of the points run with overlap on across nodes (on one node the exchange is a
+    copy, and the efficiency's denominator, min(t_comm, t_compute), is noise), and their step beside
+    the same point with overlap off."""
+    on = [p for p in points if p.index in by_point and p.option("overlap") == "on" and p.nodes > 1]
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(on) + 4), 4.8))
     if not on:
         for ax in (left, right):
-            ax.text(0.5, 0.5, "no point ran with overlap on", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "no point ran with overlap on across nodes", ha="center", va="center", transform=ax.transAxes)
     off = {_twin_key(p): p for p in points if p.index in by_point and p.option("overlap") == "off"}
     eff = [spread(by_point[p.index], "overlap_efficiency") or (0.0, 0.0, 0.0) for p in on]
     left.bar(range(len(on)), [e[0] for e in eff], yerr=_bars(eff), capsize=3, color="#8172b2")
     left.set_ylabel("overlap efficiency ((t_comm + t_compute − step) / min)")
-    left.set_title("Overlap efficiency (1: exchange fully hidden)")
+    left.set_title("Overlap efficiency (1: exchange fully hidden, 0: none)")
+    left.axhline(0.0, color="grey", lw=0.8)
     width = 0.4
     for shift, label, pick in ((-width / 2, "overlap off", lambda p: off.get(_twin_key(p))),
                                (width / 2, "overlap on", lambda p: p)):

@@ -17,7 +17,8 @@ RUN_COLUMNS = [
 PROJECTED_COLUMNS = [
     "study", "kind", "purpose", "scaling", "series_tokens", "nodes", "ranks_per_node", "ranks", "link", "exchange", "tokens_per_rank",
     "tokens_total", "compute_ms", "gemm_gflops", "exchange_ms", "step_ms", "tokens_per_s", "oversubscription", "compute_reference",
-    "measured_step_ms", "measured_min_ms", "measured_max_ms", "rel_error",
+    "measured_step_ms", "measured_min_ms", "measured_max_ms", "measured_compute_ms", "measured_exchange_ms",
+    "rel_error", "measured_exchange_alone_ms", "exchange_alone_rel_error",
 ]
 
 

@@ -175,7 +175,7 @@ void write_results(const ForwardOptions& o, const std::vector<NamedTensor>& grad
     if (!grads.empty()) {
       std::vector<formats::TensorToWrite> views;
       for (auto& g : grads) views.push_back({g.name, g.shape, g.data.data()});
-      formats::write_safetensors(o.grads, views, {{"format", "pt"}});
+      formats::write_safetensors(o.grads, views, {{"format", "pt"}}, /*data_checksum=*/true);
     }
     try {
       write_npy(o.output, y.data(), T, H);

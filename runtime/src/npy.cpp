@@ -1,7 +1,9 @@
 #include "switchyard/runtime/npy.hpp"
 
+#include <cctype>
 #include <cstring>
-#include <regex>
+#include <limits>
+#include <map>
 
 #include "switchyard/runtime/atomic_file.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -11,47 +13,173 @@ namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";
 
-std::string header_field(const std::string& header, const std::string& key, const std::string& pattern,
-                         const std::string& path) {
-  std::smatch m;
-  std::regex re("'" + key + "'\\s*:\\s*(" + pattern + ")");
-  check_arg(std::regex_search(header, m, re), path + ": .npy header has no valid '" + key + "' entry");
-  return m[1].str();
+// The header's dict literal, e.g. {'descr': '<f4', 'fortran_order': False,
+// 'shape': (2, 3), }: string keys; values a string, True/False or a tuple of
+// non-negative integers. A small parser of exactly what the format allows.
+class HeaderParser {
+ public:
+  HeaderParser(const std::string& path, const std::string& text) : path_(path), s_(text) {}
+
+  // Every key mapped to its value's source text (a tuple as "(2, 3)").
+  std::map<std::string, std::string> dict() {
+    std::map<std::string, std::string> out;
+    expect('{', "the header must be a Python dict literal beginning with '{'");
+    while (skip_space(), peek() != '}') {
+      const std::string key = string_literal("a quoted key");
+      skip_space();
+      expect(':', "expected ':' after the key '" + key + "'");
+      skip_space();
+      std::string value = peek() == '(' ? tuple() : peek() == '\'' || peek() == '"' ? quoted() : word();
+      check_arg(!value.empty(),
+                path_ + ": .npy header: the value of '" + key + "' must be a string, True, False or a tuple");
+      check_arg(out.emplace(key, value).second, path_ + ": .npy header has the key '" + key + "' twice");
+      skip_space();
+      if (peek() == ',')
+        ++at_;
+      else
+        check_arg(peek() == '}', path_ + ": .npy header: expected ',' or '}' after the value of '" + key + "'");
+    }
+    ++at_;
+    skip_space();
+    check_arg(at_ == s_.size(), path_ + ": .npy header has text after the dict literal");
+    return out;
+  }
+
+ private:
+  char peek() const { return at_ < s_.size() ? s_[at_] : '\0'; }
+  void skip_space() {
+    while (at_ < s_.size() && (s_[at_] == ' ' || s_[at_] == '\t' || s_[at_] == '\n' || s_[at_] == '\r')) ++at_;
+  }
+  void expect(char c, const std::string& what) {
+    check_arg(peek() == c, path_ + ": .npy header: " + what);
+    ++at_;
+  }
+  std::string string_literal(const std::string& what) {
+    const char q = peek();
+    check_arg(q == '\'' || q == '"', path_ + ": .npy header: expected " + what + " at byte " + std::to_string(at_));
+    const std::size_t end = s_.find(q, at_ + 1);
+    check_arg(end != std::string::npos, path_ + ": .npy header: unterminated string");
+    std::string out = s_.substr(at_ + 1, end - at_ - 1);
+    at_ = end + 1;
+    return out;
+  }
+  std::string quoted() {  // normalised to single quotes
+    std::string out(1, '\'');
+    out.append(string_literal("a string")).push_back('\'');
+    return out;
+  }
+  std::string word() {
+    const std::size_t begin = at_;
+    while (at_ < s_.size() && std::isalnum(static_cast<unsigned char>(s_[at_]))) ++at_;
+    return s_.substr(begin, at_ - begin);
+  }
+  std::string tuple() {
+    const std::size_t begin = at_;
+    const std::size_t end = s_.find(')', at_);
+    check_arg(end != std::string::npos, path_ + ": .npy header: unterminated shape tuple");
+    at_ = end + 1;
+    return s_.substr(begin, at_ - begin);
+  }
+
+  const std::string& path_;
+  const std::string& s_;
+  std::size_t at_ = 0;
+};
+
+// "(2, 3)" as dimensions; "(5,)" and "()" as well. Refuses anything else.
+std::vector<std::int64_t> parse_shape(const std::string& path, const std::string& text) {
+  const std::string bad = path + ": .npy header: 'shape' must be a tuple of non-negative integers, got " + text;
+  std::vector<std::int64_t> dims;
+  std::size_t i = 1;
+  const auto space = [&] {
+    while (i < text.size() && text[i] == ' ') ++i;
+  };
+  for (space(); text[i] != ')'; space()) {
+    std::uint64_t d = 0;
+    const std::size_t first = i;
+    for (; std::isdigit(static_cast<unsigned char>(text[i])); ++i) {
+      check_arg(d <= (std::numeric_limits<std::int64_t>::max() - 9) / 10, bad);
+      d = d * 10 + static_cast<std::uint64_t>(text[i] - '0');
+    }
+    check_arg(i > first, bad);
+    dims.push_back(static_cast<std::int64_t>(d));
+    space();
+    if (text[i] == ',')
+      ++i;
+    else
+      check_arg(text[i] == ')', bad);
+  }
+  check_arg(dims.size() != 1 || text.find(',') != std::string::npos, bad + " (a 1-tuple needs a trailing comma)");
+  return dims;
+}
+
+// Version, header length and where the header starts, from the preamble.
+struct Preamble {
+  int major = 0;
+  std::size_t header_len = 0, header_at = 0;
+};
+
+Preamble read_preamble(const std::string& path, const std::uint8_t* p, std::size_t n) {
+  check_arg(n >= 6 && std::memcmp(p, kMagic, 6) == 0, path + ": not an .npy file (bad magic)");
+  check_arg(n >= 10, path + ": .npy file truncated inside its preamble (" + std::to_string(n) + " bytes)");
+  Preamble pre;
+  pre.major = p[6];
+  check_arg((pre.major >= 1 && pre.major <= 3) && p[7] == 0, path + ": unsupported .npy version " +
+                                                                 std::to_string(p[6]) + "." + std::to_string(p[7]) +
+                                                                 " (expected 1.0, 2.0 or 3.0)");
+  if (pre.major == 1) {
+    pre.header_len = p[8] | (p[9] << 8);
+    pre.header_at = 10;
+  } else {
+    check_arg(n >= 12, path + ": .npy file truncated inside its preamble (" + std::to_string(n) + " bytes)");
+    pre.header_len = p[8] | (p[9] << 8) | (std::size_t(p[10]) << 16) | (std::size_t(p[11]) << 24);
+    pre.header_at = 12;
+  }
+  check_arg(pre.header_at + pre.header_len <= n, path + ": .npy header length " + std::to_string(pre.header_len) +
+                                                     " runs past the end of the file (" + std::to_string(n) +
+                                                     " bytes; file truncated?)");
+  // NOTE: numpy writes headers padded to 64 bytes (16 before numpy 1.9) and
+  // its reader takes any length; the data is used in place as float32, so
+  // 16-byte alignment is required.
+  check_arg((pre.header_at + pre.header_len) % 16 == 0,
+            path + ": .npy header ends at byte " + std::to_string(pre.header_at + pre.header_len) +
+                "; the data must start at a multiple of 16 (writers pad the header with spaces to 64)");
+  return pre;
 }
 
 }  // namespace
 
 NpyMatrix::NpyMatrix(const std::string& path) : file_(std::make_unique<MappedFile>(path)) {
   const std::uint8_t* p = file_->data();
-  std::size_t n = file_->size();
-  check_arg(n >= 10 && std::memcmp(p, kMagic, 6) == 0, path + ": not an .npy file (bad magic)");
-  int major = p[6];
-  std::size_t header_len, offset;
-  if (major == 1) {
-    header_len = p[8] | (p[9] << 8);
-    offset = 10;
-  } else {
-    check_arg(major <= 3 && n >= 12, path + ": unsupported .npy version " + std::to_string(major));
-    header_len = p[8] | (p[9] << 8) | (std::size_t(p[10]) << 16) | (std::size_t(p[11]) << 24);
-    offset = 12;
-  }
-  check_arg(offset + header_len <= n, path + ": .npy header runs past the end of the file");
-  std::string header(reinterpret_cast<const char*>(p + offset), header_len);
-  std::string descr = header_field(header, "descr", "'[^']*'", path);
-  check_arg(descr == "'<f4'", path + ": expected dtype float32 ('<f4'), got " + descr);
-  check_arg(header_field(header, "fortran_order", "True|False", path) == "False",
-            path + ": expected C-order array, got fortran_order True");
-  std::string shape = header_field(header, "shape", "\\([^)]*\\)", path);
-  std::regex dims_re("^\\(\\s*(\\d+)\\s*,\\s*(\\d+)\\s*,?\\s*\\)$");
-  std::smatch m;
-  check_arg(std::regex_match(shape, m, dims_re), path + ": expected a 2-D array [tokens, hidden], got shape " + shape);
-  rows_ = std::stoll(m[1].str());
-  cols_ = std::stoll(m[2].str());
-  std::size_t data_offset = offset + header_len;
-  std::size_t need = static_cast<std::size_t>(rows_ * cols_) * sizeof(float);
-  check_arg(n - data_offset >= need, path + ": truncated: shape " + shape + " needs " + std::to_string(need) +
-                                         " data bytes, file has " + std::to_string(n - data_offset));
-  // NOTE: .npy pads the header to a multiple of 64 bytes, so data is aligned.
+  const std::size_t n = file_->size();
+  const Preamble pre = read_preamble(path, p, n);
+  const std::string header(reinterpret_cast<const char*>(p + pre.header_at), pre.header_len);
+  check_arg(!header.empty() && header.back() == '\n', path + ": .npy header must end with a newline ('\\n')");
+  const auto dict = HeaderParser(path, header).dict();
+  check_arg(dict.size() == 3 && dict.count("descr") && dict.count("fortran_order") && dict.count("shape"),
+            path + ": .npy header must have exactly the keys 'descr', 'fortran_order' and 'shape'");
+  check_arg(dict.at("descr") == "'<f4'", path + ": expected dtype float32 ('<f4'), got descr " + dict.at("descr"));
+  const std::string& order = dict.at("fortran_order");
+  check_arg(order == "True" || order == "False",
+            path + ": .npy header: 'fortran_order' must be True or False, got " + order);
+  check_arg(order == "False", path + ": expected C-order array, got fortran_order True");
+  const std::string& shape_text = dict.at("shape");
+  check_arg(!shape_text.empty() && shape_text[0] == '(',
+            path + ": .npy header: 'shape' must be a tuple of non-negative integers, got " + shape_text);
+  const std::vector<std::int64_t> shape = parse_shape(path, shape_text);
+  check_arg(shape.size() == 2, path + ": expected a 2-D array [tokens, hidden], got shape " + shape_text);
+  rows_ = shape[0];
+  cols_ = shape[1];
+  const std::size_t data_offset = pre.header_at + pre.header_len;
+  const std::size_t have = n - data_offset;
+  check_arg(cols_ == 0 || static_cast<std::uint64_t>(rows_) <=
+                              std::numeric_limits<std::uint64_t>::max() / 4 / static_cast<std::uint64_t>(cols_),
+            path + ": .npy shape " + shape_text + ": the data size overflows 64 bits");
+  const std::uint64_t need = static_cast<std::uint64_t>(rows_) * static_cast<std::uint64_t>(cols_) * sizeof(float);
+  check_arg(have >= need, path + ": truncated: shape " + shape_text + " needs " + std::to_string(need) +
+                              " data bytes, file has " + std::to_string(have));
+  check_arg(have == need, path + ": shape " + shape_text + " needs " + std::to_string(need) + " data bytes, file has " +
+                              std::to_string(have) + " (trailing bytes)");
   data_ = reinterpret_cast<const float*>(p + data_offset);
 }
 

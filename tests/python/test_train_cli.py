@@ -11,13 +11,15 @@ Environment:
 Covers: a 2-rank run whose loss falls, with progress lines, JSON lines and
 the final line; two identical runs giving identical loss curves; a run
 stopped and resumed from its checkpoint ending byte-identical to an
-uninterrupted one; and bad configurations ending every rank with one
-``switchyard: error:`` line naming the field.
+uninterrupted one; a damaged checkpoint (one flipped byte in any of its
+files, or a truncated file) refused naming the file; and bad configurations
+ending every rank with one ``switchyard: error:`` line naming the field.
 """
 
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -171,6 +173,41 @@ def test_bad_configurations_name_the_field(tmp_path, corpus):
     run(["--config", ok, "--save", tmp_path / "ck", "--quiet"])
     other = write_config(tmp_path / "other.json", corpus, steps=2, model={"hidden": 16})
     assert_bad(run(["--config", other, "--resume", tmp_path / "ck"], check=False), "metadata.model")
+
+
+def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, corpus):
+    # The index records a checksum of every other file and of itself: one
+    # flipped byte anywhere, or a truncated file, refuses the resume by name.
+    cfg = write_config(tmp_path / "c.json", corpus, steps=2)
+    ck = tmp_path / "ck"
+    run(["--config", cfg, "--save", ck, "--quiet"])
+    index_name = "model.safetensors.index.json"
+    index = json.loads((ck / index_name).read_text())
+    files = sorted(f.name for f in ck.iterdir())
+    assert sorted(index["metadata"]["checksums"]) == [f for f in files if f != index_name]
+    assert all(v.startswith("xxh3-128:") for v in index["metadata"]["checksums"].values())
+
+    def damaged(name, change, how):
+        bad = tmp_path / f"{how}-{name}"
+        shutil.copytree(ck, bad)
+        data = bytearray((bad / name).read_bytes())
+        (bad / name).write_bytes(change(data))
+        return run(["--config", cfg, "--resume", bad, "--quiet"], check=False), str(bad / name)
+
+    def flip(data):
+        data[len(data) // 2] ^= 0x01
+        return data
+
+    for name in files:
+        p, path = damaged(name, flip, "flipped")
+        assert_bad(p, path, "the file is damaged")
+    p, path = damaged("experts-rank00001-of-00002.safetensors", lambda d: d[: len(d) - 100], "truncated")
+    assert_bad(p, path, "truncated", "the file is damaged")
+    # A checkpoint written without checksums resumes unchecked.
+    for key in ("checksums", "file_sizes", "index_checksum"):
+        del index["metadata"][key]
+    (ck / index_name).write_text(json.dumps(index, indent=2))
+    run(["--config", cfg, "--resume", ck, "--quiet"])
 
 
 def _descendants(pid):

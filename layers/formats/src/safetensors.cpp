@@ -4,6 +4,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "safetensors_header.hpp"
+#include "switchyard/formats/checksum.hpp"
 #include "switchyard/kernels/number_conversion.hpp"
 #include "switchyard/runtime/atomic_file.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -12,14 +14,6 @@ namespace switchyard::formats {
 namespace {
 
 using nlohmann::json;
-
-std::size_t dtype_bytes(const std::string& name) {
-  static const std::map<std::string, std::size_t> sizes = {
-      {"F64", 8}, {"F32", 4},  {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4},     {"I16", 2},    {"I8", 1},
-      {"U8", 1},  {"BOOL", 1}, {"U16", 2}, {"U32", 4},  {"U64", 8}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
-  auto it = sizes.find(name);
-  return it == sizes.end() ? 0 : it->second;
-}
 
 DType dtype_of(const std::string& name) {
   if (name == "F32") return DType::kF32;
@@ -49,49 +43,22 @@ std::string shape_string(const std::vector<std::int64_t>& shape) {
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : file_(std::make_unique<MappedFile>(path)) {
-  const std::size_t size = file_->size();
-  check_arg(size >= 8, path + ": not a safetensors file (shorter than the 8-byte header length)");
-  std::uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | file_->data()[i];
-  check_arg(header_len <= size - 8, path + ": safetensors header length " + std::to_string(header_len) +
-                                        " runs past the end of the file (" + std::to_string(size) + " bytes)");
-  const char* text = reinterpret_cast<const char*>(file_->data() + 8);
-  json header = json::parse(text, text + header_len, nullptr, /*allow_exceptions=*/false);
-  check_arg(header.is_object(), path + ": safetensors header is not a JSON object");
-  const std::uint8_t* data = file_->data() + 8 + header_len;
-  const std::size_t data_size = size - 8 - header_len;
-  for (auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") continue;
-    const std::string where = path + ": tensor '" + name + "'";
-    check_arg(entry.is_object() && entry.contains("dtype") && entry["dtype"].is_string() && entry.contains("shape") &&
-                  entry["shape"].is_array() && entry.contains("data_offsets") && entry["data_offsets"].is_array() &&
-                  entry["data_offsets"].size() == 2,
-              where + ": header entry needs dtype, shape and data_offsets [begin, end]");
+  detail::ParsedHeader header = detail::parse_safetensors_header(path, file_->data(), file_->size());
+  const std::uint8_t* data = file_->data() + header.data_start;
+  const std::size_t data_bytes = file_->size() - header.data_start;
+  if (auto it = header.metadata.find(kDataChecksumKey); it != header.metadata.end())
+    check_checksum(path, it->second, checksum_of(data, data_bytes));
+  metadata_ = std::move(header.metadata);
+  for (auto& e : header.tensors) {
     TensorView t;
-    t.name = name;
+    t.name = e.name;
     t.file = path;
-    t.dtype_name = entry["dtype"].get<std::string>();
+    t.dtype_name = std::move(e.dtype);
     t.dtype = dtype_of(t.dtype_name);
-    for (auto& d : entry["shape"]) {
-      check_arg(d.is_number_unsigned(), where + ": shape entries must be non-negative integers");
-      t.shape.push_back(d.get<std::int64_t>());
-    }
-    auto& offs = entry["data_offsets"];
-    check_arg(offs[0].is_number_unsigned() && offs[1].is_number_unsigned(),
-              where + ": data_offsets must be non-negative integers");
-    const auto begin = offs[0].get<std::uint64_t>(), end = offs[1].get<std::uint64_t>();
-    check_arg(begin <= end && end <= data_size, where + ": data_offsets [" + std::to_string(begin) + ", " +
-                                                    std::to_string(end) + "] past the end of the data (" +
-                                                    std::to_string(data_size) + " bytes; file truncated?)");
-    const std::size_t elem = dtype_bytes(t.dtype_name);
-    if (elem != 0) {
-      check_arg(end - begin == static_cast<std::uint64_t>(t.numel()) * elem,
-                where + ": data_offsets span " + std::to_string(end - begin) + " bytes, shape " +
-                    shape_string(t.shape) + " of " + t.dtype_name + " needs " + std::to_string(t.numel() * elem));
-    }
-    t.data = data + begin;
-    t.nbytes = end - begin;
-    tensors_.emplace(name, std::move(t));
+    t.shape = std::move(e.shape);
+    t.data = data + e.begin;
+    t.nbytes = e.end - e.begin;
+    tensors_.emplace(e.name, std::move(t));
   }
 }
 
@@ -123,25 +90,10 @@ void convert_to_f32(const TensorView& t, std::int64_t first, std::int64_t count,
               t.file + ": tensor '" + t.name + "' has dtype " + t.dtype_name + "; expected F32, BF16 or F16");
 }
 
-void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  json header = json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::uint64_t offset = 0;
-  for (auto& t : tensors) {
-    check(t.dtype != DType::kOther, ErrorCode::kInternal, "write_safetensors: unsupported dtype for " + t.name);
-    const std::uint64_t bytes = static_cast<std::uint64_t>(numel_of(t.shape)) * (t.dtype == DType::kF32 ? 4 : 2);
-    const char* dtype = t.dtype == DType::kF32 ? "F32" : t.dtype == DType::kBF16 ? "BF16" : "F16";
-    header[t.name] = {{"dtype", dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-  }
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');  // keep tensor data 8-byte aligned
-  std::vector<std::uint8_t> out(8 + text.size() + offset);
-  const std::uint64_t len = text.size();
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<std::uint8_t>(len >> (8 * i));
-  std::memcpy(out.data() + 8, text.data(), text.size());
-  std::uint8_t* p = out.data() + 8 + text.size();
+namespace {
+
+// Stores `tensors` at `out`, converting to each one's dtype.
+void store_tensors(const std::vector<TensorToWrite>& tensors, std::uint8_t* p) {
   for (auto& t : tensors) {
     const std::int64_t n = numel_of(t.shape);
     if (t.dtype == DType::kF32) {
@@ -160,7 +112,42 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
       p += m * 2;
     }
   }
+}
+
+}  // namespace
+
+std::string write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                              const std::map<std::string, std::string>& metadata, bool data_checksum) {
+  json header = json::object();
+  std::map<std::string, std::string> meta = metadata;
+  // NOTE: a placeholder of the checksum's length, filled in once the data is laid out.
+  const std::string placeholder = kChecksumPrefix + std::string(32, '0');
+  if (data_checksum) meta[kDataChecksumKey] = placeholder;
+  if (!meta.empty()) header["__metadata__"] = meta;
+  std::uint64_t offset = 0;
+  for (auto& t : tensors) {
+    check(t.dtype != DType::kOther, ErrorCode::kInternal, "write_safetensors: unsupported dtype for " + t.name);
+    const std::uint64_t bytes = static_cast<std::uint64_t>(numel_of(t.shape)) * (t.dtype == DType::kF32 ? 4 : 2);
+    const char* dtype = t.dtype == DType::kF32 ? "F32" : t.dtype == DType::kBF16 ? "BF16" : "F16";
+    header[t.name] = {{"dtype", dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // keep tensor data 8-byte aligned
+  std::vector<std::uint8_t> out(8 + text.size() + offset);
+  const std::uint64_t len = text.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<std::uint8_t>(len >> (8 * i));
+  std::uint8_t* data = out.data() + 8 + text.size();
+  store_tensors(tensors, data);
+  if (data_checksum) {
+    const std::string key = std::string("\"") + kDataChecksumKey + "\":\"" + placeholder;
+    const std::size_t at = text.find(key);
+    check(at != std::string::npos, ErrorCode::kInternal, "write_safetensors: checksum placeholder not found");
+    text.replace(at + key.size() - placeholder.size(), placeholder.size(), checksum_of(data, offset));
+  }
+  std::memcpy(out.data() + 8, text.data(), text.size());
   write_file_atomically(path, out.data(), out.size());
+  return checksum_of(out.data(), out.size());
 }
 
 }  // namespace switchyard::formats

@@ -11,7 +11,13 @@
 
 namespace switchyard::formats {
 
+/// Computable dtypes; every other dtype of the format is kOther (readable as
+/// metadata, refused by convert_to_f32).
 enum class DType { kF32, kBF16, kF16, kOther };
+
+/// The __metadata__ key holding the checksum ("xxh3-128:<hex>") of a file's
+/// data section, the bytes after the header.
+inline constexpr const char* kDataChecksumKey = "data_checksum";
 
 /// One tensor inside a mapped safetensors file; `data` points into the map.
 struct TensorView {
@@ -36,18 +42,23 @@ std::string shape_string(const std::vector<std::int64_t>& shape);
 /// not read until used.
 class SafetensorsFile {
  public:
-  /// Maps and validates `path`. Throws Error(kInvalidArgument) naming the file
-  /// for a header length past the end, a header that is not JSON or lacks
-  /// fields, or tensor offsets past the end of the file.
+  /// Maps and validates `path` by every rule of the format (docs/formats.md):
+  /// throws Error(kInvalidArgument) in one line naming the file, the tensor,
+  /// the field and what was expected. A file whose __metadata__ holds
+  /// kDataChecksumKey has its data section hashed and checked against it
+  /// ("checksum mismatch (the file is damaged: ...)").
   explicit SafetensorsFile(const std::string& path);
 
   const std::string& path() const { return file_->path(); }
   /// The tensor called `name`, or nullptr.
   const TensorView* find(const std::string& name) const;
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  /// The header's __metadata__ (empty if it has none).
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
   std::unique_ptr<MappedFile> file_;
+  std::map<std::string, std::string> metadata_;
   std::map<std::string, TensorView> tensors_;
 };
 
@@ -65,8 +76,11 @@ struct TensorToWrite {
   DType dtype = DType::kF32;
 };
 
-/// Writes tensors as one safetensors file, atomically.
-void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                       const std::map<std::string, std::string>& metadata = {});
+/// Writes tensors as one safetensors file, atomically. With `data_checksum`
+/// the checksum of the data section is recorded in __metadata__ under
+/// kDataChecksumKey. Returns the checksum of the whole file as written
+/// (formats/checksum.hpp).
+std::string write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                              const std::map<std::string, std::string>& metadata = {}, bool data_checksum = false);
 
 }  // namespace switchyard::formats
