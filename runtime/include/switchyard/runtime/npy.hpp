@@ -12,9 +12,11 @@ namespace switchyard {
 /// A memory-mapped 2-D float32 little-endian C-order .npy file.
 class NpyMatrix {
  public:
-  /// Opens `path` and validates it. Throws Error(kInvalidArgument) naming the
-  /// file if it is not an .npy file, not float32 ('<f4'), not C-order or not
-  /// 2-D, or if its data is shorter than its header promises.
+  /// Opens `path` and validates it by the format's rules (docs/formats.md).
+  /// Throws Error(kInvalidArgument) in one line naming the file and the field
+  /// if it is not an .npy file 1.0-3.0 with a well-formed header, not float32
+  /// ('<f4'), not C-order or not 2-D, or if its data size differs from what
+  /// its header promises.
   explicit NpyMatrix(const std::string& path);
 
   std::int64_t rows() const { return rows_; }

@@ -5,12 +5,15 @@
 // the weights, so a resumed run continues bit for bit.
 //
 // DIR/
-//   model.safetensors.index.json           {"metadata": {...}, "weight_map": {name: file}}
+//   model.safetensors.index.json           {"metadata": {..., "checksums", "file_sizes", "index_checksum"},
+//                                           "weight_map": {name: file}}
 //   replicated.safetensors                 rank 0: dense layers, routers, shared experts, selection biases
 //   experts-rank00001-of-00002.safetensors rank 1: its experts
 //   train_config.json                      the configuration that wrote it
 //
-// Optimizer tensors are named "optimizer.<slot>.<parameter name>".
+// Optimizer tensors are named "optimizer.<slot>.<parameter name>". The index
+// records the size and XXH3-128 checksum of every other file and a checksum
+// of itself (docs/training.md, "Checksums").
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -40,8 +43,11 @@ void save_train_checkpoint(comm::Communicator& comm, const std::string& dir, Cha
 /// by global expert index), the selection biases and the optimizer state from
 /// `dir`. Throws Error(kInvalidArgument) naming the directory, field or tensor
 /// if it is not a training checkpoint, its model or optimizer differs from
-/// `state.model_json` / `opt`, or a tensor is missing or misshapen. Returns
-/// the step it was saved at. Not collective.
+/// `state.model_json` / `opt`, or a tensor is missing or misshapen. When the
+/// index records checksums, the index, train_config.json and every file
+/// holding a tensor this rank reads are checked first; a damaged or truncated
+/// file is refused naming it. An index without checksums loads unchecked.
+/// Returns the step it was saved at. Not collective.
 std::int64_t load_train_checkpoint(const std::string& dir, CharLm& model, Optimizer& opt, const TrainState& state);
 
 }  // namespace switchyard::train
