@@ -92,7 +92,8 @@ def _legend_below(fig, ax):
 
 def _short(p):
     o = dict(p.options)
-    return f"{p.nodes}x{p.ranks_per_node}\n{p.link_gbit:g}G {o['exchange'][:4]}\nov {o['overlap']}\n{p.tokens_per_rank}t"
+    return (f"{p.nodes}x{p.ranks_per_node}\n{p.link_gbit:g}G {o['exchange'][:4]}\nov {o['overlap']}\n"
+            f"{p.tokens_per_rank}t")
 
 
 def phases_plot(path, points, by_point):
@@ -150,7 +151,8 @@ def overlap_plot(path, points, by_point):
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(on) + 4), 4.8))
     if not on:
         for ax in (left, right):
-            ax.text(0.5, 0.5, "no point ran with overlap on across nodes", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "no point ran with overlap on across nodes", ha="center", va="center",
+                    transform=ax.transAxes)
     off = {_twin_key(p): p for p in points if p.index in by_point and p.option("overlap") == "off"}
     eff = [spread(by_point[p.index], "overlap_efficiency") or (0.0, 0.0, 0.0) for p in on]
     left.bar(range(len(on)), [e[0] for e in eff], yerr=_bars(eff), capsize=3, color="#8172b2")

@@ -15,8 +15,9 @@ RUN_COLUMNS = [
     "bytes_same_node", "bytes_other_node", "correct", "raw_line", "log", "command",
 ]
 PROJECTED_COLUMNS = [
-    "study", "kind", "purpose", "scaling", "series_tokens", "nodes", "ranks_per_node", "ranks", "link", "exchange", "tokens_per_rank",
-    "tokens_total", "compute_ms", "gemm_gflops", "exchange_ms", "step_ms", "tokens_per_s", "oversubscription", "compute_reference",
+    "study", "kind", "purpose", "scaling", "series_tokens", "nodes", "ranks_per_node", "ranks", "link", "exchange",
+    "tokens_per_rank", "tokens_total", "compute_ms", "gemm_gflops", "exchange_ms", "step_ms", "tokens_per_s",
+    "oversubscription", "compute_reference",
     "measured_step_ms", "measured_min_ms", "measured_max_ms", "measured_compute_ms", "measured_exchange_ms",
     "rel_error", "measured_exchange_alone_ms", "exchange_alone_rel_error",
 ]
@@ -43,7 +44,8 @@ def run_row(study, launcher, point, repeat, run, raw_line):
     """The CSV row of one run; metrics empty when it failed."""
     row = {"study": study.name, "point": point.index, "repeat": repeat, "scaling": " ".join(point.scaling),
            "launcher": launcher, "nodes": point.nodes, "ranks_per_node": point.ranks_per_node, "ranks": point.ranks,
-           "link_gbit": f"{point.link_gbit:g}", "tokens_per_rank": point.tokens_per_rank,
+           "link_gbit": "" if launcher == "slurm" else f"{point.link_gbit:g}",  # slurm: the cluster's links
+           "tokens_per_rank": point.tokens_per_rank,
            "tokens_total": point.tokens_per_rank * point.ranks, "log": os.path.relpath(run.log, study.out_dir),
            "command": run.shell(), **dict(point.options)}
     row["status"] = "ok" if run.returncode == 0 and run.line else f"failed (exit {run.returncode})"

@@ -168,7 +168,8 @@ def _read(path):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise StudyError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); expected a study file")
+        raise StudyError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                         f"expected a study file")
 
 
 def _sweep(path, raw):

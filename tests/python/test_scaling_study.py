@@ -75,7 +75,8 @@ def test_example_study_tiny(tmp_path):
     raw = [json.loads(line) for line in open(out / "raw.jsonl")]
     points = expected_points(study)
     assert len(rows) == len(points) * study["repeats"] == len(raw)
-    assert {(int(r["nodes"]), int(r["ranks_per_node"]), int(r["tokens_per_rank"]), r["overlap"]) for r in rows} == points
+    ran = {(int(r["nodes"]), int(r["ranks_per_node"]), int(r["tokens_per_rank"]), r["overlap"]) for r in rows}
+    assert ran == points
     for r in rows:
         d = raw[int(r["raw_line"]) - 1]
         assert r["status"] == "ok" and d["correct"] is True
@@ -198,5 +199,6 @@ def test_model_matches_bench_prediction(tmp_path):
             matrix[r][s["expert_owner"][e]] += c * 64 * 4
     costs, round_s = projection.read_costs(topo)
     transposed = [list(col) for col in zip(*matrix)]
-    model = projection.all_to_all_seconds(costs, nodes, matrix) + projection.all_to_all_seconds(costs, nodes, transposed)
+    model = (projection.all_to_all_seconds(costs, nodes, matrix)
+             + projection.all_to_all_seconds(costs, nodes, transposed))
     assert model * 1e3 == pytest.approx(d["exchange_predicted_ms"], rel=1e-9)
