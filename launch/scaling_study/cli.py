@@ -124,7 +124,8 @@ def run_points(study, launcher, program, topologies, progress, commands):
 
 def write_outputs(study, rows, raw, commands, topologies, host_cores):
     out = study.out_dir
-    header = f"#!/bin/sh\n# {PROG}: the commands of study '{study.name}' ({study.path}), in the order they ran\n"
+    header = (f"#!/bin/sh\n# {PROG}: the commands of study '{study.name}' ({study.path}), in the order they ran\n"
+              f"cd \"$(dirname \"$0\")\"\n")
     results.write_atomic(os.path.join(out, "commands.sh"), header + "\n".join(commands) + "\n")
     results.write_atomic(os.path.join(out, "raw.jsonl"), "".join(line + "\n" for line in raw))
     results.write_atomic(os.path.join(out, "results.csv"), results.csv_text(results.run_columns(rows), rows))
@@ -149,7 +150,8 @@ def replot(study, args):
     try:
         rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
         raw = [line.rstrip("\n") for line in open(os.path.join(out, "raw.jsonl"))]
-        commands = open(os.path.join(out, "commands.sh")).read().splitlines()[2:]
+        commands = [c for c in open(os.path.join(out, "commands.sh")).read().splitlines()
+                    if c and not c.startswith(("#", "cd "))]
     except OSError as e:
         raise StudyError(f"--replot: {e.filename}: {e.strerror}; expected the results of a study in --out")
     for r in rows:

@@ -31,7 +31,7 @@ needs_bin = pytest.mark.skipif(not BIN, reason="SWITCHYARD_BIN is not set")
 def tiny_study(tmp_path):
     """The example study, shrunk: same sections, one link rate (mpirun has no links), small layer."""
     study = json.load(open(EXAMPLE))
-    study["bench"].update(hidden=64, ffn=96, experts=8, iters=2, warmup=1)
+    study["bench"].update(hidden=64, ffn=96, experts=8, iters=5, warmup=1)
     study["sweep"].update(nodes=[1, 2], link_gbit=[2], tokens=[32])
     study["repeats"] = 2
     study["project"]["nodes"] = [4, 8]
@@ -82,9 +82,12 @@ def test_example_study_tiny(tmp_path):
         assert r["status"] == "ok" and d["correct"] is True
         assert d["ranks"] == int(r["ranks"]) == int(r["nodes"]) * int(r["ranks_per_node"])
         assert d["tokens_per_rank"] == int(r["tokens_per_rank"])
-        assert float(r["step_ms_p50"]) == d["step_ms_p50"]
-        recomputed = d["tokens_per_rank"] * d["ranks"] / (d["step_ms_p50"] / 1e3)
+        for key in ("step_ms_p10", "step_ms_p50", "step_ms_p90", "exchange_ms", "gemm_gflops"):
+            assert float(r[key]) == d[key], key
+        # tokens/s from the row's own tokens, ranks and step, and from the JSON line's
+        recomputed = int(r["tokens_per_rank"]) * int(r["ranks"]) / (float(r["step_ms_p50"]) / 1e3)
         assert float(r["tokens_per_s"]) == pytest.approx(recomputed, rel=1e-9)
+        assert d["tokens_per_s"] == pytest.approx(d["tokens_per_rank"] * d["ranks"] / (d["step_ms_p50"] / 1e3))
     commands = (out / "commands.sh").read_text().splitlines()
     assert sum(" bench " in c for c in commands) == len(rows)
     for name in PNGS:
