@@ -12,14 +12,16 @@ def _row(study, purpose, scaling, nodes, rpn, link, exchange, tokens, p, over, r
             "tokens_per_rank": tokens, "tokens_total": tokens * nodes * rpn, "compute_ms": round(p["compute_ms"], 4),
             "exchange_ms": round(p["exchange_ms"], 4), "step_ms": round(p["step_ms"], 4),
             "gemm_gflops": round(p["gemm_gflops"], 2),
-            "tokens_per_s": round(p["tokens_per_s"], 1), "oversubscription": over, "compute_reference": ref["label"]}
+            "tokens_per_s": round(p["tokens_per_s"], 1), "compute_slowdown": round(over, 4),
+            "compute_reference": ref["label"]}
 
 
-def validation_rows(study, by_point, topologies, host_cores):
+def validation_rows(study, by_point, topologies):
     """The model at every measured point it covers, with the point's own probed links and
-    the oversubscription of one host (ranks per core, when more ranks than cores)."""
-    refs = compute_references(study, by_point, host_cores)
-    curve = gemm_curve(study, by_point, host_cores)
+    the compute slowed as the point's own runs measured it: the reference's same-run GEMM peak over
+    the point's (one host running the ranks of several nodes, other load)."""
+    refs = compute_references(study, by_point)
+    curve = gemm_curve(study, by_point)
     rows = []
     for point in study.points:
         runs = by_point.get(point.index)
@@ -29,7 +31,7 @@ def validation_rows(study, by_point, topologies, host_cores):
             continue
         costs, round_s = projection.read_costs(topo)
         ref = nearest(refs[key], point.tokens_per_rank)
-        over = max(1.0, point.ranks / host_cores) if host_cores else 1.0
+        over = ref["peak"] / statistics.median(float(r["gemm_peak_gflops"]) for r in runs)
         p = projection.project_step(ref, curve, costs, round_s, study.bench, point.nodes, point.ranks_per_node,
                                     point.tokens_per_rank, point.option("exchange"), over)
         med, low, high = spread(runs, "step_ms_p50")
@@ -68,12 +70,12 @@ def projection_costs(study, topologies):
     return out
 
 
-def projection_rows(study, by_point, topologies, host_cores):
-    """The model at the study's node counts and the projected ones, one node per host (no oversubscription)."""
+def projection_rows(study, by_point, topologies):
+    """The model at the study's node counts and the projected ones, every core as fast as the reference's."""
     if not study.project:
         return []
-    refs = compute_references(study, by_point, host_cores)
-    curve = gemm_curve(study, by_point, host_cores)
+    refs = compute_references(study, by_point)
+    curve = gemm_curve(study, by_point)
     s = study.sweep
     counts = sorted(set(s["nodes"]) | set(study.project["nodes"]))
     modes = ("weak", "strong") if study.scaling == "both" else (study.scaling,)
@@ -101,13 +103,13 @@ def projection_rows(study, by_point, topologies, host_cores):
 
 def validation_table(rows):
     """Markdown: the validation rows, measured beside projected, with the relative error."""
-    lines = ["| nodes | ranks/node | link | exchange | tokens/rank | ranks per core | measured step ms (min–max) "
+    lines = ["| nodes | ranks/node | link | exchange | tokens/rank | compute slowdown | measured step ms (min–max) "
              "| measured phases ms (compute + exchange) | projected ms (compute + exchange) | error "
              "| exchange alone: measured ms | model's error |",
              "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['nodes']} | {r['ranks_per_node']} | {r['link']} | {r['exchange']} | "
-                     f"{r['tokens_per_rank']} | {r['oversubscription']:g} | {r['measured_step_ms']:.2f} "
+                     f"{r['tokens_per_rank']} | {r['compute_slowdown']:.2f} | {r['measured_step_ms']:.2f} "
                      f"({r['measured_min_ms']:.2f}–{r['measured_max_ms']:.2f}) | {r['measured_compute_ms']:.2f} + "
                      f"{r['measured_exchange_ms']:.2f} | {r['step_ms']:.2f} "
                      f"({r['compute_ms']:.2f} + {r['exchange_ms']:.2f}) | {r['rel_error']:+.1%} | "

@@ -122,7 +122,7 @@ def run_points(study, launcher, program, topologies, progress, commands):
     return rows, raw, failed
 
 
-def write_outputs(study, rows, raw, commands, topologies, host_cores):
+def write_outputs(study, rows, raw, commands, topologies):
     out = study.out_dir
     header = (f"#!/bin/sh\n# {PROG}: the commands of study '{study.name}' ({study.path}), in the order they ran\n"
               f"cd \"$(dirname \"$0\")\"\n")
@@ -136,8 +136,8 @@ def write_outputs(study, rows, raw, commands, topologies, host_cores):
     plots.link_bytes_plot(os.path.join(out, "link_bytes.png"), study.points, by_point)
     plots.overlap_plot(os.path.join(out, "overlap.png"), study.points, by_point)
     if study.project:
-        valid = analysis.validation_rows(study, by_point, topologies, host_cores)
-        projected = analysis.projection_rows(study, by_point, topologies, host_cores)
+        valid = analysis.validation_rows(study, by_point, topologies)
+        projected = analysis.projection_rows(study, by_point, topologies)
         results.write_atomic(os.path.join(out, "projection.csv"),
                              results.csv_text(results.PROJECTED_COLUMNS, valid + projected))
         results.write_atomic(os.path.join(out, "validation.md"), analysis.validation_table(valid))
@@ -163,8 +163,7 @@ def replot(study, args):
         path = os.path.join(out, "topology", f"nodes{p.nodes}-rpn{p.ranks_per_node}-link{p.link_gbit:g}.json")
         if os.path.exists(path):
             topologies[(p.nodes, p.ranks_per_node, p.link_gbit)] = path
-    host_cores = os.cpu_count() if rows and rows[0]["launcher"] != "slurm" else None
-    write_outputs(study, rows, raw, commands, topologies, host_cores)
+    write_outputs(study, rows, raw, commands, topologies)
     return 0
 
 
@@ -186,13 +185,12 @@ def main(argv=None):
             return 2
     for sub in ("logs", "topology") + (("slurm",) if launcher == "slurm" else ()):
         os.makedirs(os.path.join(study.out_dir, sub), exist_ok=True)
-    host_cores = os.cpu_count() if launcher != "slurm" else None
     progress = Progress(len(study.points) * study.repeats)
     commands = []
     topologies, probe_failed = probe_topologies(study, launcher, args.switchyard, progress, commands)
     rows, raw, failed = run_points(study, launcher, args.switchyard, topologies, progress, commands)
     progress.show("writing the results")
-    write_outputs(study, rows, raw, commands, topologies, host_cores)
+    write_outputs(study, rows, raw, commands, topologies)
     progress.finish()
     failed += probe_failed
     ok = sum(r["status"] == "ok" for r in rows)

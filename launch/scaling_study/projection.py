@@ -178,20 +178,20 @@ def gemm_rate(curve, rows):
     return curve[-1][1]
 
 
-def project_step(reference, curve, costs, round_s, bench, nodes, ranks_per_node, tokens, exchange,
-                 oversubscription=1.0):
+def project_step(reference, curve, costs, round_s, bench, nodes, ranks_per_node, tokens, exchange, slowdown=1.0):
     """{compute_ms, exchange_ms, step_ms, tokens_per_s} of one configuration.
 
-    reference: {"tokens_per_rank", "ranks", "experts_ms", "other_ms", "oversubscription"} measured in the
-    study. Its other phases scale with the tokens per rank; its expert phases also with the GEMM rate
-    at the new rows per expert over the rate at its own (`curve`); all of it by oversubscription over
-    the reference's (ranks per core, when one host runs more ranks than it has cores)."""
+    reference: {"tokens_per_rank", "ranks", "experts_ms", "other_ms", "peak", "slowdown"} measured in
+    the study. Its other phases scale with the tokens per rank; its expert phases also with the GEMM
+    rate (`curve`: a fraction of the peak) at the new rows per expert over that at its own; all of it
+    by `slowdown` over the reference's (how much slower a core computes at the point, e.g. when one
+    host runs the ranks of several nodes)."""
     scale = tokens / reference["tokens_per_rank"]
     rate_ref = gemm_rate(curve, rows_per_expert(bench, reference["ranks"], reference["tokens_per_rank"]))
     rate = gemm_rate(curve, rows_per_expert(bench, nodes * ranks_per_node, tokens))
     compute = (reference["other_ms"] + reference["experts_ms"] * rate_ref / rate) * scale
-    compute *= oversubscription / reference["oversubscription"]
+    compute *= slowdown / reference["slowdown"]
     xchg = exchange_ms(costs, round_s, bench, nodes, ranks_per_node, tokens, exchange)
     step = compute + xchg
-    return {"compute_ms": compute, "exchange_ms": xchg, "step_ms": step, "gemm_gflops": rate,
+    return {"compute_ms": compute, "exchange_ms": xchg, "step_ms": step, "gemm_gflops": rate * reference["peak"],
             "tokens_per_s": tokens * nodes * ranks_per_node / (step / 1e3)}

@@ -17,7 +17,7 @@ RUN_COLUMNS = [
 PROJECTED_COLUMNS = [
     "study", "kind", "purpose", "scaling", "series_tokens", "nodes", "ranks_per_node", "ranks", "link", "exchange",
     "tokens_per_rank", "tokens_total", "compute_ms", "gemm_gflops", "exchange_ms", "step_ms", "tokens_per_s",
-    "oversubscription", "compute_reference",
+    "compute_slowdown", "compute_reference",
     "measured_step_ms", "measured_min_ms", "measured_max_ms", "measured_compute_ms", "measured_exchange_ms",
     "rel_error", "measured_exchange_alone_ms", "exchange_alone_rel_error",
 ]
@@ -96,9 +96,9 @@ def projectable(point):
     return opts["overlap"] == "off" and opts["max_nodes"] == 0 and float(opts["link_penalty"]) == 0
 
 
-def compute_references(study, by_point, host_cores):
+def compute_references(study, by_point):
     """Per (ranks per node, exchange): the medians of the phases outside the exchange at the fewest
-    nodes, one reference per tokens per rank measured there."""
+    nodes, one reference per tokens per rank measured there, with the same-run GEMM peak."""
     refs = {}
     for point in study.points:
         runs = by_point.get(point.index)
@@ -109,31 +109,30 @@ def compute_references(study, by_point, host_cores):
             f.update(nodes=point.nodes, by_tokens={})
         if point.nodes == f["nodes"]:
             f["by_tokens"].setdefault(point.tokens_per_rank, []).extend(
-                projection.split_phases(r["_json"]["phase_ms"]) for r in runs)
+                (*projection.split_phases(r["_json"]["phase_ms"]), r["_json"]["gemm_peak_gflops"]) for r in runs)
     out = {}
     for (rpn, exchange), f in refs.items():
-        ranks = f["nodes"] * rpn
-        over = max(1.0, ranks / host_cores) if host_cores else 1.0
         out[(rpn, exchange)] = [
-            {"tokens_per_rank": t, "ranks": ranks, "oversubscription": over,
-             "experts_ms": statistics.median(e for e, _ in v), "other_ms": statistics.median(o for _, o in v),
-             "label": f"{f['nodes']}x{rpn} at {t} tokens/rank"} for t, v in sorted(f["by_tokens"].items())]
+            {"tokens_per_rank": t, "ranks": f["nodes"] * rpn, "slowdown": 1.0,
+             "experts_ms": statistics.median(e for e, _, _ in v), "other_ms": statistics.median(o for _, o, _ in v),
+             "peak": statistics.median(p for _, _, p in v), "label": f"{f['nodes']}x{rpn} at {t} tokens/rank"}
+            for t, v in sorted(f["by_tokens"].items())]
     return out
 
 
-def gemm_curve(study, by_point, host_cores):
-    """[(rows per expert, expert GEMM GFLOP/s)]: medians of the points run with no more ranks than cores
-    (all points when none did), and the same-run peak at its 4096 rows."""
-    points = [p for p in study.points if p.index in by_point and projectable(p)]
-    fit = [p for p in points if not host_cores or p.ranks <= host_cores] or points
+def gemm_curve(study, by_point):
+    """[(rows per expert, expert GEMM rate as a fraction of the same run's peak)]: medians over the
+    study's points, and 1 at the peak GEMM's 4096 rows. Relative to the same run's peak, so that a run
+    slowed as a whole (other load, more ranks than cores) does not bend the curve."""
     by_rows = {}
-    for p in fit:
-        rows = projection.rows_per_expert(study.bench, p.ranks, p.tokens_per_rank)
-        by_rows.setdefault(rows, []).extend(float(r["gemm_gflops"]) for r in by_point[p.index])
+    for p in study.points:
+        if p.index in by_point and projectable(p):
+            rows = projection.rows_per_expert(study.bench, p.ranks, p.tokens_per_rank)
+            by_rows.setdefault(rows, []).extend(
+                float(r["gemm_gflops"]) / float(r["gemm_peak_gflops"]) for r in by_point[p.index])
     curve = [(rows, statistics.median(v)) for rows, v in sorted(by_rows.items())]
-    peaks = [float(r["gemm_peak_gflops"]) for p in fit for r in by_point[p.index]]
-    if curve and peaks and curve[-1][0] < projection.PEAK_ROWS:
-        curve.append((projection.PEAK_ROWS, statistics.median(peaks)))
+    if curve and curve[-1][0] < projection.PEAK_ROWS:
+        curve.append((projection.PEAK_ROWS, 1.0))
     return curve
 
 
