@@ -152,9 +152,10 @@ std::set<std::string> files_to_read(const json& index, CharLm& model, Optimizer&
   for (std::int64_t l = 0; l < model.num_blocks(); ++l)
     if (!model.moe(l).selection_bias().empty()) names.push_back(bias_name(l));
   std::set<std::string> files;
-  const json map = index.value("weight_map", json::object());
+  if (!index.contains("weight_map") || !index["weight_map"].is_object()) return files;
+  const json& map = index["weight_map"];
   for (const auto& name : names)
-    if (map.is_object() && map.contains(name) && map[name].is_string()) files.insert(map[name].get<std::string>());
+    if (auto it = map.find(name); it != map.end() && it->is_string()) files.insert(it->get<std::string>());
   return files;
 }
 
