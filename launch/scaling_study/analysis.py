@@ -55,7 +55,9 @@ def validation_rows(study, by_point, topologies):
 
 def projection_costs(study, topologies):
     """[(link label, ranks per node or None, topology file)] the projection uses: each file given,
-    and for "probed" the links probed at the most nodes of each (ranks per node, link rate)."""
+    and for "probed" the links probed at the most nodes of each (ranks per node, link rate) whose
+    ranks fit this host's cores (a probe of ranks that share cores also times their waits for each
+    other), or at the fewest nodes when none fit."""
     out = []
     for topology in study.project["topology"]:
         if topology != "probed":
@@ -63,9 +65,11 @@ def projection_costs(study, topologies):
             continue
         for rpn in study.sweep["ranks_per_node"]:
             for gbit in study.sweep["link_gbit"]:
-                probed = [(n, f) for (n, m, g), f in topologies.items() if m == rpn and g == float(gbit)]
+                probed = sorted((n, f) for (n, m, g), f in topologies.items()
+                                if m == rpn and g == float(gbit) and n > 1)
+                fit = [(n, f) for n, f in probed if n * rpn <= (os.cpu_count() or 1)]
                 if probed:
-                    n, f = max(probed)
+                    n, f = max(fit) if fit else probed[0]
                     out.append((f"{float(gbit):g} Gbit/s (probed at {n} nodes)", rpn, f))
     return out
 
