@@ -222,7 +222,7 @@ def _projection_axes(ax, mode, points, by_point, rows):
         if valid:
             ax.plot([r["nodes"] for r in valid], [r["tokens_per_s"] for r in valid], ls="none", marker="s",
                     mfc="none", color=line[0].get_color(),
-                    label=f"model at the measured points, {gbit:g} Gbit/s (this host's cores)")
+                    label=f"model at the measured points, {gbit:g} Gbit/s (compute as slow as measured there)")
         nodes |= {p.nodes for p in measured}
     _node_axis(ax, sorted(nodes) or [1])
     ax.set_yscale("log")
