@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "switchyard/comm/mpi_communicator.hpp"
+#include "switchyard/comm/watchdog.hpp"
 #include "switchyard/runtime/error.hpp"
 
 namespace switchyard::comm {
@@ -19,6 +20,7 @@ class MpiEventState final : public EventState {
  public:
   std::vector<int> send_counts, send_displs, recv_counts, recv_displs;
   MPI_Request request = MPI_REQUEST_NULL;
+  WatchClock::time_point posted = WatchClock::now();
 
   ~MpiEventState() override {
     // NOTE: an exchange dropped unwaited still writes into its receive
@@ -33,12 +35,14 @@ class MpiEventState final : public EventState {
     if (request == MPI_REQUEST_NULL) return true;
     int done = 0;
     check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (!done) check_not_stalled(posted, "exchange (alltoallv)");
     return done != 0;
   }
 
   void wait() override {
     std::lock_guard lock(mutex_);
-    if (request != MPI_REQUEST_NULL) check_mpi(MPI_Wait(&request, MPI_STATUS_IGNORE));
+    if (request != MPI_REQUEST_NULL)
+      wait_watched(&request, "exchange (alltoallv)", std::chrono::microseconds(0), posted);
   }
 
  private:
@@ -105,6 +109,7 @@ Event MpiExchange::alltoallv(const void* send, const std::int64_t* send_rows, vo
   // start deferred until some later ready() could post two exchanges in a
   // different order on different ranks, and they would match wrongly.
   stream.wait(previous);
+  state->posted = WatchClock::now();
   check_mpi(MPI_Ialltoallv(send, state->send_counts.data(), state->send_displs.data(), row, recv,
                            state->recv_counts.data(), state->recv_displs.data(), row, comm_, &state->request));
   return Event(std::move(state));

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "switchyard/comm/watchdog.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/log.hpp"
 #include "switchyard/runtime/settings.hpp"
@@ -41,23 +42,7 @@ std::chrono::microseconds remote_sleep() {
 }  // namespace
 
 void wait_politely(MPI_Request* request, std::chrono::microseconds max_sleep) {
-  // NOTE: spin briefly (small messages finish in microseconds), then test with
-  // sleeps that grow to `max_sleep`: a blocking MPI wait busy-polls its core,
-  // which on a rank with one core starves the expert compute the exchange
-  // should overlap, and every wake-up costs that compute too. Progress
-  // (shared memory copies, TCP) happens inside MPI_Test.
-  constexpr auto kSpin = std::chrono::microseconds(100);
-  const auto start = std::chrono::steady_clock::now();
-  auto sleep = std::chrono::microseconds(10);
-  for (;;) {
-    int done = 0;
-    check_mpi(MPI_Test(request, &done, MPI_STATUS_IGNORE));
-    if (done) return;
-    if (std::chrono::steady_clock::now() - start > kSpin) {
-      std::this_thread::sleep_for(sleep);
-      sleep = std::min(max_sleep, sleep * 2);
-    }
-  }
+  wait_watched(request, "a point-to-point message", max_sleep);
 }
 
 void check_mpi(int rc, std::source_location where) {
@@ -100,6 +85,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm), owner_thread_(std
   // NOTE: the settings are read before the first collective, so a bad value
   // throws on every rank alike rather than on some ranks mid-exchange.
   load_settings();
+  init_watchdog(MPI_COMM_WORLD);
   check_mpi(MPI_Comm_rank(comm_, &rank_));
   check_mpi(MPI_Comm_size(comm_, &size_));
   int_args_.assign(static_cast<std::size_t>(4 * size_), 0);
@@ -139,45 +125,52 @@ void MpiCommunicator::alltoallv(const void* send, const std::int64_t* send_count
   int* so = to_int(send_offsets, size_, "offset", int_args_.data() + size_);
   int* rc = to_int(recv_counts, size_, "count", int_args_.data() + 2 * size_);
   int* ro = to_int(recv_offsets, size_, "offset", int_args_.data() + 3 * size_);
-  if (std::this_thread::get_id() == owner_thread_) {
-    check_mpi(MPI_Alltoallv(send, sc, so, row, recv, rc, ro, row, comm_));
-    return;
-  }
-  // NOTE: from another thread (a task graph's communication thread) the
-  // caller's core is meant to compute meanwhile, so do not busy-wait. Shared
-  // memory moves data only inside MPI calls, so it wants frequent tests; a
-  // network link keeps sending from the socket buffers between them, and
-  // fewer wake-ups leave more of the core to the experts.
-  bool remote = false;
-  for (int r = 0; r < size_; ++r) remote = remote || (!same_node_[r] && (sc[r] > 0 || rc[r] > 0));
-  const auto max_sleep = remote ? remote_sleep() : std::chrono::microseconds(10);
-  SY_TRACE(kComm, "alltoallv from the communication thread: %zu-byte rows, polite wait up to %lld us", row_bytes,
-           static_cast<long long>(max_sleep.count()));
+  // NOTE: every collective is posted non-blocking and waited for under the
+  // watchdog (watchdog.hpp), so a stalled peer ends the job instead of
+  // hanging it. The owner thread spins (as a blocking call would); another
+  // thread (a task graph's communication thread) leaves its core to compute
+  // meanwhile. Shared memory moves data only inside MPI calls, so it wants
+  // frequent tests; a network link keeps sending from the socket buffers
+  // between them, and fewer wake-ups leave more of the core to the experts.
   MPI_Request request;
   check_mpi(MPI_Ialltoallv(send, sc, so, row, recv, rc, ro, row, comm_, &request));
-  wait_politely(&request, max_sleep);
+  auto max_sleep = std::chrono::microseconds(0);
+  if (std::this_thread::get_id() != owner_thread_) {
+    bool remote = false;
+    for (int r = 0; r < size_; ++r) remote = remote || (!same_node_[r] && (sc[r] > 0 || rc[r] > 0));
+    max_sleep = remote ? remote_sleep() : std::chrono::microseconds(10);
+  }
+  wait_watched(&request, "alltoallv", max_sleep);
+}
+
+void MpiCommunicator::wait(MPI_Request* request, const char* operation) {
+  const auto max_sleep =
+      std::this_thread::get_id() == owner_thread_ ? std::chrono::microseconds(0) : std::chrono::microseconds(10);
+  wait_watched(request, operation, max_sleep);
 }
 
 void MpiCommunicator::alltoall(const std::int64_t* send, std::int64_t* recv, std::size_t count) {
-  check_mpi(
-      MPI_Alltoall(send, static_cast<int>(count), MPI_INT64_T, recv, static_cast<int>(count), MPI_INT64_T, comm_));
+  MPI_Request request;
+  check_mpi(MPI_Ialltoall(send, static_cast<int>(count), MPI_INT64_T, recv, static_cast<int>(count), MPI_INT64_T, comm_,
+                          &request));
+  wait(&request, "alltoall");
+}
+
+void MpiCommunicator::allreduce(void* data, std::size_t count, MPI_Datatype type, MPI_Op op) {
+  MPI_Request request;
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), type, op, comm_, &request));
+  wait(&request, "allreduce");
 }
 
 void MpiCommunicator::allreduce_sum(std::int64_t* data, std::size_t count) {
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_INT64_T, MPI_SUM, comm_));
+  allreduce(data, count, MPI_INT64_T, MPI_SUM);
 }
 
-void MpiCommunicator::allreduce_sum(double* data, std::size_t count) {
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_));
-}
+void MpiCommunicator::allreduce_sum(double* data, std::size_t count) { allreduce(data, count, MPI_DOUBLE, MPI_SUM); }
 
-void MpiCommunicator::allreduce_sum(float* data, std::size_t count) {
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_));
-}
+void MpiCommunicator::allreduce_sum(float* data, std::size_t count) { allreduce(data, count, MPI_FLOAT, MPI_SUM); }
 
-void MpiCommunicator::allreduce_max(double* data, std::size_t count) {
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_DOUBLE, MPI_MAX, comm_));
-}
+void MpiCommunicator::allreduce_max(double* data, std::size_t count) { allreduce(data, count, MPI_DOUBLE, MPI_MAX); }
 
 void MpiCommunicator::gatherv(const void* send, std::size_t send_bytes, void* recv, const std::int64_t* recv_bytes,
                               const std::int64_t* recv_offsets, int root) {
@@ -187,13 +180,21 @@ void MpiCommunicator::gatherv(const void* send, std::size_t send_bytes, void* re
     to_int(recv_bytes, size_, "count", rb);
     to_int(recv_offsets, size_, "offset", ro);
   }
-  check_mpi(MPI_Gatherv(send, static_cast<int>(send_bytes), MPI_BYTE, recv, rb, ro, MPI_BYTE, root, comm_));
+  MPI_Request request;
+  check_mpi(MPI_Igatherv(send, static_cast<int>(send_bytes), MPI_BYTE, recv, rb, ro, MPI_BYTE, root, comm_, &request));
+  wait(&request, "gatherv");
 }
 
-void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_)); }
+void MpiCommunicator::barrier() {
+  MPI_Request request;
+  check_mpi(MPI_Ibarrier(comm_, &request));
+  wait(&request, "barrier");
+}
 
 void MpiCommunicator::broadcast(void* data, std::size_t bytes, int root) {
-  check_mpi(MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_));
+  MPI_Request request;
+  check_mpi(MPI_Ibcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_, &request));
+  wait(&request, "broadcast");
 }
 
 void MpiCommunicator::abort(int exit_code) {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "switchyard/comm/mpi_communicator.hpp"
+#include "switchyard/comm/watchdog.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/log.hpp"
 
@@ -38,6 +39,25 @@ void check_options(const DiscoveryOptions& o, int size) {
   if (o.probe) check_probe_bytes(o.probe_bytes);
 }
 
+// NOTE: every wait here is under the watchdog (watchdog.hpp), so a rank
+// that stalls while the topology is probed ends the job too. The timed
+// waits spin, as the blocking calls they stand for would.
+void spin(MPI_Request* request, const char* operation) {
+  wait_watched(request, operation, std::chrono::microseconds(0));
+}
+
+void send_watched(const void* data, int count, MPI_Datatype type, int peer, int tag, MPI_Comm comm) {
+  MPI_Request request;
+  check_mpi(MPI_Isend(data, count, type, peer, tag, comm, &request));
+  spin(&request, "send (topology probe)");
+}
+
+void recv_watched(void* data, int count, MPI_Datatype type, int peer, int tag, MPI_Comm comm) {
+  MPI_Request request;
+  check_mpi(MPI_Irecv(data, count, type, peer, tag, comm, &request));
+  spin(&request, "receive (topology probe)");
+}
+
 // A private duplicate of the caller's communicator, so that probe messages
 // never match the caller's.
 class DupComm {
@@ -57,7 +77,9 @@ int lowest_rank_of_my_node(MPI_Comm comm, int rank) {
   MPI_Comm node;
   check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
   int lowest = rank;
-  const int rc = MPI_Allreduce(&rank, &lowest, 1, MPI_INT, MPI_MIN, node);
+  MPI_Request request;
+  const int rc = MPI_Iallreduce(&rank, &lowest, 1, MPI_INT, MPI_MIN, node, &request);
+  if (rc == MPI_SUCCESS) spin(&request, "allreduce (topology)");
   MPI_Comm_free(&node);
   check_mpi(rc);
   return lowest;
@@ -100,10 +122,13 @@ std::vector<RankPlacement> gather_placements(MPI_Comm comm, int rank, int size, 
   check_mpi(MPI_Get_processor_name(host, &host_len));
   const int header[3] = {node_label(comm, rank, o), mine.numa_node, static_cast<int>(mine.cores.size())};
   std::vector<int> headers(static_cast<std::size_t>(3 * size));
-  check_mpi(MPI_Allgather(header, 3, MPI_INT, headers.data(), 3, MPI_INT, comm));
+  MPI_Request request;
+  check_mpi(MPI_Iallgather(header, 3, MPI_INT, headers.data(), 3, MPI_INT, comm, &request));
+  spin(&request, "allgather (topology)");
   std::vector<char> hosts(static_cast<std::size_t>(size) * MPI_MAX_PROCESSOR_NAME);
-  check_mpi(
-      MPI_Allgather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, hosts.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, comm));
+  check_mpi(MPI_Iallgather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, hosts.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, comm,
+                           &request));
+  spin(&request, "allgather (topology)");
   std::vector<int> counts(static_cast<std::size_t>(size)), offsets(static_cast<std::size_t>(size));
   int total = 0;
   for (int r = 0; r < size; ++r) {
@@ -112,8 +137,9 @@ std::vector<RankPlacement> gather_placements(MPI_Comm comm, int rank, int size, 
     total += counts[static_cast<std::size_t>(r)];
   }
   std::vector<int> cores(static_cast<std::size_t>(std::max(total, 1)));
-  check_mpi(MPI_Allgatherv(mine.cores.data(), header[2], MPI_INT, cores.data(), counts.data(), offsets.data(), MPI_INT,
-                           comm));
+  check_mpi(MPI_Iallgatherv(mine.cores.data(), header[2], MPI_INT, cores.data(), counts.data(), offsets.data(), MPI_INT,
+                            comm, &request));
+  spin(&request, "allgatherv (topology)");
   // Node ids 0..N-1 in order of each node's lowest rank, which is the order
   // in which ranks first name their labels.
   std::vector<RankPlacement> out(static_cast<std::size_t>(size));
@@ -169,8 +195,8 @@ std::vector<double> probe_ping(MPI_Comm comm, int peer, const DiscoveryOptions& 
     std::vector<double> samples;
     for (int rep = -1; rep < o.repetitions; ++rep) {
       const double start = MPI_Wtime();
-      check_mpi(MPI_Send(buffer->data(), count, MPI_BYTE, peer, kPingTag, comm));
-      check_mpi(MPI_Recv(buffer->data(), count, MPI_BYTE, peer, kPingTag, comm, MPI_STATUS_IGNORE));
+      send_watched(buffer->data(), count, MPI_BYTE, peer, kPingTag, comm);
+      recv_watched(buffer->data(), count, MPI_BYTE, peer, kPingTag, comm);
       if (rep >= 0) samples.push_back(0.5 * (MPI_Wtime() - start));
     }
     out.push_back(median(samples));
@@ -191,9 +217,9 @@ void answer_ping(MPI_Comm comm, int measurer, const DiscoveryOptions& o, std::ve
         wait_politely(&request, kIdleSleep);
         first = false;
       } else {
-        check_mpi(MPI_Recv(buffer->data(), count, MPI_BYTE, measurer, kPingTag, comm, MPI_STATUS_IGNORE));
+        recv_watched(buffer->data(), count, MPI_BYTE, measurer, kPingTag, comm);
       }
-      check_mpi(MPI_Send(buffer->data(), count, MPI_BYTE, measurer, kPingTag, comm));
+      send_watched(buffer->data(), count, MPI_BYTE, measurer, kPingTag, comm);
     }
   }
 }
@@ -239,7 +265,7 @@ void measure(MPI_Comm comm, int rank, const ProbePairs& pairs, const DiscoveryOp
     if (pairs.same_measurer == 0) put(LinkClass::kSameNode, probe_ping(comm, pairs.same_peer, o, &a));
     if (pairs.other_peer > 0) put(LinkClass::kOtherNode, probe_ping(comm, pairs.other_peer, o, &a));
     if (pairs.same_measurer > 0) {
-      check_mpi(MPI_Send(nullptr, 0, MPI_BYTE, pairs.same_measurer, kGoTag, comm));
+      send_watched(nullptr, 0, MPI_BYTE, pairs.same_measurer, kGoTag, comm);
       MPI_Request request;
       check_mpi(MPI_Irecv(same_row, rows, MPI_DOUBLE, pairs.same_measurer, kResultTag, comm, &request));
       wait_politely(&request, kIdleSleep);
@@ -253,7 +279,7 @@ void measure(MPI_Comm comm, int rank, const ProbePairs& pairs, const DiscoveryOp
     check_mpi(MPI_Irecv(nullptr, 0, MPI_BYTE, 0, kGoTag, comm, &request));
     wait_politely(&request, kIdleSleep);
     const std::vector<double> same = probe_ping(comm, pairs.same_peer, o, &a);
-    check_mpi(MPI_Send(same.data(), rows, MPI_DOUBLE, 0, kResultTag, comm));
+    send_watched(same.data(), rows, MPI_DOUBLE, 0, kResultTag, comm);
   }
 }
 
@@ -302,14 +328,19 @@ double probe_round(MPI_Comm comm, int size) {
   std::vector<std::int64_t> send(static_cast<std::size_t>(size), 0), recv(send.size(), 0);
   std::vector<double> seconds;
   for (int i = 0; i < kWarmup + kRounds; ++i) {
-    check_mpi(MPI_Barrier(comm));
+    MPI_Request request;
+    check_mpi(MPI_Ibarrier(comm, &request));
+    spin(&request, "barrier (topology)");
     const double start = MPI_Wtime();
-    check_mpi(MPI_Alltoall(send.data(), 1, MPI_INT64_T, recv.data(), 1, MPI_INT64_T, comm));
+    check_mpi(MPI_Ialltoall(send.data(), 1, MPI_INT64_T, recv.data(), 1, MPI_INT64_T, comm, &request));
+    spin(&request, "alltoall (topology)");
     if (i >= kWarmup) seconds.push_back(MPI_Wtime() - start);
   }
   std::nth_element(seconds.begin(), seconds.begin() + kRounds / 2, seconds.end());
   double slowest = seconds[kRounds / 2];
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm));
+  MPI_Request request;
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm, &request));
+  spin(&request, "allreduce (topology)");
   return slowest;
 }
 

@@ -15,6 +15,7 @@
 #include "cli_runner.hpp"
 #include "commands.hpp"
 #include "routing_stats.hpp"
+#include "switchyard/comm/watchdog.hpp"
 #include "switchyard/formats/model_config.hpp"
 #include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/layers/moe_layer.hpp"
@@ -233,6 +234,7 @@ Run timed_run(const BenchOptions& o, comm::Communicator& comm, StepRunner& runne
   Run run;
   for (int it = 0; it < o.warmup + o.iters; ++it) {
     if (traced && it == o.warmup + o.iters - 1) runner.restart_trace();  // trace the last step only
+    comm::set_activity("bench iteration " + std::to_string(it + 1));
     PhaseTimer timer;
     double t[1];
     comm.barrier();

@@ -13,6 +13,7 @@
 #include "layer_grads.hpp"
 #include "routing_stats.hpp"
 #include "switchyard/comm/gather.hpp"
+#include "switchyard/comm/watchdog.hpp"
 #include "switchyard/formats/checkpoint.hpp"
 #include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/layers/moe_layer.hpp"
@@ -228,6 +229,7 @@ void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const la
 }  // namespace
 
 void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
+  comm::set_activity("forward");
   const int R = comm.size(), me = comm.rank();
   // The link costs only for cost-aware routing: otherwise forward reports
   // traffic per link class, and prices nothing.

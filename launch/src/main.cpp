@@ -9,6 +9,7 @@
 #include "cli_runner.hpp"
 #include "commands.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
+#include "switchyard/comm/watchdog.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/runtime/settings.hpp"
 
@@ -51,6 +52,7 @@ struct CommandLine {
   CLI::App* env_cmd = nullptr;
   CLI::App* topo_cmd = nullptr;
   CLI::App* placement_cmd = nullptr;
+  double timeout_s = -1;  // --timeout of the multi-rank commands; < 0: SWITCHYARD_TIMEOUT_S
 
   CommandLine() {
     app.require_subcommand(1);
@@ -67,6 +69,12 @@ struct CommandLine {
     placement_cmd = app.add_subcommand("placement", "Plan which ranks hold each expert from routing statistics");
     launch::add_placement_options(*placement_cmd, &placement);
     env_cmd = app.add_subcommand("env", "List every SWITCHYARD_* setting, its value and where it came from");
+    for (CLI::App* cmd : {forward_cmd, bench_cmd, train_cmd, topo_cmd}) {
+      cmd->add_option("--timeout", timeout_s,
+                      "Seconds a collective or exchange may go without completing before every rank ends the job, "
+                      "naming the operation and the ranks it waited on (default: SWITCHYARD_TIMEOUT_S, 600)")
+          ->check(CLI::Range(0.1, 1e6));
+    }
   }
 };
 
@@ -141,6 +149,7 @@ int main(int argc, char** argv) {
     if (parse_command_line(comm, cli.app, argc, argv)) {
       print_help(comm, cli.app);
     } else {
+      if (cli.timeout_s > 0) comm::set_operation_timeout(cli.timeout_s);
       run_subcommand(cli, comm);
     }
   } catch (const launch::AgreedExit& e) {

@@ -13,6 +13,7 @@
 #include "cli_runner.hpp"
 #include "commands.hpp"
 #include "routing_stats.hpp"
+#include "switchyard/comm/watchdog.hpp"
 #include "switchyard/layers/link_traffic.hpp"
 #include "switchyard/runtime/error.hpp"
 #include "switchyard/train/trainer.hpp"
@@ -260,6 +261,7 @@ void TrainRun::train() {
   t_window_ = t_train_;
   while (trainer_.step() < last_) {
     runner_.restart_trace();  // --trace shows the last training step
+    comm::set_activity("train step " + std::to_string(trainer_.step() + 1));
     const train::StepReport rep = trainer_.train_step();
     for (std::size_t b = 0; b < rep.traffic.size(); ++b)
       routing_stats_.add(static_cast<std::int64_t>(b), rep.traffic[b]);

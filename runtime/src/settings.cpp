@@ -37,6 +37,14 @@ constexpr SettingSpec kSettings[] = {
      .default_value = "ALL",
      .choices = "INIT,COMM,GRAPH,EXPERTS,FORMATS,TRAIN,ALL",
      .doc = "subsystems that log"},
+    {.name = "SWITCHYARD_TIMEOUT_S",
+     .type = SettingType::kDouble,
+     .default_value = "600",
+     .min = 0.1,
+     .max = 1e6,
+     .choices = "",
+     .doc = "seconds a collective or exchange may go without completing before every rank ends the job, naming "
+            "the operation and the ranks it waited on (--timeout overrides it)"},
 };
 
 std::vector<std::string_view> split(std::string_view text, char sep) {

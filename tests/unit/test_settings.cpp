@@ -16,7 +16,8 @@ namespace {
 
 using namespace switchyard;
 
-constexpr const char* kVariables[] = {"SWITCHYARD_POLL_US", "SWITCHYARD_DEBUG", "SWITCHYARD_DEBUG_SUBSYS"};
+constexpr const char* kVariables[] = {"SWITCHYARD_POLL_US", "SWITCHYARD_DEBUG", "SWITCHYARD_DEBUG_SUBSYS",
+                                      "SWITCHYARD_TIMEOUT_S"};
 
 constexpr std::uint32_t bit(LogSubsys s) { return std::uint32_t{1} << static_cast<int>(s); }
 constexpr std::uint32_t kAll = (std::uint32_t{1} << static_cast<int>(LogSubsys::kCount)) - 1;
@@ -92,9 +93,11 @@ TEST_F(Settings, EmptyVariableCountsAsUnset) {
 
 TEST_F(Settings, EnvironmentOverridesDefaultsAndIsNormalised) {
   setenv("SWITCHYARD_POLL_US", "50", 1);
+  setenv("SWITCHYARD_TIMEOUT_S", "2.5", 1);
   setenv("SWITCHYARD_DEBUG", "info", 1);
   set("SWITCHYARD_DEBUG_SUBSYS", "comm,Graph");
   EXPECT_EQ(setting_int("SWITCHYARD_POLL_US"), 50);
+  EXPECT_EQ(setting_double("SWITCHYARD_TIMEOUT_S"), 2.5);
   EXPECT_EQ(setting_text("SWITCHYARD_DEBUG"), "INFO");
   EXPECT_EQ(setting_text("SWITCHYARD_DEBUG_SUBSYS"), "COMM,GRAPH");
   EXPECT_EQ(log_level(), LogLevel::kInfo);

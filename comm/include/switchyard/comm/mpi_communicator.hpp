@@ -17,8 +17,8 @@ namespace switchyard::comm {
 void check_mpi(int rc, std::source_location where = std::source_location::current());
 
 /// Completes `request`, spinning briefly and then sleeping between tests (up
-/// to `max_sleep`) so a waiting thread leaves its core to compute. Throws
-/// like check_mpi.
+/// to `max_sleep`) so a waiting thread leaves its core to compute; under the
+/// watchdog (watchdog.hpp). Throws like check_mpi.
 void wait_politely(MPI_Request* request, std::chrono::microseconds max_sleep = std::chrono::microseconds(10));
 
 class MpiCommunicator final : public Communicator {
@@ -50,6 +50,8 @@ class MpiCommunicator final : public Communicator {
 
  private:
   MPI_Datatype row_type(std::size_t row_bytes);
+  void allreduce(void* data, std::size_t count, MPI_Datatype type, MPI_Op op);
+  void wait(MPI_Request* request, const char* operation);  // under the watchdog
 
   MPI_Comm comm_;
   std::thread::id owner_thread_;  // blocking waits here; polite waits on other threads
