@@ -60,3 +60,18 @@ def assert_no_leftovers(pid, links_before, wait_s=10.0):
             pytest.fail(f"left behind: namespaces {namespaces}, /etc/netns {files}, processes {details}, "
                         f"root links {links} (before {links_before})")
         time.sleep(0.2)
+
+
+def run_launcher(argv, timeout, **kwargs):
+    """Runs a launcher (argv) to completion, checks that it left nothing behind; a CompletedProcess."""
+    links_before = root_links()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"{argv[0]} hung (> {timeout} s): {out}\n{err}")
+    # the namespaces carry the launcher's pid (emulated-slurm execs emulated-cluster)
+    assert_no_leftovers(proc.pid, links_before)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leftovers import assert_no_leftovers, cmdline, live_processes_of, root_links
+from leftovers import assert_no_leftovers, cmdline, live_processes_of, root_links, run_launcher
 
 if os.geteuid() != 0:
     pytest.exit("emulated-cluster tests need root (network namespaces)", returncode=77)
@@ -45,17 +45,7 @@ def tool(name):
 
 def run_cluster(args, command, timeout=TIMEOUT, **kwargs):
     """Runs the launcher to completion and checks it cleaned up; returns the CompletedProcess-like result."""
-    links_before = root_links()
-    proc = subprocess.Popen([LAUNCHER, *args, "--", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        out, err = proc.communicate(timeout=30)
-        pytest.fail(f"launcher hung (> {timeout} s): {out}\n{err}")
-    assert_no_leftovers(proc.pid, links_before)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return run_launcher([LAUNCHER, *args, "--", *command], timeout, **kwargs)
 
 
 def cluster(nodes, ranks_per_node, gbit=1):

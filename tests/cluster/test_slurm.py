@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leftovers import assert_no_leftovers, cmdline, live_processes_of, root_links
+from leftovers import assert_no_leftovers, cmdline, live_processes_of, root_links, run_launcher
 
 ROOT = Path(__file__).resolve().parents[2]
 SLURM = ROOT / "launch" / "slurm" / "emulated-slurm"
@@ -47,20 +47,9 @@ def tool(name):
     return path
 
 
-def run_launcher(args, timeout=TIMEOUT, env=None):
+def run_slurm(args, timeout=TIMEOUT, env=None):
     """Runs emulated-slurm to completion and checks that it left nothing behind."""
-    links_before = root_links()
-    proc = subprocess.Popen([str(SLURM), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        out, err = proc.communicate(timeout=30)
-        pytest.fail(f"emulated-slurm hung (> {timeout} s): {out}\n{err}")
-    # emulated-slurm execs emulated-cluster, so the namespaces carry this pid
-    assert_no_leftovers(proc.pid, links_before)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return run_launcher([str(SLURM), *args], timeout, env=env)
 
 
 def forward_flags(model, out_dir):
@@ -97,7 +86,7 @@ def slurm_jobs(model):
         script.append(f"SWITCHYARD_RUNS={work / name} sbatch --wait --parsable --ntasks-per-node 1 --time 5 "
                       f"--output {work / name}/slurm.out {args} > {work / name}/jobid; echo $? > {work / name}/rc")
     env = dict(os.environ, SWITCHYARD=tool("SWITCHYARD_BIN"), SWITCHYARD_CPU_BIND="none", **MPI_ENV)
-    res = run_launcher(["--nodes", str(NODES), "--cpus-per-node", "1", "--link-gbit", "2", "--", "bash", "-c",
+    res = run_slurm(["--nodes", str(NODES), "--cpus-per-node", "1", "--link-gbit", "2", "--", "bash", "-c",
                         "\n".join(script)], env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     result = {}
@@ -162,7 +151,7 @@ def test_template_outside_slurm_is_refused():
 
 
 def test_exit_code_and_teardown_after_failing_command():
-    res = run_launcher(["--nodes", "2", "--cpus-per-node", "1", "--link-gbit", "1", "--", "sh", "-c",
+    res = run_slurm(["--nodes", "2", "--cpus-per-node", "1", "--link-gbit", "1", "--", "sh", "-c",
                         "sinfo -h -N -o %N:%t | sort | tr '\\n' ' '; exit 3"])
     assert res.returncode == 3, res.stderr
     assert res.stdout.split() == ["node0:idle", "node1:idle"]

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "byte_fixtures.hpp"
 #include "switchyard/formats/checkpoint.hpp"
 #include "switchyard/formats/model_config.hpp"
 #include "switchyard/formats/moe_checkpoint.hpp"
@@ -40,57 +41,15 @@ using namespace switchyard::formats;
 // ---------------------------------------------------------------------------
 // Helpers.
 
-// A fresh directory under the system temp directory, removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / ("switchyard_test_formats_" + std::to_string(::getpid()) + "_" +
-                                         std::to_string(counter++) + "_" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
+using fixtures::Bytes;
+using fixtures::put_le;
+using fixtures::put_str;
+using fixtures::read_file;
+using fixtures::safetensors_bytes;
+using fixtures::TempDir;
+using fixtures::write_file;
 
- private:
-  fs::path path_;
-};
-
-using Bytes = std::vector<std::uint8_t>;
-
-void put_le(Bytes& b, std::uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
-}
-void put_str(Bytes& b, const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
-
-void write_file(const std::string& path, const Bytes& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
 void write_text(const std::string& path, const std::string& text) { write_file(path, Bytes(text.begin(), text.end())); }
-Bytes read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return Bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// A safetensors file: 8-byte LE header length, the header padded with spaces
-// to a multiple of 8, then the data.
-Bytes safetensors_bytes(std::string header, const Bytes& data) {
-  while (header.size() % 8 != 0) header += ' ';
-  Bytes b;
-  put_le(b, header.size(), 8);
-  put_str(b, header);
-  b.insert(b.end(), data.begin(), data.end());
-  return b;
-}
 
 float f32_bits(std::uint32_t u) { return std::bit_cast<float>(u); }
 std::uint32_t bits_of(float f) { return std::bit_cast<std::uint32_t>(f); }
