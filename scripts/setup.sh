@@ -19,32 +19,40 @@ cd "$(dirname "$0")/.."
 run_packages=(g++ make cmake openmpi-bin libopenmpi-dev libdnnl-dev ocl-icd-opencl-dev
               nlohmann-json3-dev libboost-json1.81-dev libboost-stacktrace1.81-dev libcli11-dev
               libhwloc-dev pkg-config libxxhash-dev)
-test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv python3-matplotlib)
+test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv)
 # A real Slurm cluster across the emulated nodes (launch/slurm/emulated-slurm, tests/cluster/test_slurm.py);
 # slurm-wlm-basic-plugins holds the PMIx plugin that srun --mpi=pmix loads.
-test_packages+=(munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins)
+slurm_packages=(munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins)
+# The plots of launch/scaling-study.
+plot_packages=(python3-matplotlib)
 bench_packages=(pkg-config libopenblas-dev libblis-dev)
 
-want=("${run_packages[@]}")
+groups=(run_packages)
 python=0
 for arg in "$@"; do
   case $arg in
-    --test) want+=("${test_packages[@]}"); python=1 ;;
-    --bench) want+=("${bench_packages[@]}"); python=1 ;;
+    --test) groups+=(test_packages slurm_packages plot_packages); python=1 ;;
+    --bench) groups+=(bench_packages plot_packages); python=1 ;;
     *) echo "setup: error: unknown argument '$arg' (expected --test or --bench)" >&2; exit 2 ;;
   esac
 done
 
-missing=()
-for p in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
+# NOTE: one apt-get call per group: asked for python3-matplotlib and
+# slurm-client at once, apt's resolver picks libboost1.74-dev, which conflicts
+# with the libboost1.81-dev already installed, and gives up.
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+updated=0
+for group in "${groups[@]}"; do
+  declare -n packages=$group
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || continue
   echo "setup: installing ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
+  ((updated)) || { $SUDO apt-get update -qq; updated=1; }
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+done
 
 ((python)) && scripts/setup-python.sh
 exit 0
