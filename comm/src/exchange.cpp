@@ -27,7 +27,11 @@ class MpiEventState final : public EventState {
     // buffer; complete it here rather than leave MPI a dangling request.
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized && request != MPI_REQUEST_NULL) MPI_Wait(&request, MPI_STATUS_IGNORE);
+    if (finalized || request == MPI_REQUEST_NULL) return;
+    try {
+      wait_watched(&request, "exchange (alltoallv)", std::chrono::microseconds(0), posted);
+    } catch (...) {  // NOTE: MPI's error, from a destructor: nothing left to do with it
+    }
   }
 
   bool ready() override {
