@@ -20,6 +20,8 @@ run_packages=(g++ make cmake openmpi-bin libopenmpi-dev libdnnl-dev ocl-icd-open
               nlohmann-json3-dev libboost-json1.81-dev libboost-stacktrace1.81-dev libcli11-dev
               libhwloc-dev pkg-config libxxhash-dev)
 test_packages=(libgtest-dev clang-format iproute2 util-linux fortunes python3 python3-venv)
+# clang-14, libclang-rt-14-dev: the libFuzzer harnesses of fuzz/ (scripts/fuzz-smoke.sh, bench/fuzz.sh).
+test_packages+=(clang-14 libclang-rt-14-dev)
 # A real Slurm cluster across the emulated nodes (launch/slurm/emulated-slurm, tests/cluster/test_slurm.py);
 # slurm-wlm-basic-plugins holds the PMIx plugin that srun --mpi=pmix loads.
 slurm_packages=(munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins)

@@ -141,8 +141,10 @@ void read_links(const Object& o, Topology* t) {
 json parse_json(const std::string& text, const std::string& source) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     // e.what() is "[json.exception.parse_error.101] parse error at line 3, ...": keep what follows the tag.
+    // NOTE: json::exception, not only parse_error: a number too large for a
+    // double ("1e400") is an out_of_range.406 thrown by the parser.
     std::string what = e.what();
     what = what.substr(what.find(']') == std::string::npos ? 0 : what.find(']') + 2);
     throw Error(ErrorCode::kInvalidArgument, source + ": not valid JSON (" + what + "); expected a topology file");

@@ -149,9 +149,7 @@ Preamble read_preamble(const std::string& path, const std::uint8_t* p, std::size
 
 }  // namespace
 
-NpyMatrix::NpyMatrix(const std::string& path) : file_(std::make_unique<MappedFile>(path)) {
-  const std::uint8_t* p = file_->data();
-  const std::size_t n = file_->size();
+NpyLayout parse_npy(const std::string& path, const std::uint8_t* p, std::size_t n) {
   const Preamble pre = read_preamble(path, p, n);
   const std::string header(reinterpret_cast<const char*>(p + pre.header_at), pre.header_len);
   check_arg(!header.empty() && header.back() == '\n', path + ": .npy header must end with a newline ('\\n')");
@@ -168,19 +166,24 @@ NpyMatrix::NpyMatrix(const std::string& path) : file_(std::make_unique<MappedFil
             path + ": .npy header: 'shape' must be a tuple of non-negative integers, got " + shape_text);
   const std::vector<std::int64_t> shape = parse_shape(path, shape_text);
   check_arg(shape.size() == 2, path + ": expected a 2-D array [tokens, hidden], got shape " + shape_text);
-  rows_ = shape[0];
-  cols_ = shape[1];
-  const std::size_t data_offset = pre.header_at + pre.header_len;
-  const std::size_t have = n - data_offset;
-  check_arg(cols_ == 0 || static_cast<std::uint64_t>(rows_) <=
-                              std::numeric_limits<std::uint64_t>::max() / 4 / static_cast<std::uint64_t>(cols_),
+  NpyLayout out{.rows = shape[0], .cols = shape[1], .data_offset = pre.header_at + pre.header_len};
+  const auto rows = static_cast<std::uint64_t>(out.rows), cols = static_cast<std::uint64_t>(out.cols);
+  const std::size_t have = n - out.data_offset;
+  check_arg(cols == 0 || rows <= std::numeric_limits<std::uint64_t>::max() / 4 / cols,
             path + ": .npy shape " + shape_text + ": the data size overflows 64 bits");
-  const std::uint64_t need = static_cast<std::uint64_t>(rows_) * static_cast<std::uint64_t>(cols_) * sizeof(float);
+  const std::uint64_t need = rows * cols * sizeof(float);
   check_arg(have >= need, path + ": truncated: shape " + shape_text + " needs " + std::to_string(need) +
                               " data bytes, file has " + std::to_string(have));
   check_arg(have == need, path + ": shape " + shape_text + " needs " + std::to_string(need) + " data bytes, file has " +
                               std::to_string(have) + " (trailing bytes)");
-  data_ = reinterpret_cast<const float*>(p + data_offset);
+  return out;
+}
+
+NpyMatrix::NpyMatrix(const std::string& path) : file_(std::make_unique<MappedFile>(path)) {
+  const NpyLayout layout = parse_npy(path, file_->data(), file_->size());
+  rows_ = layout.rows;
+  cols_ = layout.cols;
+  data_ = reinterpret_cast<const float*>(file_->data() + layout.data_offset);
 }
 
 std::vector<std::uint8_t> npy_bytes(const float* data, std::int64_t rows, std::int64_t cols) {

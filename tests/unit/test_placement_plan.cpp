@@ -237,6 +237,7 @@ TEST(PlacementFile, EachRefusalNamesTheField) {
   const std::string head = R"({"format":"switchyard-placement","version":1,"ranks":2,"experts":2,"blocks":)";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"not json", "not valid JSON"},
+      {"[1e400]", "not valid JSON (number overflow parsing '1e400')"},
       {R"({"format":"switchyard-topology","version":1})", "field 'format'"},
       {R"({"version":1})", "missing field 'format'"},
       {R"({"format":"switchyard-placement","version":2,"ranks":2,"experts":2,"blocks":[]})", "field 'version'"},
@@ -264,6 +265,7 @@ TEST(RoutingStatsFile, EachRefusalNamesTheField) {
       R"({"format":"switchyard-routing-stats","version":1,"command":"bench","ranks":2,"experts":2,"steps":1,)";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"[1,2", "not valid JSON"},
+      {"[1e400]", "not valid JSON (number overflow parsing '1e400')"},
       {R"({"format":"switchyard-placement","version":1})", "field 'format'"},
       {head + R"("node_of_rank":[0],"expert_owner":[0,1],"blocks":[]})", "field 'node_of_rank' has 1 entries"},
       {head + R"("node_of_rank":[0,0],"expert_owner":[0,2],"blocks":[]})", "field 'expert_owner[1]'"},

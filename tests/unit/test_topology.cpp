@@ -227,6 +227,8 @@ TEST(TopologyFile, BadFilesAreRefusedWithOneLineNamingFileAndField) {
       {"no_format", edited(good, R"("format": "switchyard-topology",)", ""), "'format'", "not a topology file"},
       {"wrong_version", edited(good, R"("version": 1)", R"("version": 2)"), "'version'", "expected 1"},
       {"truncated", good.substr(0, good.size() / 2), "not valid JSON", "expected a topology file"},
+      {"number_overflow", edited(good, R"("version": 1)", R"("version": 1e400)"), "not valid JSON",
+       "number overflow parsing '1e400'"},
       {"unknown_field", edited(good, R"("numa_node": 0)", R"("numa_node": 0, "cpu": 3)"), "'ranks[0].cpu'",
        "expected one of"},
       {"cores_descending", edited(good, "[0, 1]", "[1, 0]"), "'ranks[0].cores'", "ascending"},

@@ -1,5 +1,6 @@
 #pragma once
 // NumPy .npy files (format 1.0-3.0): float32 matrices in and out.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -8,6 +9,16 @@
 #include "switchyard/runtime/mapped_file.hpp"
 
 namespace switchyard {
+
+/// Where the data of a validated .npy file lies.
+struct NpyLayout {
+  std::int64_t rows = 0, cols = 0;
+  std::size_t data_offset = 0;  // bytes from the start of the file
+};
+
+/// Validates the `size` bytes of an .npy file (named `path` in messages) by
+/// the rules of NpyMatrix; throws as NpyMatrix does.
+NpyLayout parse_npy(const std::string& path, const std::uint8_t* bytes, std::size_t size);
 
 /// A memory-mapped 2-D float32 little-endian C-order .npy file.
 class NpyMatrix {

@@ -11,6 +11,12 @@
 
 namespace switchyard::formats {
 
+/// The tensor name -> shard file name map of the model.safetensors.index.json
+/// text `text`. Throws Error(kInvalidArgument) in one line naming `source`:
+/// not a JSON object with a "weight_map" object, an entry that is not a
+/// string, or a shard name that is not a relative path inside the directory.
+std::map<std::string, std::string> parse_safetensors_index(const std::string& text, const std::string& source);
+
 class Checkpoint {
  public:
   /// Opens `dir`. Throws Error(kInvalidArgument) if it holds neither
