@@ -1,6 +1,7 @@
 #include "switchyard/comm/exchange.hpp"
 
 #include <climits>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -20,7 +21,7 @@ class MpiEventState final : public EventState {
  public:
   std::vector<int> send_counts, send_displs, recv_counts, recv_displs;
   MPI_Request request = MPI_REQUEST_NULL;
-  WatchClock::time_point posted = WatchClock::now();
+  StallClock clock;  // from when the exchange was posted
 
   ~MpiEventState() override {
     // NOTE: an exchange dropped unwaited still writes into its receive
@@ -28,9 +29,15 @@ class MpiEventState final : public EventState {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized || request == MPI_REQUEST_NULL) return;
+    // NOTE: while an error unwinds the stack, a stalled exchange is given up
+    // (the request left behind) rather than ending the job, so that the error
+    // itself is what the user sees.
     try {
-      wait_watched(&request, "exchange (alltoallv)", std::chrono::microseconds(0), posted);
-    } catch (...) {  // NOTE: MPI's error, from a destructor: nothing left to do with it
+      if (std::uncaught_exceptions() > 0)
+        wait_watched_or_give_up(&request, clock);
+      else
+        wait_watched(&request, "exchange (alltoallv)", std::chrono::microseconds(0), clock);
+    } catch (...) {  // MPI's error, from a destructor: nothing left to do with it
     }
   }
 
@@ -39,14 +46,14 @@ class MpiEventState final : public EventState {
     if (request == MPI_REQUEST_NULL) return true;
     int done = 0;
     check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-    if (!done) check_not_stalled(posted, "exchange (alltoallv)");
+    if (!done) check_not_stalled(clock, "exchange (alltoallv)");
     return done != 0;
   }
 
   void wait() override {
     std::lock_guard lock(mutex_);
     if (request != MPI_REQUEST_NULL)
-      wait_watched(&request, "exchange (alltoallv)", std::chrono::microseconds(0), posted);
+      wait_watched(&request, "exchange (alltoallv)", std::chrono::microseconds(0), clock);
   }
 
  private:
@@ -113,7 +120,7 @@ Event MpiExchange::alltoallv(const void* send, const std::int64_t* send_rows, vo
   // start deferred until some later ready() could post two exchanges in a
   // different order on different ranks, and they would match wrongly.
   stream.wait(previous);
-  state->posted = WatchClock::now();
+  state->clock = StallClock();
   check_mpi(MPI_Ialltoallv(send, state->send_counts.data(), state->send_displs.data(), row, recv,
                            state->recv_counts.data(), state->recv_displs.data(), row, comm_, &state->request));
   return Event(std::move(state));

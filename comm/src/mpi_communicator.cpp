@@ -85,7 +85,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm), owner_thread_(std
   // NOTE: the settings are read before the first collective, so a bad value
   // throws on every rank alike rather than on some ranks mid-exchange.
   load_settings();
-  init_watchdog(MPI_COMM_WORLD);
+  init_watchdog(comm_);
   check_mpi(MPI_Comm_rank(comm_, &rank_));
   check_mpi(MPI_Comm_size(comm_, &size_));
   int_args_.assign(static_cast<std::size_t>(4 * size_), 0);

@@ -79,7 +79,12 @@ int lowest_rank_of_my_node(MPI_Comm comm, int rank) {
   int lowest = rank;
   MPI_Request request;
   const int rc = MPI_Iallreduce(&rank, &lowest, 1, MPI_INT, MPI_MIN, node, &request);
-  if (rc == MPI_SUCCESS) spin(&request, "allreduce (topology)");
+  try {
+    if (rc == MPI_SUCCESS) spin(&request, "allreduce (topology)");
+  } catch (...) {
+    MPI_Comm_free(&node);
+    throw;
+  }
   MPI_Comm_free(&node);
   check_mpi(rc);
   return lowest;
@@ -214,7 +219,7 @@ void answer_ping(MPI_Comm comm, int measurer, const DiscoveryOptions& o, std::ve
       if (first) {
         MPI_Request request;
         check_mpi(MPI_Irecv(buffer->data(), count, MPI_BYTE, measurer, kPingTag, comm, &request));
-        wait_politely(&request, kIdleSleep);
+        wait_watched(&request, "receive (topology probe)", kIdleSleep);
         first = false;
       } else {
         recv_watched(buffer->data(), count, MPI_BYTE, measurer, kPingTag, comm);
@@ -268,7 +273,7 @@ void measure(MPI_Comm comm, int rank, const ProbePairs& pairs, const DiscoveryOp
       send_watched(nullptr, 0, MPI_BYTE, pairs.same_measurer, kGoTag, comm);
       MPI_Request request;
       check_mpi(MPI_Irecv(same_row, rows, MPI_DOUBLE, pairs.same_measurer, kResultTag, comm, &request));
-      wait_politely(&request, kIdleSleep);
+      wait_watched(&request, "receive (topology probe)", kIdleSleep);
     }
     return;
   }
@@ -277,7 +282,7 @@ void measure(MPI_Comm comm, int rank, const ProbePairs& pairs, const DiscoveryOp
   if (rank == pairs.same_measurer) {
     MPI_Request request;
     check_mpi(MPI_Irecv(nullptr, 0, MPI_BYTE, 0, kGoTag, comm, &request));
-    wait_politely(&request, kIdleSleep);
+    wait_watched(&request, "receive (topology probe)", kIdleSleep);
     const std::vector<double> same = probe_ping(comm, pairs.same_peer, o, &a);
     send_watched(same.data(), rows, MPI_DOUBLE, 0, kResultTag, comm);
   }
@@ -309,7 +314,7 @@ void probe_costs(MPI_Comm comm, int rank, const DiscoveryOptions& o, Topology* t
   measure(comm, rank, pairs, o, &seconds);
   MPI_Request request;
   check_mpi(MPI_Ibcast(seconds.data(), static_cast<int>(seconds.size()), MPI_DOUBLE, 0, comm, &request));
-  wait_politely(&request, kIdleSleep);
+  wait_watched(&request, "broadcast (topology)", kIdleSleep);
   const std::array<bool, kNumLinkClasses> probed = {true, pairs.same_peer > 0, pairs.other_peer > 0};
   for (LinkClass link : kAllLinkClasses) {
     if (!probed[static_cast<std::size_t>(link)]) continue;

@@ -14,60 +14,106 @@
 namespace switchyard::comm {
 namespace {
 
-constexpr int kAliveTag = 7001;
+constexpr int kQuestionTag = 7001;     // "do you answer?", from a rank that timed out
+constexpr int kAnswerTag = 7002;       // "yes"
 constexpr int kTimeoutExitCode = 124;  // as coreutils' timeout
-// How long a timed-out rank listens for the others: ranks stalled in the same
-// operation time out within moments of each other.
+// How long a timed-out rank listens for answers: every rank inside a watched
+// wait answers within a millisecond or so.
 constexpr auto kListen = std::chrono::seconds(2);
-// After its line, how long a rank waits before the abort, so that the other
-// ranks' lines are printed too; then how long the abort may take.
+// After its line, how long a rank waits before the abort, so that the lines
+// of other ranks that timed out too are printed; then how long the abort may
+// take before the process ends itself.
 constexpr auto kGrace = std::chrono::milliseconds(500);
 constexpr auto kAbortLimit = std::chrono::seconds(2);
+// A gap this long between two tests of a request: the process did not run.
+constexpr auto kSelfPause = std::chrono::milliseconds(500);
+// How often a waiting rank looks for questions.
+constexpr auto kAnswerEvery = std::chrono::milliseconds(1);
 
 std::atomic<double> g_timeout{-1};  // < 0: not set, read the setting
-MPI_Comm g_watch = MPI_COMM_NULL;
 std::mutex g_activity_mutex;
 std::string g_activity;  // guarded by g_activity_mutex
-double g_paused_s = 0;   // guarded by g_activity_mutex: time this process did not run while it waited
-constexpr auto kSelfPause = std::chrono::milliseconds(500);
+
+// The question channel, touched only by a thread inside MPI (one at a time
+// under MPI_THREAD_SERIALIZED; the mutex makes a second one skip, not race).
+std::mutex g_channel_mutex;
+MPI_Comm g_watch = MPI_COMM_NULL;
+MPI_Request g_question = MPI_REQUEST_NULL;
+int g_question_in = 0;
+const int g_token = 1;
+std::vector<int> g_world_rank;  // [rank in g_watch] -> rank in MPI_COMM_WORLD
+WatchClock::time_point g_last_answer;
 
 std::string activity() {
   std::lock_guard lock(g_activity_mutex);
   return g_activity;
 }
 
-double paused_seconds() {
-  std::lock_guard lock(g_activity_mutex);
-  return g_paused_s;
+void post_question_receive() {
+  MPI_Irecv(&g_question_in, 1, MPI_INT, MPI_ANY_SOURCE, kQuestionTag, g_watch, &g_question);
 }
 
-// World ranks that sent nothing on the watch communicator within kListen.
-// Every rank that timed out sends to every other one, so a rank that is
-// stopped, cut off or dead is the one that stays silent.
+// Answers every question that arrived; caller holds g_channel_mutex.
+void answer_questions_locked() {
+  for (;;) {
+    int arrived = 0;
+    MPI_Status status;
+    if (g_question == MPI_REQUEST_NULL || MPI_Test(&g_question, &arrived, &status) != MPI_SUCCESS || !arrived) return;
+    MPI_Request answer;
+    MPI_Isend(&g_token, 1, MPI_INT, status.MPI_SOURCE, kAnswerTag, g_watch, &answer);
+    MPI_Request_free(&answer);
+    post_question_receive();
+  }
+}
+
+void answer_questions(WatchClock::time_point now) {
+  std::unique_lock lock(g_channel_mutex, std::try_to_lock);
+  if (!lock.owns_lock() || now - g_last_answer < kAnswerEvery) return;
+  g_last_answer = now;
+  answer_questions_locked();
+}
+
+// At MPI_Finalize (the attribute on MPI_COMM_SELF is deleted first thing):
+// the posted receive is cancelled and the channel freed.
+int release_channel(MPI_Comm, int, void*, void*) {
+  std::lock_guard lock(g_channel_mutex);
+  if (g_question != MPI_REQUEST_NULL) {
+    MPI_Cancel(&g_question);
+    MPI_Wait(&g_question, MPI_STATUS_IGNORE);
+  }
+  if (g_watch != MPI_COMM_NULL) MPI_Comm_free(&g_watch);
+  return MPI_SUCCESS;
+}
+
+// Ranks (of MPI_COMM_WORLD) that did not answer within kListen. Every rank
+// inside a watched wait answers; a rank stopped, dead, cut off, or busy
+// outside MPI for that long does not.
 std::vector<int> silent_ranks() {
+  std::lock_guard lock(g_channel_mutex);
   int rank = 0, size = 1;
   MPI_Comm_rank(g_watch, &rank);
   MPI_Comm_size(g_watch, &size);
-  static int token = 0;
-  std::vector<int> heard(static_cast<std::size_t>(size), 0);
-  std::vector<MPI_Request> recvs(static_cast<std::size_t>(size), MPI_REQUEST_NULL);
-  std::vector<MPI_Request> sends(static_cast<std::size_t>(size), MPI_REQUEST_NULL);
+  std::vector<int> answers(static_cast<std::size_t>(size), 0);
+  std::vector<MPI_Request> replies(static_cast<std::size_t>(size), MPI_REQUEST_NULL);
   for (int peer = 0; peer < size; ++peer) {
     if (peer == rank) continue;
-    MPI_Irecv(&heard[peer], 1, MPI_INT, peer, kAliveTag, g_watch, &recvs[peer]);
-    MPI_Isend(&token, 1, MPI_INT, peer, kAliveTag, g_watch, &sends[peer]);
+    MPI_Irecv(&answers[peer], 1, MPI_INT, peer, kAnswerTag, g_watch, &replies[peer]);
+    MPI_Request question;
+    MPI_Isend(&g_token, 1, MPI_INT, peer, kQuestionTag, g_watch, &question);
+    MPI_Request_free(&question);
   }
   std::vector<int> silent;
   const auto until = WatchClock::now() + kListen;
   for (;;) {
+    answer_questions_locked();  // ranks that timed out too are asking as well
     silent.clear();
     for (int peer = 0; peer < size; ++peer) {
       int done = 1;
-      if (recvs[peer] != MPI_REQUEST_NULL) MPI_Test(&recvs[peer], &done, MPI_STATUS_IGNORE);
-      if (!done) silent.push_back(peer);
+      if (replies[peer] != MPI_REQUEST_NULL) MPI_Test(&replies[peer], &done, MPI_STATUS_IGNORE);
+      if (!done) silent.push_back(g_world_rank[static_cast<std::size_t>(peer)]);
     }
     if (silent.empty() || WatchClock::now() > until) return silent;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
 
@@ -78,6 +124,31 @@ std::string rank_list(const std::vector<int>& ranks) {
     out += std::to_string(ranks[i]);
   }
   return out;
+}
+
+// Tests `request` until it completes (true) or `clock` passes the timeout
+// (false), spinning first and then sleeping up to `max_sleep` between tests.
+bool wait_until_timeout(MPI_Request* request, std::chrono::microseconds max_sleep, StallClock& clock, double* waited) {
+  // NOTE: a blocking MPI wait busy-polls its core, which on a rank with one
+  // core starves the compute an exchange should overlap. Progress (shared
+  // memory copies, TCP) happens inside MPI_Test.
+  constexpr auto kSpin = std::chrono::microseconds(100);
+  const double limit = operation_timeout();
+  const auto start = WatchClock::now();
+  auto sleep = std::chrono::microseconds(std::min<std::int64_t>(10, max_sleep.count()));
+  for (;;) {
+    int done = 0;
+    check_mpi(MPI_Test(request, &done, MPI_STATUS_IGNORE));
+    if (done) return true;
+    *waited = clock.waited();
+    if (*waited > limit) return false;
+    const auto now = WatchClock::now();
+    answer_questions(now);
+    if (max_sleep.count() > 0 && now - start > kSpin) {
+      std::this_thread::sleep_for(sleep);
+      sleep = std::min(max_sleep, sleep * 2);
+    }
+  }
 }
 
 }  // namespace
@@ -98,48 +169,55 @@ void set_activity(const std::string& text) {
   g_activity = text;
 }
 
-void init_watchdog(MPI_Comm world) {
-  if (g_watch == MPI_COMM_NULL) check_mpi(MPI_Comm_dup(world, &g_watch));
+void init_watchdog(MPI_Comm comm) {
+  std::lock_guard lock(g_channel_mutex);
+  if (g_watch != MPI_COMM_NULL) return;
+  check_mpi(MPI_Comm_dup(comm, &g_watch));
+  int size = 1;
+  check_mpi(MPI_Comm_size(g_watch, &size));
+  MPI_Group watch_group, world_group;
+  check_mpi(MPI_Comm_group(g_watch, &watch_group));
+  check_mpi(MPI_Comm_group(MPI_COMM_WORLD, &world_group));
+  std::vector<int> mine(static_cast<std::size_t>(size));
+  for (int r = 0; r < size; ++r) mine[static_cast<std::size_t>(r)] = r;
+  g_world_rank.assign(mine.size(), 0);
+  check_mpi(MPI_Group_translate_ranks(watch_group, size, mine.data(), world_group, g_world_rank.data()));
+  MPI_Group_free(&watch_group);
+  MPI_Group_free(&world_group);
+  post_question_receive();
+  int key = MPI_KEYVAL_INVALID;
+  check_mpi(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, release_channel, &key, nullptr));
+  check_mpi(MPI_Comm_set_attr(MPI_COMM_SELF, key, nullptr));
 }
 
-void check_not_stalled(WatchClock::time_point started, const char* operation) {
-  const auto limit = std::chrono::duration<double>(operation_timeout());
-  if (WatchClock::now() - started > limit) end_stalled_job(operation, started);
+double StallClock::waited() {
+  const auto now = WatchClock::now();
+  // NOTE: a gap far beyond the sleeps between tests means this process did
+  // not run; that time is not the operation's (a job suspended as a whole
+  // must not time out when it resumes).
+  if (now - last_ > kSelfPause) started_ += now - last_;
+  last_ = now;
+  return std::chrono::duration<double>(now - started_).count();
 }
 
-void wait_watched(MPI_Request* request, const char* operation, std::chrono::microseconds max_sleep,
-                  WatchClock::time_point started) {
-  // NOTE: spin briefly (small messages finish in microseconds), then test with
-  // sleeps that grow to `max_sleep`: a blocking MPI wait busy-polls its core,
-  // which on a rank with one core starves the compute an exchange should
-  // overlap. Progress (shared memory copies, TCP) happens inside MPI_Test.
-  constexpr auto kSpin = std::chrono::microseconds(100);
-  const auto limit = std::chrono::duration<double>(operation_timeout());
-  auto sleep = std::chrono::microseconds(std::min<std::int64_t>(10, max_sleep.count()));
-  auto last = WatchClock::now();
-  for (;;) {
-    int done = 0;
-    check_mpi(MPI_Test(request, &done, MPI_STATUS_IGNORE));
-    if (done) return;
-    const auto now = WatchClock::now();
-    // A gap between two tests far beyond the sleep: this process itself did
-    // not run (stopped, or starved of its core); then the stall may be its own.
-    if (now - last > kSelfPause) {
-      std::lock_guard lock(g_activity_mutex);
-      g_paused_s += std::chrono::duration<double>(now - last).count();
-    }
-    last = now;
-    const auto waited = now - started;
-    if (waited > limit) end_stalled_job(operation, started);
-    if (max_sleep.count() > 0 && waited > kSpin) {
-      std::this_thread::sleep_for(sleep);
-      sleep = std::min(max_sleep, sleep * 2);
-    }
-  }
+void wait_watched(MPI_Request* request, const char* operation, std::chrono::microseconds max_sleep, StallClock clock) {
+  double waited = 0;
+  if (!wait_until_timeout(request, max_sleep, clock, &waited)) end_stalled_job(operation, waited);
 }
 
-void end_stalled_job(const char* operation, WatchClock::time_point started) {
-  // NOTE: the abort must happen even if MPI cannot deliver it (a node cut
+bool wait_watched_or_give_up(MPI_Request* request, StallClock clock) {
+  double waited = 0;
+  return wait_until_timeout(request, std::chrono::microseconds(1000), clock, &waited);
+}
+
+void check_not_stalled(StallClock& clock, const char* operation) {
+  const double waited = clock.waited();
+  answer_questions(WatchClock::now());
+  if (waited > operation_timeout()) end_stalled_job(operation, waited);
+}
+
+void end_stalled_job(const char* operation, double waited_s) {
+  // NOTE: the job must end even if MPI cannot deliver the abort (a node cut
   // off): a detached thread ends this process if MPI_Abort has not.
   std::thread([] {
     std::this_thread::sleep_for(kListen + kGrace + kAbortLimit);
@@ -147,20 +225,15 @@ void end_stalled_job(const char* operation, WatchClock::time_point started) {
   }).detach();
   int world_rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-  const double waited = std::chrono::duration<double>(WatchClock::now() - started).count();
   std::vector<int> silent;
   if (g_watch != MPI_COMM_NULL) silent = silent_ranks();
   const std::string doing = activity();
-  std::string peers = silent.empty() ? "every rank answered (they wait in different operations)"
-                                     : (silent.size() == 1 ? "waiting on rank " : "waiting on ranks ") +
-                                           rank_list(silent) + " (no answer within 2 s)";
-  // NOTE: a rank that was itself stopped finds every peer answered (they
-  // timed out while it was stopped); its own pause is then the cause.
-  if (const double paused = paused_seconds(); paused > 0.5 * operation_timeout())
-    peers = "this rank itself did not run for " + std::to_string(static_cast<int>(paused + 0.5)) +
-            " s of the wait (stopped, or starved of its core)";
+  const std::string peers = silent.empty()
+                                ? "every rank answered (they wait in different operations)"
+                                : (silent.size() == 1 ? "waiting on rank " : "waiting on ranks ") + rank_list(silent) +
+                                      " (no answer within 2 s: stopped, dead, cut off, or busy outside MPI)";
   std::fprintf(stderr, "switchyard: error: rank %d: %s made no progress for %.1f s%s%s: %s; ending the job\n",
-               world_rank, operation, waited, doing.empty() ? "" : " in ", doing.c_str(), peers.c_str());
+               world_rank, operation, waited_s, doing.empty() ? "" : " in ", doing.c_str(), peers.c_str());
   std::fflush(stderr);
   std::this_thread::sleep_for(kGrace);
   MPI_Abort(MPI_COMM_WORLD, kTimeoutExitCode);

@@ -508,6 +508,7 @@ void print_results(const BenchOptions& o, int R, const StepRunner& runner, const
 }  // namespace
 
 void run_bench(const BenchOptions& o, comm::Communicator& comm) {
+  comm::set_activity("bench start-up (topology, layer)");
   const comm::Topology topology = resolve_topology(o.topology, comm, true);
   BenchStep s;
   set_up_layer(o, comm, topology, &s);
@@ -521,6 +522,7 @@ void run_bench(const BenchOptions& o, comm::Communicator& comm) {
   if (runner->overlap()) r.overlapped = timed_run(o, comm, *runner, s, true, true);
   r.step = (runner->overlap() ? r.overlapped : r.sequence).step;
   const layers::StepTraffic traffic = s.ctx.traffic();
+  comm::set_activity("bench limits (GEMM peak, plain MPI_Alltoallv, memory bandwidth) and outputs");
   measure_gemm(o, comm, traffic, &r);
   measure_exchange(o, comm, exchange_of(traffic), &r);
   measure_memory_and_error(o, comm, s, traffic, &r);

@@ -271,9 +271,16 @@ void TrainRun::train() {
     ++window_steps_;
     const std::int64_t s = rep.step;
     if (s % c_.log_interval == 0 || s == last_) log_progress(rep);
-    if (c_.eval_interval > 0 && s % c_.eval_interval == 0 && s != last_) evaluate(s);
-    if (o_.save_every > 0 && s % o_.save_every == 0 && s != last_) save();
+    if (c_.eval_interval > 0 && s % c_.eval_interval == 0 && s != last_) {
+      comm::set_activity("evaluation after step " + std::to_string(s));
+      evaluate(s);
+    }
+    if (o_.save_every > 0 && s % o_.save_every == 0 && s != last_) {
+      comm::set_activity("checkpoint save after step " + std::to_string(s));
+      save();
+    }
   }
+  comm::set_activity("the end of training (final evaluation, checkpoint and summary)");
   train_s_ = seconds(Clock::now() - t_train_);
 }
 
@@ -388,6 +395,7 @@ void TrainRun::finish(Clock::time_point t_start) {
 
 void run_train(const TrainOptions& o, comm::Communicator& comm) {
   const auto t_start = Clock::now();
+  comm::set_activity("train start-up (configuration, topology, model, checkpoint)");
   JsonLog log;
   const train::TrainConfig config = read_config(o, comm, log);
   // The link costs only when routing prices links: otherwise train reports

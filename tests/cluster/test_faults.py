@@ -5,10 +5,13 @@ Run (as root; CTest sets these, label ``cluster``):
         python -m pytest -q tests/cluster/test_faults.py
 
 Each test starts a job on launch/emulated-cluster, injects one fault while
-the ranks are mid-step, and requires the job to end within ``--timeout`` +
-10 s, non-zero, with the watchdog's one line naming the operation, what the
-program was doing and the rank it waited on; and nothing lost: no output
-written, the last complete checkpoint intact and resumable.
+the ranks are mid-step, and requires the watchdog's line (naming the
+operation, what the program was doing and the rank that did not answer)
+within ``--timeout`` + 10 s of the fault, the job ended non-zero soon after
+(mpirun then has to notice the lost node: a looser bound, for a loaded
+host), nothing left behind, and the last complete checkpoint intact and
+resumable. A job a test leaves running (a failed assertion) is ended at
+teardown.
 """
 
 import json
@@ -29,9 +32,11 @@ if os.geteuid() != 0:
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = ROOT / "launch" / "emulated-cluster"
 TIMEOUT_S = 4  # --timeout of the jobs
-BOUND_S = TIMEOUT_S + 10  # what the job may take after the fault
+LINE_BOUND_S = TIMEOUT_S + 10  # from the fault to the watchdog's line
+END_BOUND_S = TIMEOUT_S + 25  # from the fault to the end of the job
 STALL = re.compile(r"switchyard: error: rank (\d+): (\S+(?: \(alltoallv\))?) made no progress for ([0-9.]+) s "
-                   r"in (.+?): waiting on rank (\d+) \(no answer within 2 s\); ending the job")
+                   r"in (.+?): waiting on rank (\d+) \(no answer within 2 s: stopped, dead, cut off, or busy "
+                   r"outside MPI\); ending the job")
 
 
 def tool(name):
@@ -47,12 +52,14 @@ def env():
 
 def rank_pid(launcher_pid, rank):
     """The pid of switchyard rank `rank` of the job the launcher started."""
+    program = os.path.realpath(tool("SWITCHYARD_BIN"))
     for pid in live_processes_of(f"sy{launcher_pid}"):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
+            exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
             continue
-        if f"OMPI_COMM_WORLD_RANK={rank}\0".encode() in environ and cmdline(pid).startswith(tool("SWITCHYARD_BIN")):
+        if f"OMPI_COMM_WORLD_RANK={rank}\0".encode() in environ and exe == program:
             return pid
     return None
 
@@ -78,23 +85,48 @@ class Job:
         self.wait_until(lambda: rank_pid(self.proc.pid, r) is not None, f"rank {r}")
         return rank_pid(self.proc.pid, r)
 
-    def ends_within(self, seconds):
+    def after_fault(self):
+        """Seconds from now to the watchdog's line (None if it never came) and the job's output."""
         start = time.monotonic()
-        try:
-            self.proc.wait(timeout=seconds + 30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        line_s = None
+        while self.proc.poll() is None and time.monotonic() - start < END_BOUND_S + 30:
+            if line_s is None and STALL.search(self.output()):
+                line_s = time.monotonic() - start
+            time.sleep(0.1)
+        if self.proc.poll() is None:
+            self.stop()
             pytest.fail(f"the job hung after the fault: {self.output()}")
         took = time.monotonic() - start
+        if line_s is None and STALL.search(self.output()):
+            line_s = took
         assert_no_leftovers(self.proc.pid, self.links_before)
-        assert took <= seconds, f"the job took {took:.1f} s after the fault (bound {seconds} s): {self.output()}"
+        assert took <= END_BOUND_S, f"the job took {took:.1f} s after the fault (bound {END_BOUND_S} s): {self.output()}"
         assert self.proc.returncode != 0
-        return self.output()
+        return line_s, self.output()
+
+    def stop(self):
+        """Ends the launcher as a user would (SIGTERM runs its teardown), then for sure."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def output(self):
         self.log.flush()
         self.log.seek(0)
         return self.log.read()
+
+
+@pytest.fixture
+def jobs():
+    """Jobs a test starts; any still running at teardown (a failed assertion) are ended."""
+    started = []
+    yield lambda args, tmp_path: started.append(Job(args, tmp_path)) or started[-1]
+    for job in started:
+        job.stop()
 
 
 def stall_lines(output):
@@ -131,13 +163,13 @@ def resume_one_step(config, checkpoint):
 
 
 @pytest.mark.parametrize("fault", ["SIGSTOP", "SIGKILL", "link down"])
-def test_fault_mid_training(tmp_path, train_config, fault):
+def test_fault_mid_training(tmp_path, train_config, jobs, fault):
     # Saving every step, a fault strikes rank 1 or node1 at some moment of a
     # step or of a save. The job ends; a stall is named by rank 0 (node1's
     # own line cannot cross a dead link); the last published checkpoint
     # resumes.
     checkpoint = tmp_path / "ck"
-    job = Job(["train", "--config", train_config, "--save", checkpoint, "--save-every", "1", "--quiet"], tmp_path)
+    job = jobs(["train", "--config", train_config, "--save", checkpoint, "--save-every", "1", "--quiet"], tmp_path)
     victim = job.rank(1)
     job.wait_until(checkpoint.is_dir, "checkpoint")  # the ranks are stepping
     time.sleep(1.3)
@@ -145,12 +177,16 @@ def test_fault_mid_training(tmp_path, train_config, fault):
         subprocess.run(["ip", "-n", f"sy{job.proc.pid}n1", "link", "set", "eth0", "down"], check=True)
     else:
         os.kill(victim, getattr(signal, fault.replace(" ", "")))
-    output = job.ends_within(BOUND_S)
+    line_s, output = job.after_fault()
     if fault != "SIGKILL":
+        assert line_s is not None and line_s <= LINE_BOUND_S, f"watchdog line after {line_s} s: {output}"
         lines = stall_lines(output)
         assert ("0", "1") in [(rank, peer) for rank, _, _, _, peer in lines], output
         for _, _, waited, doing, _ in lines:
-            assert float(waited) >= TIMEOUT_S and doing.startswith("train step "), output
+            assert float(waited) >= TIMEOUT_S, output
+            assert re.fullmatch(r"(train step|checkpoint save after step) \d+", doing), output
+    if fault == "SIGSTOP":
+        assert job.proc.returncode == 124, output  # the watchdog's MPI_Abort code, passed on by mpirun
     step, resumed = resume_one_step(train_config, checkpoint)
     assert resumed == step + 1
 

@@ -21,7 +21,7 @@ void allreduce_replicated_grads(comm::Communicator& comm, const std::vector<Para
   for (const Parameter* p : params)
     if (p->replicated) total += p->grad.size();
   // NOTE: one buffer, one collective: the reduction order of a single
-  // MPI_Allreduce is fixed for a given size and rank count, so every rank gets
+  // all-reduce is fixed for a given size and rank count, so every rank gets
   // the same sum and a rerun gets the same bits.
   std::vector<double> buf(total);
   std::size_t off = 0;
