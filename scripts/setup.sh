@@ -25,8 +25,11 @@ test_packages+=(clang-14 libclang-rt-14-dev)
 # A real Slurm cluster across the emulated nodes (launch/slurm/emulated-slurm, tests/cluster/test_slurm.py);
 # slurm-wlm-basic-plugins holds the PMIx plugin that srun --mpi=pmix loads.
 slurm_packages=(munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins)
-# The plots of launch/scaling-study.
-plot_packages=(python3-matplotlib)
+# The plots of launch/scaling-study. python3-munkres: python3-fonttools (under
+# matplotlib) needs python3-scipy or python3-munkres, and apt would otherwise
+# pick scipy, whose python3-pythran wants libboost1.74-dev, which conflicts
+# with the libboost1.81-dev installed above.
+plot_packages=(python3-munkres python3-matplotlib)
 bench_packages=(pkg-config libopenblas-dev libblis-dev)
 
 groups=(run_packages)
@@ -39,9 +42,8 @@ for arg in "$@"; do
   esac
 done
 
-# NOTE: one apt-get call per group: asked for python3-matplotlib and
-# slurm-client at once, apt's resolver picks libboost1.74-dev, which conflicts
-# with the libboost1.81-dev already installed, and gives up.
+# NOTE: one apt-get call per group, so that one group's choices among
+# alternatives cannot send apt's resolver into another's conflicts.
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 updated=0
 for group in "${groups[@]}"; do
