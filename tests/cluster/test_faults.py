@@ -52,14 +52,14 @@ def env():
 
 def rank_pid(launcher_pid, rank):
     """The pid of switchyard rank `rank` of the job the launcher started."""
-    program = os.path.realpath(tool("SWITCHYARD_BIN"))
+    program = os.path.basename(tool("SWITCHYARD_BIN"))
     for pid in live_processes_of(f"sy{launcher_pid}"):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
-            exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
             continue
-        if f"OMPI_COMM_WORLD_RANK={rank}\0".encode() in environ and exe == program:
+        words = cmdline(pid).split()
+        if f"OMPI_COMM_WORLD_RANK={rank}\0".encode() in environ and words and os.path.basename(words[0]) == program:
             return pid
     return None
 
