@@ -115,4 +115,16 @@ void expect_error(Fn&& fn, const std::vector<std::string>& needles) {
   }
 }
 
+// Writes `bytes` as `file` in `dir` and expects `open(path)` to fail with
+// one line naming the file and every needle.
+template <typename Open>
+void expect_file_refused(const TempDir& dir, const std::string& file, const Bytes& bytes,
+                         const std::vector<std::string>& needles, Open open) {
+  const std::string path = dir.file(file);
+  write_file(path, bytes);
+  std::vector<std::string> all = {path};
+  all.insert(all.end(), needles.begin(), needles.end());
+  expect_error([&] { open(path); }, all);
+}
+
 }  // namespace fixtures

@@ -17,11 +17,7 @@ const Bytes kSix(6 * 4, 0);
 
 void expect_refused(const TempDir& dir, const std::string& name, const Bytes& bytes,
                     const std::vector<std::string>& needles) {
-  const std::string path = dir.file(name + ".npy");
-  write_file(path, bytes);
-  std::vector<std::string> all = {path};
-  all.insert(all.end(), needles.begin(), needles.end());
-  expect_error([&] { NpyMatrix m(path); }, all);
+  expect_file_refused(dir, name + ".npy", bytes, needles, [](const std::string& path) { NpyMatrix opened(path); });
 }
 
 void expect_opens(const TempDir& dir, const std::string& name, const Bytes& bytes) {

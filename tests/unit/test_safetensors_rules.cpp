@@ -17,11 +17,8 @@ using switchyard::formats::SafetensorsFile;
 // it to fail naming the file and every needle.
 void expect_refused(const TempDir& dir, const std::string& name, const Bytes& bytes,
                     const std::vector<std::string>& needles) {
-  const std::string path = dir.file(name + ".safetensors");
-  write_file(path, bytes);
-  std::vector<std::string> all = {path};
-  all.insert(all.end(), needles.begin(), needles.end());
-  expect_error([&] { SafetensorsFile f(path); }, all);
+  expect_file_refused(dir, name + ".safetensors", bytes, needles,
+                      [](const std::string& path) { SafetensorsFile opened(path); });
 }
 
 std::string entry(const std::string& name, const std::string& dtype, const std::string& shape, int begin, int end) {
