@@ -188,6 +188,8 @@ void init_watchdog(MPI_Comm comm) {
   int key = MPI_KEYVAL_INVALID;
   check_mpi(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, release_channel, &key, nullptr));
   check_mpi(MPI_Comm_set_attr(MPI_COMM_SELF, key, nullptr));
+  // The attribute keeps the key alive until MPI_Finalize deletes it; freeing it here releases it then.
+  check_mpi(MPI_Comm_free_keyval(&key));
 }
 
 double StallClock::waited() {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "switchyard/comm/finalize.hpp"
 #include "switchyard/comm/gather.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
 #include "switchyard/formats/checkpoint.hpp"
@@ -88,6 +89,6 @@ int main(int argc, char** argv) {
     code = 1;
   }
   if (code != 0) MPI_Abort(MPI_COMM_WORLD, code);
-  MPI_Finalize();
+  sy::comm::finalize_mpi();
   return code;
 }

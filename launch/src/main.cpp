@@ -8,6 +8,7 @@
 
 #include "cli_runner.hpp"
 #include "commands.hpp"
+#include "switchyard/comm/finalize.hpp"
 #include "switchyard/comm/mpi_communicator.hpp"
 #include "switchyard/comm/watchdog.hpp"
 #include "switchyard/runtime/error.hpp"
@@ -139,7 +140,7 @@ int main(int argc, char** argv) {
   // NOTE: before the communicator, which reads settings and logs as it is
   // built: a bad value then ends every rank with one line, like any bad flag.
   if (!settings_valid_everywhere()) {
-    MPI_Finalize();
+    comm::finalize_mpi();
     return 1;
   }
   comm::MpiCommunicator comm(MPI_COMM_WORLD);
@@ -160,6 +161,6 @@ int main(int argc, char** argv) {
     launch::report_error(e);
     comm.abort(1);
   }
-  MPI_Finalize();
+  comm::finalize_mpi();
   return exit_code;
 }

@@ -51,13 +51,14 @@ def assert_no_leftovers(pid, links_before, wait_s=10.0):
         namespaces = [line for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                                                       check=True).stdout.splitlines() if own.match(line)]
         files = [p.name for p in Path("/etc/netns").glob(f"{prefix}*")] if Path("/etc/netns").exists() else []
+        files += [str(p) for p in Path("/tmp").glob(f"{prefix}-*")]  # emulated-slurm's folder (munge key, logs)
         procs = live_processes_of(prefix)
         links = root_links()
         if not (namespaces or files or procs) and links == links_before:
             return
         if time.monotonic() > deadline:
             details = [cmdline(p) for p in procs]
-            pytest.fail(f"left behind: namespaces {namespaces}, /etc/netns {files}, processes {details}, "
+            pytest.fail(f"left behind: namespaces {namespaces}, files {files}, processes {details}, "
                         f"root links {links} (before {links_before})")
         time.sleep(0.2)
 

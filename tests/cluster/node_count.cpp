@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <vector>
 
+#include "switchyard/comm/finalize.hpp"
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int rank = 0;
@@ -50,6 +52,6 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   MPI_Comm_free(&node_comm);
-  MPI_Finalize();
+  switchyard::comm::finalize_mpi();
   return 0;
 }

@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "switchyard/comm/finalize.hpp"
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int rank = 0;
@@ -57,6 +59,6 @@ int main(int argc, char** argv) {
                 2.0 * static_cast<double>(bytes) * round_trips / seconds / 1e9, host.data(), peer_host.data());
     std::fflush(stdout);
   }
-  MPI_Finalize();
+  switchyard::comm::finalize_mpi();
   return 0;
 }

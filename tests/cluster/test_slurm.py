@@ -163,14 +163,22 @@ def test_teardown_after_sigterm(tmp_path):
     proc = subprocess.Popen([str(SLURM), "--nodes", "2", "--cpus-per-node", "1", "--link-gbit", "1", "--", "sh",
                              "-c", f"touch {ready}; sleep 300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
-    daemons = [p for p in live_processes_of(f"sy{proc.pid}") if "slurmd" in cmdline(p)]
-    assert len(daemons) == 2, [cmdline(p) for p in live_processes_of(f"sy{proc.pid}")]
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        daemons = [p for p in live_processes_of(f"sy{proc.pid}") if "slurmd" in cmdline(p)]
+        assert len(daemons) == 2, [cmdline(p) for p in live_processes_of(f"sy{proc.pid}")]
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        # the teardown runs at once, not after the command's 300 s sleep
+        assert time.monotonic() - started < 30
+    finally:  # a failed assertion above must not leave the cluster running
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=60)
     assert proc.returncode == 143
     assert_no_leftovers(proc.pid, links_before)
 

@@ -5,6 +5,8 @@
 
 #include <cstdio>
 
+#include "switchyard/comm/finalize.hpp"
+
 namespace {
 
 // Other ranks print only their failures, prefixed with the rank.
@@ -40,6 +42,6 @@ int main(int argc, char** argv) {
   int any_failed = 0;
   MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   if (rank == 0 && any_failed && !failed) std::fprintf(stderr, "a test failed on another rank\n");
-  MPI_Finalize();
+  switchyard::comm::finalize_mpi();
   return any_failed;
 }

@@ -68,6 +68,7 @@ const TensorView* SafetensorsFile::find(const std::string& name) const {
 }
 
 void convert_to_f32(const TensorView& t, std::int64_t first, std::int64_t count, float* out) {
+  if (count == 0) return;  // `out` may be null (an empty vector's data()), which memcpy must never see
   switch (t.dtype) {
     case DType::kF32: std::memcpy(out, t.data + first * 4, static_cast<std::size_t>(count) * 4); return;
     case DType::kBF16:
