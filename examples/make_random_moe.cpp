@@ -13,14 +13,20 @@ using namespace switchyard;
 
 int main(int argc, char** argv) {
   CLI::App app{"Write a random MoE checkpoint and input for switchyard"};
+  static const std::map<std::string, formats::Architecture> archs = {
+      {"mixtral", formats::Architecture::kMixtral},    {"qwen2_moe", formats::Architecture::kQwen2Moe},
+      {"qwen3_moe", formats::Architecture::kQwen3Moe}, {"deepseek_v3", formats::Architecture::kDeepseekV3},
+      {"olmoe", formats::Architecture::kOlmoe},        {"granitemoe", formats::Architecture::kGraniteMoe},
+      {"glm4_moe", formats::Architecture::kGlm4Moe},   {"qwen3_5_moe_text", formats::Architecture::kQwen3_5Moe}};
+  static const std::map<std::string, formats::DType> dtypes = {
+      {"f32", formats::DType::kF32}, {"bf16", formats::DType::kBF16}, {"f16", formats::DType::kF16}};
   formats::RandomMoeSpec spec;
   std::string out, arch = "mixtral", layout = "per-expert", dtype = "f32";
   std::int64_t tokens = 64;
   app.add_option("--out", out, "Output directory")->required();
-  app.add_option("--arch", arch, "mixtral | qwen2_moe | qwen3_moe | deepseek_v3")
-      ->check(CLI::IsMember({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3"}));
+  app.add_option("--arch", arch, "the config's model_type")->check(CLI::IsMember(archs));
   app.add_option("--layout", layout, "per-expert | fused")->check(CLI::IsMember({"per-expert", "fused"}));
-  app.add_option("--dtype", dtype, "f32 | bf16 | f16")->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  app.add_option("--dtype", dtype, "f32 | bf16 | f16")->check(CLI::IsMember(dtypes));
   app.add_option("--hidden", spec.hidden, "hidden_size");
   app.add_option("--ffn", spec.inter, "expert intermediate size");
   app.add_option("--experts", spec.experts, "number of routed experts");
@@ -30,13 +36,6 @@ int main(int argc, char** argv) {
   app.add_option("--tokens", tokens, "rows of the input x.npy");
   app.add_option("--seed", spec.seed, "random seed");
   CLI11_PARSE(app, argc, argv);
-  static const std::map<std::string, formats::Architecture> archs = {
-      {"mixtral", formats::Architecture::kMixtral},
-      {"qwen2_moe", formats::Architecture::kQwen2Moe},
-      {"qwen3_moe", formats::Architecture::kQwen3Moe},
-      {"deepseek_v3", formats::Architecture::kDeepseekV3}};
-  static const std::map<std::string, formats::DType> dtypes = {
-      {"f32", formats::DType::kF32}, {"bf16", formats::DType::kBF16}, {"f16", formats::DType::kF16}};
   spec.arch = archs.at(arch);
   spec.fused = layout == "fused";
   spec.dtype = dtypes.at(dtype);

@@ -29,8 +29,9 @@ void add_bench_options(CLI::App& sub, BenchOptions* o) {
   sub.add_option("--experts", o->experts, "Routed experts")->check(CLI::PositiveNumber);
   sub.add_option("--top-k", o->top_k, "Experts per token")->check(CLI::PositiveNumber);
   sub.add_option("--tokens", o->tokens, "Tokens per rank")->check(CLI::Range(0, 1 << 30));
-  sub.add_option("--arch", o->arch, "Router kind")
-      ->check(CLI::IsMember({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3"}));
+  sub.add_option("--arch", o->arch, "Router kind (a config.json model_type)")
+      ->check(CLI::IsMember(
+          {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "olmoe", "granitemoe", "glm4_moe", "qwen3_5_moe_text"}));
   sub.add_option("--pass", o->pass, "fwd | fwd_bwd")->check(CLI::IsMember({"fwd", "fwd_bwd"}));
   sub.add_option("--dtype", o->dtype, "Expert weights: f32 | bf16")->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_option("--iters", o->iters, "Timed iterations")->check(CLI::PositiveNumber);
@@ -76,23 +77,19 @@ formats::ModelConfig bench_config(const BenchOptions& o) {
             {"num_experts_per_tok", o.top_k},
             {"num_hidden_layers", 1},
             {"hidden_act", "silu"}};
-  if (o.arch == "mixtral") {
-    c["intermediate_size"] = o.ffn;
-    c["num_local_experts"] = o.experts;
-  } else if (o.arch == "deepseek_v3") {
-    const std::int64_t groups = o.experts % 4 == 0 && o.experts >= 8 ? 4 : 1;
-    c.update({{"moe_intermediate_size", o.ffn},
-              {"n_routed_experts", o.experts},
-              {"n_group", groups},
-              {"topk_group", groups == 4 ? 2 : 1},
-              {"first_k_dense_replace", 0},
-              {"n_shared_experts", 1}});
-  } else {
-    c.update({{"moe_intermediate_size", o.ffn},
-              {"num_experts", o.experts},
-              {"norm_topk_prob", true},
-              {"shared_expert_intermediate_size", o.ffn}});
-  }
+  // Every architecture's names for the sizes; each reads its own.
+  const std::int64_t groups = o.experts % 4 == 0 && o.experts >= 8 ? 4 : 1;
+  c.update({{"intermediate_size", o.ffn},
+            {"moe_intermediate_size", o.ffn},
+            {"num_local_experts", o.experts},
+            {"num_experts", o.experts},
+            {"n_routed_experts", o.experts},
+            {"norm_topk_prob", true},
+            {"shared_expert_intermediate_size", o.ffn},
+            {"n_shared_experts", 1},
+            {"n_group", groups},
+            {"topk_group", groups == 4 ? 2 : 1},
+            {"first_k_dense_replace", 0}});
   return formats::parse_model_config(c.dump(), "bench configuration");
 }
 

@@ -27,6 +27,14 @@ Checkpoint layouts (observed with transformers 5.24.0, torch 2.15 CPU):
                 model.layers.L.mlp.gate.e_score_correction_bias            [E]
                 model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight
                 model.layers.L.mlp.shared_experts.{gate,up,down}_proj.weight  [n_shared*I, H] / [H, n_shared*I]
+    olmoe       as qwen3_moe;  glm4_moe as deepseek_v3;  qwen3_5_moe_text as qwen2_moe
+    qwen3_5_moe the multimodal model: as qwen2_moe under model.language_model.layers.L.mlp.
+    granitemoe  model.layers.L.block_sparse_moe.router.layer.weight        [E, H]
+                model.layers.L.block_sparse_moe.input_linear.weight        [E, 2I, H]  (gate rows first)
+                model.layers.L.block_sparse_moe.output_linear.weight       [E, H, I]
+                (its own fused names; in memory router.weight, experts.gate_up_proj,
+                experts.down_proj.  Granite has no per-expert tensors, so its "per_expert"
+                layout below means the names save_pretrained writes.)
 
   config.json expert-count key as written by transformers 5.24: mixtral
   ``num_local_experts``, qwen2_moe ``num_experts``, deepseek_v3 ``n_routed_experts``,
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import json
 import os
 import re
@@ -68,16 +77,69 @@ MIN_ROUTING_GAP = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
+class Arch:
+    """What the cross-check needs to know of one transformers architecture."""
+    config_class: str
+    family: str  # "softmax": softmax top-k | "deepseek": sigmoid, selection bias, groups, scaling
+    renormalize: bool | None  # top-k weights renormalised; None: config's norm_topk_prob
+    proj: tuple[str, str, str] | None  # per-expert (gate, up, down) names; None: fused on disk (granite)
+    shared: str | None = None  # "shared_expert" (sigmoid-gated) | "shared_experts" | None
+    block: str = "mlp"  # the decoder layer's MoE module
+    router: str = "gate"  # the block's router module
+    model_class: str = "AutoModelForCausalLM"
+    decoder: str = "model.layers"  # checkpoint name prefix of the decoder layers
+
+
+_GUD = ("gate_proj", "up_proj", "down_proj")
+ARCHS: dict[str, Arch] = {
+    "mixtral": Arch("MixtralConfig", "softmax", True, ("w1", "w3", "w2")),
+    "qwen2_moe": Arch("Qwen2MoeConfig", "softmax", None, _GUD, "shared_expert"),
+    "qwen3_moe": Arch("Qwen3MoeConfig", "softmax", None, _GUD),
+    "deepseek_v3": Arch("DeepseekV3Config", "deepseek", None, _GUD, "shared_experts"),
+    "olmoe": Arch("OlmoeConfig", "softmax", None, _GUD),
+    # GraniteMoeTopKRouter: softmax over the top-k logits = renormalised softmax top-k.
+    "granitemoe": Arch("GraniteMoeConfig", "softmax", True, None, block="block_sparse_moe", router="router"),
+    "glm4_moe": Arch("Glm4MoeConfig", "deepseek", None, _GUD, "shared_experts"),
+    "qwen3_5_moe_text": Arch("Qwen3_5MoeTextConfig", "softmax", True, _GUD, "shared_expert"),
+    # The multimodal checkpoint: its language model's tensors under model.language_model.
+    "qwen3_5_moe": Arch("Qwen3_5MoeConfig", "softmax", True, _GUD, "shared_expert",
+                        model_class="Qwen3_5MoeForConditionalGeneration", decoder="model.language_model.layers"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class Variant:
     name: str
-    arch: str  # mixtral | qwen2_moe | qwen3_moe | deepseek_v3
+    arch: str  # a key of ARCHS
     layer: int  # the MoE layer under test
     moe_layers: tuple[int, ...]  # every MoE layer of the model (asserted)
     config: dict[str, Any]
     seed: int
 
+    @property
+    def a(self) -> Arch:
+        return ARCHS[self.arch]
+
+    @property
+    def text(self) -> dict[str, Any]:
+        """The decoder's config (a multimodal config's text_config)."""
+        return self.config.get("text_config", self.config)
+
+    @property
+    def num_experts(self) -> int:
+        t = self.text
+        return t.get("num_local_experts") or t.get("num_experts") or t["n_routed_experts"]
+
+    @property
+    def inter(self) -> int:
+        return self.text.get("moe_intermediate_size") or self.text["intermediate_size"]
+
 
 _COMMON = dict(vocab_size=64, hidden_size=32, max_position_embeddings=128, tie_word_embeddings=False)
+_QWEN3_5_TEXT = dict(_COMMON, moe_intermediate_size=16, shared_expert_intermediate_size=24, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, head_dim=8, linear_key_head_dim=8,
+                     linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
+                     layer_types=["linear_attention", "full_attention"], num_experts=8, num_experts_per_tok=2)
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
@@ -124,16 +186,37 @@ VARIANTS: dict[str, Variant] = {
                         kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=8,
                         v_head_dim=8),
         ),
+        # OLMoE: Qwen3-MoE's block without shared experts; norm_topk_prob False (its default).
+        Variant(
+            "olmoe", "olmoe", layer=1, moe_layers=(0, 1), seed=66,
+            config=dict(_COMMON, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, num_experts=8, num_experts_per_tok=3, norm_topk_prob=False),
+        ),
+        # Granite MoE: fused experts on disk (input_linear / output_linear), router.layer.
+        Variant(
+            "granitemoe", "granitemoe", layer=0, moe_layers=(0, 1), seed=77,
+            config=dict(_COMMON, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2),
+        ),
+        # GLM-4.5: DeepSeek-V3's router with 2 groups (1 kept), 2 shared experts, scaling 1.5.
+        Variant(
+            "glm4_moe", "glm4_moe", layer=2, moe_layers=(1, 2), seed=88,
+            config=dict(_COMMON, intermediate_size=40, moe_intermediate_size=16, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, n_shared_experts=2,
+                        n_routed_experts=8, n_group=2, topk_group=1, num_experts_per_tok=3,
+                        first_k_dense_replace=1, routed_scaling_factor=1.5, norm_topk_prob=True),
+        ),
+        # Qwen3.5-MoE, text-only and multimodal (the same decoder under text_config).
+        Variant("qwen3_5_moe_text", "qwen3_5_moe_text", layer=1, moe_layers=(0, 1), seed=99,
+                config=_QWEN3_5_TEXT),
+        Variant(
+            "qwen3_5_moe", "qwen3_5_moe", layer=0, moe_layers=(0, 1), seed=111,
+            config=dict(text_config=_QWEN3_5_TEXT, tie_word_embeddings=False,
+                        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2,
+                                           out_hidden_size=32, num_position_embeddings=16)),
+        ),
     ]
 }
-
-_CONFIG_CLASSES = {
-    "mixtral": "MixtralConfig",
-    "qwen2_moe": "Qwen2MoeConfig",
-    "qwen3_moe": "Qwen3MoeConfig",
-    "deepseek_v3": "DeepseekV3Config",
-}
-
 
 # --------------------------------------------------------------------------- model
 
@@ -141,27 +224,39 @@ _CONFIG_CLASSES = {
 def build_model(v: Variant):
     """Tiny float32 random model with randomised (std 0.2) MoE blocks, eager experts."""
     torch.manual_seed(v.seed)
-    cfg = getattr(transformers, _CONFIG_CLASSES[v.arch])(**v.config)
-    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    cfg = getattr(transformers, v.a.config_class)(**v.config)
+    model_class = getattr(transformers, v.a.model_class)
+    if v.a.model_class.startswith("Auto"):
+        model = model_class.from_config(cfg, dtype=torch.float32)
+    else:
+        model = model_class(cfg).to(torch.float32)
     # The plain per-expert python loop, not grouped_mm / batched_mm kernels.
     model.set_experts_implementation("eager")
     model.eval()
-    moe = tuple(i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts"))
+    layers = decoder_layers(model)
+    moe = tuple(i for i in range(len(layers)) if hasattr(getattr(layers[i], v.a.block), "experts"))
     assert moe == v.moe_layers, (v.name, moe)
     gen = torch.Generator().manual_seed(v.seed + 1)
     with torch.no_grad():
         for i in moe:
-            blk = model.model.layers[i].mlp
+            blk = getattr(layers[i], v.a.block)
             for _, p in sorted(blk.named_parameters()):
                 p.normal_(0.0, WEIGHT_STD, generator=gen)
-            if v.arch == "deepseek_v3":
+            if v.a.family == "deepseek":
                 blk.gate.e_score_correction_bias.uniform_(-BIAS_RANGE, BIAS_RANGE, generator=gen)
     return model
 
 
+def decoder_layers(model):
+    """The decoder layers of a text model or of a multimodal model's language model."""
+    inner = model.model
+    return inner.language_model.layers if hasattr(inner, "language_model") else inner.layers
+
+
 def moe_block(model, layer: int):
     """The module the decoder layer calls on the post-attention-norm hidden states."""
-    return model.model.layers[layer].mlp  # `mlp` for all four archs in transformers 5.x
+    dl = decoder_layers(model)[layer]
+    return dl.block_sparse_moe if hasattr(dl, "block_sparse_moe") else dl.mlp
 
 
 def block_forward(block, x: np.ndarray) -> np.ndarray:
@@ -182,63 +277,84 @@ def bf16_rounded_block(block):
 
 # --------------------------------------------------------------------------- layouts
 
-_PE_MIXTRAL = re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.(.+)$")
-_PE_EXPERT = re.compile(r"^model\.layers\.(\d+)\.(mlp|block_sparse_moe)\.experts\.(\d+)\.(\w+)\.weight$")
-_FUSED = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
+# Checkpoint names: group 1 is the decoder prefix (model.layers, or a multimodal
+# model's model.language_model.layers), group 2 the layer.
+_DECODER = r"^(model\.(?:language_model\.)?layers)\.(\d+)\."
+_PE_MIXTRAL = re.compile(_DECODER + r"block_sparse_moe\.(.+)$")
+_PE_EXPERT = re.compile(_DECODER + r"(mlp|block_sparse_moe)\.experts\.(\d+)\.(\w+)\.weight$")
+_FUSED = re.compile(_DECODER + r"(mlp|block_sparse_moe)\.experts\.(gate_up_proj|down_proj)$")
+# Granite MoE has no per-expert tensors: save_pretrained writes its own fused
+# names (transformers/conversion_mapping.py "granitemoe", reverted on save),
+# which stand in for the per_expert layout here; fused = the in-memory names.
+_GRANITE_ON_DISK = {"input_linear.weight": "experts.gate_up_proj", "output_linear.weight": "experts.down_proj",
+                    "router.layer.weight": "router.weight"}
 
-_PROJ_NAMES = {  # per-expert (gate, up, down) names
-    "mixtral": ("w1", "w3", "w2"),
-    "qwen2_moe": ("gate_proj", "up_proj", "down_proj"),
-    "qwen3_moe": ("gate_proj", "up_proj", "down_proj"),
-    "deepseek_v3": ("gate_proj", "up_proj", "down_proj"),
-}
+_PROJ_NAMES = {arch: a.proj for arch, a in ARCHS.items()}  # per-expert (gate, up, down) names
 
 
 def detect_layout(names) -> str:
     names = list(names)
     if any(_FUSED.match(n) for n in names):
         return "fused"
-    if any(_PE_EXPERT.match(n) for n in names):
+    if any(_PE_EXPERT.match(n) or n.endswith(".block_sparse_moe.input_linear.weight") for n in names):
         return "per_expert"
     raise AssertionError("no MoE expert tensors found")
 
 
+def _granite_rename(tensors, to_fused: bool):
+    pairs = _GRANITE_ON_DISK.items() if to_fused else ((b, a) for a, b in _GRANITE_ON_DISK.items())
+    pairs = [("block_sparse_moe." + a, "block_sparse_moe." + b) for a, b in pairs]
+    out = {}
+    for name, t in tensors.items():
+        for a, b in pairs:
+            if name.endswith(a):
+                name = name[: -len(a)] + b
+                break
+        out[name] = t
+    return out
+
+
 def to_fused(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """per-expert -> fused (transformers 5.x in-memory names)."""
+    if ARCHS[arch].proj is None:
+        return _granite_rename(tensors, to_fused=True)
     g_name, u_name, d_name = _PROJ_NAMES[arch]
     out: dict[str, torch.Tensor] = {}
-    experts: dict[int, dict[int, dict[str, torch.Tensor]]] = {}
+    experts: dict[tuple[str, int], dict[int, dict[str, torch.Tensor]]] = {}
     for name, t in tensors.items():
         m = _PE_EXPERT.match(name)
         if m:
-            experts.setdefault(int(m.group(1)), {}).setdefault(int(m.group(3)), {})[m.group(4)] = t
+            key = (m.group(1), int(m.group(2)))
+            experts.setdefault(key, {}).setdefault(int(m.group(4)), {})[m.group(5)] = t
             continue
         m = _PE_MIXTRAL.match(name)
         if m:  # mixtral router: block_sparse_moe.gate.weight -> mlp.gate.weight
-            name = f"model.layers.{m.group(1)}.mlp.{m.group(2)}"
+            name = f"{m.group(1)}.{m.group(2)}.mlp.{m.group(3)}"
         out[name] = t
-    for layer, per in experts.items():
+    for (dec, layer), per in experts.items():
         ids = sorted(per)
         assert ids == list(range(len(ids))), (layer, ids)
         gate_up = torch.stack([torch.cat([per[e][g_name], per[e][u_name]], dim=0) for e in ids])
         down = torch.stack([per[e][d_name] for e in ids])
-        out[f"model.layers.{layer}.mlp.experts.gate_up_proj"] = gate_up.contiguous()
-        out[f"model.layers.{layer}.mlp.experts.down_proj"] = down.contiguous()
+        out[f"{dec}.{layer}.mlp.experts.gate_up_proj"] = gate_up.contiguous()
+        out[f"{dec}.{layer}.mlp.experts.down_proj"] = down.contiguous()
     return out
 
 
 def to_per_expert(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """fused -> per-expert (the legacy names save_pretrained writes)."""
+    if ARCHS[arch].proj is None:
+        return _granite_rename(tensors, to_fused=False)
     g_name, u_name, d_name = _PROJ_NAMES[arch]
     blk = "block_sparse_moe" if arch == "mixtral" else "mlp"
-    fused_layers = {int(m.group(1)) for m in map(_FUSED.match, tensors) if m}
+    fused_layers = {(m.group(1), int(m.group(2))) for m in map(_FUSED.match, tensors) if m}
     out: dict[str, torch.Tensor] = {}
     for name, t in tensors.items():
         m = _FUSED.match(name)
         if m:
-            layer, kind = int(m.group(1)), m.group(2)
+            dec, layer, kind = m.group(1), int(m.group(2)), m.group(4)
             for e in range(t.shape[0]):
-                p = f"model.layers.{layer}.{blk}.experts.{e}."
+                p = f"{dec}.{layer}.{blk}.experts.{e}."
                 if kind == "gate_up_proj":
                     inter = t.shape[1] // 2
                     out[p + f"{g_name}.weight"] = t[e, :inter].contiguous()
@@ -246,9 +362,9 @@ def to_per_expert(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torc
                 else:
                     out[p + f"{d_name}.weight"] = t[e].contiguous()
             continue
-        m = re.match(r"^model\.layers\.(\d+)\.mlp\.(.+)$", name)
-        if arch == "mixtral" and m and int(m.group(1)) in fused_layers:
-            name = f"model.layers.{m.group(1)}.block_sparse_moe.{m.group(2)}"
+        m = re.match(_DECODER + r"mlp\.(.+)$", name)
+        if arch == "mixtral" and m and (m.group(1), int(m.group(2))) in fused_layers:
+            name = f"{m.group(1)}.{m.group(2)}.block_sparse_moe.{m.group(3)}"
         out[name] = t
     return out
 
@@ -293,8 +409,28 @@ def checkpoint_dtypes(d: str) -> dict[str, str]:
 
 
 def layer_moe_prefix(arch: str, layer: int, layout: str) -> str:
-    blk = "block_sparse_moe" if (arch == "mixtral" and layout != "fused") else "mlp"
-    return f"model.layers.{layer}.{blk}."
+    a = ARCHS[arch]
+    blk = "block_sparse_moe" if (arch == "mixtral" and layout != "fused") else a.block
+    return f"{a.decoder}.{layer}.{blk}."
+
+
+def router_name(arch: str, layer: int, layout: str) -> str:
+    """The router weight's checkpoint name in `layout` ("per_expert" or "fused")."""
+    pre = layer_moe_prefix(arch, layer, layout)
+    if ARCHS[arch].router == "gate":
+        return pre + "gate.weight"
+    return pre + ("router.weight" if layout == "fused" else "router.layer.weight")
+
+
+def expert_weights(arch: str, t: dict, prefix: str, e: int):
+    """(gate [I, H], up [I, H], down [H, I]) of expert e from per_expert-layout tensors."""
+    if ARCHS[arch].proj is None:  # granite: input_linear [E, 2I, H] (gate rows first), output_linear [E, H, I]
+        gu = t[prefix + "input_linear.weight"][e]
+        inter = gu.shape[0] // 2
+        return gu[:inter], gu[inter:], t[prefix + "output_linear.weight"][e]
+    g, u, d = _PROJ_NAMES[arch]
+    q = f"{prefix}experts.{e}."
+    return t[q + g + ".weight"], t[q + u + ".weight"], t[q + d + ".weight"]
 
 
 def bf16_moe_tensors(arch: str, layer: int, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -323,12 +459,12 @@ def _mlp(x, g, u, d):
 def _route(v: Variant, t: dict, x: np.ndarray, use_bias=True, use_groups=True):
     """Returns (selected indices [T,k], weights [T,k], gaps) following the
     architecture facts switchyard implements (float64)."""
-    c = v.config
-    p = f"model.layers.{v.layer}." + ("block_sparse_moe." if v.arch == "mixtral" else "mlp.")
-    logits = x @ t[p + "gate.weight"].T
+    c = v.text
+    p = layer_moe_prefix(v.arch, v.layer, "per_expert")
+    logits = x @ t[router_name(v.arch, v.layer, "per_expert")].T
     k = c["num_experts_per_tok"]
     gaps = []
-    if v.arch in ("mixtral", "qwen2_moe", "qwen3_moe"):
+    if v.a.family == "softmax":
         z = np.exp(logits - logits.max(-1, keepdims=True))
         probs = z / z.sum(-1, keepdims=True)
         order = np.argsort(-probs, axis=-1, kind="stable")
@@ -336,11 +472,11 @@ def _route(v: Variant, t: dict, x: np.ndarray, use_bias=True, use_groups=True):
         srt = np.take_along_axis(probs, order, -1)
         gaps.append(srt[:, k - 1] - srt[:, k])
         w = np.take_along_axis(probs, idx, -1)
-        if v.arch == "mixtral" or c["norm_topk_prob"]:
+        if v.a.renormalize if v.a.renormalize is not None else c["norm_topk_prob"]:
             w = w / w.sum(-1, keepdims=True)
         return idx, w, np.min(gaps)
-    # deepseek_v3
-    e = c["n_routed_experts"]
+    # deepseek family (DeepSeek-V3, GLM-4.5)
+    e = v.num_experts
     ng, tg = c["n_group"], c["topk_group"]
     s = 1.0 / (1.0 + np.exp(-logits))
     b = s + (t[p + "gate.e_score_correction_bias"][None] if use_bias else 0.0)
@@ -373,22 +509,18 @@ def facts_forward(v: Variant, tensors, x: np.ndarray) -> np.ndarray:
     per-expert checkpoint tensors."""
     t = _np_tensors(tensors)
     x = x.astype(np.float64)
-    p = f"model.layers.{v.layer}." + ("block_sparse_moe." if v.arch == "mixtral" else "mlp.")
-    gn, un, dn = _PROJ_NAMES[v.arch]
+    p = layer_moe_prefix(v.arch, v.layer, "per_expert")
     idx, w, _ = _route(v, t, x)
     y = np.zeros_like(x)
     for tok in range(x.shape[0]):
         for j in range(idx.shape[1]):
-            e = idx[tok, j]
-            q = f"{p}experts.{e}."
-            y[tok] += w[tok, j] * _mlp(x[tok:tok + 1], t[q + gn + ".weight"], t[q + un + ".weight"],
-                                       t[q + dn + ".weight"])[0]
-    if v.arch == "qwen2_moe":
+            y[tok] += w[tok, j] * _mlp(x[tok:tok + 1], *expert_weights(v.arch, t, p, idx[tok, j]))[0]
+    if v.a.shared == "shared_expert":  # sigmoid-gated (Qwen2-MoE, Qwen3.5-MoE)
         q = p + "shared_expert."
         sh = _mlp(x, t[q + "gate_proj.weight"], t[q + "up_proj.weight"], t[q + "down_proj.weight"])
         gate = 1.0 / (1.0 + np.exp(-(x @ t[p + "shared_expert_gate.weight"].T)))
         y += gate * sh
-    elif v.arch == "deepseek_v3":
+    elif v.a.shared == "shared_experts":  # DeepSeek-V3, GLM-4.5
         q = p + "shared_experts."
         y += _mlp(x, t[q + "gate_proj.weight"], t[q + "up_proj.weight"], t[q + "down_proj.weight"])
     return y
@@ -412,7 +544,7 @@ def make_input(v: Variant, tensor_sets, tokens: int = T_TOKENS) -> np.ndarray:
     """Random x [T, H] float32 whose routing has a safe margin for every tensor set."""
     for attempt in range(100):
         rng = np.random.default_rng(1000 * v.seed + attempt)
-        x = rng.standard_normal((tokens, v.config["hidden_size"])).astype(np.float32)
+        x = rng.standard_normal((tokens, v.text["hidden_size"])).astype(np.float32)
         if all(routing_margin(v, ts, x) >= MIN_ROUTING_GAP for ts in tensor_sets):
             return x
     raise AssertionError(f"{v.name}: no input with routing gap >= {MIN_ROUTING_GAP}")
@@ -445,14 +577,14 @@ def router_aux_losses(logits: torch.Tensor, selected: torch.Tensor, num_experts:
 
 def transformers_load_balancing_loss(v: Variant, logits: torch.Tensor) -> float:
     """transformers' own load_balancing_loss_func on this one layer's logits (float32)."""
-    mod = {"mixtral": transformers.models.mixtral.modeling_mixtral,
-           "qwen2_moe": transformers.models.qwen2_moe.modeling_qwen2_moe,
-           "qwen3_moe": transformers.models.qwen3_moe.modeling_qwen3_moe,
-           # deepseek_v3 has no load_balancing_loss_func; the formula is the same.
-           "deepseek_v3": transformers.models.mixtral.modeling_mixtral}[v.arch]
-    c = v.config
-    e = c.get("num_local_experts") or c.get("num_experts") or c["n_routed_experts"]
-    return float(mod.load_balancing_loss_func((logits.detach().float(),), e, c["num_experts_per_tok"]))
+    # Architectures without their own load_balancing_loss_func (the DeepSeek
+    # family, Qwen3.5-MoE) use the same formula as Mixtral's.
+    pkg = v.arch.removesuffix("_text")
+    own = importlib.import_module(f"transformers.models.{pkg}.modeling_{pkg}")
+    mixtral = transformers.models.mixtral.modeling_mixtral
+    func = getattr(own, "load_balancing_loss_func", mixtral.load_balancing_loss_func)
+    e, k = v.num_experts, v.text["num_experts_per_tok"]
+    return float(func((logits.detach().float(),), e, k))
 
 
 def block_grads(v: Variant, block, x: np.ndarray, g: np.ndarray, dtype=torch.float64,
@@ -469,7 +601,7 @@ def block_grads(v: Variant, block, x: np.ndarray, g: np.ndarray, dtype=torch.flo
     blk = copy.deepcopy(block).to(dtype)
     blk.zero_grad(set_to_none=True)
     captured = {}
-    hook = blk.gate.register_forward_hook(lambda m, i, o: captured.update(logits=o[0], idx=o[2]))
+    hook = getattr(blk, v.a.router).register_forward_hook(lambda m, i, o: captured.update(logits=o[0], idx=o[2]))
     xt = torch.tensor(x, dtype=dtype)[None].requires_grad_(True)
     try:
         y = blk(xt)
@@ -479,9 +611,7 @@ def block_grads(v: Variant, block, x: np.ndarray, g: np.ndarray, dtype=torch.flo
         y = y[0]
     loss = (torch.tensor(g, dtype=dtype)[None] * y).sum()
     logits, idx = captured["logits"], captured["idx"]
-    c = v.config
-    e = c.get("num_local_experts") or c.get("num_experts") or c["n_routed_experts"]
-    k = c["num_experts_per_tok"]
+    e, k = v.num_experts, v.text["num_experts_per_tok"]
     info = {}
     if aux_coef or z_coef:
         if aux_selection == "softmax_topk":
@@ -505,7 +635,7 @@ def grads_to_checkpoint_names(v: Variant, grads: dict[str, np.ndarray], layout: 
     """Maps block_grads' in-memory names to the checkpoint names of `layout`
     ("fused" or "per_expert"): fused experts are split per expert (gate rows first) for
     per_expert, and mixtral's router moves to block_sparse_moe.gate.weight."""
-    pre = f"model.layers.{v.layer}.mlp."
+    pre = layer_moe_prefix(v.arch, v.layer, "fused")
     named = {("hidden_states" if n == "hidden_states" else pre + n): torch.from_numpy(a) for n, a in grads.items()}
     conv = convert_layout(v.arch, named, layout) if layout == "per_expert" else named
     return {n: t.numpy() for n, t in conv.items()}

@@ -1,8 +1,10 @@
 """Cross-check `switchyard forward` against Hugging Face transformers itself.
 
-For tiny random mixtral / qwen2_moe / qwen3_moe / deepseek_v3 models built with
-transformers (5.x, float32), the MoE block of one layer (``model.layers[L].mlp``,
-the module the decoder layer calls on the post-attention-norm hidden states) is
+For tiny random mixtral / qwen2_moe / qwen3_moe / deepseek_v3 / olmoe / granitemoe /
+glm4_moe / qwen3_5_moe(_text) models built with transformers (5.x, float32), the MoE
+block of one layer (``model.layers[L].mlp``, or ``block_sparse_moe`` for granitemoe, or
+the multimodal model's ``model.language_model.layers[L].mlp``: the module the decoder
+layer calls on the post-attention-norm hidden states) is
 run by transformers on random x [1, T, H] (T = 37) and by
 
     [mpirun -np R --oversubscribe] $SWITCHYARD_BIN forward --model DIR --layer L \
@@ -109,7 +111,7 @@ class Case:
         # The fused tensors must be exactly transformers' in-memory parameters.
         state = model.state_dict()
         for name, t in self.tensors["fused"].items():
-            if ".experts." in name or name.startswith(f"model.layers.{v.layer}.mlp."):
+            if ".experts." in name or name.startswith(hf.layer_moe_prefix(v.arch, v.layer, "fused")):
                 assert torch.equal(t, state[name]), name
 
         # 2. Sharded save.
@@ -151,8 +153,8 @@ class Case:
         print(f"\n[{v.name}] transformers {transformers.__version__} save_pretrained wrote the "
               f"{self.saved_layout} layout; MoE tensors of layer {v.layer}:")
         for name in sorted(saved_tensors):
-            if name.startswith(f"model.layers.{v.layer}.") and (".experts.0." in name or ".experts." not in name) \
-                    and ("mlp" in name or "moe" in name):
+            if name.startswith(hf.layer_moe_prefix(v.arch, v.layer, self.saved_layout)) \
+                    and (".experts.0." in name or ".experts." not in name):
                 print(f"    {name} {tuple(saved_tensors[name].shape)}")
 
     def layout_tensors(self, layout):
@@ -203,32 +205,33 @@ def test_checkpoint_layout(cases, variant, layout):
     """The files carry the tensor names/shapes/dtypes switchyard is specified to read."""
     c = cases(variant)
     v, L = c.v, c.v.layer
-    cfg = v.config
-    E = cfg.get("num_local_experts") or cfg.get("num_experts") or cfg["n_routed_experts"]
-    H = cfg["hidden_size"]
-    inter = cfg.get("moe_intermediate_size") or cfg["intermediate_size"]
+    cfg = v.text
+    E, H, inter = v.num_experts, cfg["hidden_size"], v.inter
     t = c.layout_tensors(layout)
     flay = file_layout(layout)
     assert hf.detect_layout(t) == flay
     pre = hf.layer_moe_prefix(v.arch, L, flay)
-    assert tuple(t[pre + "gate.weight"].shape) == (E, H)
+    assert tuple(t[hf.router_name(v.arch, L, flay)].shape) == (E, H)
     if flay == "fused":
         assert tuple(t[pre + "experts.gate_up_proj"].shape) == (E, 2 * inter, H)
         assert tuple(t[pre + "experts.down_proj"].shape) == (E, H, inter)
-        assert not any(k.startswith(f"model.layers.{L}.block_sparse_moe.") for k in t)
+        assert not any(hf._PE_EXPERT.match(k) for k in t)
+        if v.arch == "mixtral":
+            assert not any(k.startswith(f"model.layers.{L}.block_sparse_moe.") for k in t)
     else:
-        g, u, d = hf._PROJ_NAMES[v.arch]
         for e in range(E):
-            assert tuple(t[f"{pre}experts.{e}.{g}.weight"].shape) == (inter, H)
-            assert tuple(t[f"{pre}experts.{e}.{u}.weight"].shape) == (inter, H)
-            assert tuple(t[f"{pre}experts.{e}.{d}.weight"].shape) == (H, inter)
-    if v.arch == "qwen2_moe":
+            g, u, d = hf.expert_weights(v.arch, t, pre, e)
+            assert (tuple(g.shape), tuple(u.shape), tuple(d.shape)) == ((inter, H), (inter, H), (H, inter))
+    if v.a.shared == "shared_expert":
         assert tuple(t[pre + "shared_expert.gate_proj.weight"].shape) == (cfg["shared_expert_intermediate_size"], H)
         assert tuple(t[pre + "shared_expert_gate.weight"].shape) == (1, H)
-    if v.arch == "deepseek_v3":
-        assert tuple(t[pre + "gate.e_score_correction_bias"].shape) == (E,)
+    if v.a.shared == "shared_experts":
         assert tuple(t[pre + "shared_experts.down_proj.weight"].shape) == (H, inter * cfg["n_shared_experts"])
+    if v.a.family == "deepseek":
+        assert tuple(t[pre + "gate.e_score_correction_bias"].shape) == (E,)
         assert (t[pre + "gate.e_score_correction_bias"] < 0).any()
+    if v.a.decoder != "model.layers":  # multimodal: nothing of the decoder outside its prefix
+        assert not any(k.startswith("model.layers.") for k in t)
     dtypes = hf.checkpoint_dtypes(c.dirs[layout])
     moe_dtypes = {dt for k, dt in dtypes.items() if k.startswith(pre) and "e_score_correction_bias" not in k}
     assert moe_dtypes == ({"BF16"} if layout == "bf16" else {"F32"})
@@ -265,7 +268,7 @@ def test_architecture_facts_match_transformers(cases, variant, layout):
     ref = c.y_ref[layout]
     err = np.abs(y - ref).max() / np.abs(ref).max()
     assert err <= RTOL, err
-    if c.v.arch == "deepseek_v3":
+    if c.v.a.family == "deepseek":
         by_bias, by_group = hf.deepseek_selection_sensitivity(c.v, c.tensors[layout], c.x)
         assert by_bias > 0, "e_score_correction_bias changes no token's experts"
         assert by_group > 0, "group-limited routing changes no token's experts"
@@ -487,8 +490,7 @@ def test_gradient_reference_covers_layer(cases, variant, layout):
     zero = [k for k, r in ref.items() if not np.abs(r).max() > 0]
     assert not zero, f"all-zero reference gradients: {zero}"
     E = len(np.unique(info["selected"]))
-    assert E == (c.v.config.get("num_local_experts") or c.v.config.get("num_experts")
-                 or c.v.config["n_routed_experts"]), "some expert gets no token"
+    assert E == c.v.num_experts, "some expert gets no token"
     ref32, _ = c.grad_ref(layout, dtype=torch.float32)
     worst = max(_rel_err(ref32[k], ref[k]) for k in ref)
     assert worst <= GRAD_RTOL / 10, f"float32 vs float64 torch gradients differ by {worst:.2e}"
@@ -497,27 +499,28 @@ def test_gradient_reference_covers_layer(cases, variant, layout):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_aux_loss_reference(cases, variant):
     """Our differentiable aux loss is transformers' load_balancing_loss_func; for
-    mixtral/qwen the routed experts are the softmax top-k, so f is the same either way
-    (not for deepseek_v3); the aux and z terms each change the router and dx gradients
+    the softmax routers the routed experts are the softmax top-k, so f is the same either
+    way (not for the deepseek family); the aux and z terms each change the router and dx gradients
     beyond GRAD_RTOL with g, and dominate them with g = 0."""
     c = cases(variant)
     v = c.v
     for sel in ("routed", "softmax_topk"):
         _, info = hf.block_grads(v, c.block, c.x, c.g, aux_coef=AUX_COEF, z_coef=Z_COEF, aux_selection=sel)
-        if sel == "softmax_topk" or v.arch != "deepseek_v3":
+        if sel == "softmax_topk" or v.a.family != "deepseek":
             assert abs(info["aux"] - info["hf_aux"]) <= 1e-6 * info["hf_aux"], info
-    logits = torch.from_numpy(c.x).double() @ c.block.gate.weight.detach().double().T
-    topk = torch.topk(torch.softmax(logits, -1), v.config["num_experts_per_tok"], -1)[1].numpy()
+    router = getattr(c.block, v.a.router)
+    logits = torch.from_numpy(c.x).double() @ router.weight.detach().double().T
+    topk = torch.topk(torch.softmax(logits, -1), v.text["num_experts_per_tok"], -1)[1].numpy()
     same = (np.sort(topk, -1) == np.sort(info["selected"], -1)).all()
-    assert same == (v.arch != "deepseek_v3"), "routed experts vs softmax top-k"
+    assert same == (v.a.family != "deepseek"), "routed experts vs softmax top-k"
     for g, min_effect in ((c.g, 3 * GRAD_RTOL), (np.zeros_like(c.g), 0.1)):
         both, _ = hf.block_grads(v, c.block, c.x, g, aux_coef=AUX_COEF, z_coef=Z_COEF)
         for coefs in (dict(aux_coef=AUX_COEF), dict(z_coef=Z_COEF)):  # drop the other term
             one, _ = hf.block_grads(v, c.block, c.x, g, **coefs)
-            for k in ("gate.weight", "hidden_states"):
+            for k in (f"{v.a.router}.weight", "hidden_states"):
                 assert _rel_err(one[k], both[k]) > min_effect, (coefs, k, _rel_err(one[k], both[k]))
-    if v.arch == "deepseek_v3":  # the two f conventions really differ here
-        router = hf.layer_moe_prefix(v.arch, v.layer, "per_expert") + "gate.weight"
+    if v.a.family == "deepseek":  # the two f conventions really differ here
+        router = hf.router_name(v.arch, v.layer, "per_expert")
         a, _ = c.grad_ref("per_expert", aux_selection="routed", zero_g=True)
         b, _ = c.grad_ref("per_expert", aux_selection="softmax_topk", zero_g=True)
         assert _rel_err(a[router], b[router]) > 0.01

@@ -757,7 +757,8 @@ TEST(MoeCheckpoint, NamingAHandCheckedMixtralBlockGivesItsSevenTensors) {
 // gradients come out of the same slices.
 TEST(MoeCheckpoint, NamingLayerParametersGivesExactlyTheCheckpointTensors) {
   for (const Architecture arch :
-       {Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe, Architecture::kDeepseekV3}) {
+       {Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe, Architecture::kDeepseekV3,
+        Architecture::kOlmoe, Architecture::kGraniteMoe, Architecture::kGlm4Moe, Architecture::kQwen3_5Moe}) {
     for (const bool fused : {false, true}) {
       SCOPED_TRACE(std::string(architecture_name(arch)) + (fused ? " fused" : " per-expert"));
       TempDir dir;
@@ -766,18 +767,23 @@ TEST(MoeCheckpoint, NamingLayerParametersGivesExactlyTheCheckpointTensors) {
       spec.hidden = 16, spec.inter = 12, spec.experts = 8, spec.shared_inter = 20;
       write_random_moe_checkpoint(spec, dir.path().string());
       LoadedBlock b = load_first_moe_block(dir.path().string());
-      EXPECT_EQ(b.names.layout, fused ? ExpertLayout::kFused : ExpertLayout::kPerExpert);
+      const bool granite = arch == Architecture::kGraniteMoe;
+      EXPECT_EQ(b.names.layout, fused || granite ? ExpertLayout::kFused : ExpertLayout::kPerExpert);
       FileTensors file = block_tensors_in_file(dir.path().string(), b.names.prefix);
       ASSERT_FALSE(file.shapes.empty());
-      if (arch == Architecture::kDeepseekV3) {
+      const bool deepseek_style = arch == Architecture::kDeepseekV3 || arch == Architecture::kGlm4Moe;
+      const bool qwen_shared = arch == Architecture::kQwen2Moe || arch == Architecture::kQwen3_5Moe;
+      if (deepseek_style) {
         ASSERT_EQ(file.shapes.erase(b.names.selection_bias), 1u);
         file.values.erase(b.names.selection_bias);
       }
-      if (arch == Architecture::kQwen2Moe || arch == Architecture::kDeepseekV3) {
-        EXPECT_EQ(file.shapes.count(b.names.shared_down_proj), 1u);
-      }
-      if (arch == Architecture::kQwen2Moe) {
-        EXPECT_EQ(file.shapes.count(b.names.shared_expert_gate), 1u);
+      if (qwen_shared || deepseek_style) EXPECT_EQ(file.shapes.count(b.names.shared_down_proj), 1u);
+      if (qwen_shared) EXPECT_EQ(file.shapes.count(b.names.shared_expert_gate), 1u);
+      if (granite && !fused) {  // GraniteMoe's own names (transformers' conversion_mapping.py, reverted on save)
+        const std::string p = "model.layers.0.block_sparse_moe.";
+        EXPECT_EQ(file.shapes, (Shapes{{p + "router.layer.weight", {8, 16}},
+                                       {p + "input_linear.weight", {8, 24, 16}},
+                                       {p + "output_linear.weight", {8, 16, 12}}}));
       }
 
       const std::vector<NamedTensor> values = name_layer_values(b.names, b.parameters());

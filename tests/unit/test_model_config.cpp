@@ -94,6 +94,90 @@ TEST(ModelConfig, DeepseekV3Defaults) {
   for (std::int64_t l = 0; l < 61; ++l) EXPECT_EQ(c.is_moe_layer(l), l >= 3) << l;
 }
 
+TEST(ModelConfig, OlmoeDefaults) {  // OlmoeConfig
+  const ModelConfig c = parse_model_config(config_json("olmoe"), "test");
+  EXPECT_EQ(c.arch, Architecture::kOlmoe);
+  EXPECT_STREQ(architecture_name(c.arch), "olmoe");
+  EXPECT_EQ(c.hidden_size, 2048);
+  EXPECT_EQ(c.expert_intermediate_size, 2048);
+  EXPECT_EQ(c.num_experts, 64);
+  EXPECT_EQ(c.top_k, 8);
+  EXPECT_EQ(c.num_layers, 16);
+  EXPECT_FALSE(c.norm_topk_prob);
+  EXPECT_EQ(c.score, ScoreFunction::kSoftmax);
+  EXPECT_EQ(c.shared_intermediate_size, 0);
+  for (std::int64_t l = 0; l < 16; ++l) EXPECT_TRUE(c.is_moe_layer(l)) << l;
+  // OlmoeConfig.attribute_map: num_local_experts is another name of num_experts.
+  EXPECT_EQ(parse_model_config(config_json("olmoe", "\"num_local_experts\": 12"), "test").num_experts, 12);
+}
+
+TEST(ModelConfig, GraniteMoeDefaults) {  // GraniteMoeConfig
+  const ModelConfig c = parse_model_config(config_json("granitemoe"), "test");
+  EXPECT_EQ(c.arch, Architecture::kGraniteMoe);
+  EXPECT_STREQ(architecture_name(c.arch), "granitemoe");
+  EXPECT_EQ(c.hidden_size, 4096);
+  EXPECT_EQ(c.expert_intermediate_size, 11008);
+  EXPECT_EQ(c.num_experts, 8);
+  EXPECT_EQ(c.top_k, 2);
+  EXPECT_EQ(c.num_layers, 32);
+  EXPECT_TRUE(c.norm_topk_prob);  // softmax over the top-k logits
+  EXPECT_EQ(c.shared_intermediate_size, 0);
+  for (std::int64_t l = 0; l < 32; ++l) EXPECT_TRUE(c.is_moe_layer(l)) << l;
+}
+
+TEST(ModelConfig, Glm4MoeDefaults) {  // Glm4MoeConfig: DeepSeek-V3's router, GLM-4.5's defaults
+  const ModelConfig c = parse_model_config(config_json("glm4_moe"), "test");
+  EXPECT_EQ(c.arch, Architecture::kGlm4Moe);
+  EXPECT_STREQ(architecture_name(c.arch), "glm4_moe");
+  EXPECT_EQ(c.hidden_size, 4096);
+  EXPECT_EQ(c.expert_intermediate_size, 1408);
+  EXPECT_EQ(c.num_experts, 128);
+  EXPECT_EQ(c.top_k, 8);
+  EXPECT_EQ(c.num_layers, 46);
+  EXPECT_EQ(c.n_group, 1);
+  EXPECT_EQ(c.topk_group, 1);
+  EXPECT_DOUBLE_EQ(c.routed_scaling_factor, 1.0);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.first_k_dense_replace, 1);
+  EXPECT_EQ(c.shared_intermediate_size, 1408);
+  EXPECT_FALSE(c.shared_expert_gated);
+  EXPECT_EQ(c.score, ScoreFunction::kSigmoid);
+  EXPECT_TRUE(c.has_selection_bias);
+  EXPECT_TRUE(c.deepseek_routing);
+  for (std::int64_t l = 0; l < 46; ++l) EXPECT_EQ(c.is_moe_layer(l), l >= 1) << l;
+}
+
+TEST(ModelConfig, Qwen3_5MoeDefaultsTextAndMultimodal) {  // Qwen3_5MoeTextConfig
+  for (const std::string& json :
+       {config_json("qwen3_5_moe_text"), config_json("qwen3_5_moe"), config_json("qwen3_5_moe", "\"text_config\": {}"),
+        config_json("qwen3_5_moe", "\"text_config\": {\"model_type\": \"qwen3_5_moe_text\"}")}) {
+    SCOPED_TRACE(json);
+    const ModelConfig c = parse_model_config(json, "test");
+    EXPECT_EQ(c.arch, Architecture::kQwen3_5Moe);
+    EXPECT_STREQ(architecture_name(c.arch), "qwen3_5_moe_text");
+    EXPECT_EQ(c.from_text_config, json.find("\"qwen3_5_moe\"") != std::string::npos);
+    EXPECT_EQ(c.hidden_size, 2048);
+    EXPECT_EQ(c.expert_intermediate_size, 512);
+    EXPECT_EQ(c.shared_intermediate_size, 512);
+    EXPECT_TRUE(c.shared_expert_gated);
+    EXPECT_EQ(c.num_experts, 256);
+    EXPECT_EQ(c.top_k, 8);
+    EXPECT_EQ(c.num_layers, 40);
+    EXPECT_TRUE(c.norm_topk_prob);  // Qwen3_5MoeTopKRouter always renormalises
+    for (std::int64_t l = 0; l < 40; ++l) EXPECT_TRUE(c.is_moe_layer(l)) << l;
+  }
+  // The multimodal config's decoder fields come from text_config, not the top level.
+  const ModelConfig m =
+      parse_model_config(config_json("qwen3_5_moe",
+                                     "\"hidden_size\": 7, \"text_config\": {\"hidden_size\": 64, \"num_experts\": 16, "
+                                     "\"num_experts_per_tok\": 4, \"norm_topk_prob\": false}"),
+                         "test");
+  EXPECT_EQ(m.hidden_size, 64);
+  EXPECT_EQ(m.num_experts, 16);
+  EXPECT_EQ(m.top_k, 4);
+  EXPECT_TRUE(m.norm_topk_prob);
+}
+
 TEST(ModelConfig, ExplicitFields) {
   const ModelConfig m =
       parse_model_config(config_json("mixtral",
@@ -197,6 +281,19 @@ TEST(ModelConfig, BadConfigsThrowNamingTheField) {
   expect_config_error(config_json("mixtral", "\"num_experts_per_tok\": 9"), {"num_experts_per_tok"});
   expect_config_error(config_json("mixtral", "\"num_experts_per_tok\": 0"), {"num_experts_per_tok"});
   expect_config_error(config_json("mixtral", "\"hidden_size\": 0"), {"hidden_size"});
+  // The architectures after the first four.
+  expect_config_error(config_json("olmoe", "\"num_experts\": \"64\""), {"num_experts"});
+  expect_config_error(config_json("olmoe", "\"intermediate_size\": 0"), {"intermediate size"});
+  expect_config_error(config_json("granitemoe", "\"num_local_experts\": 2.0"), {"num_local_experts"});
+  expect_config_error(config_json("granitemoe", "\"num_experts_per_tok\": 9"), {"num_experts_per_tok"});
+  expect_config_error(config_json("glm4_moe", "\"n_group\": 3"), {"n_group", "n_routed_experts 128"});
+  expect_config_error(config_json("glm4_moe", "\"norm_topk_prob\": \"yes\""), {"norm_topk_prob"});
+  expect_config_error(config_json("qwen3_5_moe_text", "\"shared_expert_intermediate_size\": -1"), {"shared"});
+  expect_config_error(config_json("qwen3_5_moe", "\"text_config\": 5"), {"text_config"});
+  expect_config_error(config_json("qwen3_5_moe", "\"text_config\": {\"model_type\": \"mixtral\"}"),
+                      {"text_config", "model_type", "qwen3_5_moe_text"});
+  expect_config_error(config_json("qwen3_5_moe", "\"text_config\": {\"num_experts\": [1]}"),
+                      {"text_config", "num_experts"});
 }
 
 }  // namespace

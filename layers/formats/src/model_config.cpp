@@ -78,6 +78,10 @@ const char* architecture_name(Architecture arch) {
     case Architecture::kQwen2Moe: return "qwen2_moe";
     case Architecture::kQwen3Moe: return "qwen3_moe";
     case Architecture::kDeepseekV3: return "deepseek_v3";
+    case Architecture::kOlmoe: return "olmoe";
+    case Architecture::kGraniteMoe: return "granitemoe";
+    case Architecture::kGlm4Moe: return "glm4_moe";
+    case Architecture::kQwen3_5Moe: return "qwen3_5_moe_text";
   }
   return "unknown";
 }
@@ -85,12 +89,16 @@ const char* architecture_name(Architecture arch) {
 bool ModelConfig::is_moe_layer(std::int64_t layer) const {
   if (layer < 0 || layer >= num_layers) return false;
   switch (arch) {
-    case Architecture::kMixtral: return true;
+    case Architecture::kMixtral:
+    case Architecture::kOlmoe:
+    case Architecture::kGraniteMoe:
+    case Architecture::kQwen3_5Moe: return true;
     case Architecture::kQwen2Moe:
     case Architecture::kQwen3Moe:
       return std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) == mlp_only_layers.end() &&
              num_experts > 0 && (layer + 1) % decoder_sparse_step == 0;
-    case Architecture::kDeepseekV3: return layer >= first_k_dense_replace;
+    case Architecture::kDeepseekV3:
+    case Architecture::kGlm4Moe: return layer >= first_k_dense_replace;
   }
   return false;
 }
@@ -126,21 +134,63 @@ void read_qwen_moe(const Fields& f, bool qwen2, ModelConfig* c) {
   }
 }
 
-void read_deepseek_v3(const Fields& f, ModelConfig* c) {
-  c->arch = Architecture::kDeepseekV3;
-  c->hidden_size = f.integer("hidden_size", 7168);
-  c->expert_intermediate_size = f.integer("moe_intermediate_size", 2048);
-  c->num_experts = f.integer_or_alias("n_routed_experts", "num_local_experts", 256);
+// DeepSeek-V3 and GLM-4.5 (Glm4MoeConfig): the same router and shared
+// experts; `d` holds the config class's defaults.
+struct DeepseekDefaults {
+  std::int64_t hidden, inter, experts, layers, n_group, topk_group, first_dense;
+  double scaling;
+};
+
+void read_deepseek_style(const Fields& f, const DeepseekDefaults& d, ModelConfig* c) {
+  c->hidden_size = f.integer("hidden_size", d.hidden);
+  c->expert_intermediate_size = f.integer("moe_intermediate_size", d.inter);
+  c->num_experts = f.integer_or_alias("n_routed_experts", "num_local_experts", d.experts);
   c->top_k = f.integer("num_experts_per_tok", 8);
-  c->num_layers = f.integer("num_hidden_layers", 61);
+  c->num_layers = f.integer("num_hidden_layers", d.layers);
   c->norm_topk_prob = f.boolean("norm_topk_prob", true);
   c->score = ScoreFunction::kSigmoid;
   c->has_selection_bias = true;
-  c->n_group = f.integer("n_group", 8);
-  c->topk_group = f.integer("topk_group", 4);
-  c->routed_scaling_factor = f.number("routed_scaling_factor", 2.5);
-  c->first_k_dense_replace = f.integer("first_k_dense_replace", 3);
+  c->deepseek_routing = true;
+  c->n_group = f.integer("n_group", d.n_group);
+  c->topk_group = f.integer("topk_group", d.topk_group);
+  c->routed_scaling_factor = f.number("routed_scaling_factor", d.scaling);
+  c->first_k_dense_replace = f.integer("first_k_dense_replace", d.first_dense);
   c->shared_intermediate_size = c->expert_intermediate_size * f.integer("n_shared_experts", 1);
+}
+
+void read_olmoe(const Fields& f, ModelConfig* c) {
+  c->arch = Architecture::kOlmoe;
+  c->hidden_size = f.integer("hidden_size", 2048);
+  c->expert_intermediate_size = f.integer("intermediate_size", 2048);
+  c->num_experts = f.integer_or_alias("num_experts", "num_local_experts", 64);
+  c->top_k = f.integer("num_experts_per_tok", 8);
+  c->num_layers = f.integer("num_hidden_layers", 16);
+  c->norm_topk_prob = f.boolean("norm_topk_prob", false);
+}
+
+// GraniteMoeTopKRouter takes the top-k logits and a softmax over them alone:
+// the renormalised top-k of a softmax over all experts, the same function.
+void read_granitemoe(const Fields& f, ModelConfig* c) {
+  c->arch = Architecture::kGraniteMoe;
+  c->hidden_size = f.integer("hidden_size", 4096);
+  c->expert_intermediate_size = f.integer("intermediate_size", 11008);
+  c->num_experts = f.integer("num_local_experts", 8);
+  c->top_k = f.integer("num_experts_per_tok", 2);
+  c->num_layers = f.integer("num_hidden_layers", 32);
+  c->norm_topk_prob = true;
+}
+
+// Qwen3_5MoeTopKRouter renormalises always; the config has no norm_topk_prob.
+void read_qwen3_5_moe(const Fields& f, ModelConfig* c) {
+  c->arch = Architecture::kQwen3_5Moe;
+  c->hidden_size = f.integer("hidden_size", 2048);
+  c->expert_intermediate_size = f.integer("moe_intermediate_size", 512);
+  c->num_experts = f.integer("num_experts", 256);
+  c->top_k = f.integer("num_experts_per_tok", 8);
+  c->num_layers = f.integer("num_hidden_layers", 40);
+  c->norm_topk_prob = true;
+  c->shared_intermediate_size = f.integer("shared_expert_intermediate_size", 512);
+  c->shared_expert_gated = true;
 }
 
 // The fields every architecture shares: the activation, and the sizes read by
@@ -169,7 +219,7 @@ void check_routing_fields(const ModelConfig& c, const std::string& source) {
     router_config(c);
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kInvalidArgument) throw;
-    const std::string fields = c.arch == Architecture::kDeepseekV3
+    const std::string fields = c.deepseek_routing
                                    ? "n_routed_experts " + std::to_string(c.num_experts) + ", n_group " +
                                          std::to_string(c.n_group) + ", topk_group " + std::to_string(c.topk_group) +
                                          ", num_experts_per_tok " + std::to_string(c.top_k)
@@ -178,30 +228,65 @@ void check_routing_fields(const ModelConfig& c, const std::string& source) {
   }
 }
 
+constexpr const char* kKnownTypes =
+    "mixtral, qwen2_moe, qwen3_moe, deepseek_v3, olmoe, granitemoe, glm4_moe, qwen3_5_moe, qwen3_5_moe_text";
+
+// Reads the decoder's MoE fields of one (text) config object by model_type.
+// Returns false for an unknown type.
+bool read_architecture(const std::string& type, const Fields& f, ModelConfig* c) {
+  if (type == "mixtral") {
+    read_mixtral(f, c);
+  } else if (type == "qwen2_moe" || type == "qwen3_moe") {
+    read_qwen_moe(f, type == "qwen2_moe", c);
+  } else if (type == "deepseek_v3") {
+    c->arch = Architecture::kDeepseekV3;
+    read_deepseek_style(f, {7168, 2048, 256, 61, 8, 4, 3, 2.5}, c);
+  } else if (type == "glm4_moe") {
+    c->arch = Architecture::kGlm4Moe;
+    read_deepseek_style(f, {4096, 1408, 128, 46, 1, 1, 1, 1.0}, c);
+  } else if (type == "olmoe") {
+    read_olmoe(f, c);
+  } else if (type == "granitemoe") {
+    read_granitemoe(f, c);
+  } else if (type == "qwen3_5_moe_text") {
+    read_qwen3_5_moe(f, c);
+  } else {
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   check_arg(!j.is_discarded(), source + ": not valid JSON");
   check_arg(j.is_object(), source + ": expected a JSON object");
-  Fields f(j, source);
-  check_arg(j.contains("model_type"), source +
-                                          ": missing field 'model_type' (expected one of mixtral, qwen2_moe, "
-                                          "qwen3_moe, deepseek_v3)");
-  const std::string type = f.string("model_type", "");
+  check_arg(j.contains("model_type"), source + ": missing field 'model_type' (expected one of " + kKnownTypes + ")");
+  const std::string type = Fields(j, source).string("model_type", "");
   ModelConfig c;
-  if (type == "mixtral") {
-    read_mixtral(f, &c);
-  } else if (type == "qwen2_moe" || type == "qwen3_moe") {
-    read_qwen_moe(f, type == "qwen2_moe", &c);
-  } else if (type == "deepseek_v3") {
-    read_deepseek_v3(f, &c);
-  } else {
-    throw Error(ErrorCode::kInvalidArgument, source + ": field 'model_type' is '" + type +
-                                                 "'; expected one of mixtral, qwen2_moe, qwen3_moe, deepseek_v3");
+  // A multimodal model keeps its language model's settings in text_config,
+  // whose own model_type (when written) must be the text one; absent fields
+  // take the text config class's defaults, as transformers does.
+  const json empty = json::object();
+  const json* text = &j;
+  std::string text_type = type;
+  std::string text_source = source;
+  if (type == "qwen3_5_moe") {
+    const bool has = j.contains("text_config") && !j.at("text_config").is_null();
+    text = has ? &j.at("text_config") : &empty;
+    text_source = source + ": text_config";
+    check_arg(text->is_object(), text_source + " expected a JSON object, got " + text->dump());
+    text_type = Fields(*text, text_source).string("model_type", "qwen3_5_moe_text");
+    check_arg(text_type == "qwen3_5_moe_text",
+              text_source + ": field 'model_type' is '" + text_type + "'; expected qwen3_5_moe_text");
+    c.from_text_config = true;
   }
-  read_common_fields(f, source, &c);
-  check_routing_fields(c, source);
+  const Fields f(*text, text_source);
+  check_arg(read_architecture(text_type, f, &c),
+            source + ": field 'model_type' is '" + type + "'; expected one of " + kKnownTypes);
+  read_common_fields(f, text_source, &c);
+  check_routing_fields(c, text_source);
   return c;
 }
 
@@ -235,7 +320,7 @@ layers::RouterConfig router_config(const ModelConfig& c) {
   r.num_experts = c.num_experts;
   r.top_k = c.top_k;
   r.renormalize = c.norm_topk_prob;
-  if (c.arch == Architecture::kDeepseekV3) {
+  if (c.deepseek_routing) {
     r.renormalize_epsilon = 1e-20f;
     r.n_group = c.n_group;
     r.topk_group = c.topk_group;

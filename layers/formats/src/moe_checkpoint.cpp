@@ -28,11 +28,31 @@ void check_moe_layer(const ModelConfig& config, std::int64_t layer) {
                                             "decoder_sparse_step in config.json)");
 }
 
-MoeTensorNames moe_tensor_names(const Checkpoint& ckpt, const ModelConfig& config, std::int64_t layer) {
+namespace {
+
+// Granite MoE keeps its experts fused: input_linear [E, 2I, H] (gate rows
+// first) and output_linear [E, H, I] on disk; transformers 5.x renames them
+// in memory to experts.gate_up_proj / experts.down_proj and the router from
+// router.layer.weight to router.weight.
+void granite_names(const Checkpoint& ckpt, MoeTensorNames* n) {
+  n->layout = ExpertLayout::kFused;
+  if (ckpt.contains(n->prefix + "experts.gate_up_proj")) {
+    n->router = n->prefix + "router.weight";
+  } else {
+    n->fused_gate_up = n->prefix + "input_linear.weight";
+    n->fused_down = n->prefix + "output_linear.weight";
+    n->router = n->prefix + "router.layer.weight";
+  }
+}
+
+// The names under one decoder-layer prefix ("model.layers.3."), before the
+// sizes are filled in.
+MoeTensorNames names_under(const Checkpoint& ckpt, const ModelConfig& config, const std::string& layer_prefix) {
   MoeTensorNames n;
-  const std::string layer_prefix = "model.layers." + std::to_string(layer) + ".";
-  n.prefix = layer_prefix + "mlp.";
-  const bool mixtral = config.arch == Architecture::kMixtral;
+  const Architecture arch = config.arch;
+  const bool mixtral = arch == Architecture::kMixtral;
+  const bool granite = arch == Architecture::kGraniteMoe;
+  n.prefix = layer_prefix + (granite ? "block_sparse_moe." : "mlp.");
   if (ckpt.contains(n.prefix + "experts.gate_up_proj")) {
     n.layout = ExpertLayout::kFused;
   } else if (mixtral && !ckpt.contains(n.prefix + "gate.weight")) {
@@ -41,6 +61,7 @@ MoeTensorNames moe_tensor_names(const Checkpoint& ckpt, const ModelConfig& confi
   n.fused_gate_up = n.prefix + "experts.gate_up_proj";
   n.fused_down = n.prefix + "experts.down_proj";
   n.router = n.prefix + "gate.weight";
+  if (granite) granite_names(ckpt, &n);
   if (mixtral) {
     n.gate_name = "w1", n.up_name = "w3", n.down_name = "w2";
   } else {
@@ -48,12 +69,34 @@ MoeTensorNames moe_tensor_names(const Checkpoint& ckpt, const ModelConfig& confi
   }
   if (config.has_selection_bias) n.selection_bias = n.prefix + "gate.e_score_correction_bias";
   if (config.shared_intermediate_size > 0) {
-    const std::string shared =
-        n.prefix + (config.arch == Architecture::kDeepseekV3 ? "shared_experts." : "shared_expert.");
+    const std::string shared = n.prefix + (config.deepseek_routing ? "shared_experts." : "shared_expert.");
     n.shared_gate_proj = shared + "gate_proj.weight";
     n.shared_up_proj = shared + "up_proj.weight";
     n.shared_down_proj = shared + "down_proj.weight";
     if (config.shared_expert_gated) n.shared_expert_gate = n.prefix + "shared_expert_gate.weight";
+  }
+  return n;
+}
+
+}  // namespace
+
+MoeTensorNames moe_tensor_names(const Checkpoint& ckpt, const ModelConfig& config, std::int64_t layer) {
+  // A text model names its decoder "model."; a multimodal one's language
+  // model sits under "model.language_model." (transformers 5.x) or
+  // "language_model.model." (earlier releases). The first prefix whose
+  // router the checkpoint holds is the one; with none, the text model's
+  // names (so a missing tensor is reported under them).
+  const std::string layers = "layers." + std::to_string(layer) + ".";
+  const std::vector<std::string> prefixes =
+      config.from_text_config ? std::vector<std::string>{"model.language_model.", "language_model.model.", "model."}
+                              : std::vector<std::string>{"model.", "model.language_model.", "language_model.model."};
+  MoeTensorNames n = names_under(ckpt, config, prefixes.front() + layers);
+  for (const std::string& p : prefixes) {
+    MoeTensorNames candidate = names_under(ckpt, config, p + layers);
+    if (ckpt.contains(candidate.router)) {
+      n = std::move(candidate);
+      break;
+    }
   }
   n.hidden_size = config.hidden_size;
   n.expert_intermediate_size = config.expert_intermediate_size;

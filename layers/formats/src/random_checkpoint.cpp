@@ -32,6 +32,23 @@ void round_to(formats::DType dtype, std::vector<float>* v) {
                                        : kernels::f16_to_float(kernels::float_to_f16(x));
 }
 
+// DeepSeek-V3 and GLM-4.5: the same router and shared-expert fields.
+void add_deepseek_style_fields(const RandomMoeSpec& s, json* out) {
+  json& c = *out;
+  const bool glm = s.arch == Architecture::kGlm4Moe;
+  c["model_type"] = glm ? "glm4_moe" : "deepseek_v3";
+  c["architectures"] = {glm ? "Glm4MoeForCausalLM" : "DeepseekV3ForCausalLM"};
+  c["moe_intermediate_size"] = s.inter;
+  c["intermediate_size"] = s.inter * 2;
+  c["n_routed_experts"] = s.experts;
+  c["n_shared_experts"] = s.n_shared_experts;
+  c["n_group"] = s.n_group;
+  c["topk_group"] = s.topk_group;
+  c["routed_scaling_factor"] = s.routed_scaling_factor;
+  c["norm_topk_prob"] = s.norm_topk_prob;
+  c["first_k_dense_replace"] = s.first_k_dense_replace;
+}
+
 json config_json(const RandomMoeSpec& s) {
   json c = {{"hidden_size", s.hidden},
             {"num_hidden_layers", s.layers},
@@ -64,17 +81,26 @@ json config_json(const RandomMoeSpec& s) {
       break;
     }
     case Architecture::kDeepseekV3:
-      c["model_type"] = "deepseek_v3";
-      c["architectures"] = {"DeepseekV3ForCausalLM"};
-      c["moe_intermediate_size"] = s.inter;
-      c["intermediate_size"] = s.inter * 2;
-      c["n_routed_experts"] = s.experts;
-      c["n_shared_experts"] = s.n_shared_experts;
-      c["n_group"] = s.n_group;
-      c["topk_group"] = s.topk_group;
-      c["routed_scaling_factor"] = s.routed_scaling_factor;
+    case Architecture::kGlm4Moe: add_deepseek_style_fields(s, &c); break;
+    case Architecture::kOlmoe:
+      c["model_type"] = "olmoe";
+      c["architectures"] = {"OlmoeForCausalLM"};
+      c["intermediate_size"] = s.inter;
+      c["num_experts"] = s.experts;
       c["norm_topk_prob"] = s.norm_topk_prob;
-      c["first_k_dense_replace"] = s.first_k_dense_replace;
+      break;
+    case Architecture::kGraniteMoe:
+      c["model_type"] = "granitemoe";
+      c["architectures"] = {"GraniteMoeForCausalLM"};
+      c["intermediate_size"] = s.inter;
+      c["num_local_experts"] = s.experts;
+      break;
+    case Architecture::kQwen3_5Moe:
+      c["model_type"] = "qwen3_5_moe_text";
+      c["architectures"] = {"Qwen3_5MoeForCausalLM"};
+      c["moe_intermediate_size"] = s.inter;
+      c["shared_expert_intermediate_size"] = s.shared_inter;
+      c["num_experts"] = s.experts;
       break;
   }
   return c;
@@ -116,15 +142,19 @@ class TensorDraw {
 // tensor per expert and projection, from the arrays in `a`.
 void add_expert_tensors(const RandomMoeSpec& s, const std::string& m, const MoeLayerArrays& a, TensorDraw* t) {
   const std::int64_t H = s.hidden, I = s.inter, E = s.experts;
-  if (s.fused) {
+  const bool granite = s.arch == Architecture::kGraniteMoe;
+  if (s.fused || granite) {
     std::vector<float> gate_up, down;
     for (std::int64_t e = 0; e < E; ++e) {
       gate_up.insert(gate_up.end(), a.gate[e].begin(), a.gate[e].end());
       gate_up.insert(gate_up.end(), a.up[e].begin(), a.up[e].end());
       down.insert(down.end(), a.down[e].begin(), a.down[e].end());
     }
-    t->tensors.push_back({m + "experts.gate_up_proj", {E, 2 * I, H}, std::move(gate_up)});
-    t->tensors.push_back({m + "experts.down_proj", {E, H, I}, std::move(down)});
+    // Granite's own files name the fused tensors input_linear/output_linear.
+    const bool on_disk = granite && !s.fused;
+    t->tensors.push_back(
+        {m + (on_disk ? "input_linear.weight" : "experts.gate_up_proj"), {E, 2 * I, H}, std::move(gate_up)});
+    t->tensors.push_back({m + (on_disk ? "output_linear.weight" : "experts.down_proj"), {E, H, I}, std::move(down)});
     return;
   }
   const bool mixtral = s.arch == Architecture::kMixtral;
@@ -144,9 +174,11 @@ MoeLayerArrays add_moe_layer(const RandomMoeSpec& s, const ModelConfig& cfg, con
   const std::int64_t H = s.hidden, I = s.inter, E = s.experts;
   MoeLayerArrays a;
   const bool mixtral = s.arch == Architecture::kMixtral;
-  const std::string m = p + (mixtral && !s.fused ? "block_sparse_moe." : "mlp.");
-  a.router = t->add(m + "gate.weight", {E, H}, s.scale * 4);
-  if (s.arch == Architecture::kDeepseekV3) a.bias = t->add(m + "gate.e_score_correction_bias", {E}, 0.05f);
+  const bool granite = s.arch == Architecture::kGraniteMoe;
+  const std::string m = p + ((mixtral && !s.fused) || granite ? "block_sparse_moe." : "mlp.");
+  const std::string router = !granite ? "gate.weight" : s.fused ? "router.weight" : "router.layer.weight";
+  a.router = t->add(m + router, {E, H}, s.scale * 4);
+  if (cfg.has_selection_bias) a.bias = t->add(m + "gate.e_score_correction_bias", {E}, 0.05f);
   for (std::int64_t e = 0; e < E; ++e) {
     a.gate.push_back(t->draw(I, H, s.scale));
     a.up.push_back(t->draw(I, H, s.scale));
@@ -155,7 +187,7 @@ MoeLayerArrays add_moe_layer(const RandomMoeSpec& s, const ModelConfig& cfg, con
   add_expert_tensors(s, m, a, t);
   const std::int64_t Is = cfg.shared_intermediate_size;
   if (Is > 0) {
-    const std::string sh = m + (s.arch == Architecture::kDeepseekV3 ? "shared_experts." : "shared_expert.");
+    const std::string sh = m + (cfg.deepseek_routing ? "shared_experts." : "shared_expert.");
     a.shared_gate = t->add(sh + "gate_proj.weight", {Is, H}, s.scale);
     a.shared_up = t->add(sh + "up_proj.weight", {Is, H}, s.scale);
     a.shared_down = t->add(sh + "down_proj.weight", {H, Is}, s.scale);

@@ -11,9 +11,19 @@
 
 namespace switchyard::formats {
 
-enum class Architecture { kMixtral, kQwen2Moe, kQwen3Moe, kDeepseekV3 };
+enum class Architecture {
+  kMixtral,
+  kQwen2Moe,
+  kQwen3Moe,
+  kDeepseekV3,
+  kOlmoe,       // olmoe: Qwen3-MoE's block without shared experts
+  kGraniteMoe,  // granitemoe: fused experts (input_linear, output_linear), softmax over the top-k logits
+  kGlm4Moe,     // glm4_moe (GLM-4.5): DeepSeek-V3's router and shared experts, other defaults
+  kQwen3_5Moe,  // qwen3_5_moe(_text): Qwen2-MoE's block, top-k always renormalised
+};
 
-/// The `model_type` string of an architecture, e.g. "qwen2_moe".
+/// The `model_type` string of an architecture, e.g. "qwen2_moe" (the
+/// text-only one where a multimodal wrapper exists: "qwen3_5_moe_text").
 const char* architecture_name(Architecture arch);
 
 using layers::ScoreFunction;
@@ -34,9 +44,17 @@ struct ModelConfig {
   std::int64_t topk_group = 1;
   double routed_scaling_factor = 1.0;
   bool has_selection_bias = false;  // DeepSeek-V3 e_score_correction_bias
+  // DeepSeek-V3-style routing (sigmoid, groups, selection bias, scaling;
+  // DeepSeek-V3 and GLM-4.5): config.json names its fields n_routed_experts,
+  // n_group, topk_group.
+  bool deepseek_routing = false;
 
   std::int64_t shared_intermediate_size = 0;  // 0: no shared expert
   bool shared_expert_gated = false;           // Qwen2-MoE sigmoid gate
+  // Where the decoder's MoE settings were read: the top level, or a
+  // multimodal config's `text_config` (whose checkpoint names the language
+  // model's tensors with a prefix such as "model.language_model.").
+  bool from_text_config = false;
 
   // Which layers are MoE.
   std::int64_t decoder_sparse_step = 1;
@@ -47,7 +65,8 @@ struct ModelConfig {
   bool is_moe_layer(std::int64_t layer) const;
 };
 
-/// Reads `dir`/config.json. Throws Error(kInvalidArgument) naming the file and
+/// Reads `dir`/config.json: a text model's config, or a multimodal one
+/// (model_type qwen3_5_moe) whose `text_config` holds the decoder's. Throws Error(kInvalidArgument) naming the file and
 /// the field for a missing file, invalid JSON, a missing or unknown
 /// model_type, a field of the wrong type or an inconsistent value.
 ModelConfig load_model_config(const std::string& dir);

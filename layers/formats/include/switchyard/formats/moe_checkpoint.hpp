@@ -33,7 +33,7 @@ struct MoeTensorNames {
   ExpertLayout layout = ExpertLayout::kPerExpert;
   std::string prefix;  // e.g. "model.layers.3.mlp."
   std::string router;
-  std::string selection_bias;  // empty unless DeepSeek-V3
+  std::string selection_bias;  // empty unless DeepSeek-V3 or GLM-4.5
   // Per-expert layout: expert e's projections.
   std::string expert_gate(std::int64_t e) const;
   std::string expert_up(std::int64_t e) const;

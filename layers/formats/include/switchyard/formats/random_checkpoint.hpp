@@ -18,8 +18,8 @@ struct RandomMoeSpec {
   std::int64_t experts = 8;
   std::int64_t top_k = 2;
   std::int64_t layers = 2;
-  std::int64_t shared_inter = 40;             // qwen2_moe shared expert width
-  std::int64_t n_shared_experts = 1;          // deepseek_v3
+  std::int64_t shared_inter = 40;             // qwen2_moe, qwen3_5_moe shared expert width
+  std::int64_t n_shared_experts = 1;          // deepseek_v3, glm4_moe (and the next three)
   std::int64_t n_group = 4, topk_group = 2;   // deepseek_v3
   double routed_scaling_factor = 2.5;         // deepseek_v3
   bool norm_topk_prob = true;                 // qwen/deepseek
@@ -27,7 +27,7 @@ struct RandomMoeSpec {
   std::vector<std::int64_t> mlp_only_layers;  // qwen
   std::int64_t decoder_sparse_step = 1;       // qwen
   std::string hidden_act = "silu";
-  bool fused = false;  // transformers v5 fused expert tensors
+  bool fused = false;  // transformers v5 fused expert tensors (granitemoe: its in-memory names)
   int shards = 1;      // >1: model-0000i-of-0000n.safetensors + index
   formats::DType dtype = formats::DType::kF32;
   std::uint64_t seed = 1;
