@@ -17,7 +17,8 @@ int main(int argc, char** argv) {
       {"mixtral", formats::Architecture::kMixtral},    {"qwen2_moe", formats::Architecture::kQwen2Moe},
       {"qwen3_moe", formats::Architecture::kQwen3Moe}, {"deepseek_v3", formats::Architecture::kDeepseekV3},
       {"olmoe", formats::Architecture::kOlmoe},        {"granitemoe", formats::Architecture::kGraniteMoe},
-      {"glm4_moe", formats::Architecture::kGlm4Moe},   {"qwen3_5_moe_text", formats::Architecture::kQwen3_5Moe}};
+      {"glm4_moe", formats::Architecture::kGlm4Moe},   {"qwen3_5_moe_text", formats::Architecture::kQwen3_5Moe},
+      {"llama4_text", formats::Architecture::kLlama4}};
   static const std::map<std::string, formats::DType> dtypes = {
       {"f32", formats::DType::kF32}, {"bf16", formats::DType::kBF16}, {"f16", formats::DType::kF16}};
   formats::RandomMoeSpec spec;

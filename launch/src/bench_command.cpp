@@ -30,8 +30,8 @@ void add_bench_options(CLI::App& sub, BenchOptions* o) {
   sub.add_option("--top-k", o->top_k, "Experts per token")->check(CLI::PositiveNumber);
   sub.add_option("--tokens", o->tokens, "Tokens per rank")->check(CLI::Range(0, 1 << 30));
   sub.add_option("--arch", o->arch, "Router kind (a config.json model_type)")
-      ->check(CLI::IsMember(
-          {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "olmoe", "granitemoe", "glm4_moe", "qwen3_5_moe_text"}));
+      ->check(CLI::IsMember({"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "olmoe", "granitemoe", "glm4_moe",
+                             "qwen3_5_moe_text", "llama4_text"}));
   sub.add_option("--pass", o->pass, "fwd | fwd_bwd")->check(CLI::IsMember({"fwd", "fwd_bwd"}));
   sub.add_option("--dtype", o->dtype, "Expert weights: f32 | bf16")->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_option("--iters", o->iters, "Timed iterations")->check(CLI::PositiveNumber);

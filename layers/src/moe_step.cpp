@@ -202,9 +202,15 @@ void MoeLayer::experts_chunk(detail::MoeChunk& k) {
   k.expert_out.resize(static_cast<std::size_t>(n * H));
   k.saved.resize(static_cast<std::size_t>(n * experts_->saved_per_row()));
   kernels::gather_rows(k.recv.data(), p.grouped_source.data(), n, H, k.expert_in.data());
+  const bool scale_input = config_.weight_scales_input;
+  if (scale_input) {  // E(w x): the backward needs x for dL/dw
+    k.expert_x.assign(k.expert_in.begin(), k.expert_in.end());
+    for (std::int64_t g = 0; g < n; ++g)
+      for (std::int64_t h = 0; h < H; ++h) k.expert_in[g * H + h] *= p.grouped_weight[g];
+  }
   experts_->forward(k.expert_in.data(), p.local_expert_counts.data(), k.expert_out.data(), k.saved.data());
-  kernels::sum_entry_rows(k.expert_out.data(), p.entry_grouped.data(), p.grouped_weight.data(), p.num_recv(), p.top_k,
-                          H, k.recv.data());
+  kernels::sum_entry_rows(k.expert_out.data(), p.entry_grouped.data(), scale_input ? nullptr : p.grouped_weight.data(),
+                          p.num_recv(), p.top_k, H, k.recv.data());
 }
 
 std::size_t MoeLayer::combine_chunk(detail::MoeChunk& k) {
@@ -280,8 +286,9 @@ std::size_t MoeLayer::combine_grad_chunk(detail::MoeChunk& k) {
 void MoeLayer::experts_grad_chunk(detail::MoeChunk& k) {
   const DispatchPlan& p = k.plan;
   const std::int64_t H = config_.hidden_size, K = p.top_k, n = p.num_slots();
-  // Each slot: dL/dw = dy · (expert output), dL/d(expert output) = w * dy.
   k.entry_grad_w.assign(static_cast<std::size_t>(p.num_recv() * K), 0.0f);
+  if (config_.weight_scales_input) return experts_grad_scaled_input(k);
+  // Each slot: dL/dw = dy · (expert output), dL/d(expert output) = w * dy.
   for (std::int64_t e = 0; e < p.num_recv() * K; ++e) {
     const std::int64_t g = p.entry_grouped[e];
     if (g < 0) continue;
@@ -299,6 +306,35 @@ void MoeLayer::experts_grad_chunk(detail::MoeChunk& k) {
   k.grad_saved.resize(static_cast<std::size_t>(n * experts_->grad_saved_per_row()));
   experts_->backward_data(k.expert_in.data(), p.local_expert_counts.data(), k.saved.data(), k.expert_out.data(),
                           k.grad_in.data(), k.grad_saved.data());
+  kernels::sum_entry_rows(k.grad_in.data(), p.entry_grouped.data(), nullptr, p.num_recv(), K, H, k.recv.data());
+}
+
+// Llama 4's E(w x): dL/d(expert output) = dy; with u = dL/d(w x) from the
+// expert's backward, dL/dw = u · x and the row's gradient is w u.
+void MoeLayer::experts_grad_scaled_input(detail::MoeChunk& k) {
+  const DispatchPlan& p = k.plan;
+  const std::int64_t H = config_.hidden_size, K = p.top_k, n = p.num_slots();
+  for (std::int64_t e = 0; e < p.num_recv() * K; ++e) {
+    const std::int64_t g = p.entry_grouped[e];
+    if (g >= 0) std::copy_n(&k.recv[(e / K) * H], H, &k.expert_out[g * H]);
+  }
+  k.grad_in.resize(static_cast<std::size_t>(n * H));
+  k.grad_saved.resize(static_cast<std::size_t>(n * experts_->grad_saved_per_row()));
+  experts_->backward_data(k.expert_in.data(), p.local_expert_counts.data(), k.saved.data(), k.expert_out.data(),
+                          k.grad_in.data(), k.grad_saved.data());
+  for (std::int64_t e = 0; e < p.num_recv() * K; ++e) {
+    const std::int64_t g = p.entry_grouped[e];
+    if (g < 0) continue;
+    float* u = &k.grad_in[g * H];
+    const float* x = &k.expert_x[g * H];
+    const float w = p.grouped_weight[g];
+    float dot = 0.0f;
+    for (std::int64_t h = 0; h < H; ++h) {
+      dot += u[h] * x[h];
+      u[h] *= w;
+    }
+    k.entry_grad_w[e] = dot;
+  }
   kernels::sum_entry_rows(k.grad_in.data(), p.entry_grouped.data(), nullptr, p.num_recv(), K, H, k.recv.data());
 }
 

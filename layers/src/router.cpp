@@ -221,7 +221,8 @@ void route(const RouterConfig& config, const float* logits, const float* selecti
     } else {
       kernels::sigmoid(scores, E);
     }
-    for (std::int64_t e = 0; e < E; ++e) choice[e] = scores[e] + (selection_bias ? selection_bias[e] : 0.0f);
+    const float* base = config.select_on_logits ? logits + t * E : scores;
+    for (std::int64_t e = 0; e < E; ++e) choice[e] = base[e] + (selection_bias ? selection_bias[e] : 0.0f);
     if (penalty)
       for (std::int64_t e = 0; e < E; ++e) choice[e] -= penalty[e];
     if (scratch->group_limit.limit > 0) limit_to_groups(scratch->group_limit, *scratch);

@@ -23,6 +23,7 @@ struct MoeChunk {
   std::vector<float> send;                       // [num_send, H] rows in send order; in backward dy, then dL/dx parts
   std::vector<float> recv;                       // [num_recv, H] rows as received / partial sums sent back
   std::vector<float> expert_in;                  // [num_slots, H] grouped by local expert
+  std::vector<float> expert_x;                   // [num_slots, H] the same unscaled (weight_scales_input)
   std::vector<float> expert_out;                 // [num_slots, H] grouped; in backward dL/d(expert output)
   std::vector<float> saved;                      // [num_slots, saved_per_row] expert activations
   std::vector<float> combined;                   // [num_send, H] each rank's partial output, in send order

@@ -81,29 +81,40 @@ class Arch:
     """What the cross-check needs to know of one transformers architecture."""
     config_class: str
     family: str  # "softmax": softmax top-k | "deepseek": sigmoid, selection bias, groups, scaling
+    #              | "sigmoid_topk": top-k logits, their sigmoids (Llama 4)
     renormalize: bool | None  # top-k weights renormalised; None: config's norm_topk_prob
     proj: tuple[str, str, str] | None  # per-expert (gate, up, down) names; None: fused on disk (granite)
-    shared: str | None = None  # "shared_expert" (sigmoid-gated) | "shared_experts" | None
+    shared: str | None = None  # the shared expert's module: "shared_expert" | "shared_experts" | None
+    shared_gated: bool = False  # shared_expert_gate (sigmoid) on its output
     block: str = "mlp"  # the decoder layer's MoE module
     router: str = "gate"  # the block's router module
     model_class: str = "AutoModelForCausalLM"
     decoder: str = "model.layers"  # checkpoint name prefix of the decoder layers
+    scales_input: bool = False  # the routing weight scales the expert's input (Llama 4)
+    single_layout: bool = False  # one expert layout only (Llama 4: fused, transposed)
 
 
 _GUD = ("gate_proj", "up_proj", "down_proj")
 ARCHS: dict[str, Arch] = {
     "mixtral": Arch("MixtralConfig", "softmax", True, ("w1", "w3", "w2")),
-    "qwen2_moe": Arch("Qwen2MoeConfig", "softmax", None, _GUD, "shared_expert"),
+    "qwen2_moe": Arch("Qwen2MoeConfig", "softmax", None, _GUD, "shared_expert", shared_gated=True),
     "qwen3_moe": Arch("Qwen3MoeConfig", "softmax", None, _GUD),
     "deepseek_v3": Arch("DeepseekV3Config", "deepseek", None, _GUD, "shared_experts"),
     "olmoe": Arch("OlmoeConfig", "softmax", None, _GUD),
     # GraniteMoeTopKRouter: softmax over the top-k logits = renormalised softmax top-k.
     "granitemoe": Arch("GraniteMoeConfig", "softmax", True, None, block="block_sparse_moe", router="router"),
     "glm4_moe": Arch("Glm4MoeConfig", "deepseek", None, _GUD, "shared_experts"),
-    "qwen3_5_moe_text": Arch("Qwen3_5MoeTextConfig", "softmax", True, _GUD, "shared_expert"),
+    "qwen3_5_moe_text": Arch("Qwen3_5MoeTextConfig", "softmax", True, _GUD, "shared_expert", shared_gated=True),
     # The multimodal checkpoint: its language model's tensors under model.language_model.
-    "qwen3_5_moe": Arch("Qwen3_5MoeConfig", "softmax", True, _GUD, "shared_expert",
+    "qwen3_5_moe": Arch("Qwen3_5MoeConfig", "softmax", True, _GUD, "shared_expert", shared_gated=True,
                         model_class="Qwen3_5MoeForConditionalGeneration", decoder="model.language_model.layers"),
+    # Llama 4: experts fused and transposed (gate_up_proj [E, H, 2I], down_proj [E, I, H]) in
+    # memory and on disk; E(sigmoid(logit) * x); an ungated shared expert.
+    "llama4_text": Arch("Llama4TextConfig", "sigmoid_topk", False, None, "shared_expert", block="feed_forward",
+                        router="router", scales_input=True, single_layout=True),
+    "llama4": Arch("Llama4Config", "sigmoid_topk", False, None, "shared_expert", block="feed_forward",
+                   router="router", scales_input=True, single_layout=True,
+                   model_class="Llama4ForConditionalGeneration", decoder="language_model.model.layers"),
 }
 
 
@@ -140,6 +151,9 @@ _QWEN3_5_TEXT = dict(_COMMON, moe_intermediate_size=16, shared_expert_intermedia
                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, linear_key_head_dim=8,
                      linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
                      layer_types=["linear_attention", "full_attention"], num_experts=8, num_experts_per_tok=2)
+_LLAMA4_TEXT = dict(_COMMON, intermediate_size=16, intermediate_size_mlp=40, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_local_experts=8,
+                    num_experts_per_tok=1, interleave_moe_layer_step=2)
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
@@ -215,6 +229,15 @@ VARIANTS: dict[str, Variant] = {
                         vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2,
                                            out_hidden_size=32, num_position_embeddings=16)),
         ),
+        # Llama 4: top-1, MoE every second layer; and the multimodal checkpoint with top-2.
+        Variant("llama4_text", "llama4_text", layer=1, moe_layers=(1,), seed=122, config=_LLAMA4_TEXT),
+        Variant(
+            "llama4", "llama4", layer=1, moe_layers=(1,), seed=133,
+            config=dict(text_config=dict(_LLAMA4_TEXT, num_experts_per_tok=2), tie_word_embeddings=False,
+                        vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                           intermediate_size=16, vision_output_dim=16, projector_input_dim=16,
+                                           projector_output_dim=32, image_size=28, patch_size=14)),
+        ),
     ]
 }
 
@@ -229,7 +252,7 @@ def build_model(v: Variant):
     if v.a.model_class.startswith("Auto"):
         model = model_class.from_config(cfg, dtype=torch.float32)
     else:
-        model = model_class(cfg).to(torch.float32)
+        model = model_class(cfg)  # float32, torch's default
     # The plain per-expert python loop, not grouped_mm / batched_mm kernels.
     model.set_experts_implementation("eager")
     model.eval()
@@ -249,6 +272,8 @@ def build_model(v: Variant):
 
 def decoder_layers(model):
     """The decoder layers of a text model or of a multimodal model's language model."""
+    if hasattr(model, "language_model"):  # Llama4ForConditionalGeneration
+        return model.language_model.model.layers
     inner = model.model
     return inner.language_model.layers if hasattr(inner, "language_model") else inner.layers
 
@@ -256,15 +281,18 @@ def decoder_layers(model):
 def moe_block(model, layer: int):
     """The module the decoder layer calls on the post-attention-norm hidden states."""
     dl = decoder_layers(model)[layer]
-    return dl.block_sparse_moe if hasattr(dl, "block_sparse_moe") else dl.mlp
+    for name in ("block_sparse_moe", "feed_forward", "mlp"):
+        if hasattr(dl, name):
+            return getattr(dl, name)
+    raise AssertionError("no MoE block")
 
 
 def block_forward(block, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         out = block(torch.from_numpy(x)[None])
-    if isinstance(out, tuple):  # (hidden, router_logits) in older transformers
+    if isinstance(out, tuple):  # (hidden, router_logits): older transformers, Llama 4
         out = out[0]
-    return out[0].detach().numpy().astype(np.float32)
+    return out.reshape(x.shape).detach().numpy().astype(np.float32)
 
 
 def bf16_rounded_block(block):
@@ -279,7 +307,7 @@ def bf16_rounded_block(block):
 
 # Checkpoint names: group 1 is the decoder prefix (model.layers, or a multimodal
 # model's model.language_model.layers), group 2 the layer.
-_DECODER = r"^(model\.(?:language_model\.)?layers)\.(\d+)\."
+_DECODER = r"^((?:model\.(?:language_model\.)?|language_model\.model\.)layers)\.(\d+)\."
 _PE_MIXTRAL = re.compile(_DECODER + r"block_sparse_moe\.(.+)$")
 _PE_EXPERT = re.compile(_DECODER + r"(mlp|block_sparse_moe)\.experts\.(\d+)\.(\w+)\.weight$")
 _FUSED = re.compile(_DECODER + r"(mlp|block_sparse_moe)\.experts\.(gate_up_proj|down_proj)$")
@@ -294,6 +322,8 @@ _PROJ_NAMES = {arch: a.proj for arch, a in ARCHS.items()}  # per-expert (gate, u
 
 def detect_layout(names) -> str:
     names = list(names)
+    if any(n.endswith(".feed_forward.experts.gate_up_proj") for n in names):
+        return "per_expert"  # Llama 4's one layout: what save_pretrained writes
     if any(_FUSED.match(n) for n in names):
         return "fused"
     if any(_PE_EXPERT.match(n) or n.endswith(".block_sparse_moe.input_linear.weight") for n in names):
@@ -316,6 +346,8 @@ def _granite_rename(tensors, to_fused: bool):
 
 def to_fused(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """per-expert -> fused (transformers 5.x in-memory names)."""
+    if ARCHS[arch].single_layout:
+        return dict(tensors)
     if ARCHS[arch].proj is None:
         return _granite_rename(tensors, to_fused=True)
     g_name, u_name, d_name = _PROJ_NAMES[arch]
@@ -343,6 +375,8 @@ def to_fused(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def to_per_expert(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """fused -> per-expert (the legacy names save_pretrained writes)."""
+    if ARCHS[arch].single_layout:
+        return dict(tensors)
     if ARCHS[arch].proj is None:
         return _granite_rename(tensors, to_fused=False)
     g_name, u_name, d_name = _PROJ_NAMES[arch]
@@ -419,11 +453,17 @@ def router_name(arch: str, layer: int, layout: str) -> str:
     pre = layer_moe_prefix(arch, layer, layout)
     if ARCHS[arch].router == "gate":
         return pre + "gate.weight"
+    if ARCHS[arch].single_layout:
+        return pre + "router.weight"
     return pre + ("router.weight" if layout == "fused" else "router.layer.weight")
 
 
 def expert_weights(arch: str, t: dict, prefix: str, e: int):
     """(gate [I, H], up [I, H], down [H, I]) of expert e from per_expert-layout tensors."""
+    if ARCHS[arch].single_layout:  # llama4: gate_up_proj [E, H, 2I] (gate columns first), down_proj [E, I, H]
+        gu = t[prefix + "experts.gate_up_proj"][e]
+        inter = gu.shape[1] // 2
+        return gu[:, :inter].T, gu[:, inter:].T, t[prefix + "experts.down_proj"][e].T
     if ARCHS[arch].proj is None:  # granite: input_linear [E, 2I, H] (gate rows first), output_linear [E, H, I]
         gu = t[prefix + "input_linear.weight"][e]
         inter = gu.shape[0] // 2
@@ -475,6 +515,12 @@ def _route(v: Variant, t: dict, x: np.ndarray, use_bias=True, use_groups=True):
         if v.a.renormalize if v.a.renormalize is not None else c["norm_topk_prob"]:
             w = w / w.sum(-1, keepdims=True)
         return idx, w, np.min(gaps)
+    if v.a.family == "sigmoid_topk":  # Llama 4
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        srt = np.take_along_axis(logits, order, -1)
+        gaps.append(srt[:, k - 1] - srt[:, k])
+        idx = order[:, :k]
+        return idx, 1.0 / (1.0 + np.exp(-np.take_along_axis(logits, idx, -1))), np.min(gaps)
     # deepseek family (DeepSeek-V3, GLM-4.5)
     e = v.num_experts
     ng, tg = c["n_group"], c["topk_group"]
@@ -514,14 +560,18 @@ def facts_forward(v: Variant, tensors, x: np.ndarray) -> np.ndarray:
     y = np.zeros_like(x)
     for tok in range(x.shape[0]):
         for j in range(idx.shape[1]):
-            y[tok] += w[tok, j] * _mlp(x[tok:tok + 1], *expert_weights(v.arch, t, p, idx[tok, j]))[0]
-    if v.a.shared == "shared_expert":  # sigmoid-gated (Qwen2-MoE, Qwen3.5-MoE)
+            gud = expert_weights(v.arch, t, p, idx[tok, j])
+            if v.a.scales_input:  # Llama 4: E(w x)
+                y[tok] += _mlp(w[tok, j] * x[tok:tok + 1], *gud)[0]
+            else:
+                y[tok] += w[tok, j] * _mlp(x[tok:tok + 1], *gud)[0]
+    if v.a.shared_gated:  # Qwen2-MoE, Qwen3.5-MoE
         q = p + "shared_expert."
         sh = _mlp(x, t[q + "gate_proj.weight"], t[q + "up_proj.weight"], t[q + "down_proj.weight"])
         gate = 1.0 / (1.0 + np.exp(-(x @ t[p + "shared_expert_gate.weight"].T)))
         y += gate * sh
-    elif v.a.shared == "shared_experts":  # DeepSeek-V3, GLM-4.5
-        q = p + "shared_experts."
+    elif v.a.shared:  # DeepSeek-V3, GLM-4.5 (shared_experts), Llama 4 (shared_expert)
+        q = p + v.a.shared + "."
         y += _mlp(x, t[q + "gate_proj.weight"], t[q + "up_proj.weight"], t[q + "down_proj.weight"])
     return y
 
@@ -601,7 +651,10 @@ def block_grads(v: Variant, block, x: np.ndarray, g: np.ndarray, dtype=torch.flo
     blk = copy.deepcopy(block).to(dtype)
     blk.zero_grad(set_to_none=True)
     captured = {}
-    hook = getattr(blk, v.a.router).register_forward_hook(lambda m, i, o: captured.update(logits=o[0], idx=o[2]))
+    # Routers return (logits, weights, indices); Llama4Router (scores, logits).
+    llama4 = v.a.family == "sigmoid_topk"
+    hook = getattr(blk, v.a.router).register_forward_hook(
+        lambda m, i, o: captured.update(logits=o[1], idx=None) if llama4 else captured.update(logits=o[0], idx=o[2]))
     xt = torch.tensor(x, dtype=dtype)[None].requires_grad_(True)
     try:
         y = blk(xt)
@@ -611,6 +664,9 @@ def block_grads(v: Variant, block, x: np.ndarray, g: np.ndarray, dtype=torch.flo
         y = y[0]
     loss = (torch.tensor(g, dtype=dtype)[None] * y).sum()
     logits, idx = captured["logits"], captured["idx"]
+    e, k = v.num_experts, v.text["num_experts_per_tok"]
+    if idx is None:
+        idx = captured["idx"] = torch.topk(logits.detach(), k, dim=-1)[1]
     e, k = v.num_experts, v.text["num_experts_per_tok"]
     info = {}
     if aux_coef or z_coef:

@@ -181,6 +181,15 @@ class Case:
         return self._grad_refs[key]
 
 
+@pytest.fixture(autouse=True)
+def _skip_layouts_an_architecture_lacks(request):
+    """Llama 4 files have one expert layout (fused, transposed): its "per_expert"
+    case is what save_pretrained writes, and there is no other to rewrite it to."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("layout") == "fused" and hf.VARIANTS[params.get("variant", "mixtral")].a.single_layout:
+        pytest.skip("this architecture has a single expert layout")
+
+
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf_tiny_moe")
@@ -222,11 +231,12 @@ def test_checkpoint_layout(cases, variant, layout):
         for e in range(E):
             g, u, d = hf.expert_weights(v.arch, t, pre, e)
             assert (tuple(g.shape), tuple(u.shape), tuple(d.shape)) == ((inter, H), (inter, H), (H, inter))
-    if v.a.shared == "shared_expert":
-        assert tuple(t[pre + "shared_expert.gate_proj.weight"].shape) == (cfg["shared_expert_intermediate_size"], H)
+    if v.a.shared:
+        width = cfg.get("shared_expert_intermediate_size") or inter * cfg.get("n_shared_experts", 1)
+        assert tuple(t[pre + v.a.shared + ".gate_proj.weight"].shape) == (width, H)
+        assert tuple(t[pre + v.a.shared + ".down_proj.weight"].shape) == (H, width)
+    if v.a.shared_gated:
         assert tuple(t[pre + "shared_expert_gate.weight"].shape) == (1, H)
-    if v.a.shared == "shared_experts":
-        assert tuple(t[pre + "shared_experts.down_proj.weight"].shape) == (H, inter * cfg["n_shared_experts"])
     if v.a.family == "deepseek":
         assert tuple(t[pre + "gate.e_score_correction_bias"].shape) == (E,)
         assert (t[pre + "gate.e_score_correction_bias"] < 0).any()

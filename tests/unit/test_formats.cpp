@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -756,9 +757,9 @@ TEST(MoeCheckpoint, NamingAHandCheckedMixtralBlockGivesItsSevenTensors) {
 // (names, shapes and values; the selection bias is not a parameter), and the
 // gradients come out of the same slices.
 TEST(MoeCheckpoint, NamingLayerParametersGivesExactlyTheCheckpointTensors) {
-  for (const Architecture arch :
-       {Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe, Architecture::kDeepseekV3,
-        Architecture::kOlmoe, Architecture::kGraniteMoe, Architecture::kGlm4Moe, Architecture::kQwen3_5Moe}) {
+  for (const Architecture arch : {Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe,
+                                  Architecture::kDeepseekV3, Architecture::kOlmoe, Architecture::kGraniteMoe,
+                                  Architecture::kGlm4Moe, Architecture::kQwen3_5Moe, Architecture::kLlama4}) {
     for (const bool fused : {false, true}) {
       SCOPED_TRACE(std::string(architecture_name(arch)) + (fused ? " fused" : " per-expert"));
       TempDir dir;
@@ -768,7 +769,8 @@ TEST(MoeCheckpoint, NamingLayerParametersGivesExactlyTheCheckpointTensors) {
       write_random_moe_checkpoint(spec, dir.path().string());
       LoadedBlock b = load_first_moe_block(dir.path().string());
       const bool granite = arch == Architecture::kGraniteMoe;
-      EXPECT_EQ(b.names.layout, fused || granite ? ExpertLayout::kFused : ExpertLayout::kPerExpert);
+      const bool llama4 = arch == Architecture::kLlama4;
+      EXPECT_EQ(b.names.layout, fused || granite || llama4 ? ExpertLayout::kFused : ExpertLayout::kPerExpert);
       FileTensors file = block_tensors_in_file(dir.path().string(), b.names.prefix);
       ASSERT_FALSE(file.shapes.empty());
       const bool deepseek_style = arch == Architecture::kDeepseekV3 || arch == Architecture::kGlm4Moe;
@@ -777,8 +779,25 @@ TEST(MoeCheckpoint, NamingLayerParametersGivesExactlyTheCheckpointTensors) {
         ASSERT_EQ(file.shapes.erase(b.names.selection_bias), 1u);
         file.values.erase(b.names.selection_bias);
       }
-      if (qwen_shared || deepseek_style) EXPECT_EQ(file.shapes.count(b.names.shared_down_proj), 1u);
-      if (qwen_shared) EXPECT_EQ(file.shapes.count(b.names.shared_expert_gate), 1u);
+      if (qwen_shared || deepseek_style || llama4) {
+        EXPECT_EQ(file.shapes.count(b.names.shared_down_proj), 1u);
+      }
+      if (qwen_shared) {
+        EXPECT_EQ(file.shapes.count(b.names.shared_expert_gate), 1u);
+      }
+      if (llama4) {  // Llama4TextExperts: gate_up_proj [E, H, 2I], down_proj [E, I, H]; router.weight
+        const std::string p = "model.layers.0.feed_forward.";
+        EXPECT_EQ(file.shapes.at(p + "experts.gate_up_proj"), (std::vector<std::int64_t>{8, 16, 24}));
+        EXPECT_EQ(file.shapes.at(p + "experts.down_proj"), (std::vector<std::int64_t>{8, 12, 16}));
+        EXPECT_EQ(file.shapes.at(p + "router.weight"), (std::vector<std::int64_t>{8, 16}));
+        EXPECT_EQ(file.shapes.at(p + "shared_expert.down_proj.weight"), (std::vector<std::int64_t>{16, 12}));
+        // Expert 1's up_proj row 2 is column I + 2 of its gate_up_proj: value (h = 3) at [1, 3, 12 + 2].
+        const auto params = b.moe->parameters();
+        const auto it = std::find_if(params.begin(), params.end(),
+                                     [](const auto* q) { return q->name == "experts.1.gate_up_proj"; });
+        ASSERT_NE(it, params.end());
+        EXPECT_EQ((*it)->value[(12 + 2) * 16 + 3], file.values.at(p + "experts.gate_up_proj")[(16 + 3) * 24 + 14]);
+      }
       if (granite && !fused) {  // GraniteMoe's own names (transformers' conversion_mapping.py, reverted on save)
         const std::string p = "model.layers.0.block_sparse_moe.";
         EXPECT_EQ(file.shapes, (Shapes{{p + "router.layer.weight", {8, 16}},

@@ -178,6 +178,38 @@ TEST(ModelConfig, Qwen3_5MoeDefaultsTextAndMultimodal) {  // Qwen3_5MoeTextConfi
   EXPECT_TRUE(m.norm_topk_prob);
 }
 
+TEST(ModelConfig, Llama4DefaultsAndMoeLayers) {  // Llama4TextConfig
+  for (const std::string& json : {config_json("llama4_text"), config_json("llama4", "\"text_config\": {}")}) {
+    SCOPED_TRACE(json);
+    const ModelConfig c = parse_model_config(json, "test");
+    EXPECT_EQ(c.arch, Architecture::kLlama4);
+    EXPECT_STREQ(architecture_name(c.arch), "llama4_text");
+    EXPECT_EQ(c.hidden_size, 5120);
+    EXPECT_EQ(c.expert_intermediate_size, 8192);
+    EXPECT_EQ(c.shared_intermediate_size, 8192);  // Llama4TextMLP(config): intermediate_size
+    EXPECT_FALSE(c.shared_expert_gated);
+    EXPECT_EQ(c.num_experts, 16);
+    EXPECT_EQ(c.top_k, 1);
+    EXPECT_EQ(c.num_layers, 48);
+    EXPECT_EQ(c.score, ScoreFunction::kSigmoid);
+    EXPECT_FALSE(c.norm_topk_prob);
+    EXPECT_TRUE(c.weight_scales_input);
+    EXPECT_TRUE(c.select_on_logits);
+    for (std::int64_t l = 0; l < 48; ++l) EXPECT_TRUE(c.is_moe_layer(l)) << l;  // interleave_moe_layer_step 1
+  }
+  // moe_layers = range(step - 1, num_hidden_layers, step) when absent.
+  const ModelConfig step2 = parse_model_config(
+      config_json("llama4_text", "\"num_hidden_layers\": 6, \"interleave_moe_layer_step\": 2"), "test");
+  EXPECT_EQ(step2.moe_layers, (std::vector<std::int64_t>{1, 3, 5}));
+  for (std::int64_t l = 0; l < 6; ++l) EXPECT_EQ(step2.is_moe_layer(l), l % 2 == 1) << l;
+  const ModelConfig listed = parse_model_config(
+      config_json("llama4_text", "\"num_hidden_layers\": 6, \"interleave_moe_layer_step\": 2, \"moe_layers\": [0, 4]"),
+      "test");
+  for (std::int64_t l = 0; l < 6; ++l) EXPECT_EQ(listed.is_moe_layer(l), l == 0 || l == 4) << l;
+  const ModelConfig none = parse_model_config(config_json("llama4_text", "\"moe_layers\": []"), "test");
+  for (std::int64_t l = 0; l < 48; ++l) EXPECT_FALSE(none.is_moe_layer(l)) << l;
+}
+
 TEST(ModelConfig, ExplicitFields) {
   const ModelConfig m =
       parse_model_config(config_json("mixtral",
@@ -294,6 +326,10 @@ TEST(ModelConfig, BadConfigsThrowNamingTheField) {
                       {"text_config", "model_type", "qwen3_5_moe_text"});
   expect_config_error(config_json("qwen3_5_moe", "\"text_config\": {\"num_experts\": [1]}"),
                       {"text_config", "num_experts"});
+  expect_config_error(config_json("llama4_text", "\"interleave_moe_layer_step\": 0"), {"interleave_moe_layer_step"});
+  expect_config_error(config_json("llama4_text", "\"moe_layers\": [\"1\"]"), {"moe_layers"});
+  expect_config_error(config_json("llama4", "\"text_config\": {\"model_type\": \"llama4\"}"),
+                      {"text_config", "llama4_text"});
 }
 
 }  // namespace

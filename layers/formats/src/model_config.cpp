@@ -62,6 +62,7 @@ class Fields {
     check_arg(value > 0, where(key) + " must be positive, got " + std::to_string(value));
   }
   std::string where(const char* key) const { return source_ + ": field '" + key + "'"; }
+  bool present(const char* key) const { return !absent(key); }
 
  private:
   // NOTE: transformers treats an explicit null like an absent field.
@@ -82,6 +83,7 @@ const char* architecture_name(Architecture arch) {
     case Architecture::kGraniteMoe: return "granitemoe";
     case Architecture::kGlm4Moe: return "glm4_moe";
     case Architecture::kQwen3_5Moe: return "qwen3_5_moe_text";
+    case Architecture::kLlama4: return "llama4_text";
   }
   return "unknown";
 }
@@ -99,6 +101,7 @@ bool ModelConfig::is_moe_layer(std::int64_t layer) const {
              num_experts > 0 && (layer + 1) % decoder_sparse_step == 0;
     case Architecture::kDeepseekV3:
     case Architecture::kGlm4Moe: return layer >= first_k_dense_replace;
+    case Architecture::kLlama4: return std::find(moe_layers.begin(), moe_layers.end(), layer) != moe_layers.end();
   }
   return false;
 }
@@ -178,6 +181,7 @@ void read_granitemoe(const Fields& f, ModelConfig* c) {
   c->top_k = f.integer("num_experts_per_tok", 2);
   c->num_layers = f.integer("num_hidden_layers", 32);
   c->norm_topk_prob = true;
+  c->select_on_logits = true;
 }
 
 // Qwen3_5MoeTopKRouter renormalises always; the config has no norm_topk_prob.
@@ -228,8 +232,38 @@ void check_routing_fields(const ModelConfig& c, const std::string& source) {
   }
 }
 
+// Llama4TextMoe: the top-k logits' sigmoids, not renormalised, scale the
+// experts' input; one shared expert of the routed experts' width, ungated.
+// The MoE layers are `moe_layers`, or every interleave_moe_layer_step-th.
+void read_llama4(const Fields& f, ModelConfig* c) {
+  c->arch = Architecture::kLlama4;
+  c->hidden_size = f.integer("hidden_size", 5120);
+  c->expert_intermediate_size = f.integer("intermediate_size", 8192);
+  c->num_experts = f.integer("num_local_experts", 16);
+  c->top_k = f.integer("num_experts_per_tok", 1);
+  c->num_layers = f.integer("num_hidden_layers", 48);
+  c->score = ScoreFunction::kSigmoid;
+  c->norm_topk_prob = false;
+  c->weight_scales_input = true;
+  c->select_on_logits = true;
+  c->shared_intermediate_size = c->expert_intermediate_size;
+  const std::int64_t step = f.integer("interleave_moe_layer_step", 1);
+  f.positive("interleave_moe_layer_step", step);
+  c->moe_layers = f.integers("moe_layers");  // an empty list: no MoE layer
+  if (!f.present("moe_layers"))
+    for (std::int64_t l = step - 1; l < c->num_layers; l += step) c->moe_layers.push_back(l);
+}
+
 constexpr const char* kKnownTypes =
-    "mixtral, qwen2_moe, qwen3_moe, deepseek_v3, olmoe, granitemoe, glm4_moe, qwen3_5_moe, qwen3_5_moe_text";
+    "mixtral, qwen2_moe, qwen3_moe, deepseek_v3, olmoe, granitemoe, glm4_moe, qwen3_5_moe, qwen3_5_moe_text, llama4, "
+    "llama4_text";
+
+// Multimodal wrappers and the model_type of their text_config.
+const char* text_model_type(const std::string& type) {
+  if (type == "qwen3_5_moe") return "qwen3_5_moe_text";
+  if (type == "llama4") return "llama4_text";
+  return nullptr;
+}
 
 // Reads the decoder's MoE fields of one (text) config object by model_type.
 // Returns false for an unknown type.
@@ -250,6 +284,8 @@ bool read_architecture(const std::string& type, const Fields& f, ModelConfig* c)
     read_granitemoe(f, c);
   } else if (type == "qwen3_5_moe_text") {
     read_qwen3_5_moe(f, c);
+  } else if (type == "llama4_text") {
+    read_llama4(f, c);
   } else {
     return false;
   }
@@ -272,14 +308,13 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   const json* text = &j;
   std::string text_type = type;
   std::string text_source = source;
-  if (type == "qwen3_5_moe") {
+  if (const char* want = text_model_type(type)) {
     const bool has = j.contains("text_config") && !j.at("text_config").is_null();
     text = has ? &j.at("text_config") : &empty;
     text_source = source + ": text_config";
     check_arg(text->is_object(), text_source + " expected a JSON object, got " + text->dump());
-    text_type = Fields(*text, text_source).string("model_type", "qwen3_5_moe_text");
-    check_arg(text_type == "qwen3_5_moe_text",
-              text_source + ": field 'model_type' is '" + text_type + "'; expected qwen3_5_moe_text");
+    text_type = Fields(*text, text_source).string("model_type", want);
+    check_arg(text_type == want, text_source + ": field 'model_type' is '" + text_type + "'; expected " + want);
     c.from_text_config = true;
   }
   const Fields f(*text, text_source);
@@ -320,6 +355,7 @@ layers::RouterConfig router_config(const ModelConfig& c) {
   r.num_experts = c.num_experts;
   r.top_k = c.top_k;
   r.renormalize = c.norm_topk_prob;
+  r.select_on_logits = c.select_on_logits;
   if (c.deepseek_routing) {
     r.renormalize_epsilon = 1e-20f;
     r.n_group = c.n_group;
@@ -338,7 +374,8 @@ layers::MoeConfig moe_config(const ModelConfig& c) {
                       .activation = c.activation,
                       .router = router_config(c),
                       .shared_intermediate_size = c.shared_intermediate_size,
-                      .shared_expert_gated = c.shared_expert_gated};
+                      .shared_expert_gated = c.shared_expert_gated,
+                      .weight_scales_input = c.weight_scales_input};
   m.validate();
   return m;
 }

@@ -45,6 +45,14 @@ void granite_names(const Checkpoint& ckpt, MoeTensorNames* n) {
   }
 }
 
+// Llama4TextMoe under feed_forward.: router.weight, fused transposed experts,
+// an ungated shared_expert.
+void llama4_names(MoeTensorNames* n) {
+  n->layout = ExpertLayout::kFused;
+  n->transposed_experts = true;
+  n->router = n->prefix + "router.weight";
+}
+
 // The names under one decoder-layer prefix ("model.layers.3."), before the
 // sizes are filled in.
 MoeTensorNames names_under(const Checkpoint& ckpt, const ModelConfig& config, const std::string& layer_prefix) {
@@ -52,7 +60,8 @@ MoeTensorNames names_under(const Checkpoint& ckpt, const ModelConfig& config, co
   const Architecture arch = config.arch;
   const bool mixtral = arch == Architecture::kMixtral;
   const bool granite = arch == Architecture::kGraniteMoe;
-  n.prefix = layer_prefix + (granite ? "block_sparse_moe." : "mlp.");
+  const bool llama4 = arch == Architecture::kLlama4;
+  n.prefix = layer_prefix + (granite ? "block_sparse_moe." : llama4 ? "feed_forward." : "mlp.");
   if (ckpt.contains(n.prefix + "experts.gate_up_proj")) {
     n.layout = ExpertLayout::kFused;
   } else if (mixtral && !ckpt.contains(n.prefix + "gate.weight")) {
@@ -62,6 +71,7 @@ MoeTensorNames names_under(const Checkpoint& ckpt, const ModelConfig& config, co
   n.fused_down = n.prefix + "experts.down_proj";
   n.router = n.prefix + "gate.weight";
   if (granite) granite_names(ckpt, &n);
+  if (llama4) llama4_names(&n);
   if (mixtral) {
     n.gate_name = "w1", n.up_name = "w3", n.down_name = "w2";
   } else {
@@ -141,7 +151,20 @@ std::vector<MoeTensor> moe_tensors(const MoeTensorNames& n) {
   t.push_back({.name = n.router, .shape = {E, H}, .param = MoeParam::kRouter, .num_rows = E});
   if (!n.selection_bias.empty())
     t.push_back({.name = n.selection_bias, .shape = {E}, .param = MoeParam::kSelectionBias, .num_rows = 1});
-  if (n.layout == ExpertLayout::kFused) {
+  if (n.transposed_experts) {
+    t.push_back({.name = n.fused_gate_up,
+                 .shape = {E, H, 2 * I},
+                 .param = MoeParam::kExpertGateUp,
+                 .num_experts = E,
+                 .num_rows = 2 * I,
+                 .transposed = true});
+    t.push_back({.name = n.fused_down,
+                 .shape = {E, I, H},
+                 .param = MoeParam::kExpertDown,
+                 .num_experts = E,
+                 .num_rows = H,
+                 .transposed = true});
+  } else if (n.layout == ExpertLayout::kFused) {
     t.push_back({.name = n.fused_gate_up,
                  .shape = {E, 2 * I, H},
                  .param = MoeParam::kExpertGateUp,
@@ -182,8 +205,31 @@ namespace {
 bool is_expert(MoeParam p) { return p == MoeParam::kExpertGateUp || p == MoeParam::kExpertDown; }
 
 // Floats in one expert's share of `t`, and where they start in the operator tensor.
-std::int64_t slice_floats(const MoeTensor& t) { return t.num_rows * t.shape.back(); }
+std::int64_t slice_floats(const MoeTensor& t) {
+  return t.transposed ? t.shape[1] * t.shape[2] : t.num_rows * t.shape.back();
+}
 std::int64_t slice_offset(const MoeTensor& t) { return t.first_row * t.shape.back(); }
+
+// One expert's (or the block's) slice of `t` from the file's order `src`
+// into the operator tensor `op`, and back (appended to `out`).
+void store_slice(const MoeTensor& t, const float* src, float* op) {
+  if (!t.transposed) {
+    std::copy(src, src + slice_floats(t), op + slice_offset(t));
+    return;
+  }
+  const std::int64_t rows = t.shape[1], cols = t.shape[2];  // the file's; the operator's are [cols, rows]
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) op[c * rows + r] = src[r * cols + c];
+}
+void append_slice(const MoeTensor& t, const float* op, std::vector<float>* out) {
+  if (!t.transposed) {
+    out->insert(out->end(), op + slice_offset(t), op + slice_offset(t) + slice_floats(t));
+    return;
+  }
+  const std::int64_t rows = t.shape[1], cols = t.shape[2];
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) out->push_back(op[c * rows + r]);
+}
 
 // The MoeWeights field that holds `param` (of local expert `local`).
 std::vector<float>& field(MoeWeights& w, MoeParam param, std::int64_t local) {
@@ -224,8 +270,7 @@ std::vector<NamedTensor> name_layer_tensors(const MoeTensorNames& names, const s
                 "layer parameter " + pname + " has shape " + shape_string(p.shape) + " and " +
                     std::to_string(src.size()) + " values; checkpoint tensor " + t.name + " needs " +
                     shape_string(want));
-      const auto first = src.begin() + slice_offset(t);
-      nt.data.insert(nt.data.end(), first, first + slice_floats(t));
+      append_slice(t, src.data(), &nt.data);
       used.insert(pname);
     }
     out.push_back(std::move(nt));
@@ -289,8 +334,7 @@ MoeWeights load_moe_weights(Checkpoint& ckpt, const ModelConfig& config, std::in
     const std::vector<float> data = t.num_experts > 1 ? ckpt.read_f32_slices(t.name, t.shape, lo - t.expert, hi - lo)
                                                       : ckpt.read_f32(t.name, t.shape);
     for (std::int64_t e = lo; e < hi; ++e) {
-      const auto src = data.begin() + (e - lo) * slice_floats(t);
-      std::copy(src, src + slice_floats(t), field(w, t.param, e - first).begin() + slice_offset(t));
+      store_slice(t, data.data() + (e - lo) * slice_floats(t), field(w, t.param, e - first).data());
     }
   }
   if (n.shared_intermediate_size > 0) w.shared.hidden = n.hidden_size, w.shared.inter = n.shared_intermediate_size;

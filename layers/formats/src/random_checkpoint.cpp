@@ -32,6 +32,21 @@ void round_to(formats::DType dtype, std::vector<float>* v) {
                                        : kernels::f16_to_float(kernels::float_to_f16(x));
 }
 
+// Qwen2-MoE and Qwen3-MoE.
+void add_qwen_fields(const RandomMoeSpec& s, json* out) {
+  json& c = *out;
+  const bool q2 = s.arch == Architecture::kQwen2Moe;
+  c["model_type"] = q2 ? "qwen2_moe" : "qwen3_moe";
+  c["architectures"] = {q2 ? "Qwen2MoeForCausalLM" : "Qwen3MoeForCausalLM"};
+  c["moe_intermediate_size"] = s.inter;
+  c["intermediate_size"] = s.inter * 2;
+  c["num_experts"] = s.experts;
+  c["norm_topk_prob"] = s.norm_topk_prob;
+  c["decoder_sparse_step"] = s.decoder_sparse_step;
+  c["mlp_only_layers"] = s.mlp_only_layers;
+  if (q2) c["shared_expert_intermediate_size"] = s.shared_inter;
+}
+
 // DeepSeek-V3 and GLM-4.5: the same router and shared-expert fields.
 void add_deepseek_style_fields(const RandomMoeSpec& s, json* out) {
   json& c = *out;
@@ -67,19 +82,7 @@ json config_json(const RandomMoeSpec& s) {
       c["num_local_experts"] = s.experts;
       break;
     case Architecture::kQwen2Moe:
-    case Architecture::kQwen3Moe: {
-      const bool q2 = s.arch == Architecture::kQwen2Moe;
-      c["model_type"] = q2 ? "qwen2_moe" : "qwen3_moe";
-      c["architectures"] = {q2 ? "Qwen2MoeForCausalLM" : "Qwen3MoeForCausalLM"};
-      c["moe_intermediate_size"] = s.inter;
-      c["intermediate_size"] = s.inter * 2;
-      c["num_experts"] = s.experts;
-      c["norm_topk_prob"] = s.norm_topk_prob;
-      c["decoder_sparse_step"] = s.decoder_sparse_step;
-      c["mlp_only_layers"] = s.mlp_only_layers;
-      if (q2) c["shared_expert_intermediate_size"] = s.shared_inter;
-      break;
-    }
+    case Architecture::kQwen3Moe: add_qwen_fields(s, &c); break;
     case Architecture::kDeepseekV3:
     case Architecture::kGlm4Moe: add_deepseek_style_fields(s, &c); break;
     case Architecture::kOlmoe:
@@ -93,6 +96,13 @@ json config_json(const RandomMoeSpec& s) {
       c["model_type"] = "granitemoe";
       c["architectures"] = {"GraniteMoeForCausalLM"};
       c["intermediate_size"] = s.inter;
+      c["num_local_experts"] = s.experts;
+      break;
+    case Architecture::kLlama4:
+      c["model_type"] = "llama4_text";
+      c["architectures"] = {"Llama4ForCausalLM"};
+      c["intermediate_size"] = s.inter;
+      c["intermediate_size_mlp"] = s.inter * 2;
       c["num_local_experts"] = s.experts;
       break;
     case Architecture::kQwen3_5Moe:
@@ -143,6 +153,19 @@ class TensorDraw {
 void add_expert_tensors(const RandomMoeSpec& s, const std::string& m, const MoeLayerArrays& a, TensorDraw* t) {
   const std::int64_t H = s.hidden, I = s.inter, E = s.experts;
   const bool granite = s.arch == Architecture::kGraniteMoe;
+  if (s.arch == Architecture::kLlama4) {  // always fused, each expert's matrices transposed
+    std::vector<float> gate_up(static_cast<std::size_t>(E * H * 2 * I)), down(static_cast<std::size_t>(E * I * H));
+    for (std::int64_t e = 0; e < E; ++e)
+      for (std::int64_t i = 0; i < I; ++i)
+        for (std::int64_t h = 0; h < H; ++h) {
+          gate_up[(e * H + h) * 2 * I + i] = a.gate[e][i * H + h];
+          gate_up[(e * H + h) * 2 * I + I + i] = a.up[e][i * H + h];
+          down[(e * I + i) * H + h] = a.down[e][h * I + i];
+        }
+    t->tensors.push_back({m + "experts.gate_up_proj", {E, H, 2 * I}, std::move(gate_up)});
+    t->tensors.push_back({m + "experts.down_proj", {E, I, H}, std::move(down)});
+    return;
+  }
   if (s.fused || granite) {
     std::vector<float> gate_up, down;
     for (std::int64_t e = 0; e < E; ++e) {
@@ -175,8 +198,13 @@ MoeLayerArrays add_moe_layer(const RandomMoeSpec& s, const ModelConfig& cfg, con
   MoeLayerArrays a;
   const bool mixtral = s.arch == Architecture::kMixtral;
   const bool granite = s.arch == Architecture::kGraniteMoe;
-  const std::string m = p + ((mixtral && !s.fused) || granite ? "block_sparse_moe." : "mlp.");
-  const std::string router = !granite ? "gate.weight" : s.fused ? "router.weight" : "router.layer.weight";
+  const bool llama4 = s.arch == Architecture::kLlama4;
+  const std::string m = p + (llama4                             ? "feed_forward."
+                             : (mixtral && !s.fused) || granite ? "block_sparse_moe."
+                                                                : "mlp.");
+  const std::string router = llama4 || (granite && s.fused) ? "router.weight"
+                             : granite                      ? "router.layer.weight"
+                                                            : "gate.weight";
   a.router = t->add(m + router, {E, H}, s.scale * 4);
   if (cfg.has_selection_bias) a.bias = t->add(m + "gate.e_score_correction_bias", {E}, 0.05f);
   for (std::int64_t e = 0; e < E; ++e) {

@@ -17,6 +17,9 @@ struct MoeConfig {
   RouterConfig router;                        // num_experts and top_k as above
   std::int64_t shared_intermediate_size = 0;  // 0: no shared expert
   bool shared_expert_gated = false;           // sigmoid gate on the shared expert's output
+  // Llama 4: a slot's routing weight scales the row going into its expert,
+  // E(w x), instead of the expert's output, w E(x).
+  bool weight_scales_input = false;
 
   /// Throws Error(kInvalidArgument) naming the offending field.
   void validate() const;

@@ -14,6 +14,9 @@ struct RouterConfig {
   ScoreFunction score = ScoreFunction::kSoftmax;
   std::int64_t num_experts = 0;
   std::int64_t top_k = 0;
+  // Select on the logits rather than the scores (Llama 4, Granite MoE take
+  // the top-k logits); the same choice but where float scores tie.
+  bool select_on_logits = false;
   bool renormalize = true;
   float renormalize_epsilon = 0.0f;  // DeepSeek-V3 adds 1e-20 to the sum
   std::int64_t n_group = 1;          // group-limited top-k (1: no groups)

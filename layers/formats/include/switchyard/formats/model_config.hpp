@@ -20,6 +20,7 @@ enum class Architecture {
   kGraniteMoe,  // granitemoe: fused experts (input_linear, output_linear), softmax over the top-k logits
   kGlm4Moe,     // glm4_moe (GLM-4.5): DeepSeek-V3's router and shared experts, other defaults
   kQwen3_5Moe,  // qwen3_5_moe(_text): Qwen2-MoE's block, top-k always renormalised
+  kLlama4,      // llama4(_text): sigmoid of the top-k logits scales the experts' input; a shared expert
 };
 
 /// The `model_type` string of an architecture, e.g. "qwen2_moe" (the
@@ -60,6 +61,10 @@ struct ModelConfig {
   std::int64_t decoder_sparse_step = 1;
   std::vector<std::int64_t> mlp_only_layers;
   std::int64_t first_k_dense_replace = 0;
+  std::vector<std::int64_t> moe_layers;  // Llama 4: the MoE layers, listed
+
+  bool weight_scales_input = false;  // Llama 4 (MoeConfig::weight_scales_input)
+  bool select_on_logits = false;     // Llama 4, Granite MoE (RouterConfig::select_on_logits)
 
   /// True if decoder layer `layer` has an MoE block.
   bool is_moe_layer(std::int64_t layer) const;

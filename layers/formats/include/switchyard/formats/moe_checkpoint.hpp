@@ -40,6 +40,9 @@ struct MoeTensorNames {
   std::string expert_down(std::int64_t e) const;
   // Fused layout.
   std::string fused_gate_up, fused_down;
+  // Llama 4 stores them transposed: gate_up_proj [E, H, 2I] (gate columns
+  // first) and down_proj [E, I, H].
+  bool transposed_experts = false;
   // Shared expert(s); empty names when the architecture has none.
   std::string shared_gate_proj, shared_up_proj, shared_down_proj, shared_expert_gate;
 
@@ -80,6 +83,9 @@ struct MoeTensor {
   std::int64_t num_experts = 1;  // experts stacked in the tensor (fused layout: all E)
   std::int64_t first_row = 0;
   std::int64_t num_rows = 0;
+  // Each expert's matrix in the file is the operator tensor transposed
+  // (whole: first_row 0, num_rows the operator's rows).
+  bool transposed = false;
 };
 
 /// The table: every tensor of the block that `names` describes, in the order
