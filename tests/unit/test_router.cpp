@@ -460,6 +460,23 @@ TEST(RouterFixture, QwenTopOne) {
                  {{{2}, {1.0}}});
 }
 
+// Llama4Router and GraniteMoeTopKRouter take torch.topk of the logits. Where
+// the float scores tie (sigmoid(19) and sigmoid(20) both round to 1.0f; the
+// softmax of -200 and -199 beside 100 both underflow to 0), the logits still
+// decide: a router choosing on the scores would take the lower index.
+TEST(RouterFixture, Llama4AndGraniteChooseOnTheLogits) {
+  const float s20 = 1.0f / (1.0f + std::exp(-20.0f));
+  ASSERT_EQ(s20, 1.0f / (1.0f + std::exp(-19.0f)));
+  expect_routing(router_from_json(config_json("llama4_text", "\"num_local_experts\": 4")), {19.0f, 20.0f, 0.0f, 0.0f},
+                 nullptr, {{{1}, {1.0}}});
+  // Llama 4 does not renormalise: the weight is the sigmoid itself.
+  expect_routing(router_from_json(config_json("llama4_text", "\"num_local_experts\": 4, \"num_experts_per_tok\": 2")),
+                 {0.0f, 1.0f, -1.0f, 0.5f}, nullptr,
+                 {{{1, 3}, {1.0 / (1.0 + std::exp(-1.0)), 1.0 / (1.0 + std::exp(-0.5))}}});
+  expect_routing(router_from_json(config_json("granitemoe", "\"num_local_experts\": 3, \"num_experts_per_tok\": 2")),
+                 {100.0f, -200.0f, -199.0f}, nullptr, {{{0, 2}, {1.0, 0.0}}});
+}
+
 TEST(RouterFixture, DeepseekMaskedGroupDropsBestExpert) {
   // 8 experts in 2 groups of 4, keep 1 group, top-2, no bias, scaling 1.
   // scores: group 0 {.9,.1,.1,.1} -> group score .9+.1 = 1.0

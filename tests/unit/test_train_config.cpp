@@ -69,6 +69,26 @@ TEST(TrainConfig, DefaultsAndEveryRouterKind) {
   EXPECT_DOUBLE_EQ(d.optimizer.momentum, 0.5);
   EXPECT_EQ(d.optimizer.warmup_steps, 3);
   EXPECT_EQ(d.optimizer.total_steps, 7);
+
+  // The later architectures: each size under its own config name.
+  const auto model = [](const std::string& arch) {
+    return parse_train_config(R"({"model": {"arch": ")" + arch +
+                                  R"(", "hidden": 8, "ffn": 4, "experts": 4, "top_k": 2, "layers": 2}})",
+                              arch + ".json")
+        .model;
+  };
+  for (const std::string arch : {"olmoe", "granitemoe", "glm4_moe", "qwen3_5_moe_text", "llama4_text"}) {
+    SCOPED_TRACE(arch);
+    const ModelConfig m = model(arch);
+    EXPECT_STREQ(architecture_name(m.arch), arch.c_str());
+    EXPECT_EQ(m.expert_intermediate_size, 4);
+    EXPECT_EQ(m.num_experts, 4);
+    EXPECT_TRUE(m.is_moe_layer(0) && m.is_moe_layer(1));
+  }
+  EXPECT_TRUE(model("llama4_text").weight_scales_input);
+  EXPECT_EQ(model("llama4_text").shared_intermediate_size, 4);
+  EXPECT_TRUE(model("glm4_moe").has_selection_bias);
+  EXPECT_TRUE(model("qwen3_5_moe_text").shared_expert_gated);
 }
 
 TEST(TrainConfig, RoutingSection) {

@@ -85,6 +85,36 @@ class Section {
   std::set<std::string> known_;
 };
 
+// The architecture's names for the sizes and its own routing fields.
+void add_architecture_fields(const std::string& arch, Section& m, std::int64_t ffn, std::int64_t experts, json* out) {
+  json& j = *out;
+  j["model_type"] = arch;
+  if (arch == "mixtral" || arch == "granitemoe" || arch == "llama4_text") {
+    j["intermediate_size"] = ffn;
+    j["num_local_experts"] = experts;
+  } else if (arch == "qwen2_moe" || arch == "qwen3_moe" || arch == "olmoe" || arch == "qwen3_5_moe_text") {
+    j[arch == "olmoe" ? "intermediate_size" : "moe_intermediate_size"] = ffn;
+    j["num_experts"] = experts;
+    if (arch != "qwen3_5_moe_text") j["norm_topk_prob"] = m.boolean("norm_topk_prob", true);
+    j["decoder_sparse_step"] = 1;
+    if (arch == "qwen2_moe" || arch == "qwen3_5_moe_text")
+      j["shared_expert_intermediate_size"] = m.integer("shared_ffn", ffn, 0);
+  } else if (arch == "deepseek_v3" || arch == "glm4_moe") {
+    j["moe_intermediate_size"] = ffn;
+    j["n_routed_experts"] = experts;
+    j["norm_topk_prob"] = m.boolean("norm_topk_prob", true);
+    j["n_group"] = m.integer("n_group", 1, 1);
+    j["topk_group"] = m.integer("topk_group", 1, 1);
+    j["routed_scaling_factor"] = m.number("routed_scaling_factor", 1.0, 0.0, 1e6, true);
+    j["n_shared_experts"] = m.integer("shared_experts", 1, 0);
+    j["first_k_dense_replace"] = 0;
+  } else {
+    throw Error(ErrorCode::kInvalidArgument, m.where("arch") + " is '" + arch +
+                                                 "'; expected one of mixtral, qwen2_moe, qwen3_moe, deepseek_v3, "
+                                                 "olmoe, granitemoe, glm4_moe, qwen3_5_moe_text, llama4_text");
+  }
+}
+
 // The Hugging Face-style config of the MoE blocks, so formats::parse_model_config sets
 // every architecture's routing (score function, groups, shared experts).
 json hf_model_json(Section& m, TrainConfig* c) {
@@ -100,31 +130,7 @@ json hf_model_json(Section& m, TrainConfig* c) {
             {"num_experts_per_tok", top_k},
             {"num_hidden_layers", layers},
             {"hidden_act", m.string("activation", "silu")}};
-  if (arch == "mixtral") {
-    j["model_type"] = "mixtral";
-    j["intermediate_size"] = ffn;
-    j["num_local_experts"] = experts;
-  } else if (arch == "qwen2_moe" || arch == "qwen3_moe") {
-    j["model_type"] = arch;
-    j["moe_intermediate_size"] = ffn;
-    j["num_experts"] = experts;
-    j["norm_topk_prob"] = m.boolean("norm_topk_prob", true);
-    j["decoder_sparse_step"] = 1;
-    if (arch == "qwen2_moe") j["shared_expert_intermediate_size"] = m.integer("shared_ffn", ffn, 0);
-  } else if (arch == "deepseek_v3") {
-    j["model_type"] = "deepseek_v3";
-    j["moe_intermediate_size"] = ffn;
-    j["n_routed_experts"] = experts;
-    j["norm_topk_prob"] = m.boolean("norm_topk_prob", true);
-    j["n_group"] = m.integer("n_group", 1, 1);
-    j["topk_group"] = m.integer("topk_group", 1, 1);
-    j["routed_scaling_factor"] = m.number("routed_scaling_factor", 1.0, 0.0, 1e6, true);
-    j["n_shared_experts"] = m.integer("shared_experts", 1, 0);
-    j["first_k_dense_replace"] = 0;
-  } else {
-    throw Error(ErrorCode::kInvalidArgument,
-                m.where("arch") + " is '" + arch + "'; expected one of mixtral, qwen2_moe, qwen3_moe, deepseek_v3");
-  }
+  add_architecture_fields(arch, m, ffn, experts, &j);
   c->context = m.integer("context", c->context, 1);
   c->embed_dim = m.integer("embed", c->embed_dim, 1);
   c->capacity_factor = m.number("capacity_factor", 0.0, 0.0, 1e6);
@@ -219,8 +225,9 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   c.z_loss_coef = top.number("z_loss_coef", 0.0, 0.0, 1e3);
   c.bias_update_speed = top.number("bias_update_speed", 0.0, 0.0, 1e3);
   check_arg(c.bias_update_speed == 0.0 || c.model.has_selection_bias,
-            top.where("bias_update_speed") + " needs a router with a selection bias (model.arch deepseek_v3), got " +
-                "model.arch " + formats::architecture_name(c.model.arch));
+            top.where("bias_update_speed") +
+                " needs a router with a selection bias (model.arch deepseek_v3 or glm4_moe), got " + "model.arch " +
+                formats::architecture_name(c.model.arch));
   top.reject_unknown();
   c.text = root.dump(2);
   return c;
