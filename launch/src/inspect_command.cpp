@@ -60,13 +60,14 @@ void run_inspect(const InspectOptions& o, comm::Communicator& comm) {
         o.model_dir.c_str(), formats::architecture_name(c.arch), static_cast<long long>(c.num_layers),
         static_cast<long long>(c.hidden_size), static_cast<long long>(c.expert_intermediate_size),
         c.hidden_act.c_str());
-    std::printf("routing: %s scores, top-%lld of %lld experts%s%s\n",
+    std::printf("routing: %s scores, top-%lld of %lld experts%s%s%s\n",
                 c.score == layers::ScoreFunction::kSoftmax ? "softmax" : "sigmoid", static_cast<long long>(c.top_k),
                 static_cast<long long>(c.num_experts), c.norm_topk_prob ? ", renormalised" : "",
                 c.n_group > 1 ? (", " + std::to_string(c.topk_group) + " of " + std::to_string(c.n_group) +
                                  " groups, scaling " + std::to_string(c.routed_scaling_factor))
                                     .c_str()
-                              : "");
+                              : "",
+                c.weight_scales_input ? ", the weight scales the expert's input" : "");
     if (c.shared_intermediate_size > 0)
       std::printf("shared expert: intermediate size %lld%s\n", static_cast<long long>(c.shared_intermediate_size),
                   c.shared_expert_gated ? ", sigmoid-gated" : "");
