@@ -14,7 +14,8 @@ class StudyError(Exception):
     """A study file, or a flag, that cannot be run; the message is one line."""
 
 
-ARCHES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3")
+ARCHES = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "olmoe", "granitemoe", "glm4_moe", "qwen3_5_moe_text",
+          "llama4_text")
 EXCHANGES = ("flat", "hierarchical", "auto")
 
 # Bench flags common to every point: study key -> (bench flag, checker).

@@ -144,8 +144,13 @@ double sample_error(const BenchOptions& o, const formats::ModelConfig& config, c
   for (std::int64_t t = 0; t < samples; ++t) {
     std::vector<double> ref(static_cast<std::size_t>(H), 0.0);
     for (std::int64_t j = t * o.top_k; j < (t + 1) * o.top_k; ++j) {
-      mlp_ref(mlp(o.seed, static_cast<std::uint64_t>(experts[j]), H, o.ffn), &x[t * H], config.activation, &out);
-      for (std::int64_t h = 0; h < H; ++h) ref[h] += weights[j] * out[h];
+      // Llama 4 weighs the expert's input, E(w x); the others its output, w E(x).
+      const bool scale_input = config.weight_scales_input;
+      std::vector<float> in(&x[t * H], &x[t * H] + H);
+      if (scale_input)
+        for (float& v : in) v *= weights[j];
+      mlp_ref(mlp(o.seed, static_cast<std::uint64_t>(experts[j]), H, o.ffn), in.data(), config.activation, &out);
+      for (std::int64_t h = 0; h < H; ++h) ref[h] += (scale_input ? 1.0f : weights[j]) * out[h];
     }
     if (config.shared_intermediate_size > 0) {
       mlp_ref(mlp(o.seed, kSharedId, H, config.shared_intermediate_size), &x[t * H], config.activation, &out);

@@ -35,7 +35,7 @@ def bench(tmp_path, *args, ranks=2):
     return json.loads(lines[0]), res.stdout
 
 
-@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3"])
+@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "llama4_text"])
 @pytest.mark.parametrize("extra", [[], ["--pass", "fwd_bwd"], ["--dtype", "bf16"], ["--routing", "skewed"]],
                          ids=["fwd", "fwd_bwd", "bf16", "skewed"])
 def test_json_line_has_every_field_and_is_correct(tmp_path, arch, extra):
