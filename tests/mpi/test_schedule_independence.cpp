@@ -212,7 +212,8 @@ TEST(ScheduleFailure, BadArgumentsOnOneRankFailEveryRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, ScheduleIndependence,
-                         ::testing::Values(Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kDeepseekV3),
+                         ::testing::Values(Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kDeepseekV3,
+                                           Architecture::kLlama4),
                          [](const auto& info) { return std::string(formats::architecture_name(info.param)); });
 
 // The last rank's experts cannot run a backward (built for inference), so
