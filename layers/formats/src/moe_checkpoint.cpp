@@ -22,10 +22,18 @@ void check_moe_layer(const ModelConfig& config, std::int64_t layer) {
   check_arg(layer >= 0 && layer < config.num_layers,
             "layer " + std::to_string(layer) + " is out of range: the model has " + std::to_string(config.num_layers) +
                 " layers (num_hidden_layers)");
+  std::string fields;  // the config.json fields that say which layers are MoE
+  switch (config.arch) {
+    case Architecture::kQwen2Moe:
+    case Architecture::kQwen3Moe: fields = "mlp_only_layers / decoder_sparse_step"; break;
+    case Architecture::kDeepseekV3:
+    case Architecture::kGlm4Moe: fields = "first_k_dense_replace"; break;
+    case Architecture::kLlama4: fields = "moe_layers / interleave_moe_layer_step"; break;
+    default: fields = "num_hidden_layers";
+  }
   check_arg(config.is_moe_layer(layer), "layer " + std::to_string(layer) + " is not an MoE layer of this " +
-                                            architecture_name(config.arch) +
-                                            " model (see first_k_dense_replace / mlp_only_layers / "
-                                            "decoder_sparse_step in config.json)");
+                                            architecture_name(config.arch) + " model (see " + fields +
+                                            " in config.json)");
 }
 
 namespace {
