@@ -11,7 +11,7 @@ Checkpoint layouts (observed with transformers 5.24.0, torch 2.15 CPU):
   [E, 2I, H], gate rows first, and ``<blk>.experts.down_proj`` [E, H, I]), but
   ``save_pretrained`` reverts the weight conversion (transformers/conversion_mapping.py,
   "mixtral" and "qwen2_moe" entries; deepseek_v3 and qwen3_moe reuse "qwen2_moe")
-  and writes the legacy *per-expert* layout for all four architectures:
+  and writes the legacy *per-expert* layout for the first four architectures:
 
     mixtral     model.layers.L.block_sparse_moe.gate.weight                [E, H]
                 model.layers.L.block_sparse_moe.experts.E.w1.weight        [I, H]  (gate)

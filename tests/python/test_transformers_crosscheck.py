@@ -25,7 +25,7 @@ Checkpoint layouts (test id part 2):
   bf16        per_expert, with every weight of the tested MoE block stored as
               bfloat16 (e_score_correction_bias stays float32); the reference is
               transformers on the bf16-rounded weights upcast to float32.
-(transformers 5.24 writes per_expert for all four archs; see hf_tiny_models.py.)
+(transformers 5.24 writes per_expert for all but granitemoe and llama4; see hf_tiny_models.py.)
 
 Gradients (second half of the file): the same runs with
 ``--grad-output g.npy --grads grads.safetensors [--aux-loss-coef 0.1 --z-loss-coef 0.01]``
