@@ -18,6 +18,17 @@ namespace {
 
 std::string describe(const formats::TensorView& t) { return formats::shape_string(t.shape) + " " + t.dtype_name; }
 
+// "softmax scores, top-2 of 8 experts, renormalised, ...".
+std::string routing_description(const formats::ModelConfig& c) {
+  std::string out = std::string(c.score == layers::ScoreFunction::kSoftmax ? "softmax" : "sigmoid") + " scores, top-" +
+                    std::to_string(c.top_k) + " of " + std::to_string(c.num_experts) + " experts";
+  if (c.norm_topk_prob) out += ", renormalised";
+  if (c.n_group > 1) out += ", " + std::to_string(c.topk_group) + " of " + std::to_string(c.n_group) + " groups";
+  if (c.routed_scaling_factor != 1.0) out += ", scaling " + std::to_string(c.routed_scaling_factor);
+  if (c.weight_scales_input) out += ", the weight scales the expert's input";
+  return out;
+}
+
 void print_layer(formats::Checkpoint& ckpt, const formats::ModelConfig& c, std::int64_t layer) {
   const auto n = formats::moe_tensor_names(ckpt, c, layer);
   const bool fused = n.layout == formats::ExpertLayout::kFused;
@@ -60,14 +71,7 @@ void run_inspect(const InspectOptions& o, comm::Communicator& comm) {
         o.model_dir.c_str(), formats::architecture_name(c.arch), static_cast<long long>(c.num_layers),
         static_cast<long long>(c.hidden_size), static_cast<long long>(c.expert_intermediate_size),
         c.hidden_act.c_str());
-    std::printf("routing: %s scores, top-%lld of %lld experts%s%s%s\n",
-                c.score == layers::ScoreFunction::kSoftmax ? "softmax" : "sigmoid", static_cast<long long>(c.top_k),
-                static_cast<long long>(c.num_experts), c.norm_topk_prob ? ", renormalised" : "",
-                c.n_group > 1 ? (", " + std::to_string(c.topk_group) + " of " + std::to_string(c.n_group) +
-                                 " groups, scaling " + std::to_string(c.routed_scaling_factor))
-                                    .c_str()
-                              : "",
-                c.weight_scales_input ? ", the weight scales the expert's input" : "");
+    std::printf("routing: %s\n", routing_description(c).c_str());
     if (c.shared_intermediate_size > 0)
       std::printf("shared expert: intermediate size %lld%s\n", static_cast<long long>(c.shared_intermediate_size),
                   c.shared_expert_gated ? ", sigmoid-gated" : "");

@@ -172,6 +172,7 @@ void MoeLayer::run(comm::Communicator& comm, const MoeForwardArguments& args) {
   c.x = ok ? args.x : nullptr;
   c.num_tokens = T;
   c.forwarded = true;
+  c.for_backward = args.context != nullptr;
   split_into_chunks(c, T, schedule.chunks);
   c.logits.resize(static_cast<std::size_t>(T * E));
   if (shared_) {

@@ -203,8 +203,8 @@ void MoeLayer::experts_chunk(detail::MoeChunk& k) {
   k.saved.resize(static_cast<std::size_t>(n * experts_->saved_per_row()));
   kernels::gather_rows(k.recv.data(), p.grouped_source.data(), n, H, k.expert_in.data());
   const bool scale_input = config_.weight_scales_input;
-  if (scale_input) {  // E(w x): the backward needs x for dL/dw
-    k.expert_x.assign(k.expert_in.begin(), k.expert_in.end());
+  if (scale_input) {  // E(w x): a backward needs x for dL/dw
+    if (step_.ctx->for_backward) k.expert_x.assign(k.expert_in.begin(), k.expert_in.end());
     for (std::int64_t g = 0; g < n; ++g)
       for (std::int64_t h = 0; h < H; ++h) k.expert_in[g * H + h] *= p.grouped_weight[g];
   }

@@ -82,6 +82,7 @@ struct WorkspaceDims {
   std::int64_t H = 0, E = 0, K = 0, T = 0, chunk_rows = 0, chunk_recv = 0, step_recv = 0;
   std::int64_t forward_in = 0, forward_out = 0;  // a forwarder's rows (hierarchical): in, out
   std::int64_t expert_saved = 0, expert_grad_saved = 0, shared_saved = 0, shared_inter = 0, num_local = 0;
+  bool scales_input = false;  // MoeConfig::weight_scales_input: the unscaled rows are kept for the backward
 };
 
 // Calls f(vector, elements) for every buffer of `s` that `shape` needs. One
@@ -118,6 +119,7 @@ void for_each_buffer(detail::MoeStepState& s, const MoeWorkspaceShape& shape, co
     f(k.combined, send * H);
     f(k.recv, recv * H);
     f(k.expert_in, recv * H);
+    f(k.expert_x, train && d.scales_input ? recv * H : 0);
     f(k.expert_out, recv * H);
     f(k.saved, recv * d.expert_saved);
     f(k.grad_in, train ? recv * H : 0);
@@ -181,6 +183,7 @@ WorkspaceDims workspace_dims(const MoeConfig& config, const ExpertPlacement& pla
   const bool hierarchical = options.exchange.hierarchical();
   WorkspaceDims d;
   d.H = config.hidden_size;
+  d.scales_input = config.weight_scales_input;
   d.E = config.num_experts;
   d.K = config.top_k;
   d.T = shape.max_tokens;

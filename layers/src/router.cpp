@@ -214,6 +214,11 @@ void route(const RouterConfig& config, const float* logits, const float* selecti
   float* scores = scratch->scores.data();
   float* choice = scratch->choice.data();
   const float* penalty = config.selection_penalty.empty() ? nullptr : config.selection_penalty.data();
+  // NOTE: on the logits only where nothing is added to the scores: the
+  // selection bias, the link penalty and the group and node limits are in
+  // units of scores (docs/topology.md).
+  const bool on_logits = config.select_on_logits && !selection_bias && !penalty && scratch->group_limit.limit == 0 &&
+                         scratch->node_limit.limit == 0;
   for (std::int64_t t = 0; t < num_tokens; ++t) {
     std::copy(logits + t * E, logits + (t + 1) * E, scores);
     if (config.score == ScoreFunction::kSoftmax) {
@@ -221,7 +226,7 @@ void route(const RouterConfig& config, const float* logits, const float* selecti
     } else {
       kernels::sigmoid(scores, E);
     }
-    const float* base = config.select_on_logits ? logits + t * E : scores;
+    const float* base = on_logits ? logits + t * E : scores;
     for (std::int64_t e = 0; e < E; ++e) choice[e] = base[e] + (selection_bias ? selection_bias[e] : 0.0f);
     if (penalty)
       for (std::int64_t e = 0; e < E; ++e) choice[e] -= penalty[e];

@@ -66,7 +66,8 @@ struct MoeStepState {
   std::vector<float> canon_in, canon_saved, canon_grad_out, canon_grad_saved;
   std::vector<std::int64_t> canon_counts, canon_next;  // [L], [C * L]
 
-  bool forwarded = false;  // a forward ran on this state (a backward may follow)
+  bool forwarded = false;     // a forward ran on this state (a backward may follow)
+  bool for_backward = false;  // that forward kept what a backward needs (a training context)
   bool initialized = false;
   MoeWorkspaceShape shape;  // what initialize sized it for
   bool warned_growth = false;

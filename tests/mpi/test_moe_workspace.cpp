@@ -136,7 +136,7 @@ TEST(MoeWorkspace, SkewedStepsNeverOutgrowTheWorkspace) {
   const std::string dir = test_support::shared_temp_dir(me);
   ASSERT_FALSE(dir.empty());
   Executor executor(2);
-  for (Architecture arch : {Architecture::kMixtral, Architecture::kDeepseekV3}) {
+  for (Architecture arch : {Architecture::kMixtral, Architecture::kDeepseekV3, Architecture::kLlama4}) {
     const std::string mine = dir + "/ws" + std::to_string(me) + "_" + std::to_string(static_cast<int>(arch));
     const auto s = spec(arch);
     formats::write_random_moe_checkpoint(s, mine);

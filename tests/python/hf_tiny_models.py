@@ -35,6 +35,12 @@ Checkpoint layouts (observed with transformers 5.24.0, torch 2.15 CPU):
                 (its own fused names; in memory router.weight, experts.gate_up_proj,
                 experts.down_proj.  Granite has no per-expert tensors, so its "per_expert"
                 layout below means the names save_pretrained writes.)
+    llama4_text model.layers.L.feed_forward.router.weight                  [E, H]
+                model.layers.L.feed_forward.experts.gate_up_proj           [E, H, 2I]  (gate columns first)
+                model.layers.L.feed_forward.experts.down_proj              [E, I, H]
+                model.layers.L.feed_forward.shared_expert.{gate,up,down}_proj.weight
+                (one layout, in memory and on disk; the multimodal llama4 under
+                language_model.model.layers.)
 
   config.json expert-count key as written by transformers 5.24: mixtral
   ``num_local_experts``, qwen2_moe ``num_experts``, deepseek_v3 ``n_routed_experts``,
@@ -667,7 +673,6 @@ def block_grads(v: Variant, block, x: np.ndarray, g: np.ndarray, dtype=torch.flo
     e, k = v.num_experts, v.text["num_experts_per_tok"]
     if idx is None:
         idx = captured["idx"] = torch.topk(logits.detach(), k, dim=-1)[1]
-    e, k = v.num_experts, v.text["num_experts_per_tok"]
     info = {}
     if aux_coef or z_coef:
         if aux_selection == "softmax_topk":

@@ -1,10 +1,10 @@
 """Cross-check `switchyard forward` against Hugging Face transformers itself.
 
 For tiny random mixtral / qwen2_moe / qwen3_moe / deepseek_v3 / olmoe / granitemoe /
-glm4_moe / qwen3_5_moe(_text) models built with transformers (5.x, float32), the MoE
-block of one layer (``model.layers[L].mlp``, or ``block_sparse_moe`` for granitemoe, or
-the multimodal model's ``model.language_model.layers[L].mlp``: the module the decoder
-layer calls on the post-attention-norm hidden states) is
+glm4_moe / qwen3_5_moe(_text) / llama4(_text) models built with transformers (5.x,
+float32), the MoE block of one layer (``model.layers[L].mlp``; ``block_sparse_moe`` for
+granitemoe, ``feed_forward`` for llama4; a multimodal model's language model's layers:
+the module the decoder layer calls on the post-attention-norm hidden states) is
 run by transformers on random x [1, T, H] (T = 37) and by
 
     [mpirun -np R --oversubscribe] $SWITCHYARD_BIN forward --model DIR --layer L \

@@ -206,6 +206,10 @@ TEST(ModelConfig, Llama4DefaultsAndMoeLayers) {  // Llama4TextConfig
       config_json("llama4_text", "\"num_hidden_layers\": 6, \"interleave_moe_layer_step\": 2, \"moe_layers\": [0, 4]"),
       "test");
   for (std::int64_t l = 0; l < 6; ++l) EXPECT_EQ(listed.is_moe_layer(l), l == 0 || l == 4) << l;
+  // Given moe_layers, the step is not read (Llama4TextConfig.__post_init__).
+  const ModelConfig unread =
+      parse_model_config(config_json("llama4_text", "\"moe_layers\": [2], \"interleave_moe_layer_step\": 0"), "test");
+  EXPECT_EQ(unread.moe_layers, (std::vector<std::int64_t>{2}));
   const ModelConfig none = parse_model_config(config_json("llama4_text", "\"moe_layers\": []"), "test");
   for (std::int64_t l = 0; l < 48; ++l) EXPECT_FALSE(none.is_moe_layer(l)) << l;
 }

@@ -473,6 +473,10 @@ TEST(RouterFixture, Llama4AndGraniteChooseOnTheLogits) {
   expect_routing(router_from_json(config_json("llama4_text", "\"num_local_experts\": 4, \"num_experts_per_tok\": 2")),
                  {0.0f, 1.0f, -1.0f, 0.5f}, nullptr,
                  {{{1, 3}, {1.0 / (1.0 + std::exp(-1.0)), 1.0 / (1.0 + std::exp(-0.5))}}});
+  // A link penalty is in units of scores: with one (even zero) the scores decide, and tie.
+  RouterConfig penalised = router_from_json(config_json("llama4_text", "\"num_local_experts\": 4"));
+  penalised.selection_penalty.assign(4, 0.0f);
+  expect_routing(penalised, {19.0f, 20.0f, 0.0f, 0.0f}, nullptr, {{{0}, {1.0}}});
   expect_routing(router_from_json(config_json("granitemoe", "\"num_local_experts\": 3, \"num_experts_per_tok\": 2")),
                  {100.0f, -200.0f, -199.0f}, nullptr, {{{0, 2}, {1.0, 0.0}}});
 }

@@ -247,11 +247,12 @@ void read_llama4(const Fields& f, ModelConfig* c) {
   c->weight_scales_input = true;
   c->select_on_logits = true;
   c->shared_intermediate_size = c->expert_intermediate_size;
-  const std::int64_t step = f.integer("interleave_moe_layer_step", 1);
-  f.positive("interleave_moe_layer_step", step);
   c->moe_layers = f.integers("moe_layers");  // an empty list: no MoE layer
-  if (!f.present("moe_layers"))
+  if (!f.present("moe_layers")) {            // then (only) the step is read
+    const std::int64_t step = f.integer("interleave_moe_layer_step", 1);
+    f.positive("interleave_moe_layer_step", step);
     for (std::int64_t l = step - 1; l < c->num_layers; l += step) c->moe_layers.push_back(l);
+  }
 }
 
 constexpr const char* kKnownTypes =

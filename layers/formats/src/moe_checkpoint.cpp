@@ -31,9 +31,10 @@ void check_moe_layer(const ModelConfig& config, std::int64_t layer) {
     case Architecture::kLlama4: fields = "moe_layers / interleave_moe_layer_step"; break;
     default: fields = "num_hidden_layers";
   }
-  check_arg(config.is_moe_layer(layer), "layer " + std::to_string(layer) + " is not an MoE layer of this " +
-                                            architecture_name(config.arch) + " model (see " + fields +
-                                            " in config.json)");
+  check_arg(config.is_moe_layer(layer),
+            "layer " + std::to_string(layer) + " is not an MoE layer of this " + architecture_name(config.arch) +
+                " model (see " + fields +
+                (config.from_text_config ? " in config.json's text_config)" : " in config.json)"));
 }
 
 namespace {

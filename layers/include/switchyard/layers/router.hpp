@@ -15,7 +15,9 @@ struct RouterConfig {
   std::int64_t num_experts = 0;
   std::int64_t top_k = 0;
   // Select on the logits rather than the scores (Llama 4, Granite MoE take
-  // the top-k logits); the same choice but where float scores tie.
+  // the top-k logits); the same choice but where float scores tie. Only
+  // without a selection bias, link penalty, group or node limit, which are
+  // in units of scores.
   bool select_on_logits = false;
   bool renormalize = true;
   float renormalize_epsilon = 0.0f;  // DeepSeek-V3 adds 1e-20 to the sum

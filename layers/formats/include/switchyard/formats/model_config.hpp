@@ -71,9 +71,9 @@ struct ModelConfig {
 };
 
 /// Reads `dir`/config.json: a text model's config, or a multimodal one
-/// (model_type qwen3_5_moe) whose `text_config` holds the decoder's. Throws Error(kInvalidArgument) naming the file and
-/// the field for a missing file, invalid JSON, a missing or unknown
-/// model_type, a field of the wrong type or an inconsistent value.
+/// (model_type qwen3_5_moe, llama4) whose `text_config` holds the decoder's. Throws Error(kInvalidArgument) naming the
+/// file and the field for a missing file, invalid JSON, a missing or unknown model_type, a field of the wrong type or
+/// an inconsistent value.
 ModelConfig load_model_config(const std::string& dir);
 
 /// Parses config JSON text; `source` names it in messages.
