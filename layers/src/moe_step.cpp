@@ -286,14 +286,19 @@ std::size_t MoeLayer::combine_grad_chunk(detail::MoeChunk& k) {
 void MoeLayer::experts_grad_chunk(detail::MoeChunk& k) {
   const DispatchPlan& p = k.plan;
   const std::int64_t H = config_.hidden_size, K = p.top_k, n = p.num_slots();
+  const bool scale_input = config_.weight_scales_input;
   k.entry_grad_w.assign(static_cast<std::size_t>(p.num_recv() * K), 0.0f);
-  if (config_.weight_scales_input) return experts_grad_scaled_input(k);
-  // Each slot: dL/dw = dy · (expert output), dL/d(expert output) = w * dy.
+  // Each slot of w E(x): dL/dw = dy · (expert output), dL/d(expert output) = w dy.
+  // Of E(w x) (Llama 4): dL/d(expert output) = dy, and dL/dw after the expert's backward.
   for (std::int64_t e = 0; e < p.num_recv() * K; ++e) {
     const std::int64_t g = p.entry_grouped[e];
     if (g < 0) continue;
     const float* dy = &k.recv[(e / K) * H];
     float* o = &k.expert_out[g * H];
+    if (scale_input) {
+      std::copy_n(dy, H, o);
+      continue;
+    }
     const float w = p.grouped_weight[g];
     float dot = 0.0f;
     for (std::int64_t h = 0; h < H; ++h) {
@@ -306,22 +311,15 @@ void MoeLayer::experts_grad_chunk(detail::MoeChunk& k) {
   k.grad_saved.resize(static_cast<std::size_t>(n * experts_->grad_saved_per_row()));
   experts_->backward_data(k.expert_in.data(), p.local_expert_counts.data(), k.saved.data(), k.expert_out.data(),
                           k.grad_in.data(), k.grad_saved.data());
+  if (scale_input) scaled_input_grads(k);
   kernels::sum_entry_rows(k.grad_in.data(), p.entry_grouped.data(), nullptr, p.num_recv(), K, H, k.recv.data());
 }
 
-// Llama 4's E(w x): dL/d(expert output) = dy; with u = dL/d(w x) from the
-// expert's backward, dL/dw = u · x and the row's gradient is w u.
-void MoeLayer::experts_grad_scaled_input(detail::MoeChunk& k) {
+// E(w x): with u = dL/d(w x) from the expert's backward (in grad_in),
+// dL/dw = u · x (the kept unscaled rows) and the row's gradient is w u.
+void MoeLayer::scaled_input_grads(detail::MoeChunk& k) {
   const DispatchPlan& p = k.plan;
-  const std::int64_t H = config_.hidden_size, K = p.top_k, n = p.num_slots();
-  for (std::int64_t e = 0; e < p.num_recv() * K; ++e) {
-    const std::int64_t g = p.entry_grouped[e];
-    if (g >= 0) std::copy_n(&k.recv[(e / K) * H], H, &k.expert_out[g * H]);
-  }
-  k.grad_in.resize(static_cast<std::size_t>(n * H));
-  k.grad_saved.resize(static_cast<std::size_t>(n * experts_->grad_saved_per_row()));
-  experts_->backward_data(k.expert_in.data(), p.local_expert_counts.data(), k.saved.data(), k.expert_out.data(),
-                          k.grad_in.data(), k.grad_saved.data());
+  const std::int64_t H = config_.hidden_size, K = p.top_k;
   for (std::int64_t e = 0; e < p.num_recv() * K; ++e) {
     const std::int64_t g = p.entry_grouped[e];
     if (g < 0) continue;
@@ -335,7 +333,6 @@ void MoeLayer::experts_grad_scaled_input(detail::MoeChunk& k) {
     }
     k.entry_grad_w[e] = dot;
   }
-  kernels::sum_entry_rows(k.grad_in.data(), p.entry_grouped.data(), nullptr, p.num_recv(), K, H, k.recv.data());
 }
 
 std::size_t MoeLayer::dispatch_grad_chunk(detail::MoeChunk& k) {

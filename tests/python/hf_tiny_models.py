@@ -323,7 +323,6 @@ _FUSED = re.compile(_DECODER + r"(mlp|block_sparse_moe)\.experts\.(gate_up_proj|
 _GRANITE_ON_DISK = {"input_linear.weight": "experts.gate_up_proj", "output_linear.weight": "experts.down_proj",
                     "router.layer.weight": "router.weight"}
 
-_PROJ_NAMES = {arch: a.proj for arch, a in ARCHS.items()}  # per-expert (gate, up, down) names
 
 
 def detect_layout(names) -> str:
@@ -356,7 +355,7 @@ def to_fused(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Ten
         return dict(tensors)
     if ARCHS[arch].proj is None:
         return _granite_rename(tensors, to_fused=True)
-    g_name, u_name, d_name = _PROJ_NAMES[arch]
+    g_name, u_name, d_name = ARCHS[arch].proj
     out: dict[str, torch.Tensor] = {}
     experts: dict[tuple[str, int], dict[int, dict[str, torch.Tensor]]] = {}
     for name, t in tensors.items():
@@ -385,7 +384,7 @@ def to_per_expert(arch: str, tensors: dict[str, torch.Tensor]) -> dict[str, torc
         return dict(tensors)
     if ARCHS[arch].proj is None:
         return _granite_rename(tensors, to_fused=False)
-    g_name, u_name, d_name = _PROJ_NAMES[arch]
+    g_name, u_name, d_name = ARCHS[arch].proj
     blk = "block_sparse_moe" if arch == "mixtral" else "mlp"
     fused_layers = {(m.group(1), int(m.group(2))) for m in map(_FUSED.match, tensors) if m}
     out: dict[str, torch.Tensor] = {}
@@ -474,7 +473,7 @@ def expert_weights(arch: str, t: dict, prefix: str, e: int):
         gu = t[prefix + "input_linear.weight"][e]
         inter = gu.shape[0] // 2
         return gu[:inter], gu[inter:], t[prefix + "output_linear.weight"][e]
-    g, u, d = _PROJ_NAMES[arch]
+    g, u, d = ARCHS[arch].proj
     q = f"{prefix}experts.{e}."
     return t[q + g + ".weight"], t[q + u + ".weight"], t[q + d + ".weight"]
 

@@ -110,12 +110,9 @@ MoeTensorNames moe_tensor_names(const Checkpoint& ckpt, const ModelConfig& confi
       config.from_text_config ? std::vector<std::string>{"model.language_model.", "language_model.model.", "model."}
                               : std::vector<std::string>{"model.", "model.language_model.", "language_model.model."};
   MoeTensorNames n = names_under(ckpt, config, prefixes.front() + layers);
-  for (const std::string& p : prefixes) {
-    MoeTensorNames candidate = names_under(ckpt, config, p + layers);
-    if (ckpt.contains(candidate.router)) {
-      n = std::move(candidate);
-      break;
-    }
+  for (std::size_t i = 1; i < prefixes.size() && !ckpt.contains(n.router); ++i) {
+    MoeTensorNames candidate = names_under(ckpt, config, prefixes[i] + layers);
+    if (ckpt.contains(candidate.router)) n = std::move(candidate);
   }
   n.hidden_size = config.hidden_size;
   n.expert_intermediate_size = config.expert_intermediate_size;

@@ -142,7 +142,7 @@ class MoeLayer {
   void unpermute_grad_chunk(detail::MoeChunk& k);
   std::size_t combine_grad_chunk(detail::MoeChunk& k);
   void experts_grad_chunk(detail::MoeChunk& k);
-  void experts_grad_scaled_input(detail::MoeChunk& k);
+  void scaled_input_grads(detail::MoeChunk& k);
   std::size_t dispatch_grad_chunk(detail::MoeChunk& k);
   void permute_grad_chunk(detail::MoeChunk& k);
   void expert_weight_grads();
