@@ -42,6 +42,12 @@ struct TrainOptions {
   std::int64_t save_every = 0;
   std::string resume;
   std::string dtype;  // overrides the configuration's model.dtype when set
+  // Override the configuration's model.router, model.top_p, model.top_k (the
+  // cap of top-p) and entropy_loss_coef when set.
+  std::string router;
+  double top_p = -1.0;
+  std::int64_t max_k = -1;
+  double entropy_loss_coef = -1.0;
   bool quiet = false;
   std::string routing_stats;  // routing statistics over every training step (JSON)
   std::string placement;      // expert placement file, one placement per block; empty: contiguous blocks

@@ -39,6 +39,18 @@ void add_train_options(CLI::App& sub, TrainOptions* o) {
                  "Expert GEMMs in f32 or bf16 (bf16 operands, float32 accumulation and master weights); overrides "
                  "the configuration's model.dtype")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  sub.add_option("--router", o->router,
+                 "top-k (top_k experts per token) or top-p (experts in score order until their probability reaches "
+                 "--top-p, at most --max-k); overrides model.router")
+      ->check(CLI::IsMember({"top-k", "top-p"}));
+  sub.add_option("--top-p", o->top_p, "Probability mass a top-p token's experts must reach; overrides model.top_p")
+      ->check(CLI::Range(0.0, 1.0));
+  sub.add_option("--max-k", o->max_k, "The most experts a top-p token may use; overrides model.top_k")
+      ->check(CLI::PositiveNumber);
+  sub.add_option("--entropy-loss-coef", o->entropy_loss_coef,
+                 "Coefficient of the mean router entropy in the loss (sharpens top-p routing); overrides "
+                 "entropy_loss_coef")
+      ->check(CLI::NonNegativeNumber);
   sub.add_flag("--quiet", o->quiet, "Print only the final line");
   add_schedule_options(sub, &o->schedule);
   add_topology_options(sub, &o->topology);
@@ -105,9 +117,41 @@ void print_specialisation(const train::EvalResult& r, const train::TextCorpus& c
   }
 }
 
+// Tokens by the experts they used ([top_k + 1], every block): the mean, and
+// the expert compute against a fixed top-k router's (1 unless top-p).
+void add_expert_count_fields(json& line, const std::vector<std::int64_t>& histogram, std::int64_t top_k) {
+  std::int64_t slots = 0, tokens = 0;
+  for (std::size_t k = 0; k < histogram.size(); ++k) {
+    slots += static_cast<std::int64_t>(k) * histogram[k];
+    tokens += histogram[k];
+  }
+  const double mean = tokens ? static_cast<double>(slots) / static_cast<double>(tokens) : 0.0;
+  line["experts_per_token"] = mean;
+  line["expert_compute_vs_top_k"] = mean / static_cast<double>(top_k);
+  line["experts_per_token_histogram"] = histogram;
+}
+
 using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// --router, --top-p, --max-k, --entropy-loss-coef over the configuration.
+void apply_router_flags(const TrainOptions& o, train::TrainConfig* c) {
+  if (!o.router.empty()) c->router = o.router;
+  const bool top_p = c->router == "top-p";
+  check_arg(o.top_p < 0 || top_p, "--top-p needs --router top-p (or model.router \"top-p\")");
+  check_arg(o.max_k < 0 || top_p, "--max-k needs --router top-p (or model.router \"top-p\")");
+  if (o.top_p >= 0) c->top_p = o.top_p;
+  if (!top_p) c->top_p = 0.0;
+  check_arg(!top_p || c->top_p > 0.0, "--router top-p needs --top-p P in (0, 1] (or model.top_p)");
+  if (o.max_k > 0) {
+    check_arg(o.max_k <= c->model.num_experts, "--max-k " + std::to_string(o.max_k) + " exceeds the model's experts (" +
+                                                   std::to_string(c->model.num_experts) + ")");
+    c->model.top_k = o.max_k;
+  }
+  if (o.entropy_loss_coef >= 0) c->entropy_loss_coef = o.entropy_loss_coef;
+  train::check_router(*c);
+}
 
 // Reads --config with the command line's overrides; rank 0 opens --json.
 // Collective.
@@ -122,6 +166,7 @@ train::TrainConfig read_config(const TrainOptions& o, comm::Communicator& comm, 
       config.optimizer.total_steps = o.steps;
     }
     if (!o.dtype.empty()) config.dtype = o.dtype;
+    apply_router_flags(o, &config);
     config.routing = o.topology_routing.over(config.routing);
     if (comm.rank() == 0 && !o.json.empty()) log.open(o.json);
     // NOTE: the corpus directory is checked here, where the configuration's
@@ -233,14 +278,24 @@ class TrainRun {
   double window_loss_ = 0.0, last_train_loss_ = NAN;
 };
 
+// "top-2", or "top-p 0.5, at most 4".
+std::string expert_choice(const train::TrainConfig& c) {
+  char buf[64];
+  if (c.top_p > 0)
+    std::snprintf(buf, sizeof(buf), "top-p %g, at most %lld", c.top_p, static_cast<long long>(c.model.top_k));
+  else
+    std::snprintf(buf, sizeof(buf), "top-%lld", static_cast<long long>(c.model.top_k));
+  return buf;
+}
+
 void TrainRun::print_header() const {
   if (!talk_) return;
   const train::TextCorpus& corpus = trainer_.corpus();
   std::printf(
-      "switchyard train: %s, %s router, %lld ranks, %lld experts (top-%lld), %lld blocks, hidden %lld, "
+      "switchyard train: %s, %s router, %lld ranks, %lld experts (%s), %lld blocks, hidden %lld, "
       "ffn %lld, context %lld\n",
       o_.config.c_str(), formats::architecture_name(c_.model.arch), static_cast<long long>(comm_.size()),
-      static_cast<long long>(c_.model.num_experts), static_cast<long long>(c_.model.top_k),
+      static_cast<long long>(c_.model.num_experts), expert_choice(c_).c_str(),
       static_cast<long long>(c_.model.num_layers), static_cast<long long>(c_.model.hidden_size),
       static_cast<long long>(c_.model.expert_intermediate_size), static_cast<long long>(c_.context));
   std::printf(
@@ -302,9 +357,13 @@ void TrainRun::log_progress(const train::StepReport& rep) {
   const double tps = dt > 0 ? static_cast<double>(window_tokens_) / dt : 0.0;
   last_train_loss_ = window_loss_ / static_cast<double>(window_steps_);
   if (talk_) {
-    std::printf("step %6lld/%lld  loss %.4f  aux %.4f  lr %.2e  |g| %.3f  %8.0f tok/s  load max/mean %.2f  eta %s\n",
+    char experts[48] = "";
+    if (c_.top_p > 0)
+      std::snprintf(experts, sizeof(experts), "  experts/token %.2f",
+                    rep.experts_per_token.empty() ? 0.0 : max_of(rep.experts_per_token));
+    std::printf("step %6lld/%lld  loss %.4f  aux %.4f  lr %.2e  |g| %.3f  %8.0f tok/s  load max/mean %.2f%s  eta %s\n",
                 static_cast<long long>(s), static_cast<long long>(c_.steps), rep.loss, rep.aux_loss, rep.lr,
-                rep.grad_norm, tps, max_of(rep.load_imbalance), duration(eta).c_str());
+                rep.grad_norm, tps, max_of(rep.load_imbalance), experts, duration(eta).c_str());
     std::fflush(stdout);
   }
   if (lead_) {
@@ -321,6 +380,7 @@ void TrainRun::log_progress(const train::StepReport& rep) {
                  {"expert_load", rep.expert_load},
                  {"elapsed_s", elapsed},
                  {"eta_s", eta}};
+    add_expert_count_fields(line, rep.experts_histogram, c_.model.top_k);
     add_link_traffic_fields(line, topology_, traffic);
     add_routing_fields(line, c_.routing);
     log_.write(line);
@@ -349,6 +409,7 @@ void TrainRun::evaluate(std::int64_t step) {
                {"val_loss", ev.loss},
                {"val_tokens", ev.tokens},
                {"gate_mass_kept", ev.gate_mass_kept}};
+  add_expert_count_fields(line, ev.experts_histogram, c_.model.top_k);
   add_link_traffic_fields(line, topology_, traffic);
   log_.write(line);
 }
@@ -382,6 +443,7 @@ void TrainRun::finish(Clock::time_point t_start) {
       {"train_s", train_s_},
       {"wall_s", wall},
       {"experts", experts_json(ev, trainer_.corpus())}};
+  add_expert_count_fields(final_line, ev.experts_histogram, c_.model.top_k);
   add_link_traffic_fields(final_line, topology_, traffic);
   add_routing_fields(final_line, c_.routing);
   log_.write(final_line);

@@ -11,9 +11,11 @@ namespace switchyard::layers {
 
 namespace {
 
-// Marks slots beyond each expert's capacity as dropped (0 in `kept`).
+// Marks slots beyond each expert's capacity as dropped (0 in `kept`). A
+// top-p token's unused slots (expert -1) are not kept and not dropped.
 std::int64_t apply_capacity(const RoutingPlan& routing, const CapacityPolicy& capacity, DispatchPlan::Scratch& s) {
-  s.kept.assign(routing.expert_idx.size(), 1);
+  s.kept.resize(routing.expert_idx.size());
+  for (std::size_t i = 0; i < s.kept.size(); ++i) s.kept[i] = routing.expert_idx[i] >= 0;
   if (capacity.capacity_factor <= 0.0) return 0;
   const std::int64_t T = routing.num_tokens, K = routing.top_k;
   const auto cap = static_cast<std::int64_t>(
@@ -23,6 +25,7 @@ std::int64_t apply_capacity(const RoutingPlan& routing, const CapacityPolicy& ca
   for (std::int64_t j = 0; j < K; ++j) {
     for (std::int64_t t = 0; t < T; ++t) {
       const auto e = routing.expert_idx[t * K + j];
+      if (e < 0) continue;
       if (s.used[e] < cap) {
         ++s.used[e];
       } else {

@@ -221,13 +221,20 @@ void MoeLayer::token_stat_sums(detail::MoeStepState& c) const {
   score.resize(static_cast<std::size_t>(E));
   top.resize(static_cast<std::size_t>(K));
   const bool softmax = router_.score == ScoreFunction::kSoftmax;
+  const bool top_p = router_.top_p > 0.0f;
   for (const detail::MoeChunk& k : c.chunks) {
     for (std::int64_t i = k.begin; i < k.begin + k.rows; ++i) {
       const float* logits = &c.logits[i * E];
+      const std::int32_t* chosen = &k.routing.expert_idx[(i - k.begin) * K];
       detail::aux_probs(logits, E, p.data());
       for (std::int64_t e = 0; e < E; ++e) sums[e] += p[e];
       kernels::top_k(p.data(), E, K, top.data());
-      for (auto e : top) sums[E + e] += 1.0;
+      if (top_p) {  // f counts the slots a top-p router used
+        for (std::int64_t j = 0; j < K && chosen[j] >= 0; ++j) sums[E + chosen[j]] += 1.0;
+      } else {
+        for (auto e : top) sums[E + e] += 1.0;
+      }
+      tail[detail::kEntropy] += detail::entropy_of(p.data(), E);
       const double lse = detail::logsumexp(logits, E);
       tail[detail::kLseSquared] += lse * lse;
       for (std::size_t e = 0; e < router_.link_cost.size(); ++e)
@@ -238,20 +245,29 @@ void MoeLayer::token_stat_sums(detail::MoeStepState& c) const {
         kernels::top_k(score.data(), E, K, top.data());
       }
       const std::vector<float>& s = softmax ? p : score;
-      for (auto e : top) tail[detail::kGateMassTopK] += s[e];
-      for (std::int64_t j = 0; j < K; ++j) tail[detail::kGateMass] += s[k.routing.expert_idx[(i - k.begin) * K + j]];
+      // The unconstrained choice: the top k, or (top-p) its prefix reaching top_p.
+      double mass = 0.0;
+      for (std::int64_t j = 0; j < K && !(top_p && mass >= router_.top_p); ++j) mass += s[top[j]];
+      tail[detail::kGateMassTopK] += mass;
+      for (std::int64_t j = 0; j < K && chosen[j] >= 0; ++j) tail[detail::kGateMass] += s[chosen[j]];
     }
   }
 }
 
 void MoeLayer::global_stats(comm::Communicator& comm, detail::MoeStepState& c, ForwardStats* stats) {
   // Loads, token count, drops, and the per-token sums, over all ranks.
-  const std::int64_t E = config_.num_experts;
+  const std::int64_t E = config_.num_experts, K = config_.top_k;
   std::vector<std::int64_t>& counts = c.stat_counts;
-  counts.assign(static_cast<std::size_t>(E + 2), 0);
+  counts.assign(static_cast<std::size_t>(E + 2 + K + 1), 0);
+  std::int64_t* used_hist = counts.data() + E + 2;
   for (const detail::MoeChunk& k : c.chunks) {
     for (std::int64_t e = 0; e < E; ++e) counts[e] += k.routing.expert_counts[e];
     counts[E + 1] += k.plan.num_dropped;
+    for (std::int64_t t = 0; t < k.rows; ++t) {
+      std::int64_t used = 0;
+      while (used < K && k.routing.expert_idx[t * K + used] >= 0) ++used;
+      ++used_hist[used];
+    }
   }
   counts[E] = c.num_tokens;
   comm.allreduce_sum(counts.data(), counts.size());
@@ -275,6 +291,8 @@ void MoeLayer::global_stats(comm::Communicator& comm, detail::MoeStepState& c, F
   stats->aux_loss = static_cast<double>(E) * aux;
   stats->z_loss = tail[detail::kLseSquared] * inv_t;
   stats->topology_loss = tail[detail::kTopologyLoss] * inv_t;
+  stats->entropy_loss = tail[detail::kEntropy] * inv_t;
+  stats->experts_per_token.assign(used_hist, used_hist + K + 1);
   stats->gate_mass = tail[detail::kGateMass];
   stats->gate_mass_top_k = tail[detail::kGateMassTopK];
 }

@@ -24,6 +24,14 @@ double logsumexp(const float* x, std::int64_t n) {
   return mx + std::log(s);
 }
 
+double safe_log(double p) { return p > 0.0 ? std::log(p) : 0.0; }
+
+double entropy_of(const float* p, std::int64_t E) {
+  double h = 0.0;
+  for (std::int64_t e = 0; e < E; ++e) h -= p[e] * safe_log(p[e]);
+  return h;
+}
+
 namespace {
 
 // Adds the auxiliary losses' dL/dlogits of one token to `dl`. Each is
@@ -44,9 +52,13 @@ void add_aux_loss_grads(const AuxLossGrad& aux, const float* logits, std::int64_
   const double t = aux.topology_loss_coef * inv_t;
   // z-loss: d(coef * lse^2 / T)/dlogit_e = coef * 2 lse p_e / T.
   const double z = aux.z_loss_coef * 2.0 * logsumexp(logits, E) * inv_t;
+  // Entropy H = -sum_e p_e log p_e: dH/dlogit_e = -p_e (log p_e + H).
+  const double h = aux.entropy_loss_coef * inv_t;
+  const double entropy = h != 0.0 ? entropy_of(p, E) : 0.0;
   for (std::int64_t e = 0; e < E; ++e) {
     const double c = topo ? t * ((*aux.link_cost)[e] - dot_c) : 0.0;
-    dl[e] += static_cast<float>(a * p[e] * (f[e] - dot_f) + c * p[e] + z * p[e]);
+    const double d = h != 0.0 ? -h * p[e] * (safe_log(p[e]) + entropy) : 0.0;
+    dl[e] += static_cast<float>(a * p[e] * (f[e] - dot_f) + c * p[e] + z * p[e] + d);
   }
 }
 
@@ -74,15 +86,18 @@ void router_logits_grad(const RouterConfig& router, const float* all_logits, con
     const std::int32_t* idx = &routing.expert_idx[i * K];
     const float* w = &routing.weights[i * K];
     const float* dw = grad_w + i * K;
+    // Top-p: the token's used slots come first; its unused ones hold -1.
+    std::int64_t used = 0;
+    while (used < K && idx[used] >= 0) ++used;
     if (router.renormalize) {
       float sum = 0.0f, dot = 0.0f;
-      for (std::int64_t j = 0; j < K; ++j) {
+      for (std::int64_t j = 0; j < used; ++j) {
         sum += score[idx[j]];
         dot += dw[j] * w[j];
       }
-      for (std::int64_t j = 0; j < K; ++j) ds[idx[j]] = (scaling * dw[j] - dot) / (sum + eps);
+      for (std::int64_t j = 0; j < used; ++j) ds[idx[j]] = (scaling * dw[j] - dot) / (sum + eps);
     } else {
-      for (std::int64_t j = 0; j < K; ++j) ds[idx[j]] = scaling * dw[j];
+      for (std::int64_t j = 0; j < used; ++j) ds[idx[j]] = scaling * dw[j];
     }
     if (router.score == ScoreFunction::kSoftmax) {
       float dot = 0.0f;

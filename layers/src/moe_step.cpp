@@ -355,6 +355,7 @@ void MoeLayer::permute_grad_chunk(detail::MoeChunk& k) {
   const detail::AuxLossGrad aux{.aux_loss_coef = options_.aux_loss_coef,
                                 .z_loss_coef = options_.z_loss_coef,
                                 .topology_loss_coef = options_.topology_loss_coef,
+                                .entropy_loss_coef = options_.entropy_loss_coef,
                                 .load_fraction = &c.load_fraction,
                                 .link_cost = &router_.link_cost,
                                 .global_tokens = c.global_tokens};

@@ -97,7 +97,7 @@ void for_each_buffer(detail::MoeStepState& s, const MoeWorkspaceShape& shape, co
   f(s.shared_saved, shared ? T * d.shared_saved : 0);
   f(s.shared_scale, shared ? T : 0);
   f(s.load_fraction, E);
-  f(s.stat_counts, E + 2);
+  f(s.stat_counts, E + 2 + K + 1);
   f(s.stat_sums, 2 * E + detail::kNumStatSums);
   f(s.stat_probs, E);
   f(s.stat_scores, E);

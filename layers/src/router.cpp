@@ -94,6 +94,10 @@ void RouterConfig::validate() const {
                                                                std::to_string(topk_group) + " selected groups");
   check_arg(max_nodes >= 0, "router: max_nodes must not be negative, got " + str(max_nodes));
   if (max_nodes > 0) validate_node_limit(*this);
+  check_arg(top_p >= 0.0f && top_p <= 1.0f,
+            "router: top_p must be in [0, 1] (0: fixed top_k), got " + std::to_string(top_p));
+  check_arg(top_p == 0.0f || score == ScoreFunction::kSoftmax,
+            "router: top_p needs softmax scores (a probability mass to reach); this router uses sigmoid scores");
   check_per_expert(selection_penalty, num_experts, "selection_penalty", false);
   check_per_expert(link_cost, num_experts, "link_cost", true);
 }
@@ -184,10 +188,21 @@ void limit_to_groups(const GroupLimit& g, RouterScratch& s) {
     if (!s.keep[g.group_of[e]]) choice[e] = -std::numeric_limits<float>::infinity();
 }
 
-// Weights of token row `idx`: the unbiased, unpenalised scores, renormalised
-// and scaled.
-void weigh(const RouterConfig& config, const float* scores, const std::int32_t* idx, float* w) {
-  const std::int64_t K = config.top_k;
+// Top-p: how many of the chosen experts `idx` (in selection order) a token
+// uses: the fewest whose scores reach top_p, at least one.
+std::int64_t experts_used(const RouterConfig& config, const float* scores, const std::int32_t* idx) {
+  if (config.top_p <= 0.0f) return config.top_k;
+  double mass = 0.0;  // NOTE: in double, so the cut does not depend on summation rounding
+  for (std::int64_t j = 0; j < config.top_k; ++j) {
+    mass += scores[idx[j]];
+    if (mass >= config.top_p) return j + 1;
+  }
+  return config.top_k;
+}
+
+// Weights of the first `K` experts of `idx`: the unbiased, unpenalised
+// scores, renormalised and scaled.
+void weigh(const RouterConfig& config, const float* scores, const std::int32_t* idx, std::int64_t K, float* w) {
   float sum = 0.0f;
   for (std::int64_t j = 0; j < K; ++j) {
     w[j] = scores[idx[j]];
@@ -234,8 +249,12 @@ void route(const RouterConfig& config, const float* logits, const float* selecti
     if (scratch->node_limit.limit > 0) limit_to_groups(scratch->node_limit, *scratch);
     std::int32_t* idx = plan->expert_idx.data() + t * K;
     kernels::top_k(choice, E, K, idx);
-    weigh(config, scores, idx, plan->weights.data() + t * K);
-    for (std::int64_t j = 0; j < K; ++j) ++plan->expert_counts[idx[j]];
+    const std::int64_t used = experts_used(config, scores, idx);
+    float* w = plan->weights.data() + t * K;
+    weigh(config, scores, idx, used, w);
+    for (std::int64_t j = 0; j < used; ++j) ++plan->expert_counts[idx[j]];
+    std::fill(idx + used, idx + K, -1);
+    std::fill(w + used, w + K, 0.0f);
   }
 }
 

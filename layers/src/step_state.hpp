@@ -41,7 +41,7 @@ struct MoeChunk {
 /// The forward's results the backward needs, and the step's whole workspace.
 /// Where each per-token sum lies in MoeStepState::stat_sums, after the 2E
 /// per-expert ones (mean probabilities, top-k counts).
-enum StatSum { kLseSquared, kTopologyLoss, kGateMass, kGateMassTopK, kNumStatSums };
+enum StatSum { kLseSquared, kTopologyLoss, kGateMass, kGateMassTopK, kEntropy, kNumStatSums };
 
 struct MoeStepState {
   const float* x = nullptr;
@@ -53,7 +53,8 @@ struct MoeStepState {
   std::vector<float> shared_out;      // [T, H] shared expert output before gating
   std::vector<float> shared_scale;    // [T] sigmoid gate (Qwen2-MoE)
   std::vector<double> load_fraction;  // [E] f_e over all ranks (aux loss)
-  // Global statistics' space: counts [E + 2], sums [2E + kNumStatSums],
+  // Global statistics' space: counts [E + 2 + K + 1] (loads, tokens, drops,
+  // tokens by experts used), sums [2E + kNumStatSums],
   // probabilities and scores [E], top-k [K].
   std::vector<std::int64_t> stat_counts;
   std::vector<double> stat_sums;

@@ -35,6 +35,8 @@ struct GradCase {
   int max_nodes = 0, node_score_experts = 2;
   double lambda = 0.0;     // cost-aware routing: penalty scale
   double topo_coef = 0.0;  // the topology loss's coefficient
+  double top_p = 0.0;      // top-p routing (top_k experts at most)
+  double entropy_coef = 0.0;
 };
 
 void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
@@ -63,14 +65,17 @@ layers::MoeConfig with_topology_routing(const GradCase& c, layers::MoeConfig con
   config.router.node_score_experts = c.node_score_experts;
   if (c.lambda != 0.0) config.router.selection_penalty = rank_penalty(c, rank);
   if (c.topo_coef != 0.0) config.router.link_cost = rank_link_cost(c, rank);
+  config.router.top_p = static_cast<float>(c.top_p);
   config.validate();
   return config;
 }
 
 // The same for the reference, whose tokens come from every rank.
 test_support::RefTopologyRouting ref_topology_routing(const GradCase& c, int num_ranks) {
-  test_support::RefTopologyRouting t{
-      .expert_node = c.expert_node, .max_nodes = c.max_nodes, .node_score_experts = c.node_score_experts};
+  test_support::RefTopologyRouting t{.expert_node = c.expert_node,
+                                     .max_nodes = c.max_nodes,
+                                     .node_score_experts = c.node_score_experts,
+                                     .top_p = c.top_p};
   const BlockPartition tokens(kTokens, num_ranks);
   for (std::int64_t i = 0; i < kTokens; ++i) {
     if (c.lambda != 0.0) {
@@ -101,7 +106,8 @@ double ref_loss(const GradCase& c, const RefParams& p, const Vec& x, const Vec& 
   const auto out = test_support::ref_forward(c.spec, p, x, kTokens, 0.0, 1, topo);
   double l = 0;
   for (std::size_t i = 0; i < g.size(); ++i) l += g[i] * out.y[i];
-  return l + c.aux_coef * out.aux_loss + c.z_coef * out.z_loss + c.topo_coef * out.topology_loss;
+  return l + c.aux_coef * out.aux_loss + c.z_coef * out.z_loss + c.topo_coef * out.topology_loss +
+         c.entropy_coef * out.entropy_loss;
 }
 
 // max |got - want| / max |want|, with a floor so an all-zero gradient fails loudly elsewhere.
@@ -130,8 +136,10 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   const auto config = formats::load_model_config(mine);
   formats::Checkpoint ckpt(mine);
   layers::ExpertPlacement placement(config.num_experts, R);
-  layers::MoeLayerOptions options{
-      .aux_loss_coef = c.aux_coef, .z_loss_coef = c.z_coef, .topology_loss_coef = c.topo_coef};
+  layers::MoeLayerOptions options{.aux_loss_coef = c.aux_coef,
+                                  .z_loss_coef = c.z_coef,
+                                  .topology_loss_coef = c.topo_coef,
+                                  .entropy_loss_coef = c.entropy_coef};
   layers::MoeLayer moe(
       with_topology_routing(c, formats::moe_config(config), me),
       formats::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me)), placement,
@@ -166,6 +174,14 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   EXPECT_NEAR(stats.topology_loss, ref_out.topology_loss, 1e-5 * std::abs(ref_out.topology_loss));
   if (c.topo_coef != 0.0) {
     EXPECT_GT(ref_out.topology_loss, 0.01) << "the topology loss is zero: vacuous";
+  }
+  EXPECT_NEAR(stats.entropy_loss, ref_out.entropy_loss, 1e-5 * ref_out.entropy_loss);
+  std::vector<std::int64_t> used(static_cast<std::size_t>(c.spec.top_k + 1), 0);
+  for (std::int64_t t = 0; t < T; ++t) ++used[test_support::ref_route(c.spec, ref, &xd[t * H], topo, t).experts.size()];
+  EXPECT_EQ(stats.experts_per_token, used);
+  if (c.top_p > 0) {
+    EXPECT_GT(used[1] + used[2], 0) << "every token uses top_k experts: top-p is vacuous";
+    EXPECT_GT(used[c.spec.top_k], 0) << "no token reaches the cap top_k: " << ::testing::PrintToString(used);
   }
   EXPECT_NEAR(stats.gate_mass, ref_out.gate_mass, 1e-5 * ref_out.gate_mass);
   EXPECT_NEAR(stats.gate_mass_top_k, ref_out.gate_mass_top_k, 1e-5 * ref_out.gate_mass_top_k);
@@ -265,6 +281,17 @@ std::vector<GradCase> grad_cases() {
   gelu.spec.hidden_act = "gelu";
   gelu.spec.top_k = 3;
   out.push_back(gelu);
+  // Top-p with up to 3 experts, renormalised (Mixtral) and not (Qwen2-MoE),
+  // with the entropy loss and capacity-free auxiliary losses.
+  GradCase top_p{"mixtral_top_p_entropy_loss", small(Architecture::kMixtral, 80), 0.3, 0.05};
+  top_p.spec.top_k = 3;
+  top_p.top_p = 0.85;
+  top_p.entropy_coef = 0.2;
+  out.push_back(top_p);
+  GradCase top_p_raw{"qwen2_moe_top_p", small(Architecture::kQwen2Moe, 81)};
+  top_p_raw.spec.top_k = 3;
+  top_p_raw.top_p = 0.9;
+  out.push_back(top_p_raw);
   return with_topology_cases(out);
 }
 

@@ -139,6 +139,53 @@ def test_resume_equals_uninterrupted(tmp_path, corpus, optimizer):
     assert not [f for f in tmp_path.iterdir() if ".tmp-" in f.name]
 
 
+def test_top_p_router_trains_with_fewer_experts(tmp_path, corpus):
+    # Up to 4 of 8 experts until their probability reaches 0.5, with the
+    # entropy loss: tokens use between 1 and 4, and the histogram, its mean
+    # and the compute ratio agree with each other in every line.
+    cfg = write_config(tmp_path / "c.json", corpus, steps=30, eval_interval=10,
+                       model={"experts": 8, "top_k": 2})
+    p = run(["--config", cfg, "--router", "top-p", "--top-p", 0.5, "--max-k", 4, "--entropy-loss-coef", 0.01,
+             "--json", tmp_path / "log.jsonl"])
+    assert "(top-p 0.5, at most 4)" in p.stdout
+    assert any(line.startswith("step ") and "experts/token" in line for line in p.stdout.splitlines())
+    lines = read_lines(tmp_path / "log.jsonl")
+    for x in lines:
+        h = x["experts_per_token_histogram"]
+        assert len(h) == 5 and h[0] == 0, x
+        mean = sum(k * n for k, n in enumerate(h)) / sum(h)
+        assert abs(x["experts_per_token"] - mean) < 1e-12
+        assert abs(x["expert_compute_vs_top_k"] - mean / 4) < 1e-12
+    final = lines[-1]
+    assert final["event"] == "final" and final["val_loss"] < final["unigram_val_loss"]
+    assert 1.0 < final["experts_per_token"] < 4.0, final["experts_per_token_histogram"]
+    # Every token counted once per block in training steps: 64 tokens x 2 ranks x 2 blocks.
+    steps = [x for x in lines if x["event"] == "step"]
+    assert all(sum(x["experts_per_token_histogram"]) == 64 * 2 * 2 for x in steps)
+    # A fixed top-k router reports its k for every token.
+    run(["--config", cfg, "--json", tmp_path / "k.jsonl", "--quiet", "--steps", 5])
+    k = read_lines(tmp_path / "k.jsonl")[-1]
+    assert k["experts_per_token"] == 2.0 and k["expert_compute_vs_top_k"] == 1.0
+
+
+def test_bad_router_choices_are_refused(tmp_path, corpus):
+    ok = write_config(tmp_path / "ok.json", corpus, steps=2)
+    assert_bad(run(["--config", ok, "--top-p", 0.5], check=False), "--top-p", "--router top-p")
+    assert_bad(run(["--config", ok, "--router", "top-p"], check=False), "--router top-p", "--top-p")
+    assert_bad(run(["--config", ok, "--router", "top-p", "--top-p", 0.5, "--max-k", 9], check=False), "--max-k 9")
+    assert_bad(run(["--config", ok, "--router", "top-q"], check=False), "--router")
+    ds = write_config(tmp_path / "ds.json", corpus, steps=2, model={"arch": "deepseek_v3"})
+    assert_bad(run(["--config", ds, "--router", "top-p", "--top-p", 0.5], check=False), "top-p", "sigmoid")
+
+    def bad(name, **model):
+        return run(["--config", write_config(tmp_path / f"{name}.json", corpus, steps=2, model=model)], check=False)
+
+    assert_bad(bad("kind", router="top-n"), "'model.router'", "top-n")
+    assert_bad(bad("needs", top_p=0.5), "'model.top_p'", "needs model.router")
+    assert_bad(bad("required", router="top-p"), "'model.top_p'", "required")
+    assert_bad(bad("range", router="top-p", top_p=1.5), "'model.top_p'", "(0, 1]")
+
+
 def assert_bad(p, *needles):
     text = p.stdout + p.stderr
     assert p.returncode != 0, text

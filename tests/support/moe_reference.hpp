@@ -86,6 +86,7 @@ struct RefTopologyRouting {
   int node_score_experts = 2;      // s: a node scores as the sum of its best s
   std::vector<Vec> penalty{};      // [T][E] subtracted from token t's selection values; empty: none
   std::vector<Vec> link_cost{};    // [T][E] the topology loss's price of each expert for token t; empty: none
+  double top_p = 0;                // top-p routing: experts in order until their probabilities reach top_p (0: off)
 };
 
 // Excludes (-inf) the experts outside the `limit` groups whose best `s`
@@ -167,6 +168,12 @@ inline RefChoice ref_route(const formats::RandomMoeSpec& s, const RefParams& a, 
   ref_topology_select(topo, token, &select);
   ref_node_limit(topo, &select);
   ch.experts = ref_largest(select, static_cast<int>(s.top_k));
+  if (topo.top_p > 0) {  // the shortest prefix whose probability mass reaches top_p
+    double mass = 0;
+    std::size_t used = 0;
+    while (used < ch.experts.size() && mass < topo.top_p) mass += p[ch.experts[used++]];
+    ch.experts.resize(used);
+  }
   const bool renorm = s.arch == Architecture::kMixtral || s.norm_topk_prob;
   double sum = 0;
   for (int e : ch.experts) sum += p[e];
@@ -186,6 +193,7 @@ struct RefOutput {
   double aux_loss = 0;       // E * sum_e f_e * P_e (softmax probabilities)
   double z_loss = 0;         // mean_t logsumexp(logits_t)^2
   double topology_loss = 0;  // mean_t sum_e softmax_te * link_cost_te
+  double entropy_loss = 0;   // mean_t -sum_e softmax_te log softmax_te
   // Router scores (softmax, or sigmoid for DeepSeek-V3) summed over the
   // chosen experts, and over each token's k largest.
   double gate_mass = 0, gate_mass_top_k = 0;
@@ -200,7 +208,11 @@ inline void ref_gate_and_topology(const formats::RandomMoeSpec& s, const RefTopo
   Vec score = probs;
   if (s.arch == Architecture::kDeepseekV3)
     for (std::size_t e = 0; e < score.size(); ++e) score[e] = 1.0 / (1.0 + std::exp(-ch.logits[e]));
-  for (int e : ref_largest(score, static_cast<int>(s.top_k))) out->gate_mass_top_k += score[e];
+  // The unconstrained choice: the top k, or (top-p) its prefix reaching top_p.
+  double mass = 0;
+  for (int e : ref_largest(score, static_cast<int>(s.top_k)))
+    if (topo.top_p <= 0 || mass < topo.top_p) mass += score[e];
+  out->gate_mass_top_k += mass;
   for (int e : ch.experts) out->gate_mass += score[e];
 }
 
@@ -222,7 +234,8 @@ inline RefOutput ref_forward(const formats::RandomMoeSpec& s, const RefParams& a
       std::vector<std::int64_t> used(E, 0);
       for (std::int64_t j = 0; j < K; ++j)
         for (std::int64_t t = b; t < b + n; ++t)
-          if (used[choices[t].experts[j]]++ >= cap) kept[t][j] = false, ++out.dropped;
+          if (j < std::ssize(choices[t].experts) && used[choices[t].experts[j]]++ >= cap)
+            kept[t][j] = false, ++out.dropped;
     }
   }
   out.y.assign(T * H, 0.0);
@@ -230,7 +243,7 @@ inline RefOutput ref_forward(const formats::RandomMoeSpec& s, const RefParams& a
   Vec f(E, 0.0), P(E, 0.0);
   for (std::int64_t t = 0; t < T; ++t) {
     const RefChoice& ch = choices[t];
-    for (std::int64_t j = 0; j < K; ++j) {
+    for (std::int64_t j = 0; j < std::ssize(ch.experts); ++j) {
       if (!kept[t][j]) continue;
       const int e = ch.experts[j];
       Vec o = ref_mlp(a.gate[e], a.up[e], a.down[e], H, s.inter, &x[t * H], s.hidden_act);
@@ -241,8 +254,11 @@ inline RefOutput ref_forward(const formats::RandomMoeSpec& s, const RefParams& a
     for (double l : ch.logits) z += std::exp(l - mx);
     Vec probs(E);
     for (std::int64_t e = 0; e < E; ++e) P[e] += (probs[e] = std::exp(ch.logits[e] - mx) / z) / double(T);
-    // f: top-k of the softmax probabilities, as load_balancing_loss_func.
-    for (int e : ref_largest(probs, static_cast<int>(K))) f[e] += 1.0 / double(T);
+    // f: top-k of the softmax probabilities, as load_balancing_loss_func;
+    // with top-p the experts used.
+    for (int e : topo.top_p > 0 ? ch.experts : ref_largest(probs, static_cast<int>(K))) f[e] += 1.0 / double(T);
+    for (double pe : probs)
+      if (pe > 0) out.entropy_loss -= pe * std::log(pe) / double(T);
     const double lse = mx + std::log(z);
     out.z_loss += lse * lse / double(T);
     ref_gate_and_topology(s, topo, t, T, ch, probs, &out);

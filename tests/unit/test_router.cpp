@@ -145,6 +145,12 @@ void expect_plan_consistent(const RoutingPlan& plan, std::int64_t T, std::int64_
   for (std::int64_t t = 0; t < T; ++t) {
     for (std::int64_t j = 0; j < k; ++j) {
       const std::int32_t e = plan.expert_idx[t * k + j];
+      if (j > 0 && e < 0) {  // a top-p token's unused slots: after the used ones, weight 0
+        EXPECT_EQ(e, -1);
+        EXPECT_EQ(plan.weights[t * k + j], 0.0f);
+        if (j + 1 < k) EXPECT_LT(plan.expert_idx[t * k + j + 1], 0) << "token " << t << ": used slot after unused";
+        continue;
+      }
       ASSERT_GE(e, 0);
       ASSERT_LT(e, E);
       ++hist[e];
@@ -599,6 +605,59 @@ TEST(RouterFixture, DeepseekScalingFactor) {
   }
   // An integer factor in the JSON is a number too.
   EXPECT_FLOAT_EQ(router_from_json(config_json("deepseek_v3", base + ", \"routed_scaling_factor\": 3")).scaling, 3.0f);
+}
+
+TEST(RouterFixture, TopPUsesTheFewestExpertsThatReachP) {
+  // Up to 3 experts until their probabilities reach 0.55:
+  // t0 {.1,.4,.2,.3}: 1 (.4), 3 (.7) -> 2 experts, 4/7 and 3/7 (renormalised) or .4 and .3.
+  // t1 all .25: .25, .5, .75 -> 3 experts (0, 1, 2), 1/3 (or 1/4) each.
+  // t2 {.7,.1,.1,.1}: expert 0 alone, 1 (or .7).
+  // t3 {.3,.3,.3,.1}: a three-way tie, 0 then 1 (.6) -> 2 experts, 1/2 (or .3) each.
+  const auto log = [](double v) { return static_cast<float>(std::log(v)); };
+  const std::vector<float> logits = {0.0f,   log(4), log(2), log(3), 1.0f,   1.0f,   1.0f,   1.0f,
+                                     log(7), 0.0f,   0.0f,   0.0f,   log(3), log(3), log(3), 0.0f};
+  RouterConfig cfg = router_from_json(config_json("mixtral", "\"num_local_experts\": 4, \"num_experts_per_tok\": 3"));
+  cfg.top_p = 0.55f;
+  cfg.validate();
+  const std::vector<std::int64_t> counts = {3, 3, 1, 1};
+  expect_routing(cfg, logits, nullptr,
+                 {{{1, 3, -1}, {4.0 / 7, 3.0 / 7, 0}},
+                  {{0, 1, 2}, {1.0 / 3, 1.0 / 3, 1.0 / 3}},
+                  {{0, -1, -1}, {1, 0, 0}},
+                  {{0, 1, -1}, {0.5, 0.5, 0}}},
+                 counts);
+  cfg.renormalize = false;
+  expect_routing(cfg, logits, nullptr,
+                 {{{1, 3, -1}, {0.4, 0.3, 0}},
+                  {{0, 1, 2}, {0.25, 0.25, 0.25}},
+                  {{0, -1, -1}, {0.7, 0, 0}},
+                  {{0, 1, -1}, {0.3, 0.3, 0}}},
+                 counts);
+  cfg.top_p = 1.0f;  // the whole mass: always the cap
+  expect_routing(cfg, logits, nullptr,
+                 {{{1, 3, 2}, {0.4, 0.3, 0.2}},
+                  {{0, 1, 2}, {0.25, 0.25, 0.25}},
+                  {{0, 1, 2}, {0.7, 0.1, 0.1}},
+                  {{0, 1, 2}, {0.3, 0.3, 0.3}}});
+}
+
+TEST(RouterFixture, TopPIsRefusedWhereItCannotApply) {
+  RouterConfig cfg = router_from_json(config_json("mixtral", "\"num_local_experts\": 4"));
+  cfg.top_p = 1.5f;
+  EXPECT_THROW(
+      try { cfg.validate(); } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("top_p must be in [0, 1]"), std::string::npos) << e.what();
+        throw;
+      },
+      Error);
+  RouterConfig sig = router_from_json(config_json("deepseek_v3"));
+  sig.top_p = 0.5f;
+  EXPECT_THROW(
+      try { sig.validate(); } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("top_p needs softmax scores"), std::string::npos) << e.what();
+        throw;
+      },
+      Error);
 }
 
 TEST(RouterFixture, ZeroTokens) {

@@ -55,6 +55,8 @@ std::unique_ptr<layers::MoeLayer> make_moe_block(const CharLmConfig& c, std::int
                                                  const comm::Topology& topology, int rank) {
   const std::int64_t E = c.moe.num_experts, I = c.moe.expert_intermediate_size, H = c.moe.hidden_size;
   layers::MoeConfig moe = formats::moe_config(c.moe);
+  moe.router.top_p = c.top_p;
+  moe.router.validate();
   layers::apply_topology_routing(c.routing, placement, topology, rank,
                                  c.row_bytes > 0 ? c.row_bytes : layers::wire_row_bytes(H, false), &moe.router);
   layers::MoeLayerOptions options = c.moe_options;

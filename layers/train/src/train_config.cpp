@@ -137,6 +137,13 @@ json hf_model_json(Section& m, TrainConfig* c) {
   c->dtype = m.string("dtype", "f32");
   check_arg(c->dtype == "f32" || c->dtype == "bf16",
             m.where("dtype") + " must be \"f32\" or \"bf16\", got \"" + c->dtype + "\"");
+  c->router = m.string("router", "top-k");
+  check_arg(c->router == "top-k" || c->router == "top-p",
+            m.where("router") + " must be \"top-k\" or \"top-p\", got \"" + c->router + "\"");
+  const bool top_p = c->router == "top-p";
+  check_arg(top_p || !m.has("top_p"), m.where("top_p") + " needs model.router \"top-p\"");
+  check_arg(!top_p || m.has("top_p"), m.where("top_p") + " is required with model.router \"top-p\"");
+  c->top_p = m.number("top_p", 0.0, 0.0, 1.0, true);
   m.reject_unknown();
   return j;
 }
@@ -180,6 +187,12 @@ layers::TopologyRouting parse_routing(Section& r) {
 
 }  // namespace
 
+void check_router(const TrainConfig& c) {
+  check_arg(c.top_p == 0.0 || c.model.score == layers::ScoreFunction::kSoftmax,
+            c.source + ": model.router \"top-p\" needs softmax router probabilities; model.arch " +
+                formats::architecture_name(c.model.arch) + " scores experts with a sigmoid");
+}
+
 TrainConfig parse_train_config(const std::string& json_text, const std::string& source) {
   const json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   check_arg(!root.is_discarded(), source + ": not valid JSON");
@@ -198,6 +211,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   const json hf = hf_model_json(model, &c);
   c.model = formats::parse_model_config(hf.dump(), source + " (model)");
   c.model_json = root.at("model").dump();
+  check_router(c);
 
   Section opt = top.section("optimizer");
   OptimizerConfig& o = c.optimizer;
@@ -223,6 +237,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   c.final_eval_tokens = top.integer("final_eval_tokens", c.final_eval_tokens, 0);
   c.aux_loss_coef = top.number("aux_loss_coef", 0.0, 0.0, 1e3);
   c.z_loss_coef = top.number("z_loss_coef", 0.0, 0.0, 1e3);
+  c.entropy_loss_coef = top.number("entropy_loss_coef", 0.0, 0.0, 1e3);
   c.bias_update_speed = top.number("bias_update_speed", 0.0, 0.0, 1e3);
   check_arg(c.bias_update_speed == 0.0 || c.model.has_selection_bias,
             top.where("bias_update_speed") +

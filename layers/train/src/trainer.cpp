@@ -71,6 +71,12 @@ std::vector<ExpertSpecialisation> specialisations(const RouteCounts& rc, int top
   return out;
 }
 
+// Adds `v` to `sum` elementwise, sizing `sum` on first use.
+void add_to(const std::vector<std::int64_t>& v, std::vector<std::int64_t>* sum) {
+  if (sum->size() < v.size()) sum->resize(v.size(), 0);
+  for (std::size_t i = 0; i < v.size(); ++i) (*sum)[i] += v[i];
+}
+
 }  // namespace
 
 Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const TrainTopology& where)
@@ -97,7 +103,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const Trai
                                   .aux_loss_coef = config_.aux_loss_coef,
                                   .z_loss_coef = config_.z_loss_coef,
                                   .topology_loss_coef = config_.routing.topology_loss,
+                                  .entropy_loss_coef = config_.entropy_loss_coef,
                                   .exchange = {}},
+                  .top_p = static_cast<float>(config_.top_p),
                   .routing = config_.routing,
                   .topology = where.topology,
                   .exchange = where.exchange,
@@ -132,7 +140,9 @@ StepReport Trainer::train_step() {
     const layers::ForwardStats& s = r.stats[static_cast<std::size_t>(l)];
     if (config_.bias_update_speed > 0) model_->moe(l).update_selection_bias(s, config_.bias_update_speed);
     rep.aux_loss += config_.aux_loss_coef * s.aux_loss + config_.z_loss_coef * s.z_loss +
-                    config_.routing.topology_loss * s.topology_loss;
+                    config_.routing.topology_loss * s.topology_loss + config_.entropy_loss_coef * s.entropy_loss;
+    rep.experts_per_token.push_back(s.mean_experts_per_token());
+    add_to(s.experts_per_token, &rep.experts_histogram);
     rep.topology_loss += s.topology_loss;
     const double total = static_cast<double>(std::accumulate(s.expert_load.begin(), s.expert_load.end(), 0LL));
     const double mx = static_cast<double>(*std::max_element(s.expert_load.begin(), s.expert_load.end()));
@@ -184,6 +194,7 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
     for (const layers::ForwardStats& b : r.stats) {
       gate_mass += b.gate_mass;
       gate_mass_top_k += b.gate_mass_top_k;
+      add_to(b.experts_per_token, &out.experts_histogram);
     }
     for (const layers::StepTraffic& b : r.traffic) out.traffic += b;
     if (!specialisation) continue;
@@ -191,6 +202,7 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
       for (std::int64_t t = 0; t < T; ++t)
         for (std::int64_t j = 0; j < K; ++j) {
           const std::int32_t e = r.expert_idx[static_cast<std::size_t>(l)][static_cast<std::size_t>(t * K + j)];
+          if (e < 0) continue;  // a top-p token's unused slot
           ++counts[static_cast<std::size_t>((l * E + e) * V + contexts[static_cast<std::size_t>(t * C + C - 1)])];
         }
   }

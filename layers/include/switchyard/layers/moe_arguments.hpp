@@ -39,6 +39,10 @@ struct ForwardStats {
   double aux_loss = 0.0;                  // unscaled load-balancing loss (same on every rank)
   double z_loss = 0.0;                    // unscaled router z-loss (same on every rank)
   double topology_loss = 0.0;             // unscaled topology loss; 0 without RouterConfig::link_cost
+  double entropy_loss = 0.0;              // mean entropy of the router's softmax probabilities
+  // Tokens by the number of experts they use, [top_k + 1]: all at top_k
+  // unless the router is top-p (RouterConfig::top_p).
+  std::vector<std::int64_t> experts_per_token;
   // Gate mass: the router's scores (softmax probabilities, or sigmoid
   // scores) summed over every token's chosen experts, and over its k
   // highest scores (no bias, limit or penalty). Their ratio is the share of
@@ -46,6 +50,15 @@ struct ForwardStats {
   double gate_mass = 0.0, gate_mass_top_k = 0.0;
 
   double gate_mass_kept() const { return gate_mass_top_k > 0 ? gate_mass / gate_mass_top_k : 1.0; }
+  /// Mean experts per token (top_k unless top-p).
+  double mean_experts_per_token() const {
+    std::int64_t slots = 0, tokens = 0;
+    for (std::size_t k = 0; k < experts_per_token.size(); ++k) {
+      slots += static_cast<std::int64_t>(k) * experts_per_token[k];
+      tokens += experts_per_token[k];
+    }
+    return tokens ? static_cast<double>(slots) / static_cast<double>(tokens) : 0.0;
+  }
 };
 
 /// One forward: y[T, H] = MoE(x[T, H]) for this rank's `num_tokens` rows.

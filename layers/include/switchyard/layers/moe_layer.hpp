@@ -45,6 +45,10 @@ struct MoeLayerOptions {
   // token's rank (c = RouterConfig::link_cost, which it needs). It moves
   // probability toward cheap links, and the selection with it.
   double topology_loss_coef = 0.0;
+  // The mean entropy of the router's softmax probabilities, -sum_e p_e log p_e
+  // (the "dynamic loss" of top-p routing, Huang et al. 2024): it sharpens
+  // the distribution, so a top-p router reaches its mass with fewer experts.
+  double entropy_loss_coef = 0.0;
   // Flat or hierarchical, and the node of each rank (empty: one node, flat).
   // A token's partial results from several ranks are summed node by node,
   // so that both kinds give the same bits.

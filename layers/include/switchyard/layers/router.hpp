@@ -19,6 +19,11 @@ struct RouterConfig {
   // without a selection bias, link penalty, group or node limit, which are
   // in units of scores.
   bool select_on_logits = false;
+  // Adaptive expert counts (top-p): each token takes experts in selection
+  // order until their scores sum to at least top_p, at most top_k of them
+  // (top_k is then the most a token may use). Needs softmax scores, which
+  // are a probability distribution. 0: always top_k experts.
+  float top_p = 0.0f;
   bool renormalize = true;
   float renormalize_epsilon = 0.0f;  // DeepSeek-V3 adds 1e-20 to the sum
   std::int64_t n_group = 1;          // group-limited top-k (1: no groups)
@@ -47,7 +52,9 @@ struct RouterConfig {
 };
 
 /// Each token's chosen experts and their weights, plus per-expert counts.
-/// Slot `t * top_k + j` is the j-th choice of token t.
+/// Slot `t * top_k + j` is the j-th choice of token t. With top-p routing a
+/// token may use fewer than top_k slots: its unused ones hold expert -1 and
+/// weight 0, after the used ones.
 struct RoutingPlan {
   std::int64_t num_tokens = 0;
   std::int64_t top_k = 0;

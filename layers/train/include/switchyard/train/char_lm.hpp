@@ -26,6 +26,7 @@ struct CharLmConfig {
   double rms_eps = 1e-6;
   std::uint64_t seed = 0;  // initial weights
   layers::MoeLayerOptions moe_options;
+  float top_p = 0.0f;  // top-p routing with moe.top_k experts at most (layers::RouterConfig::top_p); 0: top-k
   // Topology-aware routing of every block (layers::apply_topology_routing)
   // on `topology`'s nodes and link costs, pricing rows of `row_bytes` on the
   // wire. Without a topology every rank is on one node, with no link costs.

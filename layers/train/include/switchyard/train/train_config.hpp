@@ -28,6 +28,10 @@ struct TrainConfig {
   double capacity_factor = 0.0;
   std::string dtype = "f32";  // "model.dtype": expert GEMMs in f32, or bf16 (float32 master weights)
   std::string model_json;     // the "model" object as given (compact), kept in checkpoints
+  // "model.router": "top-k" (top_k experts per token) or "top-p" (experts
+  // until their probability reaches "model.top_p", at most top_k of them).
+  std::string router = "top-k";
+  double top_p = 0.0;
 
   OptimizerConfig optimizer;  // "optimizer" + "schedule"; total_steps = steps
   double grad_clip = 1.0;     // global L2 norm; 0 disables
@@ -41,6 +45,7 @@ struct TrainConfig {
   std::int64_t final_eval_tokens = 0;  // 0: all held-out text
   double aux_loss_coef = 0.0;
   double z_loss_coef = 0.0;
+  double entropy_loss_coef = 0.0;  // mean router entropy (layers::MoeLayerOptions::entropy_loss_coef)
   double bias_update_speed = 0.0;  // DeepSeek-V3 auxiliary-loss-free balancing
 
   // "routing": topology-aware routing of every block (docs/topology.md):
@@ -54,6 +59,10 @@ struct TrainConfig {
 /// Error(kInvalidArgument) "SOURCE: field 'a.b' ..." for a missing required
 /// field, an unknown field, a wrong type or an out-of-range value.
 TrainConfig parse_train_config(const std::string& json_text, const std::string& source);
+
+/// Throws Error(kInvalidArgument) if the router choice (top-p) does not fit
+/// the model's router; for overrides applied after parsing.
+void check_router(const TrainConfig& c);
 
 /// Reads and parses the file at `path`.
 TrainConfig load_train_config(const std::string& path);

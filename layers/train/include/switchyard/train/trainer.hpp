@@ -29,6 +29,8 @@ struct StepReport {
   std::int64_t tokens = 0;                             // all ranks
   std::vector<double> load_imbalance;                  // per block: max / mean expert load
   std::vector<std::vector<std::int64_t>> expert_load;  // per block, per expert
+  std::vector<double> experts_per_token;               // per block: mean experts per token (top_k unless top-p)
+  std::vector<std::int64_t> experts_histogram;         // [top_k + 1] tokens by experts used, summed over blocks
   std::vector<layers::StepTraffic> traffic;            // per block: this rank's exchanges (forward)
 };
 
@@ -50,8 +52,9 @@ struct EvalResult {
   // Over every block: the share of the router's unconstrained top-k gate
   // mass that the routing kept (layers::ForwardStats::gate_mass_kept()).
   double gate_mass_kept = 1.0;
-  layers::StepTraffic traffic;                // this rank's dispatch rows to each rank, over every block and chunk
-  std::vector<ExpertSpecialisation> experts;  // when asked for
+  std::vector<std::int64_t> experts_histogram;  // [top_k + 1] tokens by experts used, summed over blocks
+  layers::StepTraffic traffic;                  // this rank's dispatch rows to each rank, over every block and chunk
+  std::vector<ExpertSpecialisation> experts;    // when asked for
 };
 
 /// The job as topology-aware routing (TrainConfig::routing) sees it.
