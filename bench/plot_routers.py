@@ -29,11 +29,16 @@ def runs():
     def with_model(**fields):
         return {"model": dict(model, **fields), "eval_interval": 250}
 
+    # NOTE: Mixtral renormalises a top-1 weight to 1, so its router learns
+    # only from the balancing loss; Qwen3-MoE's block with norm_topk_prob off
+    # weighs by the probability, as Switch does.
     return {
-        "top1": ("fixed top-1", with_model(top_k=1)),
+        "top1": ("fixed top-1 (weight 1)", with_model(top_k=1)),
+        "top1_prob": ("fixed top-1 (weight = probability)", with_model(top_k=1, arch="qwen3_moe", norm_topk_prob=False)),
         "top2": ("fixed top-2", with_model(top_k=2)),
         "top_p": ("top-p 0.5, at most 4, entropy loss 0.01",
                   dict(with_model(top_k=4, router="top-p", top_p=0.5), entropy_loss_coef=0.01)),
+        "top_p_plain": ("top-p 0.5, at most 4, no entropy loss", with_model(top_k=4, router="top-p", top_p=0.5)),
     }
 
 
@@ -54,6 +59,7 @@ def main():
     fig, (ax_loss, ax_k) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, (label, _) in runs().items():
         steps, evals, final = data[name]
+        evals = evals + [final]  # the final evaluation, on all held-out text
         line, = ax_loss.plot([e["step"] for e in evals], [e["val_loss"] for e in evals], "o-",
                              label=f"{label}: final {final['val_loss']:.3f}")
         ax_k.plot([s["step"] for s in steps], [s["experts_per_token"] for s in steps], color=line.get_color(),
@@ -63,7 +69,7 @@ def main():
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("held-out loss (nats per character)")
     ax_loss.set_title("Character LM, 8 experts: held-out loss by router")
-    ax_loss.legend(fontsize=8)
+    ax_loss.legend(fontsize=8, loc="upper right")
     ax_k.set_xlabel("step")
     ax_k.set_ylabel("experts per token (mean over tokens and blocks)")
     ax_k.set_title("Expert compute per token")
@@ -75,7 +81,8 @@ def main():
     for name, (label, _) in runs().items():
         f = data[name][2]
         print(f"{label}: val_loss {f['val_loss']:.4f} (bigram {f['bigram_val_loss']:.4f}) experts/token "
-              f"{f['experts_per_token']:.3f} histogram {f['experts_per_token_histogram']} wall {f['wall_s']:.1f}s")
+              f"{f['experts_per_token']:.3f} histogram {f['experts_per_token_histogram']} "
+              f"{f['tokens_per_s']:.0f} tokens/s wall {f['wall_s']:.1f}s")
 
 
 if __name__ == "__main__":

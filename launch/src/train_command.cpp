@@ -40,9 +40,10 @@ void add_train_options(CLI::App& sub, TrainOptions* o) {
                  "the configuration's model.dtype")
       ->check(CLI::IsMember({"f32", "bf16"}));
   sub.add_option("--router", o->router,
-                 "top-k (top_k experts per token) or top-p (experts in score order until their probability reaches "
-                 "--top-p, at most --max-k); overrides model.router")
-      ->check(CLI::IsMember({"top-k", "top-p"}));
+                 "top-k (top_k experts per token), top-p (experts in score order until their probability reaches "
+                 "--top-p, at most --max-k) or noisy-top-k (learned noise on the router logits in training, with "
+                 "importance_loss_coef and load_loss_coef); overrides model.router")
+      ->check(CLI::IsMember({"top-k", "top-p", "noisy-top-k"}));
   sub.add_option("--top-p", o->top_p, "Probability mass a top-p token's experts must reach; overrides model.top_p")
       ->check(CLI::Range(0.0, 1.0));
   sub.add_option("--max-k", o->max_k, "The most experts a top-p token may use; overrides model.top_k")
@@ -150,7 +151,6 @@ void apply_router_flags(const TrainOptions& o, train::TrainConfig* c) {
     c->model.top_k = o.max_k;
   }
   if (o.entropy_loss_coef >= 0) c->entropy_loss_coef = o.entropy_loss_coef;
-  train::check_router(*c);
 }
 
 // Reads --config with the command line's overrides; rank 0 opens --json.
@@ -166,8 +166,8 @@ train::TrainConfig read_config(const TrainOptions& o, comm::Communicator& comm, 
       config.optimizer.total_steps = o.steps;
     }
     if (!o.dtype.empty()) config.dtype = o.dtype;
-    apply_router_flags(o, &config);
     config.routing = o.topology_routing.over(config.routing);
+    apply_router_flags(o, &config);
     if (comm.rank() == 0 && !o.json.empty()) log.open(o.json);
     // NOTE: the corpus directory is checked here, where the configuration's
     // field name and the hint about the default corpus belong.
@@ -278,13 +278,14 @@ class TrainRun {
   double window_loss_ = 0.0, last_train_loss_ = NAN;
 };
 
-// "top-2", or "top-p 0.5, at most 4".
+// "top-2", "noisy top-2", or "top-p 0.5, at most 4".
 std::string expert_choice(const train::TrainConfig& c) {
   char buf[64];
   if (c.top_p > 0)
     std::snprintf(buf, sizeof(buf), "top-p %g, at most %lld", c.top_p, static_cast<long long>(c.model.top_k));
   else
-    std::snprintf(buf, sizeof(buf), "top-%lld", static_cast<long long>(c.model.top_k));
+    std::snprintf(buf, sizeof(buf), "%stop-%lld", c.router == "noisy-top-k" ? "noisy " : "",
+                  static_cast<long long>(c.model.top_k));
   return buf;
 }
 

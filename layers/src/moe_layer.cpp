@@ -31,6 +31,22 @@ MoeLayer::MoeLayer(const MoeConfig& config, MoeWeights weights, const ExpertPlac
   config.router.validate();  // link_cost and the penalty hold one value per expert
   router_linear_ =
       std::make_unique<kernels::Linear>(router_weight_.value.data(), config.num_experts, config.hidden_size);
+  if (options.noisy_gating.enabled) {
+    const RouterConfig& r = config.router;
+    check_arg(r.score == ScoreFunction::kSoftmax && selection_bias_.empty() && r.n_group == 1 && r.max_nodes == 0 &&
+                  r.selection_penalty.empty() && r.top_p == 0.0f,
+              "MoE layer: noisy gating needs a plain softmax top-k router (no selection bias, groups, node limit, "
+              "link penalty or top-p)");
+    check_arg(config.top_k < config.num_experts,
+              "MoE layer: noisy gating needs top_k below num_experts (the load loss compares with the (k+1)-th)");
+    const auto EH = static_cast<std::size_t>(config.num_experts * config.hidden_size);
+    if (weights.router_noise.empty()) weights.router_noise.assign(EH, 0.0f);
+    check_arg(weights.router_noise.size() == EH, "MoE layer: router_noise must hold num_experts x hidden_size values");
+    router_noise_ =
+        Parameter("gate.noise_weight", {config.num_experts, config.hidden_size}, std::move(weights.router_noise), true);
+    noise_linear_ =
+        std::make_unique<kernels::Linear>(router_noise_.value.data(), config.num_experts, config.hidden_size);
+  }
   const std::vector<std::int64_t> ids = weights.ids();
   experts_ = make_expert_backend(options.experts, std::move(weights.experts), ids, config.activation);
   if (weights.shared.inter > 0) {
@@ -60,6 +76,7 @@ void MoeLayer::add_shared_experts(const float* x, std::int64_t rows, float* y, f
 
 std::vector<Parameter*> MoeLayer::parameters() {
   std::vector<Parameter*> out = {&router_weight_};
+  if (noise_linear_) out.push_back(&router_noise_);
   if (shared_) {
     out.push_back(&shared_->gate_up());
     out.push_back(&shared_->down());
@@ -175,6 +192,10 @@ void MoeLayer::run(comm::Communicator& comm, const MoeForwardArguments& args) {
   c.for_backward = args.context != nullptr;
   split_into_chunks(c, T, schedule.chunks);
   c.logits.resize(static_cast<std::size_t>(T * E));
+  c.noisy = noise_linear_ && args.gating_noise;
+  c.noise_key = args.noise_key;
+  if (c.noisy)
+    for (auto* v : {&c.clean_logits, &c.noise_logits, &c.noise_eps}) v->resize(static_cast<std::size_t>(T * E));
   if (shared_) {
     c.shared_out.resize(static_cast<std::size_t>(T * H));
     c.shared_saved.resize(static_cast<std::size_t>(T * shared_->saved_per_row()));
@@ -271,6 +292,7 @@ void MoeLayer::global_stats(comm::Communicator& comm, detail::MoeStepState& c, F
   }
   counts[E] = c.num_tokens;
   comm.allreduce_sum(counts.data(), counts.size());
+  if (c.noisy) noisy_stats(comm, c);
   token_stat_sums(c);
   std::vector<double>& sums = c.stat_sums;
   comm.allreduce_sum(sums.data(), sums.size());
@@ -293,6 +315,8 @@ void MoeLayer::global_stats(comm::Communicator& comm, detail::MoeStepState& c, F
   stats->topology_loss = tail[detail::kTopologyLoss] * inv_t;
   stats->entropy_loss = tail[detail::kEntropy] * inv_t;
   stats->experts_per_token.assign(used_hist, used_hist + K + 1);
+  stats->importance_loss = c.noisy ? c.noisy_sums[0] : 0.0;
+  stats->load_loss = c.noisy ? c.noisy_sums[1] : 0.0;
   stats->gate_mass = tail[detail::kGateMass];
   stats->gate_mass_top_k = tail[detail::kGateMassTopK];
 }

@@ -118,27 +118,32 @@ void MoeLayer::router_and_shared_grads() {
   const float* x = c.x;
   const float* grad_y = step_.grad_y;
   float* grad_x = step_.grad_x;
-  kernels::gemm({.trans_a = true,
-                 .m = E,
-                 .n = H,
-                 .k = T,
-                 .a = c.grad_logits.data(),
-                 .lda = E,
-                 .b = x,
-                 .ldb = H,
-                 .beta = 1.0f,
-                 .c = router_weight_.grad.data(),
-                 .ldc = H});
-  kernels::gemm({.m = T,
-                 .n = H,
-                 .k = E,
-                 .a = c.grad_logits.data(),
-                 .lda = E,
-                 .b = router_weight_.value.data(),
-                 .ldb = H,
-                 .beta = 1.0f,
-                 .c = grad_x,
-                 .ldc = H});
+  // A linear router, logits = x · Wᵀ: dL/dW += dlᵀ · x, dL/dx += dl · W.
+  const auto linear_grads = [&](const float* dl, Parameter& w) {
+    kernels::gemm({.trans_a = true,
+                   .m = E,
+                   .n = H,
+                   .k = T,
+                   .a = dl,
+                   .lda = E,
+                   .b = x,
+                   .ldb = H,
+                   .beta = 1.0f,
+                   .c = w.grad.data(),
+                   .ldc = H});
+    kernels::gemm({.m = T,
+                   .n = H,
+                   .k = E,
+                   .a = dl,
+                   .lda = E,
+                   .b = w.value.data(),
+                   .ldb = H,
+                   .beta = 1.0f,
+                   .c = grad_x,
+                   .ldc = H});
+  };
+  linear_grads(c.grad_logits.data(), router_weight_);
+  if (c.noisy) linear_grads(c.grad_noise.data(), router_noise_);
   if (!shared_) return;
   // Shared experts: y += scale_t * S(x_t), scale_t = sigmoid(x_t · g) or 1.
   c.grad_shared.resize(static_cast<std::size_t>(T * H));

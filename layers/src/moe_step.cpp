@@ -70,7 +70,11 @@ void MoeLayer::route_chunk(detail::MoeChunk& k) {
   const std::int64_t H = config_.hidden_size, E = config_.num_experts;
   detail::MoeStepState& c = *step_.ctx;
   float* logits = c.logits.data() + k.begin * E;
-  router_linear_->run(c.x + k.begin * H, k.rows, logits);
+  if (c.noisy) {
+    noisy_route(k, logits);
+  } else {
+    router_linear_->run(c.x + k.begin * H, k.rows, logits);
+  }
   route(router_, logits, selection_bias_.empty() ? nullptr : selection_bias_.data(), k.rows, &k.routing,
         &k.router_scratch);
   k.routed = true;
@@ -360,8 +364,10 @@ void MoeLayer::permute_grad_chunk(detail::MoeChunk& k) {
                                 .link_cost = &router_.link_cost,
                                 .global_tokens = c.global_tokens};
   k.token_scratch.resize(static_cast<std::size_t>(3 * E));
+  if (c.noisy) noisy_importance_grads(k);
   detail::router_logits_grad(router_, c.logits.data() + k.begin * E, k.routing, k.grad_w.data(), aux,
                              c.grad_logits.data() + k.begin * E, k.token_scratch.data());
+  if (c.noisy) noisy_load_grads(k);
 }
 
 void MoeLayer::expert_weight_grads() {

@@ -83,6 +83,7 @@ struct WorkspaceDims {
   std::int64_t forward_in = 0, forward_out = 0;  // a forwarder's rows (hierarchical): in, out
   std::int64_t expert_saved = 0, expert_grad_saved = 0, shared_saved = 0, shared_inter = 0, num_local = 0;
   bool scales_input = false;  // MoeConfig::weight_scales_input: the unscaled rows are kept for the backward
+  bool noisy = false;         // noisy gating's buffers (a training workspace)
 };
 
 // Calls f(vector, elements) for every buffer of `s` that `shape` needs. One
@@ -103,6 +104,9 @@ void for_each_buffer(detail::MoeStepState& s, const MoeWorkspaceShape& shape, co
   f(s.stat_scores, E);
   f(s.stat_top, K);
   f(s.grad_logits, train ? T * E : 0);
+  for (auto* v : {&s.clean_logits, &s.noise_logits, &s.noise_eps, &s.grad_noise}) f(*v, d.noisy ? T * E : 0);
+  f(s.noisy_sums, d.noisy ? 2 * E : 0);
+  f(s.noisy_grads, d.noisy ? 2 * E : 0);
   f(s.grad_shared, train && shared ? T * H : 0);
   f(s.shared_scratch, train && shared ? T * d.shared_inter : 0);
   const bool canon = train && shape.chunks > 1;
@@ -115,6 +119,8 @@ void for_each_buffer(detail::MoeStepState& s, const MoeWorkspaceShape& shape, co
   const std::int64_t send = rows * K, wire = shape.wire_bf16 ? std::max(send, recv) * H : 0;
   for (detail::MoeChunk& k : s.chunks) {
     f(k.token_scratch, train ? 3 * E : 0);
+    f(k.noisy_scratch, d.noisy ? E : 0);
+    f(k.noisy_top, d.noisy ? K + 1 : 0);
     f(k.send, send * H);
     f(k.combined, send * H);
     f(k.recv, recv * H);
@@ -184,6 +190,7 @@ WorkspaceDims workspace_dims(const MoeConfig& config, const ExpertPlacement& pla
   WorkspaceDims d;
   d.H = config.hidden_size;
   d.scales_input = config.weight_scales_input;
+  d.noisy = options.noisy_gating.enabled && shape.training;
   d.E = config.num_experts;
   d.K = config.top_k;
   d.T = shape.max_tokens;

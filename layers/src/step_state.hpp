@@ -20,6 +20,8 @@ struct MoeChunk {
   DispatchPlan plan;
   RouterScratch router_scratch;                  // route()'s per-token space
   std::vector<float> token_scratch;              // [3 * E] the router backward's per-token space
+  std::vector<float> noisy_scratch;              // [E] noisy gating's per-token dL/d(clean logits)
+  std::vector<std::int32_t> noisy_top;           // [K + 1] its top noisy logits
   std::vector<float> send;                       // [num_send, H] rows in send order; in backward dy, then dL/dx parts
   std::vector<float> recv;                       // [num_recv, H] rows as received / partial sums sent back
   std::vector<float> expert_in;                  // [num_slots, H] grouped by local expert
@@ -66,6 +68,14 @@ struct MoeStepState {
   std::vector<float> grad_logits, grad_shared, shared_scratch;
   std::vector<float> canon_in, canon_saved, canon_grad_out, canon_grad_saved;
   std::vector<std::int64_t> canon_counts, canon_next;  // [L], [C * L]
+
+  // Noisy gating, in a step with noise: logits holds the noisy logits, and
+  // these [T, E] the clean logits, x · W_noise, the draws and dL/d(x · W_noise);
+  // dL/d(importance) and dL/d(load) [2E], coefficients applied.
+  bool noisy = false;
+  std::uint64_t noise_key = 0;
+  std::vector<float> clean_logits, noise_logits, noise_eps, grad_noise;
+  std::vector<double> noisy_sums, noisy_grads;
 
   bool forwarded = false;     // a forward ran on this state (a backward may follow)
   bool for_backward = false;  // that forward kept what a backward needs (a training context)

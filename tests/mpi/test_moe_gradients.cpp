@@ -37,7 +37,11 @@ struct GradCase {
   double topo_coef = 0.0;  // the topology loss's coefficient
   double top_p = 0.0;      // top-p routing (top_k experts at most)
   double entropy_coef = 0.0;
+  bool noisy = false;  // noisy top-k gating, with these loss coefficients
+  double importance_coef = 0.0, load_coef = 0.0;
 };
+
+constexpr std::uint64_t kNoiseKey = 17;
 
 void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
 
@@ -78,6 +82,13 @@ test_support::RefTopologyRouting ref_topology_routing(const GradCase& c, int num
                                      .top_p = c.top_p};
   const BlockPartition tokens(kTokens, num_ranks);
   for (std::int64_t i = 0; i < kTokens; ++i) {
+    if (c.noisy) {  // the layer's draws: a pure function of (key, rank, local token, expert)
+      const int r = tokens.owner(i);
+      Vec eps;
+      for (std::int64_t e = 0; e < c.spec.experts; ++e)
+        eps.push_back(layers::gating_noise(kNoiseKey, r, i - test_support::block_begin(kTokens, num_ranks, r), e));
+      t.noise_eps.push_back(eps);
+    }
     if (c.lambda != 0.0) {
       const auto p = rank_penalty(c, tokens.owner(i));
       t.penalty.emplace_back(p.begin(), p.end());
@@ -107,7 +118,7 @@ double ref_loss(const GradCase& c, const RefParams& p, const Vec& x, const Vec& 
   double l = 0;
   for (std::size_t i = 0; i < g.size(); ++i) l += g[i] * out.y[i];
   return l + c.aux_coef * out.aux_loss + c.z_coef * out.z_loss + c.topo_coef * out.topology_loss +
-         c.entropy_coef * out.entropy_loss;
+         c.entropy_coef * out.entropy_loss + c.importance_coef * out.importance_loss + c.load_coef * out.load_loss;
 }
 
 // max |got - want| / max |want|, with a floor so an all-zero gradient fails loudly elsewhere.
@@ -139,11 +150,14 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   layers::MoeLayerOptions options{.aux_loss_coef = c.aux_coef,
                                   .z_loss_coef = c.z_coef,
                                   .topology_loss_coef = c.topo_coef,
-                                  .entropy_loss_coef = c.entropy_coef};
-  layers::MoeLayer moe(
-      with_topology_routing(c, formats::moe_config(config), me),
-      formats::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me)), placement,
-      me, options);
+                                  .entropy_loss_coef = c.entropy_coef,
+                                  .noisy_gating = {c.noisy, c.importance_coef, c.load_coef}};
+  layers::MoeWeights weights =
+      formats::load_moe_weights(ckpt, config, layer, placement.first_expert(me), placement.num_local(me));
+  const std::vector<float> noise_weight = formats::random_matrix(c.spec.experts, c.spec.hidden, 9 + c.spec.seed);
+  if (c.noisy) weights.router_noise = noise_weight;
+  layers::MoeLayer moe(with_topology_routing(c, formats::moe_config(config), me), std::move(weights), placement, me,
+                       options);
 
   const std::int64_t H = c.spec.hidden, T = kTokens;
   const auto x = formats::random_matrix(T, H, 5 + c.spec.seed);
@@ -153,7 +167,13 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
   layers::ForwardStats stats;
   layers::MoeForwardContext ctx;
   moe.initialize(comm, {.max_tokens = rows, .training = true}, &ctx);
-  moe.run(comm, {.x = x.data() + begin * H, .num_tokens = rows, .y = y.data(), .context = &ctx, .stats = &stats});
+  moe.run(comm, {.x = x.data() + begin * H,
+                 .num_tokens = rows,
+                 .y = y.data(),
+                 .context = &ctx,
+                 .stats = &stats,
+                 .gating_noise = c.noisy,
+                 .noise_key = kNoiseKey});
   moe.run(comm, layers::MoeBackwardArguments{.context = &ctx, .grad_y = g.data() + begin * H, .grad_x = dx.data()});
 
   auto params = moe.parameters();
@@ -162,6 +182,7 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
 
   // The reference gradient, by finite differences of the float64 layer.
   RefParams ref = test_support::ref_params(arrays[layer]);
+  if (c.noisy) ref.router_noise = test_support::to_double(noise_weight);
   Vec xd = test_support::to_double(x), gd = test_support::to_double(g);
   const test_support::RefTopologyRouting topo = ref_topology_routing(c, R);
   auto loss = [&] { return ref_loss(c, ref, xd, gd, topo); };
@@ -176,6 +197,12 @@ TEST_P(MoeGradients, MatchFiniteDifferences) {
     EXPECT_GT(ref_out.topology_loss, 0.01) << "the topology loss is zero: vacuous";
   }
   EXPECT_NEAR(stats.entropy_loss, ref_out.entropy_loss, 1e-5 * ref_out.entropy_loss);
+  EXPECT_NEAR(stats.importance_loss, ref_out.importance_loss, 1e-5 * ref_out.importance_loss);
+  EXPECT_NEAR(stats.load_loss, ref_out.load_loss, 1e-5 * ref_out.load_loss);
+  if (c.noisy) {
+    EXPECT_GT(ref_out.load_loss, 1e-4) << "the load loss is zero: vacuous";
+    EXPECT_GT(tokens_rerouted(c, ref, xd, topo), 0) << "the noise changes no token's experts: vacuous";
+  }
   std::vector<std::int64_t> used(static_cast<std::size_t>(c.spec.top_k + 1), 0);
   for (std::int64_t t = 0; t < T; ++t) ++used[test_support::ref_route(c.spec, ref, &xd[t * H], topo, t).experts.size()];
   EXPECT_EQ(stats.experts_per_token, used);
@@ -292,6 +319,18 @@ std::vector<GradCase> grad_cases() {
   top_p_raw.spec.top_k = 3;
   top_p_raw.top_p = 0.9;
   out.push_back(top_p_raw);
+  // Noisy top-k gating with its importance and load losses (the noise
+  // weights' gradient among the parameters).
+  GradCase noisy{"mixtral_noisy_top_k", small(Architecture::kMixtral, 82), 0.3, 0.05};
+  noisy.noisy = true;
+  noisy.importance_coef = 0.4;
+  noisy.load_coef = 0.6;
+  out.push_back(noisy);
+  GradCase noisy_top3{"qwen3_moe_noisy_top_3", small(Architecture::kQwen3Moe, 83)};
+  noisy_top3.spec.top_k = 3;
+  noisy_top3.noisy = true;
+  noisy_top3.load_coef = 1.0;
+  out.push_back(noisy_top3);
   return with_topology_cases(out);
 }
 

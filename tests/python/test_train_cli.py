@@ -168,6 +168,24 @@ def test_top_p_router_trains_with_fewer_experts(tmp_path, corpus):
     assert k["experts_per_token"] == 2.0 and k["expert_compute_vs_top_k"] == 1.0
 
 
+def test_noisy_top_k_router_learns_its_noise(tmp_path, corpus):
+    # The noise weights start at zero and are trained; evaluation is
+    # noise-free, so two runs of the same configuration agree exactly.
+    cfg = write_config(tmp_path / "c.json", corpus, steps=20, eval_interval=10, aux_loss_coef=0.0,
+                       importance_loss_coef=0.1, load_loss_coef=0.1)
+    p = run(["--config", cfg, "--router", "noisy-top-k", "--json", tmp_path / "a.jsonl", "--save", tmp_path / "ck"])
+    assert "(noisy top-2)" in p.stdout
+    run(["--config", cfg, "--router", "noisy-top-k", "--json", tmp_path / "b.jsonl", "--quiet"])
+    a, b = read_lines(tmp_path / "a.jsonl"), read_lines(tmp_path / "b.jsonl")
+    assert a[-1]["val_loss"] == b[-1]["val_loss"] and a[-1]["val_loss"] < a[-1]["unigram_val_loss"]
+    assert all(x["aux_loss"] > 0 for x in a if x["event"] == "step"), "importance and load losses missing"
+    from safetensors.numpy import load_file
+    tensors = load_file(str(tmp_path / "ck" / "replicated.safetensors"))
+    for block in (0, 1):
+        w = tensors[f"blocks.{block}.moe.gate.noise_weight"]
+        assert w.shape == (4, 32) and abs(w).max() > 1e-4, "the noise weights did not train"
+
+
 def test_bad_router_choices_are_refused(tmp_path, corpus):
     ok = write_config(tmp_path / "ok.json", corpus, steps=2)
     assert_bad(run(["--config", ok, "--top-p", 0.5], check=False), "--top-p", "--router top-p")
@@ -176,6 +194,9 @@ def test_bad_router_choices_are_refused(tmp_path, corpus):
     assert_bad(run(["--config", ok, "--router", "top-q"], check=False), "--router")
     ds = write_config(tmp_path / "ds.json", corpus, steps=2, model={"arch": "deepseek_v3"})
     assert_bad(run(["--config", ds, "--router", "top-p", "--top-p", 0.5], check=False), "top-p", "sigmoid")
+    assert_bad(run(["--config", ds, "--router", "noisy-top-k"], check=False), "noisy-top-k", "softmax")
+    coef = write_config(tmp_path / "coef.json", corpus, steps=2, load_loss_coef=0.1)
+    assert_bad(run(["--config", coef], check=False), "'load_loss_coef'", "noisy-top-k")
 
     def bad(name, **model):
         return run(["--config", write_config(tmp_path / f"{name}.json", corpus, steps=2, model=model)], check=False)

@@ -36,6 +36,7 @@ inline std::vector<double> concat(std::vector<double> a, const std::vector<doubl
 inline std::vector<double> reference_gradient(const std::string& name, const std::function<double()>& loss,
                                               RefParams* ref) {
   if (name == "gate.weight") return finite_diff(loss, &ref->router);
+  if (name == "gate.noise_weight") return finite_diff(loss, &ref->router_noise);
   if (name == "shared.gate_up_proj")
     return concat(finite_diff(loss, &ref->shared_gate), finite_diff(loss, &ref->shared_up));
   if (name == "shared.down_proj") return finite_diff(loss, &ref->shared_down);

@@ -23,6 +23,7 @@ struct RefParams {
   Vec router, bias;
   std::vector<Vec> gate, up, down;  // per expert: [I*H], [I*H], [H*I]
   Vec shared_gate, shared_up, shared_down, shared_expert_gate;
+  Vec router_noise;  // [E*H] noisy gating's W_noise; empty: none
 };
 
 inline Vec to_double(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
@@ -36,7 +37,8 @@ inline RefParams ref_params(const formats::MoeLayerArrays& a) {
               to_double(a.shared_gate),
               to_double(a.shared_up),
               to_double(a.shared_down),
-              to_double(a.shared_expert_gate)};
+              to_double(a.shared_expert_gate),
+              {}};
   for (std::size_t e = 0; e < a.gate.size(); ++e) {
     p.gate.push_back(to_double(a.gate[e]));
     p.up.push_back(to_double(a.up[e]));
@@ -87,6 +89,7 @@ struct RefTopologyRouting {
   std::vector<Vec> penalty{};      // [T][E] subtracted from token t's selection values; empty: none
   std::vector<Vec> link_cost{};    // [T][E] the topology loss's price of each expert for token t; empty: none
   double top_p = 0;                // top-p routing: experts in order until their probabilities reach top_p (0: off)
+  std::vector<Vec> noise_eps{};    // [T][E] noisy gating's standard normal draws; empty: no noise
 };
 
 // Excludes (-inf) the experts outside the `limit` groups whose best `s`
@@ -123,8 +126,21 @@ inline void ref_node_limit(const RefTopologyRouting& topo, Vec* values) {
 struct RefChoice {
   std::vector<int> experts;
   Vec weights;
-  Vec logits;
+  Vec logits;            // the noisy logits with noisy gating
+  Vec clean, noise_std;  // noisy gating: the clean logits and softplus(x · W_noise)
 };
+
+// Noisy gating: logits += eps * softplus(x · W_noise), keeping the clean
+// logits and the noise scale.
+inline void ref_add_noise(const RefParams& a, const double* x, const Vec& eps, std::int64_t H, RefChoice* ch) {
+  ch->clean = ch->logits;
+  for (std::size_t e = 0; e < eps.size(); ++e) {
+    double n = 0;
+    for (std::int64_t c = 0; c < H; ++c) n += a.router_noise[e * H + c] * x[c];
+    ch->noise_std.push_back(std::log1p(std::exp(n)));
+    ch->logits[e] += eps[e] * ch->noise_std[e];
+  }
+}
 
 inline RefChoice ref_route(const formats::RandomMoeSpec& s, const RefParams& a, const double* x,
                            const RefTopologyRouting& topo = {}, std::int64_t token = 0) {
@@ -133,6 +149,7 @@ inline RefChoice ref_route(const formats::RandomMoeSpec& s, const RefParams& a, 
   ch.logits.assign(E, 0.0);
   for (std::int64_t e = 0; e < E; ++e)
     for (std::int64_t c = 0; c < H; ++c) ch.logits[e] += a.router[e * H + c] * x[c];
+  if (!topo.noise_eps.empty()) ref_add_noise(a, x, topo.noise_eps[token], H, &ch);
   const Vec& logits = ch.logits;
   if (s.arch == Architecture::kDeepseekV3) {
     Vec score(E), biased(E);
@@ -194,6 +211,10 @@ struct RefOutput {
   double z_loss = 0;         // mean_t logsumexp(logits_t)^2
   double topology_loss = 0;  // mean_t sum_e softmax_te * link_cost_te
   double entropy_loss = 0;   // mean_t -sum_e softmax_te log softmax_te
+  // Noisy gating: CV^2 (unbiased variance over mean^2 + 1e-10) of the
+  // experts' summed routing weights and of their summed probabilities of
+  // being chosen under fresh noise.
+  double importance_loss = 0, load_loss = 0;
   // Router scores (softmax, or sigmoid for DeepSeek-V3) summed over the
   // chosen experts, and over each token's k largest.
   double gate_mass = 0, gate_mass_top_k = 0;
@@ -214,6 +235,33 @@ inline void ref_gate_and_topology(const formats::RandomMoeSpec& s, const RefTopo
     if (topo.top_p <= 0 || mass < topo.top_p) mass += score[e];
   out->gate_mass_top_k += mass;
   for (int e : ch.experts) out->gate_mass += score[e];
+}
+
+inline double ref_cv_squared(const Vec& v) {
+  const double n = double(v.size());
+  double mean = 0, var = 0;
+  for (double x : v) mean += x / n;
+  for (double x : v) var += (x - mean) * (x - mean) / (n - 1);
+  return var / (mean * mean + 1e-10);
+}
+
+// The importance and load losses of noisy top-k gating (Shazeer et al. 2017):
+// P(expert e chosen) = Phi((clean_e - threshold) / noise_std_e), the
+// threshold the k-th largest noisy logit of the other experts.
+inline void ref_noisy_losses(const std::vector<RefChoice>& choices, int K, RefOutput* out) {
+  const std::size_t E = choices.front().logits.size();
+  Vec importance(E, 0.0), load(E, 0.0);
+  for (const RefChoice& ch : choices) {
+    for (std::size_t j = 0; j < ch.experts.size(); ++j) importance[ch.experts[j]] += ch.weights[j];
+    const std::vector<int> top = ref_largest(ch.logits, K + 1);
+    for (std::size_t e = 0; e < E; ++e) {
+      const bool in = std::find(ch.experts.begin(), ch.experts.end(), int(e)) != ch.experts.end();
+      const double threshold = ch.logits[top[in ? K : K - 1]];
+      load[e] += 0.5 * std::erfc(-(ch.clean[e] - threshold) / ch.noise_std[e] / std::sqrt(2.0));
+    }
+  }
+  out->importance_loss = ref_cv_squared(importance);
+  out->load_loss = ref_cv_squared(load);
 }
 
 /// The layer over all T tokens. With a capacity factor, each rank's block of
@@ -274,6 +322,7 @@ inline RefOutput ref_forward(const formats::RandomMoeSpec& s, const RefParams& a
     }
   }
   for (std::int64_t e = 0; e < E; ++e) out.aux_loss += double(E) * f[e] * P[e];
+  if (!topo.noise_eps.empty()) ref_noisy_losses(choices, static_cast<int>(K), &out);
   return out;
 }
 

@@ -129,7 +129,8 @@ void CharLm::zero_grad() {
 }
 
 double CharLm::forward(comm::Communicator& comm, const std::int32_t* contexts, const std::int32_t* targets,
-                       std::int64_t T, float grad_scale, Activations* a, BatchResult* result) {
+                       std::int64_t T, float grad_scale, Activations* a, BatchResult* result,
+                       const std::uint64_t* noise_step) {
   const std::int64_t V = config_.vocab_size, C = config_.context, D = config_.embed_dim;
   const std::int64_t H = config_.moe.hidden_size, CD = C * D;
   a->x0.resize(static_cast<std::size_t>(T * CD));
@@ -161,7 +162,9 @@ double CharLm::forward(comm::Communicator& comm, const std::int32_t* contexts, c
                    .y = m.data(),
                    .context = &ab.ctx,
                    .stats = &result->stats[l],
-                   .schedule = schedule_});
+                   .schedule = schedule_,
+                   .gating_noise = noise_step != nullptr,
+                   .noise_key = noise_step ? *noise_step * blocks_.size() + l : 0});
     result->traffic.push_back(ab.ctx.traffic());
     for (std::size_t i = 0; i < m.size(); ++i) a->h[i] += m[i];
   }
@@ -176,12 +179,13 @@ double CharLm::forward(comm::Communicator& comm, const std::int32_t* contexts, c
 }
 
 BatchResult CharLm::forward_backward(comm::Communicator& comm, const std::int32_t* contexts,
-                                     const std::int32_t* targets, std::int64_t T, float grad_scale) {
+                                     const std::int32_t* targets, std::int64_t T, float grad_scale,
+                                     std::uint64_t step) {
   const std::int64_t V = config_.vocab_size, C = config_.context, D = config_.embed_dim;
   const std::int64_t H = config_.moe.hidden_size, CD = C * D;
   Activations a;
   BatchResult result;
-  result.loss_sum = forward(comm, contexts, targets, T, grad_scale, &a, &result);
+  result.loss_sum = forward(comm, contexts, targets, T, grad_scale, &a, &result, &step);
 
   // Head: logits now hold dL/dlogits.
   std::vector<float> du(static_cast<std::size_t>(T * H)), dh(static_cast<std::size_t>(T * H), 0.0f);
@@ -219,7 +223,7 @@ BatchResult CharLm::evaluate(comm::Communicator& comm, const std::int32_t* conte
                              std::int64_t T, bool keep_routing) {
   Activations a;
   BatchResult result;
-  result.loss_sum = forward(comm, contexts, targets, T, 1.0f, &a, &result);
+  result.loss_sum = forward(comm, contexts, targets, T, 1.0f, &a, &result, nullptr);
   if (keep_routing)
     for (auto& ab : a.blocks) result.expert_idx.push_back(ab.ctx.expert_idx());
   return result;

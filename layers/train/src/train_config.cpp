@@ -138,8 +138,8 @@ json hf_model_json(Section& m, TrainConfig* c) {
   check_arg(c->dtype == "f32" || c->dtype == "bf16",
             m.where("dtype") + " must be \"f32\" or \"bf16\", got \"" + c->dtype + "\"");
   c->router = m.string("router", "top-k");
-  check_arg(c->router == "top-k" || c->router == "top-p",
-            m.where("router") + " must be \"top-k\" or \"top-p\", got \"" + c->router + "\"");
+  check_arg(c->router == "top-k" || c->router == "top-p" || c->router == "noisy-top-k",
+            m.where("router") + " must be \"top-k\", \"top-p\" or \"noisy-top-k\", got \"" + c->router + "\"");
   const bool top_p = c->router == "top-p";
   check_arg(top_p || !m.has("top_p"), m.where("top_p") + " needs model.router \"top-p\"");
   check_arg(!top_p || m.has("top_p"), m.where("top_p") + " is required with model.router \"top-p\"");
@@ -191,6 +191,20 @@ void check_router(const TrainConfig& c) {
   check_arg(c.top_p == 0.0 || c.model.score == layers::ScoreFunction::kSoftmax,
             c.source + ": model.router \"top-p\" needs softmax router probabilities; model.arch " +
                 formats::architecture_name(c.model.arch) + " scores experts with a sigmoid");
+  for (const auto& [key, value] :
+       {std::pair{"importance_loss_coef", c.importance_loss_coef}, std::pair{"load_loss_coef", c.load_loss_coef}})
+    check_arg(c.router == "noisy-top-k" || value == 0.0,
+              c.source + ": field '" + key + "' needs model.router \"noisy-top-k\" (or --router noisy-top-k)");
+  if (c.router != "noisy-top-k") return;
+  check_arg(c.model.score == layers::ScoreFunction::kSoftmax && !c.model.has_selection_bias,
+            c.source + ": model.router \"noisy-top-k\" needs a softmax router without a selection bias; model.arch " +
+                formats::architecture_name(c.model.arch) + " has neither");
+  check_arg(c.model.top_k < c.model.num_experts, c.source +
+                                                     ": model.router \"noisy-top-k\" needs model.top_k below "
+                                                     "model.experts (its load loss compares with the (k+1)-th)");
+  check_arg(
+      c.routing.max_nodes == 0 && c.routing.link_penalty == 0.0,
+      c.source + ": model.router \"noisy-top-k\" does not combine with routing.max_nodes or routing.link_penalty");
 }
 
 TrainConfig parse_train_config(const std::string& json_text, const std::string& source) {
@@ -211,7 +225,6 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   const json hf = hf_model_json(model, &c);
   c.model = formats::parse_model_config(hf.dump(), source + " (model)");
   c.model_json = root.at("model").dump();
-  check_router(c);
 
   Section opt = top.section("optimizer");
   OptimizerConfig& o = c.optimizer;
@@ -238,6 +251,8 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   c.aux_loss_coef = top.number("aux_loss_coef", 0.0, 0.0, 1e3);
   c.z_loss_coef = top.number("z_loss_coef", 0.0, 0.0, 1e3);
   c.entropy_loss_coef = top.number("entropy_loss_coef", 0.0, 0.0, 1e3);
+  c.importance_loss_coef = top.number("importance_loss_coef", 0.0, 0.0, 1e3);
+  c.load_loss_coef = top.number("load_loss_coef", 0.0, 0.0, 1e3);
   c.bias_update_speed = top.number("bias_update_speed", 0.0, 0.0, 1e3);
   check_arg(c.bias_update_speed == 0.0 || c.model.has_selection_bias,
             top.where("bias_update_speed") +

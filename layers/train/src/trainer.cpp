@@ -81,6 +81,7 @@ void add_to(const std::vector<std::int64_t>& v, std::vector<std::int64_t>* sum) 
 
 Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const TrainTopology& where)
     : config_(config), comm_(comm) {
+  check_router(config_);
   const formats::ModelConfig& m = config_.model;
   check_arg(m.num_experts >= comm.size(),
             config_.source + ": field 'model.experts' (" + std::to_string(m.num_experts) +
@@ -104,6 +105,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator& comm, const Trai
                                   .z_loss_coef = config_.z_loss_coef,
                                   .topology_loss_coef = config_.routing.topology_loss,
                                   .entropy_loss_coef = config_.entropy_loss_coef,
+                                  .noisy_gating = {.enabled = config_.router == "noisy-top-k",
+                                                   .importance_coef = config_.importance_loss_coef,
+                                                   .load_coef = config_.load_loss_coef},
                                   .exchange = {}},
                   .top_p = static_cast<float>(config_.top_p),
                   .routing = config_.routing,
@@ -127,7 +131,8 @@ StepReport Trainer::train_step() {
   const std::int64_t global = B * comm_.size();
   model_->zero_grad();
   BatchResult r = model_->forward_backward(comm_, contexts.data(), targets.data(), B,
-                                           static_cast<float>(1.0 / static_cast<double>(global)));
+                                           static_cast<float>(1.0 / static_cast<double>(global)),
+                                           static_cast<std::uint64_t>(step_));
   const std::vector<Parameter*> params = model_->parameter_ptrs();
   allreduce_replicated_grads(comm_, params);
 
@@ -140,7 +145,8 @@ StepReport Trainer::train_step() {
     const layers::ForwardStats& s = r.stats[static_cast<std::size_t>(l)];
     if (config_.bias_update_speed > 0) model_->moe(l).update_selection_bias(s, config_.bias_update_speed);
     rep.aux_loss += config_.aux_loss_coef * s.aux_loss + config_.z_loss_coef * s.z_loss +
-                    config_.routing.topology_loss * s.topology_loss + config_.entropy_loss_coef * s.entropy_loss;
+                    config_.routing.topology_loss * s.topology_loss + config_.entropy_loss_coef * s.entropy_loss +
+                    config_.importance_loss_coef * s.importance_loss + config_.load_loss_coef * s.load_loss;
     rep.experts_per_token.push_back(s.mean_experts_per_token());
     add_to(s.experts_per_token, &rep.experts_histogram);
     rep.topology_loss += s.topology_loss;

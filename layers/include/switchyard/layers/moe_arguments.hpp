@@ -40,6 +40,8 @@ struct ForwardStats {
   double z_loss = 0.0;                    // unscaled router z-loss (same on every rank)
   double topology_loss = 0.0;             // unscaled topology loss; 0 without RouterConfig::link_cost
   double entropy_loss = 0.0;              // mean entropy of the router's softmax probabilities
+  // Noisy gating's CV(importance)^2 and CV(load)^2 (0 without noise).
+  double importance_loss = 0.0, load_loss = 0.0;
   // Tokens by the number of experts they use, [top_k + 1]: all at top_k
   // unless the router is top-p (RouterConfig::top_p).
   std::vector<std::int64_t> experts_per_token;
@@ -72,6 +74,11 @@ struct MoeForwardArguments {
   ForwardStats* stats = nullptr;  // filled when given (loads, drops, aux losses over all ranks)
   PhaseTimer* timer = nullptr;    // busy time per kind of task added when given
   StepSchedule schedule{};
+  // Noisy gating (MoeLayerOptions::noisy_gating): draw this training step's
+  // noise, keyed by `noise_key` (e.g. the step number). Every rank must
+  // pass the same. Without it the router is noise-free (evaluation).
+  bool gating_noise = false;
+  std::uint64_t noise_key = 0;
 };
 
 /// One backward, after a forward that kept `context`.

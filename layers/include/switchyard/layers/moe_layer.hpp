@@ -19,6 +19,7 @@
 #include "switchyard/layers/moe_config.hpp"
 #include "switchyard/layers/moe_context.hpp"
 #include "switchyard/layers/moe_weights.hpp"
+#include "switchyard/layers/noisy_gating.hpp"
 #include "switchyard/layers/router.hpp"
 #include "switchyard/runtime/parameter.hpp"
 
@@ -49,6 +50,10 @@ struct MoeLayerOptions {
   // (the "dynamic loss" of top-p routing, Huang et al. 2024): it sharpens
   // the distribution, so a top-p router reaches its mass with fewer experts.
   double entropy_loss_coef = 0.0;
+  // Noisy top-k gating (noisy_gating.hpp): learned Gaussian noise on the
+  // router logits in steps that ask for it (MoeForwardArguments::gating_noise),
+  // with the importance and load losses.
+  NoisyGating noisy_gating{};
   // Flat or hierarchical, and the node of each rank (empty: one node, flat).
   // A token's partial results from several ranks are summed node by node,
   // so that both kinds give the same bits.
@@ -151,6 +156,10 @@ class MoeLayer {
   void permute_grad_chunk(detail::MoeChunk& k);
   void expert_weight_grads();
   void router_and_shared_grads();
+  void noisy_route(detail::MoeChunk& k, float* logits);
+  void noisy_stats(comm::Communicator& comm, detail::MoeStepState& c);
+  void noisy_importance_grads(detail::MoeChunk& k);
+  void noisy_load_grads(detail::MoeChunk& k);
   void sum_replica_grads(comm::Communicator& comm, std::vector<float>& before);
   void global_stats(comm::Communicator& comm, detail::MoeStepState& c, ForwardStats* stats);
   void token_stat_sums(detail::MoeStepState& c) const;
@@ -176,6 +185,8 @@ class MoeLayer {
   std::vector<float> selection_bias_;
   Parameter router_weight_;
   std::unique_ptr<kernels::Linear> router_linear_;
+  Parameter router_noise_;  // [E, H] noisy gating's W_noise, empty without it
+  std::unique_ptr<kernels::Linear> noise_linear_;
   std::unique_ptr<ExpertBackend> experts_;
   std::unique_ptr<GatedMlp> shared_;
   Parameter shared_gate_;  // [1, H], empty unless gated

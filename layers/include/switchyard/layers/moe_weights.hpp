@@ -17,6 +17,7 @@ struct MlpWeights {
 struct MoeWeights {
   std::vector<float> router;          // [E, H]
   std::vector<float> selection_bias;  // [E], empty if none
+  std::vector<float> router_noise;    // [E, H] noisy gating's noise weights; empty: zeros
   std::int64_t first_expert = 0;
   std::vector<std::int64_t> expert_ids;  // each of `experts`' global id; empty: first_expert, first_expert + 1, ...
   std::vector<MlpWeights> experts;       // this rank's experts

@@ -73,8 +73,9 @@ class CharLm {
   /// Forward and backward over this rank's `T` examples (`contexts` [T, C],
   /// `targets` [T]): adds `grad_scale` * d(sum of cross-entropies)/dθ, plus
   /// the MoE auxiliary-loss gradients, into the parameters' grad. Collective.
+  /// `step` keys a noisy router's noise (MoeLayerOptions::noisy_gating).
   BatchResult forward_backward(comm::Communicator& comm, const std::int32_t* contexts, const std::int32_t* targets,
-                               std::int64_t T, float grad_scale);
+                               std::int64_t T, float grad_scale, std::uint64_t step = 0);
 
   /// Forward only. With `keep_routing`, fills BatchResult::expert_idx.
   /// Collective (every rank calls it, with zero examples if it has none).
@@ -95,8 +96,9 @@ class CharLm {
   };
   // Runs the model on T examples; keeps activations in `acts` for backward.
   struct Activations;
+  // `noise_step`: a training step's key for noisy routers; null: no noise.
   double forward(comm::Communicator& comm, const std::int32_t* contexts, const std::int32_t* targets, std::int64_t T,
-                 float grad_scale, Activations* acts, BatchResult* result);
+                 float grad_scale, Activations* acts, BatchResult* result, const std::uint64_t* noise_step);
 
   CharLmConfig config_;
   Parameter embed_, in_proj_, in_bias_, final_norm_, head_, head_bias_;

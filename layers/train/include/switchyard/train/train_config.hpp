@@ -28,8 +28,10 @@ struct TrainConfig {
   double capacity_factor = 0.0;
   std::string dtype = "f32";  // "model.dtype": expert GEMMs in f32, or bf16 (float32 master weights)
   std::string model_json;     // the "model" object as given (compact), kept in checkpoints
-  // "model.router": "top-k" (top_k experts per token) or "top-p" (experts
-  // until their probability reaches "model.top_p", at most top_k of them).
+  // "model.router": "top-k" (top_k experts per token), "top-p" (experts
+  // until their probability reaches "model.top_p", at most top_k of them) or
+  // "noisy-top-k" (learned Gaussian noise on the logits in training, with
+  // importance_loss_coef and load_loss_coef).
   std::string router = "top-k";
   double top_p = 0.0;
 
@@ -46,7 +48,8 @@ struct TrainConfig {
   double aux_loss_coef = 0.0;
   double z_loss_coef = 0.0;
   double entropy_loss_coef = 0.0;  // mean router entropy (layers::MoeLayerOptions::entropy_loss_coef)
-  double bias_update_speed = 0.0;  // DeepSeek-V3 auxiliary-loss-free balancing
+  double importance_loss_coef = 0.0, load_loss_coef = 0.0;  // noisy-top-k's losses (layers::NoisyGating)
+  double bias_update_speed = 0.0;                           // DeepSeek-V3 auxiliary-loss-free balancing
 
   // "routing": topology-aware routing of every block (docs/topology.md):
   // max_nodes (0: no limit), node_score_experts, link_penalty.
@@ -60,8 +63,10 @@ struct TrainConfig {
 /// field, an unknown field, a wrong type or an out-of-range value.
 TrainConfig parse_train_config(const std::string& json_text, const std::string& source);
 
-/// Throws Error(kInvalidArgument) if the router choice (top-p) does not fit
-/// the model's router; for overrides applied after parsing.
+/// Throws Error(kInvalidArgument) if the router choice (top-p, noisy-top-k)
+/// and its loss coefficients do not fit the model's router and routing. Not
+/// part of parsing, so that command-line overrides apply first; the trainer
+/// calls it.
 void check_router(const TrainConfig& c);
 
 /// Reads and parses the file at `path`.
