@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Trains the example MoE model with fixed top-k routers and with top-p
-routing, then plots held-out loss and experts per token side by side, each
-against the bigram baseline.
+"""Trains the example MoE model with fixed top-k routers, noisy top-k gating
+and top-p routing, then plots held-out loss and experts per token side by
+side, each against the bigram baseline.
 
     python bench/plot_routers.py [--switchyard build/launch/switchyard] [--out docs/img/routers.png]
 
@@ -39,6 +39,10 @@ def runs():
         "top_p": ("top-p 0.5, at most 4, entropy loss 0.01",
                   dict(with_model(top_k=4, router="top-p", top_p=0.5), entropy_loss_coef=0.01)),
         "top_p_plain": ("top-p 0.5, at most 4, no entropy loss", with_model(top_k=4, router="top-p", top_p=0.5)),
+        # Shazeer et al.'s losses in place of the Switch balancing loss, w = 0.1 each as in the paper.
+        "noisy": ("noisy top-2, importance and load losses 0.1",
+                  dict(with_model(top_k=2, router="noisy-top-k"), aux_loss_coef=0.0, importance_loss_coef=0.1,
+                       load_loss_coef=0.1)),
     }
 
 
@@ -62,7 +66,9 @@ def main():
         evals = evals + [final]  # the final evaluation, on all held-out text
         line, = ax_loss.plot([e["step"] for e in evals], [e["val_loss"] for e in evals], "o-",
                              label=f"{label}: final {final['val_loss']:.3f}")
+        fixed = name.startswith("top1") or name in ("top2", "noisy")  # equal lines: dashes keep both visible
         ax_k.plot([s["step"] for s in steps], [s["experts_per_token"] for s in steps], color=line.get_color(),
+                  ls=(0, (4, 4)) if name in ("top1_prob", "noisy") else "-", lw=1.5 if fixed else 2,
                   label=f"{label}: held-out {final['experts_per_token']:.2f}")
     final = data["top2"][2]
     ax_loss.axhline(final["bigram_val_loss"], color="gray", ls=":", label=f"bigram baseline {final['bigram_val_loss']:.3f}")

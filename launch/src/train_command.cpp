@@ -7,6 +7,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,9 @@ std::string duration(double s) {
 }
 
 double max_of(const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); }
+double mean_of(const std::vector<double>& v) {
+  return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+}
 
 // Rank 0's JSON-lines sink; a no-op elsewhere or without --json.
 class JsonLog {
@@ -137,19 +141,23 @@ using Clock = std::chrono::steady_clock;
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 // --router, --top-p, --max-k, --entropy-loss-coef over the configuration.
+// The model's fields among them go into model_json too, which checkpoints
+// keep: a resume must route as the run it continues.
 void apply_router_flags(const TrainOptions& o, train::TrainConfig* c) {
-  if (!o.router.empty()) c->router = o.router;
+  nlohmann::json model = nlohmann::json::parse(c->model_json);
+  if (!o.router.empty()) c->router = model["router"] = o.router;
   const bool top_p = c->router == "top-p";
   check_arg(o.top_p < 0 || top_p, "--top-p needs --router top-p (or model.router \"top-p\")");
   check_arg(o.max_k < 0 || top_p, "--max-k needs --router top-p (or model.router \"top-p\")");
-  if (o.top_p >= 0) c->top_p = o.top_p;
+  if (o.top_p >= 0) c->top_p = model["top_p"] = o.top_p;
   if (!top_p) c->top_p = 0.0;
   check_arg(!top_p || c->top_p > 0.0, "--router top-p needs --top-p P in (0, 1] (or model.top_p)");
   if (o.max_k > 0) {
     check_arg(o.max_k <= c->model.num_experts, "--max-k " + std::to_string(o.max_k) + " exceeds the model's experts (" +
                                                    std::to_string(c->model.num_experts) + ")");
-    c->model.top_k = o.max_k;
+    c->model.top_k = model["top_k"] = o.max_k;
   }
+  if (!o.router.empty() || o.top_p >= 0 || o.max_k > 0) c->model_json = model.dump();
   if (o.entropy_loss_coef >= 0) c->entropy_loss_coef = o.entropy_loss_coef;
 }
 
@@ -359,9 +367,7 @@ void TrainRun::log_progress(const train::StepReport& rep) {
   last_train_loss_ = window_loss_ / static_cast<double>(window_steps_);
   if (talk_) {
     char experts[48] = "";
-    if (c_.top_p > 0)
-      std::snprintf(experts, sizeof(experts), "  experts/token %.2f",
-                    rep.experts_per_token.empty() ? 0.0 : max_of(rep.experts_per_token));
+    if (c_.top_p > 0) std::snprintf(experts, sizeof(experts), "  experts/token %.2f", mean_of(rep.experts_per_token));
     std::printf("step %6lld/%lld  loss %.4f  aux %.4f  lr %.2e  |g| %.3f  %8.0f tok/s  load max/mean %.2f%s  eta %s\n",
                 static_cast<long long>(s), static_cast<long long>(c_.steps), rep.loss, rep.aux_loss, rep.lr,
                 rep.grad_norm, tps, max_of(rep.load_imbalance), experts, duration(eta).c_str());

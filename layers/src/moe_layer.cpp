@@ -215,6 +215,7 @@ void MoeLayer::run(comm::Communicator& comm, const MoeBackwardArguments& args) {
   const int C = static_cast<int>(c.chunks.size());
   const std::int64_t T = c.num_tokens, E = config_.num_experts;
   c.grad_logits.resize(static_cast<std::size_t>(T * E));
+  if (c.noisy) c.grad_noise.resize(static_cast<std::size_t>(T * E));  // NOTE: before the chunks' tasks share it
   StepSchedule schedule = args.schedule;
   if (!ok) {
     schedule.chunks = C;

@@ -73,7 +73,6 @@ void MoeLayer::noisy_importance_grads(detail::MoeChunk& k) {
 void MoeLayer::noisy_load_grads(detail::MoeChunk& k) {
   detail::MoeStepState& c = *step_.ctx;
   const std::int64_t E = config_.num_experts, K = config_.top_k;
-  c.grad_noise.resize(c.logits.size());
   k.noisy_scratch.resize(static_cast<std::size_t>(E));
   k.noisy_top.resize(static_cast<std::size_t>(K + 1));
   float* d_clean = k.noisy_scratch.data();

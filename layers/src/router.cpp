@@ -191,7 +191,9 @@ void limit_to_groups(const GroupLimit& g, RouterScratch& s) {
 // Top-p: how many of the chosen experts `idx` (in selection order) a token
 // uses: the fewest whose scores reach top_p, at least one.
 std::int64_t experts_used(const RouterConfig& config, const float* scores, const std::int32_t* idx) {
-  if (config.top_p <= 0.0f) return config.top_k;
+  // NOTE: P = 1 means every allowed expert: a float softmax can round one
+  // probability up to 1 and would otherwise stop early.
+  if (config.top_p <= 0.0f || config.top_p >= 1.0f) return config.top_k;
   double mass = 0.0;  // NOTE: in double, so the cut does not depend on summation rounding
   for (std::int64_t j = 0; j < config.top_k; ++j) {
     mass += scores[idx[j]];

@@ -33,8 +33,24 @@ struct Result {
   std::vector<float> y, dx;
   std::vector<std::vector<float>> grads;  // parameters() order
   std::vector<std::int64_t> load;
-  std::vector<double> stats;  // aux, z and topology losses, gate mass, top-k gate mass
+  std::vector<double> stats;  // aux, z, topology, entropy, importance and load losses, gate masses
+  std::vector<std::int64_t> experts_per_token;
 };
+
+// The router of a case: the architecture's, top-p over it, or noisy top-k.
+enum class Router { kPlain, kTopP, kNoisy };
+
+struct Case {
+  Architecture arch;
+  Router router = Router::kPlain;
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << formats::architecture_name(c.arch)
+      << (c.router == Router::kTopP    ? "_top_p"
+          : c.router == Router::kNoisy ? "_noisy"
+                                       : "");
+}
 
 formats::RandomMoeSpec spec(Architecture arch, int seed) {
   formats::RandomMoeSpec s;
@@ -67,7 +83,7 @@ void expect_bf16_wire_close(const Result& f32, const Result& bf16, bool training
   }
 }
 
-class ScheduleIndependence : public ::testing::TestWithParam<Architecture> {};
+class ScheduleIndependence : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule) {
   comm::MpiCommunicator comm(MPI_COMM_WORLD);
@@ -75,7 +91,8 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
   const std::string dir = test_support::shared_temp_dir(me);
   ASSERT_FALSE(dir.empty());
   const std::string mine = dir + "/rank" + std::to_string(me);
-  const auto s = spec(GetParam(), 40 + static_cast<int>(GetParam()));
+  const Case c = GetParam();
+  const auto s = spec(c.arch, 40 + static_cast<int>(c.arch) + 10 * static_cast<int>(c.router));
   formats::write_random_moe_checkpoint(s, mine);
   const auto config = formats::load_model_config(mine);
   formats::Checkpoint ckpt(mine);
@@ -90,6 +107,8 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
   layers::MoeConfig moe = formats::moe_config(config);
   for (std::int64_t e = 0; e < moe.num_experts; ++e)
     moe.router.link_cost.push_back(static_cast<float>((e + me) % 3) / 2.0f);
+  if (c.router == Router::kTopP) moe.router.top_p = 0.3f;  // observed: tokens use 1 or 2 experts
+  const bool noisy = c.router == Router::kNoisy;
   // Flat on one node; then two interleaved virtual nodes, flat as the
   // reference and hierarchical against it (the same sums, the same bits).
   layers::NodeOfRank two_nodes;
@@ -101,15 +120,17 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
   for (bool training : {true, false})
     for (const layers::ExchangeLayout& layout : layouts) {
       const bool reference = layout.kind == layers::ExchangeKind::kFlat;
-      layers::MoeLayer layer(
-          moe,
-          formats::load_moe_weights(ckpt, config, layer_index, placement.first_expert(me), placement.num_local(me)),
-          placement, me,
-          layers::MoeLayerOptions{.experts = {.inference_only = !training},
-                                  .aux_loss_coef = 0.01,
-                                  .z_loss_coef = 0.001,
-                                  .topology_loss_coef = 0.05,
-                                  .exchange = layout});
+      layers::MoeWeights weights =
+          formats::load_moe_weights(ckpt, config, layer_index, placement.first_expert(me), placement.num_local(me));
+      if (noisy) weights.router_noise = formats::random_matrix(s.experts, H, 500);
+      layers::MoeLayer layer(moe, std::move(weights), placement, me,
+                             layers::MoeLayerOptions{.experts = {.inference_only = !training},
+                                                     .aux_loss_coef = 0.01,
+                                                     .z_loss_coef = 0.001,
+                                                     .topology_loss_coef = 0.05,
+                                                     .entropy_loss_coef = 0.02,
+                                                     .noisy_gating = {noisy, 0.1, 0.1},
+                                                     .exchange = layout});
       auto run = [&](const layers::StepSchedule& schedule) {
         Result r;
         r.y.assign(T * H, -1.0f);
@@ -119,16 +140,23 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
         layers::MoeForwardContext ctx;
         layers::MoeForwardContext* kept = training ? &ctx : nullptr;
         layer.initialize(comm, {T, schedule.chunks, training, schedule.wire_bf16}, kept);
-        layer.run(
-            comm,
-            {.x = x.data(), .num_tokens = T, .y = r.y.data(), .context = kept, .stats = &stats, .schedule = schedule});
+        layer.run(comm, {.x = x.data(),
+                         .num_tokens = T,
+                         .y = r.y.data(),
+                         .context = kept,
+                         .stats = &stats,
+                         .schedule = schedule,
+                         .gating_noise = noisy && training,
+                         .noise_key = 5});
         if (training) {
           layer.run(comm, layers::MoeBackwardArguments{
                               .context = &ctx, .grad_y = g.data(), .grad_x = r.dx.data(), .schedule = schedule});
           for (auto* p : layer.parameters()) r.grads.push_back(p->grad);
         }
         r.load = stats.expert_load;
-        r.stats = {stats.aux_loss, stats.z_loss, stats.topology_loss, stats.gate_mass, stats.gate_mass_top_k};
+        r.stats = {stats.aux_loss,        stats.z_loss,    stats.topology_loss, stats.entropy_loss,
+                   stats.importance_loss, stats.load_loss, stats.gate_mass,     stats.gate_mass_top_k};
+        r.experts_per_token = stats.experts_per_token;
         return r;
       };
       // Rows on the wire in float32 or bf16: each its own reference.
@@ -136,6 +164,13 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
         wants[0] = run({});
         wants[1] = run({.wire_bf16 = true});
         expect_bf16_wire_close(wants[0], wants[1], training);
+        if (c.router == Router::kTopP) {
+          const auto& h = wants[0].experts_per_token;
+          EXPECT_TRUE(h.size() == 3 && h[1] > 0 && h[2] > 0) << "top-p should give tokens 1 and 2 experts";
+        }
+        if (noisy && training) {
+          EXPECT_GT(wants[0].stats[5], 0.0) << "no load loss: the noisy router is off";
+        }
       }
       // Two nodes: the flat reference's schedules are the one node's; test fewer.
       const bool two = !layout.node_of_rank.empty();
@@ -154,7 +189,8 @@ TEST_P(ScheduleIndependence, OutputsAndGradientsAreBitwiseEqualForEverySchedule)
                                         " workers " + std::to_string(workers) + " wire " + (wire_bf16 ? "bf16" : "f32");
               ASSERT_EQ(std::memcmp(got.y.data(), want.y.data(), want.y.size() * sizeof(float)), 0) << "y, " << where;
               EXPECT_EQ(got.load, want.load) << where;
-              EXPECT_EQ(got.stats, want.stats) << "aux, z and topology losses, gate mass; " << where;
+              EXPECT_EQ(got.stats, want.stats) << "losses, gate mass; " << where;
+              EXPECT_EQ(got.experts_per_token, want.experts_per_token) << where;
               if (!training) continue;
               ASSERT_EQ(std::memcmp(got.dx.data(), want.dx.data(), want.dx.size() * sizeof(float)), 0)
                   << "dL/dx, " << where;
@@ -212,9 +248,11 @@ TEST(ScheduleFailure, BadArgumentsOnOneRankFailEveryRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, ScheduleIndependence,
-                         ::testing::Values(Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kDeepseekV3,
-                                           Architecture::kLlama4),
-                         [](const auto& info) { return std::string(formats::architecture_name(info.param)); });
+                         ::testing::Values(Case{Architecture::kMixtral}, Case{Architecture::kQwen2Moe},
+                                           Case{Architecture::kDeepseekV3}, Case{Architecture::kLlama4},
+                                           Case{Architecture::kMixtral, Router::kTopP},
+                                           Case{Architecture::kQwen3Moe, Router::kNoisy}),
+                         [](const auto& info) { return ::testing::PrintToString(info.param); });
 
 // The last rank's experts cannot run a backward (built for inference), so
 // its experts_grad tasks throw while the other ranks' succeed: every rank

@@ -198,7 +198,8 @@ void check_router(const TrainConfig& c) {
   if (c.router != "noisy-top-k") return;
   check_arg(c.model.score == layers::ScoreFunction::kSoftmax && !c.model.has_selection_bias,
             c.source + ": model.router \"noisy-top-k\" needs a softmax router without a selection bias; model.arch " +
-                formats::architecture_name(c.model.arch) + " has neither");
+                formats::architecture_name(c.model.arch) +
+                (c.model.has_selection_bias ? " has a selection bias" : " scores experts with a sigmoid"));
   check_arg(c.model.top_k < c.model.num_experts, c.source +
                                                      ": model.router \"noisy-top-k\" needs model.top_k below "
                                                      "model.experts (its load loss compares with the (k+1)-th)");

@@ -15,10 +15,12 @@ namespace {
 constexpr std::int64_t kEvalChunk = 2048;  // examples per forward during evaluation
 
 // Sizes of the routing counts of an evaluation: counts[(l * E + e) * V + v]
-// is how many slots of block l went to expert e for input character v.
+// is how many slots of block l went to expert e for input character v, and
+// char_tokens[v] how many tokens had input character v.
 struct RouteCounts {
   const std::vector<std::int64_t>& counts;
-  std::int64_t num_blocks, num_experts, vocab_size, top_k;
+  const std::vector<std::int64_t>& char_tokens;
+  std::int64_t num_blocks, num_experts, vocab_size;
 };
 
 // Expert e of block l: its share of the block's routed slots and its
@@ -26,7 +28,7 @@ struct RouteCounts {
 // block's slots per character, `all` every slot of the block.
 ExpertSpecialisation specialisation_of(const RouteCounts& rc, std::int64_t l, std::int64_t e,
                                        const std::vector<std::int64_t>& per_char, std::int64_t all, int top_inputs) {
-  const std::int64_t E = rc.num_experts, V = rc.vocab_size, K = rc.top_k;
+  const std::int64_t E = rc.num_experts, V = rc.vocab_size;
   ExpertSpecialisation s;
   s.block = l;
   s.expert = e;
@@ -46,10 +48,11 @@ ExpertSpecialisation specialisation_of(const RouteCounts& rc, std::int64_t l, st
   std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return share(a) > share(b); });
   for (int i = 0; i < top_inputs && i < static_cast<int>(order.size()); ++i) {
     const std::int32_t v = order[static_cast<std::size_t>(i)];
-    // per_char counts slots, top_k per token: scaled to tokens, so an
-    // expert serving every occurrence of a character shows 100%.
-    s.top_inputs.push_back(
-        {v, row[v], static_cast<double>(row[v] * K) / static_cast<double>(per_char[static_cast<std::size_t>(v)])});
+    // Over the character's tokens (not slots, which top-p varies per token),
+    // so an expert serving every occurrence of a character shows 100%.
+    s.top_inputs.push_back({v, row[v],
+                            static_cast<double>(row[v]) / static_cast<double>(std::max<std::int64_t>(
+                                                              1, rc.char_tokens[static_cast<std::size_t>(v)]))});
   }
   return s;
 }
@@ -181,6 +184,7 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
   const std::int64_t num_chunks = (most + kEvalChunk - 1) / kEvalChunk;
 
   std::vector<std::int64_t> counts(specialisation ? static_cast<std::size_t>(L * E * V) : 0, 0);
+  std::vector<std::int64_t> char_tokens(specialisation ? static_cast<std::size_t>(V) : 0, 0);
   double loss = 0.0, gate_mass = 0.0, gate_mass_top_k = 0.0;  // stats: sums over all ranks already
   EvalResult out;
   out.traffic.send_rows.assign(static_cast<std::size_t>(R), 0);  // sized even when no chunk ran
@@ -204,6 +208,8 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
     }
     for (const layers::StepTraffic& b : r.traffic) out.traffic += b;
     if (!specialisation) continue;
+    for (std::int64_t t = 0; t < T; ++t)
+      ++char_tokens[static_cast<std::size_t>(contexts[static_cast<std::size_t>(t * C + C - 1)])];
     for (std::int64_t l = 0; l < L; ++l)
       for (std::int64_t t = 0; t < T; ++t)
         for (std::int64_t j = 0; j < K; ++j) {
@@ -219,8 +225,9 @@ EvalResult Trainer::evaluate(std::int64_t max_tokens, bool specialisation, int t
   if (!specialisation) return out;
 
   comm_.allreduce_sum(counts.data(), counts.size());
-  out.experts =
-      specialisations({.counts = counts, .num_blocks = L, .num_experts = E, .vocab_size = V, .top_k = K}, top_inputs);
+  comm_.allreduce_sum(char_tokens.data(), char_tokens.size());
+  out.experts = specialisations(
+      {.counts = counts, .char_tokens = char_tokens, .num_blocks = L, .num_experts = E, .vocab_size = V}, top_inputs);
   return out;
 }
 

@@ -40,7 +40,8 @@ class MoeForwardContext {
   /// This rank's tokens in the last forward.
   std::int64_t num_tokens() const;
   /// Expert ids and routing weights of every token's top-k slots
-  /// ([T * K], token order) in the last forward.
+  /// ([T * K], token order) in the last forward; a top-p token's unused
+  /// slots hold expert -1 and weight 0 (RoutingPlan).
   std::vector<std::int32_t> expert_idx() const;
   std::vector<float> routing_weights() const;
   /// The last forward's exchanges and expert rows on this rank.
