@@ -13,7 +13,7 @@ start=$SECONDS
 if [[ ! -f $build/CMakeCache.txt ]]; then
   cmake -S "$root/fuzz" -B "$build" -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
 fi
-cmake --build "$build" -j1 >/dev/null
+cmake --build "$build" -j2 >/dev/null
 echo "fuzz-smoke: build took $((SECONDS - start)) s"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
