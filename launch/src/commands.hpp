@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 
+#include "router_options.hpp"
 #include "step_schedule.hpp"
 #include "switchyard/comm/communicator.hpp"
 #include "topology_options.hpp"
@@ -24,6 +25,7 @@ struct ForwardOptions {
   std::string json;           // append one JSON line (rank 0)
   std::string routing_stats;  // routing statistics (JSON), for placement
   std::string placement;      // expert placement file; empty: contiguous blocks
+  RouterOptions router;       // top-p routing over the checkpoint's router
   ScheduleOptions schedule;
   TopologyOptions topology;
   RoutingOptions topology_routing;
@@ -44,9 +46,7 @@ struct TrainOptions {
   std::string dtype;  // overrides the configuration's model.dtype when set
   // Override the configuration's model.router, model.top_p, model.top_k (the
   // cap of top-p) and entropy_loss_coef when set.
-  std::string router;
-  double top_p = -1.0;
-  std::int64_t max_k = -1;
+  RouterOptions router;
   double entropy_loss_coef = -1.0;
   bool quiet = false;
   std::string routing_stats;  // routing statistics over every training step (JSON)

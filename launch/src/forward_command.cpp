@@ -48,6 +48,7 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
   sub.add_flag("--quiet", o->quiet, "Print no summary");
   sub.add_option("--json", o->json,
                  "Append one JSON line to this file (rank 0): tokens, phases and the traffic per link class");
+  add_router_options(sub, &o->router, /*training=*/false);
   add_schedule_options(sub, &o->schedule);
   add_topology_options(sub, &o->topology);
   add_routing_options(sub, &o->topology_routing);
@@ -57,15 +58,26 @@ void add_forward_options(CLI::App& sub, ForwardOptions* o) {
 
 namespace {
 
-void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, const formats::MoeTensorNames& names,
-                   const layers::ExpertPlacement& placement, const layers::ForwardStats& stats,
-                   const std::vector<PhaseTimer::Entry>& phases, const layers::LinkTraffic& traffic) {
+// "top-2", or "top-p 0.9 (at most 4)".
+std::string router_name(const layers::RouterConfig& router) {
+  char buf[64];
+  if (router.top_p > 0)
+    std::snprintf(buf, sizeof(buf), "top-p %g (at most %lld)", router.top_p, static_cast<long long>(router.top_k));
+  else
+    std::snprintf(buf, sizeof(buf), "top-%lld", static_cast<long long>(router.top_k));
+  return buf;
+}
+
+void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, const layers::RouterConfig& router,
+                   const formats::MoeTensorNames& names, const layers::ExpertPlacement& placement,
+                   const layers::ForwardStats& stats, const std::vector<PhaseTimer::Entry>& phases,
+                   const layers::LinkTraffic& traffic) {
   std::printf(
-      "switchyard forward: %s layer %lld (%s layout), %d rank%s, %lld tokens, hidden %lld, top-%lld of %lld experts\n",
+      "switchyard forward: %s layer %lld (%s layout), %d rank%s, %lld tokens, hidden %lld, %s of %lld experts\n",
       formats::architecture_name(config.arch), static_cast<long long>(o.layer),
       names.layout == formats::ExpertLayout::kFused ? "fused" : "per-expert", placement.num_ranks(),
       placement.num_ranks() == 1 ? "" : "s", static_cast<long long>(stats.num_tokens),
-      static_cast<long long>(config.hidden_size), static_cast<long long>(config.top_k),
+      static_cast<long long>(config.hidden_size), router_name(router).c_str(),
       static_cast<long long>(config.num_experts));
   std::printf("  experts per rank:");
   for (int r = 0; r < placement.num_ranks(); ++r)
@@ -78,6 +90,10 @@ void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, 
   const double mx = static_cast<double>(*std::max_element(load.begin(), load.end()));
   std::printf("\n  imbalance (max/mean load): %.2f   dropped slots: %lld\n", mean > 0 ? mx / mean : 0.0,
               static_cast<long long>(stats.num_dropped));
+  if (router.top_p > 0)
+    std::printf("  experts per token: %.3f (%.1f%% of top-%lld's expert compute)\n", stats.mean_experts_per_token(),
+                100.0 * stats.mean_experts_per_token() / static_cast<double>(router.top_k),
+                static_cast<long long>(router.top_k));
   std::printf("  time per phase (ms, slowest rank):");
   double sum = 0;
   for (auto& p : phases) {
@@ -86,8 +102,7 @@ void print_summary(const ForwardOptions& o, const formats::ModelConfig& config, 
   }
   std::printf("  | total %.3f\n", sum * 1e3);
   std::printf("  %s\n", routing_summary(o.topology_routing.over()).c_str());
-  std::printf("  gate mass kept: %.4f of the top-%lld scores'", stats.gate_mass_kept(),
-              static_cast<long long>(config.top_k));
+  std::printf("  gate mass kept: %.4f of the %s scores'", stats.gate_mass_kept(), router_name(router).c_str());
   if (o.topology_routing.over().topology_loss > 0) std::printf("; topology loss %.6f", stats.topology_loss);
   std::printf("\n  %s\n", link_traffic_summary(traffic).c_str());
   std::printf("  wrote %s\n", o.output.c_str());
@@ -137,6 +152,7 @@ struct LoadedLayer {
   std::unique_ptr<formats::Checkpoint> ckpt;
   std::unique_ptr<layers::MoeLayer> layer;
   formats::MoeTensorNames names;
+  layers::RouterConfig router;  // as the layer routes (--router over the checkpoint's)
 };
 
 // Loads this rank's experts of the layer, routed as the routing flags ask on
@@ -149,6 +165,8 @@ LoadedLayer load_layer(const ForwardOptions& o, const ForwardInputs& in, const c
     l.ckpt = std::make_unique<formats::Checkpoint>(o.model_dir);
     l.names = formats::moe_tensor_names(*l.ckpt, in.config, o.layer);
     layers::MoeConfig moe = formats::moe_config(in.config);
+    apply_router_options(o.router, &moe);
+    l.router = moe.router;
     const std::int64_t row_bytes = layers::wire_row_bytes(in.config.hidden_size, o.schedule.wire == "bf16");
     apply_routing_flags(o.topology_routing.over(), *in.placement, topology, o.topology, me, row_bytes, &moe.router);
     auto weights = formats::load_moe_weights(*l.ckpt, in.config, o.layer, in.placement->local_experts(me));
@@ -201,9 +219,10 @@ std::vector<PhaseTimer::Entry> slowest_phases(comm::Communicator& comm, const Ph
 }
 
 // Rank 0 appends the --json line. Collective (the error is agreed).
-void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const layers::ForwardStats& stats,
-                     const std::vector<PhaseTimer::Entry>& phases, const comm::Topology& topology,
-                     const layers::LinkTraffic& traffic, layers::ExchangeKind exchange) {
+void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const layers::RouterConfig& router,
+                     const layers::ForwardStats& stats, const std::vector<PhaseTimer::Entry>& phases,
+                     const comm::Topology& topology, const layers::LinkTraffic& traffic,
+                     layers::ExchangeKind exchange) {
   collective_step(comm, [&] {
     if (comm.rank() != 0 || o.json.empty()) return;
     nlohmann::ordered_json phase_ms = nlohmann::ordered_json::object();
@@ -212,12 +231,15 @@ void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const la
                                    {"tokens", stats.num_tokens},
                                    {"dropped", stats.num_dropped},
                                    {"expert_load", stats.expert_load},
+                                   {"top_k", router.top_k},
+                                   {"top_p", router.top_p},
                                    {"gate_mass_kept", stats.gate_mass_kept()},
                                    {"topology_loss", stats.topology_loss},
                                    {"passes", o.grads.empty() ? 1 : 2},
                                    {"wire", o.schedule.wire},
                                    {"exchange", exchange_name(exchange)},
                                    {"phase_ms", phase_ms}};
+    add_expert_count_fields(line, stats.experts_per_token, router.top_k);
     add_link_traffic_fields(line, topology, traffic);
     add_routing_fields(line, o.topology_routing.over());
     std::ofstream out(o.json, std::ios::app);
@@ -290,8 +312,9 @@ void run_forward(const ForwardOptions& o, comm::Communicator& comm) {
   routing_stats.add(0, layer.traffic(kept));
   routing_stats.end_step();
   routing_stats.write(comm, topology, *in.placement);
-  write_json_line(o, comm, stats, phases, topology, traffic, layer.exchange_kind());
-  if (me == 0 && !o.quiet) print_summary(o, in.config, loaded.names, *in.placement, stats, phases, traffic);
+  write_json_line(o, comm, loaded.router, stats, phases, topology, traffic, layer.exchange_kind());
+  if (me == 0 && !o.quiet)
+    print_summary(o, in.config, loaded.router, loaded.names, *in.placement, stats, phases, traffic);
 }
 
 }  // namespace switchyard::launch

@@ -40,15 +40,7 @@ void add_train_options(CLI::App& sub, TrainOptions* o) {
                  "Expert GEMMs in f32 or bf16 (bf16 operands, float32 accumulation and master weights); overrides "
                  "the configuration's model.dtype")
       ->check(CLI::IsMember({"f32", "bf16"}));
-  sub.add_option("--router", o->router,
-                 "top-k (top_k experts per token), top-p (experts in score order until their probability reaches "
-                 "--top-p, at most --max-k) or noisy-top-k (learned noise on the router logits in training, with "
-                 "importance_loss_coef and load_loss_coef); overrides model.router")
-      ->check(CLI::IsMember({"top-k", "top-p", "noisy-top-k"}));
-  sub.add_option("--top-p", o->top_p, "Probability mass a top-p token's experts must reach; overrides model.top_p")
-      ->check(CLI::Range(0.0, 1.0));
-  sub.add_option("--max-k", o->max_k, "The most experts a top-p token may use; overrides model.top_k")
-      ->check(CLI::PositiveNumber);
+  add_router_options(sub, &o->router, /*training=*/true);
   sub.add_option("--entropy-loss-coef", o->entropy_loss_coef,
                  "Coefficient of the mean router entropy in the loss (sharpens top-p routing); overrides "
                  "entropy_loss_coef")
@@ -122,20 +114,6 @@ void print_specialisation(const train::EvalResult& r, const train::TextCorpus& c
   }
 }
 
-// Tokens by the experts they used ([top_k + 1], every block): the mean, and
-// the expert compute against a fixed top-k router's (1 unless top-p).
-void add_expert_count_fields(json& line, const std::vector<std::int64_t>& histogram, std::int64_t top_k) {
-  std::int64_t slots = 0, tokens = 0;
-  for (std::size_t k = 0; k < histogram.size(); ++k) {
-    slots += static_cast<std::int64_t>(k) * histogram[k];
-    tokens += histogram[k];
-  }
-  const double mean = tokens ? static_cast<double>(slots) / static_cast<double>(tokens) : 0.0;
-  line["experts_per_token"] = mean;
-  line["expert_compute_vs_top_k"] = mean / static_cast<double>(top_k);
-  line["experts_per_token_histogram"] = histogram;
-}
-
 using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -143,7 +121,8 @@ double seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 // --router, --top-p, --max-k, --entropy-loss-coef over the configuration.
 // The model's fields among them go into model_json too, which checkpoints
 // keep: a resume must route as the run it continues.
-void apply_router_flags(const TrainOptions& o, train::TrainConfig* c) {
+void apply_router_flags(const TrainOptions& t, train::TrainConfig* c) {
+  const RouterOptions& o = t.router;
   nlohmann::json model = nlohmann::json::parse(c->model_json);
   if (!o.router.empty()) c->router = model["router"] = o.router;
   const bool top_p = c->router == "top-p";
@@ -158,7 +137,7 @@ void apply_router_flags(const TrainOptions& o, train::TrainConfig* c) {
     c->model.top_k = model["top_k"] = o.max_k;
   }
   if (!o.router.empty() || o.top_p >= 0 || o.max_k > 0) c->model_json = model.dump();
-  if (o.entropy_loss_coef >= 0) c->entropy_loss_coef = o.entropy_loss_coef;
+  if (t.entropy_loss_coef >= 0) c->entropy_loss_coef = t.entropy_loss_coef;
 }
 
 // Reads --config with the command line's overrides; rank 0 opens --json.
