@@ -31,7 +31,7 @@ if [[ $kind == address ]]; then
   # tests already run under ASan, as do the Slurm and fault-injection cluster tests: they run in the
   # plain suite only, which keeps a CI run on a slow machine well inside its limit. The bad-input suite
   # stays: malformed files and flags are where the binary's own parsing runs.
-  select=(-LE fuzz -E '^(python_test_(transformers_crosscheck|train_small|scaling_study|schedule_cli|train_cli|topo_cli|placement_cli|bench)|slurm_cluster|cluster_faults)$')
+  select=(-LE fuzz -E '^(python_test_(transformers_crosscheck|train_small|scaling_study|schedule_cli|train_cli|topo_cli|placement_cli|bench|forward_router)|slurm_cluster|cluster_faults)$')
   # halt_on_error: the first report ends the process (with -fno-sanitize-recover=all for UBSan).
   # allocator_may_return_null: an impossible allocation returns null, as glibc's does, so that the
   # tests of Switchyard's out-of-memory errors see what a user's run sees instead of an ASan report.
