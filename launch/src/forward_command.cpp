@@ -232,7 +232,7 @@ void write_json_line(const ForwardOptions& o, comm::Communicator& comm, const la
                                    {"dropped", stats.num_dropped},
                                    {"expert_load", stats.expert_load},
                                    {"top_k", router.top_k},
-                                   {"top_p", router.top_p},
+                                   {"top_p", o.router.router == "top-p" ? o.router.top_p : 0.0},
                                    {"gate_mass_kept", stats.gate_mass_kept()},
                                    {"topology_loss", stats.topology_loss},
                                    {"passes", o.grads.empty() ? 1 : 2},
