@@ -3,7 +3,6 @@
 // the experts-per-token fields their JSON lines share (docs/routing.md).
 #include <CLI/CLI.hpp>
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -21,6 +20,9 @@ struct RouterOptions {
 /// Adds --router, --top-p and --max-k to `sub`. `training`: noisy-top-k too,
 /// and the help says which configuration field each flag overrides.
 void add_router_options(CLI::App& sub, RouterOptions* o, bool training);
+
+/// Throws Error(kInvalidArgument) naming --max-k when it exceeds the experts.
+void check_max_k(std::int64_t max_k, std::int64_t num_experts);
 
 /// For a layer read from a checkpoint (forward): top-p routing with its cap
 /// when --router top-p asks for it. Throws Error(kInvalidArgument) naming the

@@ -132,8 +132,7 @@ void apply_router_flags(const TrainOptions& t, train::TrainConfig* c) {
   if (!top_p) c->top_p = 0.0;
   check_arg(!top_p || c->top_p > 0.0, "--router top-p needs --top-p P in (0, 1] (or model.top_p)");
   if (o.max_k > 0) {
-    check_arg(o.max_k <= c->model.num_experts, "--max-k " + std::to_string(o.max_k) + " exceeds the model's experts (" +
-                                                   std::to_string(c->model.num_experts) + ")");
+    check_max_k(o.max_k, c->model.num_experts);
     c->model.top_k = model["top_k"] = o.max_k;
   }
   if (!o.router.empty() || o.top_p >= 0 || o.max_k > 0) c->model_json = model.dump();
